@@ -1,0 +1,31 @@
+"""Warmline's Twilio-facing Flask app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from voice.config import load_settings
+from voice.logs import configure_logging
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. ``test_config`` overrides settings (flaskr style): tests pass a database URL, token, …
+
+    The database schema is not migrated here (several gunicorn workers would race to do it): ``warmline serve`` and
+    ``make run`` apply migrations before the workers start.
+    """
+    from voice import health, webhooks
+    from voice.wiring import assemble
+
+    settings = load_settings(test_config)
+    configure_logging(settings.log_level)
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.extensions["warmline"] = assemble(app, settings)
+    if settings.proxy.trust_forwarded_headers:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(health.bp)
+    return app

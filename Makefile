@@ -1,0 +1,47 @@
+# Warmline — two commands on a fresh machine:
+#   make run    install everything, migrate the SQLite database, load the demo CRM data and serve on :5000
+#   make test   lint, type-check and run the whole test suite (SQLite and PostgreSQL)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+
+.PHONY: run test lint typecheck pytest bench install clean lock
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/warmline db upgrade
+	$(BIN)/warmline crm import customers crm_sync/demo/customers.csv
+	$(BIN)/warmline reps import crm_sync/demo/reps.csv --status available
+	$(BIN)/warmline serve --host $(HOST) --port $(PORT)
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy voice ivr_flows crm_sync
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/webhook.py
+
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable | grep -viE '^(pytest|ruff|mypy|types-)' > requirements.txt
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,358 @@
+"""The one door to the CRM store: every query and write the rest of Warmline makes goes through here.
+
+Functions take the caller's ``Session`` (one unit of work, committed by ``Store.unit_of_work``) so that a webhook can
+read, decide and write in a single transaction. Nothing here knows about Flask or Twilio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from crm_sync.models import (
+    Customer,
+    Interaction,
+    InteractionStatus,
+    Offer,
+    OfferState,
+    Outcome,
+    Rep,
+    RepSkill,
+    RepState,
+    utcnow,
+)
+
+
+class UnknownRep(LookupError):
+    """No rep by that name."""
+
+
+class UnknownInteraction(LookupError):
+    """No interaction for that CallSid (a webhook for a call we never saw start)."""
+
+
+# --- customers -----------------------------------------------------------------------------------------------------
+
+
+def find_customer_by_phone(session: Session, phone_e164: str) -> Customer | None:
+    return session.scalars(select(Customer).where(Customer.phone == phone_e164)).one_or_none()
+
+
+def upsert_customer(
+    session: Session,
+    *,
+    name: str,
+    phone_e164: str,
+    email: str | None,
+    tier: str,
+    notes: str | None,
+    custom_fields: dict[str, str],
+) -> tuple[Customer, bool]:
+    """Create or update the customer with this number. Returns (customer, created)."""
+    customer = find_customer_by_phone(session, phone_e164)
+    created = customer is None
+    if customer is None:
+        customer = Customer(phone=phone_e164, name=name, tier=tier, custom_fields={})
+        session.add(customer)
+    customer.name = name
+    customer.email = email
+    customer.tier = tier
+    customer.notes = notes
+    customer.custom_fields = {**(customer.custom_fields or {}), **custom_fields}
+    session.flush()
+    return customer, created
+
+
+@dataclass(frozen=True)
+class PastContact:
+    when: datetime
+    department: str | None
+    issue_text: str | None
+
+
+def last_contact(session: Session, customer_id: int, *, before_interaction_id: int) -> PastContact | None:
+    """The customer's previous call (the one before this one), for the whisper."""
+    row = session.execute(
+        select(Interaction.started_at, Interaction.department, Interaction.issue_text)
+        .where(Interaction.customer_id == customer_id, Interaction.id < before_interaction_id)
+        .order_by(Interaction.id.desc())
+        .limit(1)
+    ).first()
+    return PastContact(row.started_at, row.department, row.issue_text) if row else None
+
+
+# --- interactions --------------------------------------------------------------------------------------------------
+
+
+def open_interaction(
+    session: Session,
+    *,
+    call_sid: str,
+    caller_number: str,
+    customer: Customer | None,
+    flow_name: str,
+    flow_version: str,
+    flow_state: dict[str, object],
+) -> tuple[Interaction, bool]:
+    """Open the interaction for a new call. Idempotent per CallSid: a retried webhook gets the same row back.
+
+    Returns (interaction, created).
+    """
+    existing = get_interaction(session, call_sid)
+    if existing is not None:
+        return existing, False
+    interaction = Interaction(
+        call_sid=call_sid,
+        caller_number=caller_number,
+        customer=customer,
+        flow_name=flow_name,
+        flow_version=flow_version,
+        flow_state=flow_state,
+        status=InteractionStatus.IN_FLOW,
+        started_at=utcnow(),
+    )
+    session.add(interaction)
+    session.flush()
+    return interaction, True
+
+
+def get_interaction(session: Session, call_sid: str, *, for_update: bool = False) -> Interaction | None:
+    query = select(Interaction).where(Interaction.call_sid == call_sid)
+    if for_update:
+        query = query.with_for_update(of=Interaction)
+    return session.scalars(query).unique().one_or_none()
+
+
+def require_interaction(session: Session, call_sid: str, *, for_update: bool = False) -> Interaction:
+    interaction = get_interaction(session, call_sid, for_update=for_update)
+    if interaction is None:
+        raise UnknownInteraction(call_sid)
+    return interaction
+
+
+def close_interaction(
+    session: Session,
+    interaction: Interaction,
+    *,
+    outcome: Outcome,
+    call_status: str | None,
+    duration_seconds: int | None,
+    now: datetime,
+) -> bool:
+    """Close once. A repeated or late status callback changes nothing and returns False."""
+    if interaction.status is InteractionStatus.ENDED:
+        if duration_seconds is not None and interaction.duration_seconds is None:
+            interaction.duration_seconds = duration_seconds
+        return False
+    if interaction.enqueued_at is not None and interaction.answered_at is None:
+        interaction.hold_seconds = max(0, int((now - interaction.enqueued_at).total_seconds()))
+    interaction.status = InteractionStatus.ENDED
+    interaction.outcome = interaction.outcome or outcome
+    interaction.ended_at = now
+    interaction.duration_seconds = duration_seconds
+    interaction.last_call_status = call_status
+    return True
+
+
+def queue_position(session: Session, interaction: Interaction) -> int:
+    """1-based place in the department's line (callers waiting or being pulled who queued earlier)."""
+    if interaction.enqueued_at is None:
+        return 1
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Interaction)
+        .where(
+            Interaction.status.in_([InteractionStatus.QUEUED, InteractionStatus.OFFERING]),
+            Interaction.department == interaction.department,
+            Interaction.enqueued_at.is_not(None),
+            Interaction.enqueued_at < interaction.enqueued_at,
+        )
+    )
+    return int(ahead or 0) + 1
+
+
+def has_waiting_callers(session: Session, department: str) -> bool:
+    return (
+        session.scalar(
+            select(Interaction.id)
+            .where(Interaction.status == InteractionStatus.QUEUED, Interaction.department == department)
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def next_waiting_caller_for(session: Session, rep: Rep) -> Interaction | None:
+    """The longest-waiting queued caller this rep can take and has not already turned down."""
+    departments = [skill.department for skill in rep.skills]
+    if not departments:
+        return None
+    already_offered = select(Offer.interaction_id).where(Offer.rep_id == rep.id)
+    return (
+        session.scalars(
+            select(Interaction)
+            .where(
+                Interaction.status == InteractionStatus.QUEUED,
+                Interaction.department.in_(departments),
+                Interaction.id.not_in(already_offered),
+            )
+            .order_by(Interaction.enqueued_at, Interaction.id)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=Interaction)
+        )
+        .unique()
+        .one_or_none()
+    )
+
+
+def iter_interactions(session: Session) -> Iterator[Interaction]:
+    yield from session.scalars(select(Interaction).order_by(Interaction.id)).unique()
+
+
+# --- reps and offers -----------------------------------------------------------------------------------------------
+
+
+def reserve_rep(
+    session: Session,
+    *,
+    department: str,
+    exclude_rep_ids: Collection[int],
+    now: datetime,
+    only_rep_id: int | None = None,
+) -> Rep | None:
+    """Atomically take the longest-idle available rep with the department's skill, or None.
+
+    PostgreSQL: ``FOR UPDATE OF reps SKIP LOCKED`` lets concurrent workers pass over a rep another transaction is
+    taking, and the guarded UPDATE (state must still be available) makes a double reservation impossible.
+    SQLite: transactions are serialised by BEGIN IMMEDIATE (see crm_sync.db), so the same statements are atomic.
+    """
+    candidate = (
+        select(Rep.id)
+        .join(RepSkill, RepSkill.rep_id == Rep.id)
+        .where(Rep.state == RepState.AVAILABLE, RepSkill.department == department)
+        .order_by(Rep.available_since.asc().nulls_first(), Rep.id)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=Rep)
+    )
+    if exclude_rep_ids:
+        candidate = candidate.where(Rep.id.not_in(list(exclude_rep_ids)))
+    if only_rep_id is not None:
+        candidate = candidate.where(Rep.id == only_rep_id)
+    rep_id = session.execute(candidate).scalar_one_or_none()
+    if rep_id is None:
+        return None
+    taken = session.execute(
+        update(Rep)
+        .where(Rep.id == rep_id, Rep.state == RepState.AVAILABLE)
+        .values(state=RepState.RESERVED, state_changed_at=now)
+        .returning(Rep.id)
+    ).scalar_one_or_none()
+    if taken is None:
+        return None
+    return session.get(Rep, rep_id, populate_existing=True)
+
+
+def release_rep(session: Session, rep_id: int, *, now: datetime) -> bool:
+    """A reserved or busy rep becomes available again (idle from now). Returns whether anything changed."""
+    released = session.execute(
+        update(Rep)
+        .where(Rep.id == rep_id, Rep.state.in_([RepState.RESERVED, RepState.ON_CALL]))
+        .values(state=RepState.AVAILABLE, state_changed_at=now, available_since=now)
+        .returning(Rep.id)
+    ).scalar_one_or_none()
+    if released is not None:
+        session.expire_all()
+    return released is not None
+
+
+def mark_rep_on_call(session: Session, rep_id: int, *, now: datetime) -> None:
+    session.execute(
+        update(Rep)
+        .where(Rep.id == rep_id, Rep.state == RepState.RESERVED)
+        .values(state=RepState.ON_CALL, state_changed_at=now)
+    )
+
+
+def create_offer(session: Session, interaction: Interaction, rep: Rep, *, state: OfferState) -> Offer:
+    offer = Offer(interaction=interaction, rep=rep, state=state, created_at=utcnow())
+    session.add(offer)
+    session.flush()
+    return offer
+
+
+def get_offer(session: Session, offer_id: int) -> Offer | None:
+    return session.get(Offer, offer_id)
+
+
+def open_offer(session: Session, interaction_id: int) -> Offer | None:
+    """The interaction's offer still in play (pending, ringing or accepted), if any."""
+    return session.scalars(
+        select(Offer)
+        .where(
+            Offer.interaction_id == interaction_id,
+            Offer.state.in_([OfferState.PENDING, OfferState.RINGING, OfferState.ACCEPTED]),
+        )
+        .order_by(Offer.id.desc())
+        .limit(1)
+    ).one_or_none()
+
+
+def offered_rep_ids(session: Session, interaction_id: int) -> set[int]:
+    return set(session.scalars(select(Offer.rep_id).where(Offer.interaction_id == interaction_id)))
+
+
+def department_has_reps_on_duty(session: Session, department: str) -> bool:
+    """Someone with the skill is logged in (free, ringing or talking): worth queueing for."""
+    on_duty = [RepState.AVAILABLE, RepState.RESERVED, RepState.ON_CALL]
+    return (
+        session.scalar(
+            select(Rep.id)
+            .join(RepSkill, RepSkill.rep_id == Rep.id)
+            .where(RepSkill.department == department, Rep.state.in_(on_duty))
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def find_rep(session: Session, name: str) -> Rep:
+    rep = session.scalars(select(Rep).where(func.lower(Rep.name) == name.strip().lower())).one_or_none()
+    if rep is None:
+        raise UnknownRep(name)
+    return rep
+
+
+def list_reps(session: Session) -> Sequence[Rep]:
+    return session.scalars(select(Rep).order_by(Rep.name)).all()
+
+
+def set_rep_presence(session: Session, rep: Rep, state: RepState, *, now: datetime) -> None:
+    """A rep (or an admin) sets presence. Becoming available restarts the idle clock."""
+    if rep.state == state:
+        return
+    rep.state = state
+    rep.state_changed_at = now
+    if state is RepState.AVAILABLE:
+        rep.available_since = now
+
+
+def upsert_rep(
+    session: Session, *, name: str, phone_e164: str, departments: Sequence[str], languages: Sequence[str]
+) -> tuple[Rep, bool]:
+    rep = session.scalars(select(Rep).where(func.lower(Rep.name) == name.lower())).one_or_none()
+    created = rep is None
+    if rep is None:
+        rep = Rep(name=name, phone=phone_e164, state=RepState.OFFLINE, state_changed_at=utcnow())
+        session.add(rep)
+    rep.phone = phone_e164
+    rep.languages = list(languages)
+    wanted = set(departments)
+    rep.skills = [skill for skill in rep.skills if skill.department in wanted]
+    have = {skill.department for skill in rep.skills}
+    rep.skills.extend(RepSkill(department=department) for department in sorted(wanted - have))
+    session.flush()
+    return rep, created

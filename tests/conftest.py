@@ -1,0 +1,215 @@
+"""Shared fixtures: a fresh, migrated database per test on SQLite and PostgreSQL; the app; a live server on
+loopback with the Twilio emulator in front of it.
+
+PostgreSQL tests use the server on 127.0.0.1:5432 (trust auth). Without it they are skipped with a message, unless
+WARMLINE_REQUIRE_POSTGRES=1 (CI), where a missing server is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from twilio.request_validator import RequestValidator
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from crm_sync import service as crm
+from crm_sync.db import Store
+from crm_sync.models import Base, RepState, utcnow
+from voice import create_app
+
+POSTGRES_ADMIN_URL = os.environ.get("WARMLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ACCOUNT_SID = "AC" + "a1" * 16
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+PUBLIC_URL = "https://warmline.example.com"
+
+DEMO_CUSTOMERS = [
+    ("Jane Doe", "+15551230001", "gold"),
+    ("Omar Haddad", "+15551230002", "standard"),
+]
+DEMO_REPS = [
+    # name, phone, departments
+    ("Alice Rivera", "+15550100001", ["billing", "general"]),
+    ("Bob Chen", "+15550100002", ["technical_support", "general"]),
+    ("Carmen Ortiz", "+15550100003", ["sales", "account", "general"]),
+]
+
+
+# --- databases -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrate once; each test gets a copy of the file (much faster than migrating per test)."""
+    path = tmp_path_factory.mktemp("db") / "template.sqlite3"
+    store = Store(f"sqlite:///{path}")
+    store.upgrade()
+    store.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of our own for this test session, migrated once, dropped at the end."""
+    name = f"warmline_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # the server is not there: skip, or fail where it must be there
+        admin.dispose()
+        if os.environ.get("WARMLINE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (WARMLINE_REQUIRE_POSTGRES=1) but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    store = Store(url)
+    store.upgrade()
+    store.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    if request.param == "sqlite":
+        path = tmp_path / "warmline.sqlite3"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_database")
+    engine = create_engine(url)
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = Store(database_url)
+    yield store
+    store.dispose()
+
+
+def seed_demo(store: Store, *, reps_available: bool = True) -> None:
+    with store.unit_of_work() as session:
+        for name, phone, tier in DEMO_CUSTOMERS:
+            crm.upsert_customer(
+                session, name=name, phone_e164=phone, email=None, tier=tier, notes=None, custom_fields={}
+            )
+        for name, phone, departments in DEMO_REPS:
+            rep, _ = crm.upsert_rep(session, name=name, phone_e164=phone, departments=departments, languages=["en-US"])
+            if reps_available:
+                crm.set_rep_presence(session, rep, RepState.AVAILABLE, now=utcnow())
+
+
+# --- the app -------------------------------------------------------------------------------------------------------
+
+
+def app_config(database_url: str, instance: Path, **overrides: Any) -> dict[str, Any]:
+    return {
+        "database_url": database_url,
+        "auth_token": AUTH_TOKEN,
+        "account_sid": ACCOUNT_SID,
+        "public_url": PUBLIC_URL,
+        "instance_path": instance,
+        "twilio_api_url": "http://127.0.0.1:9",  # nothing listens: REST must never be on the response path
+        **overrides,
+    }
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
+    app = create_app(app_config(database_url, tmp_path / "instance"))
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["warmline"].runner.shutdown(wait=True)
+    app.extensions["warmline"].store.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+def signed_post(client: FlaskClient, path: str, params: dict[str, str], *, base: str = PUBLIC_URL) -> Any:
+    """POST as Twilio would: form-encoded, with X-Twilio-Signature over base + path + params."""
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(base + path, params)
+    return client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+
+
+@pytest.fixture
+def twilio_post(client: FlaskClient) -> Callable[..., Any]:
+    def post(path: str, params: dict[str, str], **kwargs: Any) -> Any:
+        return signed_post(client, path, params, **kwargs)
+
+    return post
+
+
+# --- a live server on loopback -------------------------------------------------------------------------------------
+
+
+class _LateApp:
+    """WSGI shim so the server can bind (and we learn its URL) before the app that needs that URL exists."""
+
+    app: Flask | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        assert self.app is not None
+        return self.app(environ, start_response)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Flask
+    store: Store
+
+
+def serve_in_thread(shim: Any) -> tuple[BaseWSGIServer, threading.Thread]:
+    server = make_server("127.0.0.1", 0, shim, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture
+def live_server_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    started: list[tuple[BaseWSGIServer, Flask]] = []
+
+    def start(*, twilio_api_url: str, public_url: str | None = None, **overrides: Any) -> LiveServer:
+        shim = _LateApp()
+        server, _thread = serve_in_thread(shim)
+        url = f"http://127.0.0.1:{server.server_port}"
+        config = app_config(
+            database_url, tmp_path / "instance", public_url=public_url or url, twilio_api_url=twilio_api_url, **overrides
+        )
+        shim.app = create_app(config)
+        started.append((server, shim.app))
+        return LiveServer(url=url, app=shim.app, store=shim.app.extensions["warmline"].store)
+
+    yield start
+    for server, app in started:
+        server.shutdown()
+        app.extensions["warmline"].runner.shutdown(wait=True)
+        app.extensions["warmline"].store.dispose()

@@ -1,0 +1,184 @@
+"""The `warmline` command: serve the app, manage the CRM store and reps, place an emulated call."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from crm_sync import csv_import, export
+from crm_sync.models import RepState
+from crm_sync.phones import mask_phone
+from crm_sync.service import UnknownRep
+from voice import create_app
+from voice.twilio_rest import InlineRunner
+from voice.wiring import Warmline, assemble
+
+
+def _warmline() -> Warmline:
+    warmline: Warmline = current_app.extensions["warmline"]
+    return warmline
+
+
+def _make_app() -> Flask:
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_make_app, add_default_commands=False, add_version_option=False)
+def main() -> None:
+    """Warmline: the phone front door of a support team."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
+@click.option("--threads", default=4, show_default=True, type=int, help="threads per worker")
+@with_appcontext
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Apply pending migrations, then serve the webhooks with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    warmline = _warmline()
+    warmline.store.upgrade()
+    warmline.store.dispose()  # the workers open their own connections after fork
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", "-")
+
+        def load(self) -> Any:
+            return create_app()
+
+    click.echo(f"Warmline answering on http://{host}:{port}/voice/incoming (status: /voice/status)")
+    Server().run()
+
+
+@main.group()
+def db() -> None:
+    """The CRM database."""
+
+
+@db.command("upgrade")
+@with_appcontext
+def db_upgrade() -> None:
+    """Apply pending migrations."""
+    _warmline().store.upgrade()
+    click.echo("database is up to date")
+
+
+@main.group()
+def crm() -> None:
+    """Customers and interactions."""
+
+
+@crm.group("import")
+def crm_import() -> None:
+    """Load records from CSV."""
+
+
+@crm_import.command("customers")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@with_appcontext
+def import_customers(file: Path) -> None:
+    """Import customers (columns name,phone,email,tier,notes; extra columns become custom fields)."""
+    warmline = _warmline()
+    with file.open(encoding="utf-8-sig", newline="") as source:
+        report = csv_import.import_customers(
+            warmline.store, source, source_name=str(file), default_region=warmline.settings.default_region
+        )
+    _print_report(report, "customers")
+
+
+@main.group()
+def reps() -> None:
+    """Reps and their presence."""
+
+
+@reps.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--status",
+    "status",
+    type=click.Choice([state.value for state in (RepState.AVAILABLE, RepState.AWAY, RepState.OFFLINE)]),
+    default=None,
+    help="also set every imported rep to this presence",
+)
+@with_appcontext
+def import_reps(file: Path, status: str | None) -> None:
+    """Import reps (columns name,phone,departments — ';'-separated — and optional languages)."""
+    warmline = _warmline()
+    departments = warmline.flows.current().departments.keys()
+    with file.open(encoding="utf-8-sig", newline="") as source:
+        report = csv_import.import_reps(
+            warmline.store,
+            source,
+            source_name=str(file),
+            known_departments=list(departments),
+            default_region=warmline.settings.default_region,
+        )
+    _print_report(report, "reps")
+    if status:
+        for name in report.names:
+            warmline.calls.set_presence(name, RepState(status))
+        click.echo(f"{len(report.names)} reps set to {status}")
+
+
+@reps.command("status")
+@click.argument("name")
+@click.argument("state", type=click.Choice([RepState.AVAILABLE.value, RepState.AWAY.value, RepState.OFFLINE.value]))
+@with_appcontext
+def rep_status(name: str, state: str) -> None:
+    """Set a rep's presence. A rep who becomes available takes the longest-waiting caller at once."""
+    warmline = _warmline()
+    # The CLI has no webhook to keep fast: pull the caller right here, and see it fail if it does.
+    calls = assemble(current_app, warmline.settings, runner=InlineRunner()).calls
+    try:
+        pulls = calls.set_presence(name, RepState(state))
+    except UnknownRep:
+        raise click.ClickException(f"no rep named {name!r} (see `warmline reps list`)") from None
+    click.echo(f"{name}: {state}" + (f"; connecting a waiting caller ({len(pulls)})" if pulls else ""))
+
+
+@reps.command("list")
+@with_appcontext
+def rep_list() -> None:
+    """Reps, their skills and presence."""
+    for rep in _warmline().calls.rep_roster():
+        click.echo(f"{rep.name:<24} {rep.state:<10} {mask_phone(rep.phone):<14} {', '.join(rep.departments)}")
+
+
+@crm.group("export")
+def crm_export() -> None:
+    """Write records out."""
+
+
+@crm_export.command("interactions")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default: stdout")
+@with_appcontext
+def export_interactions(fmt: str, output: Path | None) -> None:
+    """Every interaction with its outcome (json or csv)."""
+    store = _warmline().store
+    if output is None:
+        count = export.export_interactions(store, sys.stdout, fmt=fmt)  # type: ignore[arg-type]
+    else:
+        with output.open("w", encoding="utf-8", newline="") as out:
+            count = export.export_interactions(store, out, fmt=fmt)  # type: ignore[arg-type]
+    click.echo(f"{count} interactions exported", err=True)
+
+
+def _print_report(report: csv_import.ImportReport, what: str) -> None:
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+    click.echo(f"{what}: {report.created} created, {report.updated} updated, {len(report.errors)} rows rejected")
+    if report.errors:
+        sys.exit(1)

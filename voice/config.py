@@ -1,0 +1,173 @@
+"""Settings: config.yaml (behaviour) + the environment (secrets and deployment facts).
+
+config.yaml holds only what is safe to commit; the auth token, account SID, public URL, database URL and REST base
+come from the environment (names in ../shared/design.md), so a leaked config file leaks nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from crm_sync.phones import InvalidPhoneNumber, to_e164
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.yaml"
+DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
+
+
+class ConfigError(Exception):
+    """config.yaml does not validate; the message names the file and each bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FlowsSettings(_Section):
+    directory: Path = Path("ivr_flows")
+    default: str = "main"
+
+
+class TransferSettings(_Section):
+    ring_timeout: int = Field(20, ge=5, le=120)
+    whisper_timeout: int = Field(6, ge=2, le=30)
+    caller_id: str = "caller"
+
+
+class QueueSettings(_Section):
+    hold_intro: str = (
+        "All of our team members are helping other callers. Please stay on the line and we'll be with you shortly."
+    )
+    hold_message: str = "You are number {position} in line. Thanks for holding."
+    hold_music_url: str = ""
+    hold_interval: int = Field(20, ge=1, le=600)
+    max_wait: int = Field(900, ge=30)
+
+
+class FallbackSettings(_Section):
+    number: str = ""
+    apology: str = "We're sorry, something went wrong on our side. Let me get you to someone who can help."
+    voicemail_prompt: str = (
+        "Please leave your name, number and a short message after the tone, and we'll call you back."
+    )
+    voicemail_max_length: int = Field(120, ge=10, le=3600)
+
+    @field_validator("number")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        try:
+            return to_e164(value)
+        except InvalidPhoneNumber as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class ProxySettings(_Section):
+    trust_forwarded_headers: bool = False
+
+
+class Settings(_Section):
+    """Everything the app is configured with. Built by ``load_settings``; tests pass overrides to create_app."""
+
+    default_region: str = "US"
+    flows: FlowsSettings = FlowsSettings()
+    transfer: TransferSettings = TransferSettings()
+    queue: QueueSettings = QueueSettings()
+    fallback: FallbackSettings = FallbackSettings()
+    proxy: ProxySettings = ProxySettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # From the environment (never from config.yaml).
+    database_url: str = ""
+    public_url: str = ""
+    account_sid: str = ""
+    auth_token: str = Field("", repr=False)
+    twilio_api_url: str = DEFAULT_TWILIO_API_URL
+    config_path: Path = DEFAULT_CONFIG_PATH
+    instance_path: Path = PROJECT_ROOT / "instance"
+
+    @property
+    def flows_directory(self) -> Path:
+        directory = self.flows.directory
+        return directory if directory.is_absolute() else self.config_path.parent / directory
+
+
+_ENVIRONMENT_KEYS = {
+    "database_url": "WARMLINE_DATABASE_URL",
+    "public_url": "WARMLINE_PUBLIC_URL",
+    "account_sid": "TWILIO_ACCOUNT_SID",
+    "auth_token": "TWILIO_AUTH_TOKEN",
+    "twilio_api_url": "TWILIO_API_URL",
+}
+_SECRET_KEYS = {"auth_token", "account_sid", "database_url", "public_url", "twilio_api_url"}
+
+
+def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None) -> Settings:
+    """Read config.yaml (WARMLINE_CONFIG or ./config.yaml), then the environment, then ``overrides`` (tests)."""
+    env = dict(os.environ if environ is None else environ)
+    overrides = dict(overrides or {})
+    config_path = Path(overrides.pop("config_path", None) or env.get("WARMLINE_CONFIG") or DEFAULT_CONFIG_PATH)
+    data: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_path}: the top level must be a mapping of keys")
+        leaked = sorted(_SECRET_KEYS & set(loaded))
+        if leaked:
+            raise ConfigError(
+                f"{config_path}: {', '.join(leaked)} must come from the environment "
+                f"({', '.join(_ENVIRONMENT_KEYS[key] for key in leaked)}), not from config.yaml"
+            )
+        data.update(loaded)
+    elif "WARMLINE_CONFIG" in env:
+        raise ConfigError(f"WARMLINE_CONFIG points to {config_path}, which does not exist")
+    for key, variable in _ENVIRONMENT_KEYS.items():
+        if env.get(variable):
+            data[key] = env[variable]
+    data.update(overrides)
+    data["config_path"] = config_path
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"{config_path}: {problems}") from exc
+    updates: dict[str, Any] = {}
+    if not settings.database_url:
+        updates["database_url"] = f"sqlite:///{settings.instance_path / 'warmline.sqlite3'}"
+    if not settings.auth_token:
+        updates["auth_token"] = development_auth_token(settings.instance_path)
+    if not settings.account_sid:
+        updates["account_sid"] = "AC" + "0" * 32
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def development_auth_token(instance_path: Path) -> str:
+    """A random per-checkout token for local use when TWILIO_AUTH_TOKEN is unset.
+
+    Real Twilio requests then fail signature checks (403) rather than being accepted unsigned, and the local
+    emulator (`warmline call`) signs with the same token, read from this file. Never used when the variable is set.
+    """
+    token_file = instance_path / "dev-auth-token"
+    if token_file.exists():
+        return token_file.read_text(encoding="utf-8").strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(16)
+    token_file.write_text(token + "\n", encoding="utf-8")
+    token_file.chmod(0o600)
+    log.warning("TWILIO_AUTH_TOKEN is not set: using a development token from %s", token_file)
+    return token

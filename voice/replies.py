@@ -1,0 +1,122 @@
+"""What the call service decides, before it is TwiML.
+
+The service returns one of these; ``voice.twiml.render`` is the only code that turns them into XML. Keeping the
+decision and the wire format apart lets tests check decisions directly and lets the TwiML stay in one module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ivr_flows import Step
+
+
+@dataclass(frozen=True)
+class FlowReply:
+    """Say the flow's prompts and ask the caller (or hang up) as the engine decided."""
+
+    step: Step
+
+
+@dataclass(frozen=True)
+class DialRep:
+    """Ring a rep; the rep hears the whisper at ``/voice/whisper`` before the caller is bridged."""
+
+    offer_id: int
+    rep_phone: str
+    say: tuple[str, ...]
+    ring_timeout: int
+    caller_id: str | None
+    language: str
+    voice: str | None
+
+
+@dataclass(frozen=True)
+class EnqueueCaller:
+    """Nobody free: the caller waits in the department's Twilio queue (the hold loop is ``/voice/hold``)."""
+
+    queue_name: str
+    say: tuple[str, ...]
+    language: str
+    voice: str | None
+
+
+@dataclass(frozen=True)
+class HoldLoop:
+    """One pass of the waitUrl loop: a message, then music or a pause, then Twilio fetches the loop again."""
+
+    message: str
+    music_url: str
+    pause_seconds: int
+    language: str
+    voice: str | None
+
+
+@dataclass(frozen=True)
+class LeaveQueue:
+    """Take the caller out of the queue; Twilio continues at the Enqueue action (``/voice/queue-exit``)."""
+
+
+@dataclass(frozen=True)
+class Whisper:
+    """The rep's leg: the summary, then "press 1"; no key means the call goes to the next rep."""
+
+    offer_id: int
+    summary: str
+    timeout: int
+    language: str
+    voice: str | None
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """The rep accepted: an empty document ends the whisper and Twilio bridges the two legs."""
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    """Say something (or nothing) and hang up."""
+
+    say: tuple[str, ...]
+    language: str = "en-US"
+    voice: str | None = None
+
+
+@dataclass(frozen=True)
+class Voicemail:
+    """Ask for a message and record it; the recording lands at ``/voice/voicemail``."""
+
+    say: tuple[str, ...]
+    max_length: int
+    language: str = "en-US"
+    voice: str | None = None
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Something broke: apologise, then dial the fallback number, or take a voicemail when there is none."""
+
+    apology: str
+    number: str | None
+    voicemail_prompt: str
+    voicemail_max_length: int
+
+
+@dataclass(frozen=True)
+class Acknowledge:
+    """Status callbacks: Twilio ignores the body, but it must still be valid TwiML."""
+
+
+Reply = (
+    FlowReply
+    | DialRep
+    | EnqueueCaller
+    | HoldLoop
+    | LeaveQueue
+    | Whisper
+    | Bridge
+    | Goodbye
+    | Voicemail
+    | Fallback
+    | Acknowledge
+)

@@ -1,0 +1,35 @@
+"""X-Twilio-Signature checking, against the URL Twilio actually called.
+
+Behind a TLS terminator or reverse proxy the app sees http://127.0.0.1:5000/… while Twilio signed https://host/…;
+rebuilding the URL from WARMLINE_PUBLIC_URL (or trusted X-Forwarded-* headers, via ProxyFix) is what keeps every
+call from failing with 403.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Request
+from twilio.request_validator import RequestValidator
+
+log = logging.getLogger(__name__)
+
+
+class SignatureRejected(Exception):
+    """The request is not signed by Twilio with our auth token (forged, or the URL is configured wrong)."""
+
+
+def url_twilio_called(request: Request, *, public_url: str) -> str:
+    if not public_url:
+        return request.url  # already reflects X-Forwarded-Proto/Host when ProxyFix is on
+    query = request.query_string.decode("latin-1")
+    return public_url.rstrip("/") + request.path + (f"?{query}" if query else "")
+
+
+def verify_twilio_request(request: Request, *, auth_token: str, public_url: str) -> None:
+    signature = request.headers.get("X-Twilio-Signature", "")
+    url = url_twilio_called(request, public_url=public_url)
+    params = request.form.to_dict(flat=True) if request.method == "POST" else {}
+    if not signature or not RequestValidator(auth_token).validate(url, params, signature):
+        log.warning("rejected %s %s: %s", request.method, url, "bad signature" if signature else "no signature")
+        raise SignatureRejected(url)

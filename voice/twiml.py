@@ -1,0 +1,134 @@
+"""The only place TwiML is built: each ``Reply`` becomes a twilio ``VoiceResponse`` object tree."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
+
+from ivr_flows import Gather as GatherAction
+from ivr_flows import Hangup as HangupAction
+from voice.replies import (
+    Acknowledge,
+    Bridge,
+    DialRep,
+    EnqueueCaller,
+    Fallback,
+    FlowReply,
+    Goodbye,
+    HoldLoop,
+    LeaveQueue,
+    Reply,
+    Voicemail,
+    Whisper,
+)
+
+# Twilio caps speech hints; long hint lists also slow recognition down.
+MAX_HINTS = 100
+
+
+class UrlFor(Protocol):
+    """Absolute URL of one of our endpoints, as Twilio must call it (see voice.webhooks.external_url)."""
+
+    def __call__(self, endpoint: str, /, **params: object) -> str: ...
+
+
+def render(reply: Reply, url_for: UrlFor) -> str:
+    response = VoiceResponse()
+    match reply:
+        case FlowReply(step=step):
+            _say_all(response, step.say, step.language, step.voice)
+            action = step.action
+            if isinstance(action, GatherAction):
+                _gather(response, action, step.language, step.voice, url_for)
+            elif isinstance(action, HangupAction):
+                response.hangup()
+        case DialRep():
+            _say_all(response, reply.say, reply.language, reply.voice)
+            dial = Dial(
+                action=url_for("voice.dial_ended", offer=reply.offer_id),
+                method="POST",
+                timeout=reply.ring_timeout,
+                answer_on_bridge=True,
+                caller_id=reply.caller_id,
+            )
+            dial.number(reply.rep_phone, url=url_for("voice.whisper", offer=reply.offer_id), method="POST")
+            response.append(dial)
+        case EnqueueCaller():
+            _say_all(response, reply.say, reply.language, reply.voice)
+            response.enqueue(
+                reply.queue_name,
+                action=url_for("voice.queue_exit"),
+                method="POST",
+                wait_url=url_for("voice.hold"),
+                wait_url_method="POST",
+            )
+        case HoldLoop():
+            # Only Say/Play/Pause/Gather/Redirect/Leave/Hangup are allowed in a waitUrl document.
+            response.say(reply.message, language=reply.language, voice=reply.voice)
+            if reply.music_url:
+                response.play(reply.music_url)
+            else:
+                response.pause(length=reply.pause_seconds)
+        case LeaveQueue():
+            response.leave()
+        case Whisper():
+            gather = Gather(
+                input="dtmf",
+                num_digits=1,
+                timeout=reply.timeout,
+                action=url_for("voice.whisper_answer", offer=reply.offer_id),
+                method="POST",
+            )
+            gather.say(reply.summary, language=reply.language, voice=reply.voice)
+            response.append(gather)
+            # No key pressed: the Gather falls through to here, the rep leg ends unbridged, the Dial moves on.
+            response.say("No key pressed. Passing the call on.", language=reply.language, voice=reply.voice)
+            response.hangup()
+        case Bridge() | Acknowledge():
+            pass
+        case Goodbye():
+            _say_all(response, reply.say, reply.language, reply.voice)
+            response.hangup()
+        case Voicemail():
+            _say_all(response, reply.say, reply.language, reply.voice)
+            _record(response, reply.max_length, url_for)
+        case Fallback():
+            response.say(reply.apology)
+            if reply.number:
+                response.dial(reply.number)
+            else:
+                response.say(reply.voicemail_prompt)
+                _record(response, reply.voicemail_max_length, url_for)
+    return str(response)
+
+
+def _say_all(response: VoiceResponse, texts: tuple[str, ...], language: str, voice: str | None) -> None:
+    for text in texts:
+        if text.strip():
+            response.say(text, language=language, voice=voice)
+
+
+def _gather(response: VoiceResponse, action: GatherAction, language: str, voice: str | None, url_for: UrlFor) -> None:
+    target = url_for("voice.gather")
+    gather = Gather(
+        input=action.input,
+        action=target,
+        method="POST",
+        timeout=action.timeout,
+        num_digits=action.num_digits,
+        language=language,
+        speech_timeout=action.speech_timeout if "speech" in action.input else None,
+        hints=", ".join(action.hints[:MAX_HINTS]) if action.hints and "speech" in action.input else None,
+    )
+    gather.say(action.prompt, language=language, voice=voice)
+    response.append(gather)
+    # Silence makes Twilio fall through past the Gather: come back to the same action with no input.
+    response.redirect(target, method="POST")
+
+
+def _record(response: VoiceResponse, max_length: int, url_for: UrlFor) -> None:
+    response.record(action=url_for("voice.voicemail"), method="POST", max_length=max_length, play_beep=True)
+    # No recording (silence): Twilio goes on to the next verb.
+    response.say("We didn't get a message. Goodbye.")
+    response.hangup()

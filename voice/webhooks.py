@@ -1,0 +1,140 @@
+"""The Twilio-facing endpoints. Each handler parses the request, delegates to the call service, renders TwiML.
+
+Every failure still answers with valid TwiML (see ``on_error``): a 500 would make Twilio say "an application error
+has occurred" and hang up on the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from voice import forms
+from voice.calls import CallService
+from voice.replies import Acknowledge, Fallback, Goodbye, LeaveQueue, Reply
+from voice.signature import SignatureRejected, verify_twilio_request
+from voice.twiml import render
+from voice.urls import request_url_builder
+from voice.wiring import Warmline
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+
+
+def _warmline() -> Warmline:
+    warmline: Warmline = current_app.extensions["warmline"]
+    return warmline
+
+
+def _calls() -> CallService:
+    return _warmline().calls
+
+
+def respond(reply: Reply) -> Response:
+    return Response(render(reply, request_url_builder()), status=200, mimetype="text/xml")
+
+
+@bp.before_request
+def check_signature() -> None:
+    settings = _warmline().settings
+    verify_twilio_request(request, auth_token=settings.auth_token, public_url=settings.public_url)
+
+
+@bp.post("/incoming")
+def incoming() -> Response:
+    return respond(_calls().incoming(forms.incoming_call(request.form)))
+
+
+@bp.post("/gather")
+def gather() -> Response:
+    return respond(_calls().caller_input(forms.call_sid(request.form), forms.caller_input(request.form)))
+
+
+@bp.post("/whisper")
+def whisper() -> Response:
+    return respond(_calls().whisper(forms.offer_id(request.args)))
+
+
+@bp.post("/whisper/answer")
+def whisper_answer() -> Response:
+    return respond(_calls().whisper_answer(forms.offer_id(request.args), request.form.get("Digits")))
+
+
+@bp.post("/dial-ended")
+def dial_ended() -> Response:
+    return respond(_calls().dial_ended(forms.offer_id(request.args)))
+
+
+@bp.post("/hold")
+def hold() -> Response:
+    form = request.form
+    return respond(_calls().hold(forms.call_sid(form), queue_seconds=forms.seconds(form, "QueueTime")))
+
+
+@bp.post("/queue-exit")
+def queue_exit() -> Response:
+    form = request.form
+    result, waited = form.get("QueueResult", "error"), forms.seconds(form, "QueueTime")
+    return respond(_calls().queue_exit(forms.call_sid(form), result=result, queue_seconds=waited))
+
+
+@bp.post("/connect")
+def connect() -> Response:
+    return respond(_calls().connect(forms.offer_id(request.args)))
+
+
+@bp.post("/voicemail")
+def voicemail() -> Response:
+    form = request.form
+    url, length = form.get("RecordingUrl", ""), forms.seconds(form, "RecordingDuration")
+    return respond(_calls().voicemail_saved(forms.call_sid(form), recording_url=url, duration_seconds=length))
+
+
+@bp.post("/status")
+def status() -> Response:
+    form = request.form
+    duration = forms.optional_seconds(form, "CallDuration")
+    return respond(_calls().call_status(forms.call_sid(form), call_status=form.get("CallStatus", ""), duration_seconds=duration))
+
+
+# Which safe answer fits depends on whose leg asked: the rep's whisper leg must not dial the fallback number, and a
+# waitUrl document may only use queue-safe verbs.
+_REP_LEG_ENDPOINTS = frozenset({"voice.whisper", "voice.whisper_answer"})
+_QUIET_ENDPOINTS = frozenset({"voice.status"})
+
+
+@bp.errorhandler(SignatureRejected)
+def on_forged(_error: SignatureRejected) -> tuple[str, int, dict[str, str]]:
+    return "Forbidden: invalid X-Twilio-Signature\n", 403, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@bp.errorhandler(Exception)
+def on_error(error: Exception) -> Response:
+    if isinstance(error, HTTPException) and error.code == 405:
+        return Response(error.get_description(), status=405)
+    endpoint = request.endpoint or ""
+    if isinstance(error, forms.MalformedWebhook):
+        log.error("malformed webhook on %s: %s", request.path, error)
+    else:
+        log.exception("webhook %s failed; answering with fallback TwiML", request.path)
+    reply: Reply
+    if endpoint in _REP_LEG_ENDPOINTS:
+        reply = Goodbye(say=("Sorry, this call cannot be connected.",))
+    elif endpoint == "voice.hold":
+        reply = LeaveQueue()  # the Enqueue action takes over and can use the full fallback
+    elif endpoint in _QUIET_ENDPOINTS:
+        reply = Acknowledge()
+    else:
+        fallback = _warmline().settings.fallback
+        reply = Fallback(
+            apology=fallback.apology,
+            number=fallback.number or None,
+            voicemail_prompt=fallback.voicemail_prompt,
+            voicemail_max_length=fallback.voicemail_max_length,
+        )
+    return respond(reply)
+
+

@@ -1,0 +1,81 @@
+"""The whisper: what a rep hears before the caller is bridged, so the caller never repeats themselves."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from crm_sync.phones import mask_phone
+
+MAX_ISSUE_WORDS = 30
+
+
+@dataclass(frozen=True)
+class WhisperFacts:
+    customer_name: str | None
+    tier: str | None
+    caller_number: str
+    caller_city: str | None
+    department_name: str
+    issue_text: str | None
+    last_contact_when: datetime | None
+    last_contact_topic: str | None
+    waited_seconds: int
+
+
+def compose_whisper(facts: WhisperFacts, *, now: datetime) -> str:
+    """One short paragraph, most useful first: who, why (in their words), history, wait, then the key to press."""
+    parts = [f"{_who(facts)}, calling about {facts.department_name}."]
+    issue = first_sentence(facts.issue_text)
+    if issue:
+        parts.append(f"In their words: {issue}")
+    if facts.last_contact_when is not None:
+        topic = f" about {facts.last_contact_topic}" if facts.last_contact_topic else ""
+        parts.append(f"Last contact {spoken_date(facts.last_contact_when, now=now)}{topic}.")
+    if facts.waited_seconds >= 30:
+        parts.append(f"They waited {spoken_duration(facts.waited_seconds)}.")
+    parts.append("Press 1 to take the call.")
+    return " ".join(parts)
+
+
+def _who(facts: WhisperFacts) -> str:
+    if facts.customer_name:
+        tier = f", {facts.tier} customer" if facts.tier and facts.tier.lower() != "standard" else ""
+        return f"{facts.customer_name}{tier}"
+    if facts.caller_city:
+        return f"A new caller from {facts.caller_city.title()}"
+    digits = re.sub(r"\D", "", facts.caller_number)
+    if len(digits) >= 4:
+        return f"A new caller from a number ending in {' '.join(digits[-4:])}"
+    return f"A new caller ({mask_phone(facts.caller_number)})"
+
+
+def first_sentence(text: str | None) -> str:
+    """The caller's words trimmed to one sentence of at most MAX_ISSUE_WORDS words, ending with a period."""
+    if not text or not text.strip():
+        return ""
+    sentence = re.split(r"(?<=[.!?])\s+", " ".join(text.split()), maxsplit=1)[0]
+    words = sentence.split()
+    if len(words) > MAX_ISSUE_WORDS:
+        sentence = " ".join(words[:MAX_ISSUE_WORDS]) + "…"
+    sentence = sentence[0].upper() + sentence[1:]
+    return sentence if sentence[-1] in ".!?…" else sentence + "."
+
+
+def spoken_date(when: datetime, *, now: datetime) -> str:
+    days = (now.date() - when.date()).days
+    if days <= 0:
+        return "earlier today"
+    if days == 1:
+        return "yesterday"
+    if days < 7:
+        return f"{days} days ago"
+    return f"on {when.strftime('%B')} {when.day}"
+
+
+def spoken_duration(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} seconds"
+    minutes = round(seconds / 60)
+    return "about a minute" if minutes == 1 else f"about {minutes} minutes"
