@@ -132,9 +132,7 @@ class Rep(Base):
     available_since: Mapped[datetime | None] = mapped_column()
     languages: Mapped[list[str]] = mapped_column(default=list)
 
-    skills: Mapped[list[RepSkill]] = relationship(
-        back_populates="rep", cascade="all, delete-orphan", lazy="selectin"
-    )
+    skills: Mapped[list[RepSkill]] = relationship(back_populates="rep", cascade="all, delete-orphan", lazy="selectin")
 
     @property
     def departments(self) -> list[str]:

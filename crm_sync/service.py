@@ -42,6 +42,51 @@ def find_customer_by_phone(session: Session, phone_e164: str) -> Customer | None
     return session.scalars(select(Customer).where(Customer.phone == phone_e164)).one_or_none()
 
 
+@dataclass(frozen=True)
+class CustomerFields:
+    """A customer as an import or an admin gives it; the phone is already E.164."""
+
+    name: str
+    phone_e164: str
+    email: str | None
+    tier: str
+    notes: str | None
+    custom_fields: dict[str, str]
+
+
+_LOOKUP_BATCH = 500
+
+
+def upsert_customers(session: Session, rows: Sequence[CustomerFields]) -> tuple[int, int]:
+    """Create or update customers by phone number: one SELECT per 500 numbers, one flush. Returns (created, updated).
+
+    Custom fields merge (a value missing from ``rows`` never erases one already stored); the other fields take the
+    given values.
+    """
+    phones = [row.phone_e164 for row in rows]
+    existing: dict[str, Customer] = {}
+    for start in range(0, len(phones), _LOOKUP_BATCH):
+        batch = phones[start : start + _LOOKUP_BATCH]
+        existing.update(
+            (customer.phone, customer)
+            for customer in session.scalars(select(Customer).where(Customer.phone.in_(batch)))
+        )
+    created = 0
+    for row in rows:
+        customer = existing.get(row.phone_e164)
+        if customer is None:
+            customer = existing[row.phone_e164] = Customer(phone=row.phone_e164, custom_fields={})
+            session.add(customer)
+            created += 1
+        customer.name = row.name
+        customer.email = row.email
+        customer.tier = row.tier
+        customer.notes = row.notes
+        customer.custom_fields = {**(customer.custom_fields or {}), **row.custom_fields}
+    session.flush()
+    return created, len(rows) - created
+
+
 def upsert_customer(
     session: Session,
     *,
@@ -52,19 +97,11 @@ def upsert_customer(
     notes: str | None,
     custom_fields: dict[str, str],
 ) -> tuple[Customer, bool]:
-    """Create or update the customer with this number. Returns (customer, created)."""
+    """One customer (see ``upsert_customers``). Returns (customer, created)."""
+    created, _ = upsert_customers(session, [CustomerFields(name, phone_e164, email, tier, notes, custom_fields)])
     customer = find_customer_by_phone(session, phone_e164)
-    created = customer is None
-    if customer is None:
-        customer = Customer(phone=phone_e164, name=name, tier=tier, custom_fields={})
-        session.add(customer)
-    customer.name = name
-    customer.email = email
-    customer.tier = tier
-    customer.notes = notes
-    customer.custom_fields = {**(customer.custom_fields or {}), **custom_fields}
-    session.flush()
-    return customer, created
+    assert customer is not None
+    return customer, bool(created)
 
 
 @dataclass(frozen=True)
@@ -210,7 +247,11 @@ def next_waiting_caller_for(session: Session, rep: Rep) -> Interaction | None:
 
 
 def iter_interactions(session: Session) -> Iterator[Interaction]:
-    yield from session.scalars(select(Interaction).order_by(Interaction.id)).unique()
+    """Every interaction, oldest first, streamed in batches (an export must not hold the whole table in memory).
+
+    Only many-to-one relations are joined, so rows need no de-duplication (which ``yield_per`` would forbid).
+    """
+    yield from session.scalars(select(Interaction).order_by(Interaction.id).execution_options(yield_per=500))
 
 
 # --- reps and offers -----------------------------------------------------------------------------------------------

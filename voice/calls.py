@@ -244,9 +244,7 @@ class CallService:
                 return Goodbye(say=("Sorry, the caller has already hung up.",), language=flow.language)
             now = utcnow()
             customer = interaction.customer
-            past = (
-                crm.last_contact(session, customer.id, before_interaction_id=interaction.id) if customer else None
-            )
+            past = crm.last_contact(session, customer.id, before_interaction_id=interaction.id) if customer else None
             summary = compose_whisper(
                 WhisperFacts(
                     customer_name=customer.name if customer else None,

@@ -38,8 +38,8 @@ class FlowsSettings(_Section):
 
 
 class TransferSettings(_Section):
-    ring_timeout: int = Field(20, ge=5, le=120)
-    whisper_timeout: int = Field(6, ge=2, le=30)
+    ring_timeout: int = Field(default=20, ge=5, le=120)
+    whisper_timeout: int = Field(default=6, ge=2, le=30)
     caller_id: str = "caller"
 
 
@@ -49,8 +49,8 @@ class QueueSettings(_Section):
     )
     hold_message: str = "You are number {position} in line. Thanks for holding."
     hold_music_url: str = ""
-    hold_interval: int = Field(20, ge=1, le=600)
-    max_wait: int = Field(900, ge=30)
+    hold_interval: int = Field(default=20, ge=1, le=600)
+    max_wait: int = Field(default=900, ge=30)
 
 
 class FallbackSettings(_Section):
@@ -59,7 +59,7 @@ class FallbackSettings(_Section):
     voicemail_prompt: str = (
         "Please leave your name, number and a short message after the tone, and we'll call you back."
     )
-    voicemail_max_length: int = Field(120, ge=10, le=3600)
+    voicemail_max_length: int = Field(default=120, ge=10, le=3600)
 
     @field_validator("number")
     @classmethod

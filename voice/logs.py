@@ -19,9 +19,9 @@ class PhoneMaskingFilter(logging.Filter):
 def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(console)
     for handler in root.handlers:
         if not any(isinstance(existing, PhoneMaskingFilter) for existing in handler.filters):
             handler.addFilter(PhoneMaskingFilter())

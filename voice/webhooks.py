@@ -97,7 +97,9 @@ def voicemail() -> Response:
 def status() -> Response:
     form = request.form
     duration = forms.optional_seconds(form, "CallDuration")
-    return respond(_calls().call_status(forms.call_sid(form), call_status=form.get("CallStatus", ""), duration_seconds=duration))
+    return respond(
+        _calls().call_status(forms.call_sid(form), call_status=form.get("CallStatus", ""), duration_seconds=duration)
+    )
 
 
 # Which safe answer fits depends on whose leg asked: the rep's whisper leg must not dial the fallback number, and a
@@ -136,5 +138,3 @@ def on_error(error: Exception) -> Response:
             voicemail_max_length=fallback.voicemail_max_length,
         )
     return respond(reply)
-
-

@@ -31,7 +31,9 @@ def assemble(app: Flask, settings: Settings, *, runner: BackgroundRunner | None 
     store = Store(settings.database_url)
     flows = FlowLibrary(settings.flows_directory, default=settings.flows.default)
     flows.load_all()
-    rest = TwilioRest(account_sid=settings.account_sid, auth_token=settings.auth_token, base_url=settings.twilio_api_url)
+    rest = TwilioRest(
+        account_sid=settings.account_sid, auth_token=settings.auth_token, base_url=settings.twilio_api_url
+    )
     runner = runner or BackgroundRunner()
     base_url = settings.public_url or LOCAL_BASE_URL
 

@@ -1,0 +1,124 @@
+"""Export of the interaction log (one record per call) as JSON or CSV, for admins and external CRMs.
+
+Records are written as they are read, so the output never exists twice in memory (once as records, once as text).
+Phone numbers are NOT masked here: the export is CRM data for admins, and a masked number is useless to the systems
+it is fed into. Masking is for logs (crm_sync.phones.mask_phone), which are read by many more people.
+
+Field conventions, the same in both formats so that consumers can switch formats without surprises:
+
+* times are ISO 8601 in UTC with a ``Z`` suffix (``2025-03-04T15:06:07Z``, fractional seconds when there are any);
+* enums (status, outcome) are their stored string values;
+* a missing value is ``null`` in JSON and an empty cell in CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Literal, TextIO
+
+from crm_sync import service
+from crm_sync.db import Store
+from crm_sync.models import Interaction
+
+__all__ = ["EXPORT_FIELDS", "ExportFormat", "export_interactions", "interaction_record"]
+
+ExportFormat = Literal["json", "csv"]
+
+#: The columns of an export, in order. Consumers (and the CSV header) rely on these names: add, never rename.
+EXPORT_FIELDS: tuple[str, ...] = (
+    "call_sid",
+    "caller_number",
+    "customer_name",
+    "customer_phone",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration_seconds",
+    "hold_seconds",
+    "issue_text",
+    "capture_method",
+    "department",
+    "confidence",
+    "rep_name",
+    "summary",
+    "outcome",
+    "status",
+    "flow_name",
+    "flow_version",
+    "recording_url",
+)
+
+Scalar = str | int | float | None
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def interaction_record(interaction: Interaction) -> dict[str, Scalar]:
+    """One interaction as a flat record of JSON-ready scalars, keyed by EXPORT_FIELDS in order."""
+    customer = interaction.customer
+    return {
+        "call_sid": interaction.call_sid,
+        "caller_number": interaction.caller_number,
+        "customer_name": customer.name if customer is not None else None,
+        "customer_phone": customer.phone if customer is not None else None,
+        "started_at": _iso(interaction.started_at),
+        "answered_at": _iso(interaction.answered_at),
+        "ended_at": _iso(interaction.ended_at),
+        "duration_seconds": interaction.duration_seconds,
+        "hold_seconds": interaction.hold_seconds,
+        "issue_text": interaction.issue_text,
+        "capture_method": interaction.capture_method,
+        "department": interaction.department,
+        "confidence": interaction.confidence,
+        "rep_name": interaction.rep.name if interaction.rep is not None else None,
+        "summary": interaction.summary,
+        "outcome": interaction.outcome.value if interaction.outcome is not None else None,
+        "status": interaction.status.value,
+        "flow_name": interaction.flow_name,
+        "flow_version": interaction.flow_version,
+        "recording_url": interaction.recording_url,
+    }
+
+
+def export_interactions(store: Store, out: TextIO, *, fmt: ExportFormat) -> int:
+    """Write every interaction, oldest first, to ``out`` as ``fmt``; returns how many were written.
+
+    JSON is one pretty-printed list of objects (UTF-8 text, non-ASCII kept as is); CSV is a header plus one row per
+    interaction. ``out`` should be opened with ``encoding="utf-8"`` (and ``newline=""`` for CSV, as the csv module
+    asks). The read runs in one unit of work, so the export is one consistent snapshot.
+    """
+    if fmt not in ("json", "csv"):
+        raise ValueError(f"unknown export format {fmt!r}: expected 'json' or 'csv'")
+    with store.unit_of_work() as session:
+        records = (interaction_record(interaction) for interaction in service.iter_interactions(session))
+        return _write_json(records, out) if fmt == "json" else _write_csv(records, out)
+
+
+def _write_json(records: Iterator[dict[str, Scalar]], out: TextIO) -> int:
+    """Stream ``json.dump(list, indent=2, ensure_ascii=False)``'s exact output, one object at a time."""
+    count = 0
+    for record in records:
+        out.write("[\n  " if count == 0 else ",\n  ")
+        # Indent only at "\n": json leaves U+2028 and friends unescaped with ensure_ascii=False, and those must not
+        # be treated as line breaks (str.splitlines / textwrap.indent would insert spaces into the string).
+        out.write(json.dumps(record, ensure_ascii=False, indent=2).replace("\n", "\n  "))
+        count += 1
+    out.write("\n]\n" if count else "[]\n")
+    return count
+
+
+def _write_csv(records: Iterator[dict[str, Scalar]], out: TextIO) -> int:
+    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)  # None is written as an empty cell
+    writer.writeheader()
+    count = 0
+    for record in records:
+        writer.writerow(record)
+        count += 1
+    return count

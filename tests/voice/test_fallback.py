@@ -1,0 +1,104 @@
+"""Never drop a call: a failure inside any webhook still answers 200 with TwiML that reaches a human or voicemail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from tests.conftest import app_config, seed_demo, signed_post
+from tests.twiml import parse_twiml, said, verbs
+from voice import create_app
+
+CALL = {"CallSid": "CA" + "2" * 32, "From": "+15551230001", "To": "+15550009999", "CallStatus": "ringing"}
+
+
+def break_the_database(app: Flask) -> None:
+    """A real failure, not a mock: the table every webhook needs disappears under the running app."""
+    store = app.extensions["warmline"].store
+    with store.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE interactions RENAME TO interactions_gone"))
+
+
+def restore_the_database(app: Flask) -> None:
+    store = app.extensions["warmline"].store
+    with store.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE interactions_gone RENAME TO interactions"))
+
+
+@pytest.fixture
+def broken_app(database_url: str, tmp_path: Path) -> Any:
+    apps: list[Flask] = []
+
+    def make(**overrides: Any) -> FlaskClient:
+        app = create_app(app_config(database_url, tmp_path / f"i{len(apps)}", **overrides))
+        seed_demo(app.extensions["warmline"].store)
+        break_the_database(app)
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    restore_the_database(apps[0])
+    for app in apps:
+        app.extensions["warmline"].store.dispose()
+
+
+def test_crash_with_a_fallback_number_dials_it(broken_app: Any) -> None:
+    client = broken_app(fallback={"number": "+1 (555) 010-9999"})
+    response = signed_post(client, "/voice/incoming", CALL)
+    assert response.status_code == 200
+    root = parse_twiml(response.data)
+    assert verbs(root) == ["Say", "Dial"]
+    assert "something went wrong" in said(root)[0]
+    assert root.find("Dial").text == "+15550109999"  # type: ignore[union-attr]
+
+
+def test_crash_without_a_fallback_number_takes_a_voicemail(broken_app: Any) -> None:
+    client = broken_app()
+    for path, form in [
+        ("/voice/incoming", CALL),
+        ("/voice/gather", {"CallSid": CALL["CallSid"], "SpeechResult": "billing"}),
+        ("/voice/queue-exit", {"CallSid": CALL["CallSid"], "QueueResult": "leave"}),
+    ]:
+        response = signed_post(client, path, form)
+        assert response.status_code == 200, path
+        root = parse_twiml(response.data)
+        assert "Record" in verbs(root), path
+        record = root.find("Record")
+        assert record is not None and record.get("action", "").endswith("/voice/voicemail")
+
+
+def test_crash_in_the_hold_loop_leaves_the_queue_with_queue_safe_twiml(broken_app: Any) -> None:
+    client = broken_app()
+    response = signed_post(client, "/voice/hold", {"CallSid": CALL["CallSid"], "QueueTime": "30"})
+    assert response.status_code == 200
+    assert verbs(parse_twiml(response.data)) == ["Leave"]
+
+
+def test_crash_on_the_rep_leg_hangs_up_the_rep_not_the_caller(broken_app: Any) -> None:
+    client = broken_app(fallback={"number": "+15550109999"})
+    response = signed_post(client, "/voice/whisper?offer=1", {"CallSid": "CA" + "3" * 32})
+    root = parse_twiml(response.data)
+    assert verbs(root) == ["Say", "Hangup"]  # never dials the fallback number from a rep's phone
+
+
+def test_malformed_webhook_still_gets_twiml(client: FlaskClient) -> None:
+    response = signed_post(client, "/voice/gather", {"SpeechResult": "hello"})  # no CallSid
+    assert response.status_code == 200
+    assert "Record" in verbs(parse_twiml(response.data))
+
+
+def test_gather_for_a_call_we_never_saw_still_gets_twiml(client: FlaskClient) -> None:
+    response = signed_post(client, "/voice/gather", {"CallSid": "CA" + "9" * 32, "Digits": "1"})
+    assert response.status_code == 200
+    parse_twiml(response.data)
+
+
+def test_garbled_numbers_in_a_webhook_are_a_malformed_request_not_a_500(client: FlaskClient) -> None:
+    response = signed_post(client, "/voice/hold", {"CallSid": CALL["CallSid"], "QueueTime": "soon"})
+    assert response.status_code == 200
+    assert verbs(parse_twiml(response.data)) == ["Leave"]

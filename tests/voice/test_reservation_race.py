@@ -1,0 +1,63 @@
+"""Two workers must never reserve the same rep: threads race for one rep on a real database."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from crm_sync import service as crm
+from crm_sync.db import Store
+from crm_sync.models import RepState, utcnow
+from tests.conftest import signed_post
+from tests.twiml import parse_twiml
+
+THREADS = 8
+
+
+def one_available_rep(store: Store) -> None:
+    with store.unit_of_work() as session:
+        rep, _ = crm.upsert_rep(
+            session, name="Only Rep", phone_e164="+15550100009", departments=["billing"], languages=[]
+        )
+        crm.set_rep_presence(session, rep, RepState.AVAILABLE, now=utcnow())
+
+
+def test_threads_racing_for_one_rep_get_it_once(store: Store) -> None:
+    one_available_rep(store)
+    barrier = threading.Barrier(THREADS)
+
+    def try_to_reserve(_: int) -> int | None:
+        barrier.wait()
+        with store.unit_of_work() as session:
+            rep = crm.reserve_rep(session, department="billing", exclude_rep_ids=(), now=utcnow())
+            return rep.id if rep else None
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        winners = [rep_id for rep_id in pool.map(try_to_reserve, range(THREADS)) if rep_id is not None]
+    assert len(winners) == 1
+    with store.unit_of_work() as session:
+        assert crm.find_rep(session, "Only Rep").state is RepState.RESERVED
+
+
+def test_concurrent_callers_one_rep_one_dial_the_rest_queue(app: Flask, client: FlaskClient) -> None:
+    """The same race through the webhooks: exactly one caller is dialled to the rep, every other one is queued."""
+    one_available_rep(app.extensions["warmline"].store)
+    sids = [f"CA{index:032d}" for index in range(THREADS)]
+    for sid in sids:
+        signed_post(client, "/voice/incoming", {"CallSid": sid, "From": "+15557650000", "To": "+15550009999"})
+    barrier = threading.Barrier(THREADS)
+
+    def ask_for_billing(sid: str) -> str:
+        local = app.test_client()
+        barrier.wait()
+        response = signed_post(local, "/voice/gather", {"CallSid": sid, "Digits": "1"})
+        root = parse_twiml(response.data)
+        return "dial" if root.find("Dial") is not None else "queue" if root.find("Enqueue") is not None else "other"
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        outcomes = list(pool.map(ask_for_billing, sids))
+    assert outcomes.count("dial") == 1, outcomes
+    assert outcomes.count("queue") == THREADS - 1, outcomes

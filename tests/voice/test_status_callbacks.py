@@ -1,0 +1,84 @@
+"""Status callbacks close the interaction once, whatever their order and however often they come."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from crm_sync import service as crm
+from crm_sync.models import InteractionStatus, Outcome, RepState
+from tests.conftest import seed_demo, signed_post
+from tests.twiml import parse_twiml
+
+SID = "CA" + "4" * 32
+
+
+def start_and_reach_a_rep(client: FlaskClient) -> None:
+    signed_post(client, "/voice/incoming", {"CallSid": SID, "From": "+15551230001", "To": "+15550009999"})
+    signed_post(client, "/voice/gather", {"CallSid": SID, "SpeechResult": "I was charged twice", "Confidence": "0.9"})
+
+
+def test_repeated_and_out_of_order_callbacks_close_once(app: Flask, client: FlaskClient) -> None:
+    store = app.extensions["warmline"].store
+    seed_demo(store)
+    start_and_reach_a_rep(client)
+    signed_post(client, "/voice/whisper?offer=1", {"CallSid": "CA" + "5" * 32})
+    signed_post(client, "/voice/whisper/answer?offer=1", {"CallSid": "CA" + "5" * 32, "Digits": "1"})
+
+    completed = {"CallSid": SID, "CallStatus": "completed", "CallDuration": "75", "SequenceNumber": "3"}
+    for _ in range(3):
+        response = signed_post(client, "/voice/status", completed)
+        assert response.status_code == 200
+        parse_twiml(response.data)
+    # A late "in-progress" (sent earlier, delivered last) must not reopen the call.
+    late = {"CallSid": SID, "CallStatus": "in-progress", "SequenceNumber": "1"}
+    assert signed_post(client, "/voice/status", late).status_code == 200
+    # The Dial action arriving after the status callback changes nothing either.
+    signed_post(client, "/voice/dial-ended?offer=1", {"CallSid": SID, "DialCallStatus": "completed"})
+
+    with store.unit_of_work() as session:
+        interaction = crm.require_interaction(session, SID)
+        assert interaction.status is InteractionStatus.ENDED
+        assert interaction.outcome is Outcome.ANSWERED
+        assert interaction.duration_seconds == 75
+        assert interaction.last_call_status == "completed"
+        assert interaction.ended_at is not None and interaction.answered_at is not None
+        ended_at = interaction.ended_at
+        rep = crm.find_rep(session, "Alice Rivera")
+        assert rep.state is RepState.AVAILABLE  # released exactly once, not stuck on_call
+
+    signed_post(client, "/voice/status", completed)
+    with store.unit_of_work() as session:
+        assert crm.require_interaction(session, SID).ended_at == ended_at
+
+
+def test_hang_up_during_the_ivr_is_abandoned(app: Flask, client: FlaskClient) -> None:
+    store = app.extensions["warmline"].store
+    seed_demo(store)
+    signed_post(client, "/voice/incoming", {"CallSid": SID, "From": "+15557654321", "To": "+15550009999"})
+    signed_post(client, "/voice/status", {"CallSid": SID, "CallStatus": "completed", "CallDuration": "4"})
+    with store.unit_of_work() as session:
+        interaction = crm.require_interaction(session, SID)
+        assert interaction.outcome is Outcome.ABANDONED
+        assert interaction.customer_id is None
+        assert interaction.caller_number == "+15557654321"
+
+
+def test_caller_hangs_up_while_the_rep_hears_the_whisper(app: Flask, client: FlaskClient) -> None:
+    store = app.extensions["warmline"].store
+    seed_demo(store)
+    start_and_reach_a_rep(client)
+    signed_post(client, "/voice/status", {"CallSid": SID, "CallStatus": "completed", "CallDuration": "20"})
+    # The rep then presses 1 on a call that is gone: they are told, and freed.
+    response = signed_post(client, "/voice/whisper/answer?offer=1", {"CallSid": "CA" + "6" * 32, "Digits": "1"})
+    root = parse_twiml(response.data)
+    assert root.find("Hangup") is not None
+    with store.unit_of_work() as session:
+        assert crm.find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
+        assert crm.require_interaction(session, SID).outcome is Outcome.ABANDONED
+
+
+def test_status_for_an_unknown_call_is_acknowledged(client: FlaskClient) -> None:
+    response = signed_post(client, "/voice/status", {"CallSid": "CA" + "7" * 32, "CallStatus": "completed"})
+    assert response.status_code == 200
+    assert list(parse_twiml(response.data)) == []
