@@ -49,8 +49,9 @@ def mask_phone(number: str) -> str:
     return f"{prefix}{'•' * hidden}{digits[-4:]}"
 
 
-# Anything that looks like a phone number inside free text: E.164 or national formats with 7+ digits.
-_PHONE_IN_TEXT = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+# A phone number inside free text: 8 to 15 digits with at most two separators (space, parentheses, dot, dash)
+# between them, standing alone — never part of a longer token such as a CallSid or a timestamp.
+_PHONE_IN_TEXT = re.compile(r"(?<![\w+.:/])\+?\(?\d(?:[\s().-]{0,2}\d){7,14}(?![\w:/])")
 
 
 def mask_phones_in(text: str) -> str:

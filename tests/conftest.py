@@ -28,6 +28,7 @@ from crm_sync import service as crm
 from crm_sync.db import Store
 from crm_sync.models import Base, RepState, utcnow
 from voice import create_app
+from voice.emulator import CallerScript, Digits, EmulatedCall, Silence, Speech, TwilioEmulator
 
 POSTGRES_ADMIN_URL = os.environ.get("WARMLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ACCOUNT_SID = "AC" + "a1" * 16
@@ -180,10 +181,24 @@ class _LateApp:
 
 
 @dataclass
-class LiveServer:
+class PhoneSystem:
+    """The app served on loopback and the Twilio emulator calling into it (and serving the REST API it calls)."""
+
     url: str
     app: Flask
     store: Store
+    twilio: TwilioEmulator
+
+    def call(self, caller: str, *inputs: Speech | Digits | Silence, **script: Any) -> EmulatedCall:
+        return self.twilio.place_call(
+            from_=caller,
+            to=COMPANY_NUMBER,
+            script=CallerScript(list(inputs), **script),
+            status_callback="/voice/status",
+        )
+
+
+COMPANY_NUMBER = "+15550009999"
 
 
 def serve_in_thread(shim: Any) -> tuple[BaseWSGIServer, threading.Thread]:
@@ -194,22 +209,43 @@ def serve_in_thread(shim: Any) -> tuple[BaseWSGIServer, threading.Thread]:
 
 
 @pytest.fixture
-def live_server_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    started: list[tuple[BaseWSGIServer, Flask]] = []
+def phone_system_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., PhoneSystem]]:
+    started: list[tuple[BaseWSGIServer, Flask, TwilioEmulator]] = []
 
-    def start(*, twilio_api_url: str, public_url: str | None = None, **overrides: Any) -> LiveServer:
+    def start(*, public_url: str | None = None, seed: bool = True, **overrides: Any) -> PhoneSystem:
         shim = _LateApp()
         server, _thread = serve_in_thread(shim)
-        url = f"http://127.0.0.1:{server.server_port}"
+        local_url = f"http://127.0.0.1:{server.server_port}"
+        twilio = TwilioEmulator(
+            public_url=public_url or local_url,
+            connect_url=local_url if public_url else None,
+            account_sid=ACCOUNT_SID,
+            auth_token=AUTH_TOKEN,
+            queue_poll_interval=0.02,
+        )
+        twilio.start()
         config = app_config(
-            database_url, tmp_path / "instance", public_url=public_url or url, twilio_api_url=twilio_api_url, **overrides
+            database_url,
+            tmp_path / f"instance{len(started)}",
+            public_url=public_url or local_url,
+            twilio_api_url=twilio.rest_url,
+            **overrides,
         )
         shim.app = create_app(config)
-        started.append((server, shim.app))
-        return LiveServer(url=url, app=shim.app, store=shim.app.extensions["warmline"].store)
+        started.append((server, shim.app, twilio))
+        store = shim.app.extensions["warmline"].store
+        if seed:
+            seed_demo(store)
+        return PhoneSystem(url=local_url, app=shim.app, store=store, twilio=twilio)
 
     yield start
-    for server, app in started:
+    for server, app, twilio in started:
+        twilio.close()
         server.shutdown()
         app.extensions["warmline"].runner.shutdown(wait=True)
         app.extensions["warmline"].store.dispose()
+
+
+@pytest.fixture
+def phone_system(phone_system_factory: Callable[..., PhoneSystem]) -> PhoneSystem:
+    return phone_system_factory()

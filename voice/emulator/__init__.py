@@ -1,0 +1,43 @@
+"""A Twilio Programmable Voice emulator for testing webhook apps without Twilio.
+
+It places calls into an app over real HTTP, signs every webhook exactly like Twilio, follows
+the returned TwiML verb by verb with scripted callers and reps, serves a fake Twilio REST API
+for the calls the app makes, and records what each party heard.  See :class:`TwilioEmulator`.
+
+Module map: :mod:`.parties` (scripts), :mod:`.calls` (call/leg state and records),
+:mod:`.webhooks` (signing, HTTP, TwiML parsing), :mod:`.twiml` (verb interpreter),
+:mod:`.dial` (``<Dial>``), :mod:`.queues` (``<Enqueue>`` queues), :mod:`.rest` (fake REST API),
+:mod:`.runtime` (per-emulator shared services), :mod:`.emulator` (the facade).
+"""
+
+from voice.emulator.calls import (
+    APPLICATION_ERROR_MESSAGE,
+    EmulatedCall,
+    LegInfo,
+    TranscriptEntry,
+    TwilioError,
+    WebhookExchange,
+    WebhookRequest,
+)
+from voice.emulator.emulator import DEFAULT_ACCOUNT_SID, TwilioEmulator
+from voice.emulator.parties import CallerScript, Digits, Recording, RepScript, Silence, Speech
+from voice.emulator.rest import RestRequest
+
+__all__ = [
+    "APPLICATION_ERROR_MESSAGE",
+    "DEFAULT_ACCOUNT_SID",
+    "CallerScript",
+    "Digits",
+    "EmulatedCall",
+    "LegInfo",
+    "Recording",
+    "RepScript",
+    "RestRequest",
+    "Silence",
+    "Speech",
+    "TranscriptEntry",
+    "TwilioEmulator",
+    "TwilioError",
+    "WebhookExchange",
+    "WebhookRequest",
+]
