@@ -16,7 +16,7 @@ from crm_sync.phones import mask_phone
 from crm_sync.service import UnknownRep
 from voice import create_app
 from voice.twilio_rest import InlineRunner
-from voice.wiring import Warmline, assemble
+from voice.wiring import LOCAL_BASE_URL, Warmline, assemble
 
 
 def _warmline() -> Warmline:
@@ -174,6 +174,61 @@ def export_interactions(fmt: str, output: Path | None) -> None:
         with output.open("w", encoding="utf-8", newline="") as out:
             count = export.export_interactions(store, out, fmt=fmt)  # type: ignore[arg-type]
     click.echo(f"{count} interactions exported", err=True)
+
+
+@main.command("call")
+@click.option("--from", "caller", default="+15551230001", show_default=True, help="the caller's number")
+@click.option("--to", "called", default="+15550009999", show_default=True, help="the number dialled")
+@click.option("--url", "base_url", default=None, help="where the app answers [default: WARMLINE_PUBLIC_URL or :5000]")
+@click.option(
+    "--rep",
+    "rep_behaviour",
+    type=click.Choice(["accepts", "declines", "no-answer"]),
+    default="accepts",
+    show_default=True,
+    help="what every rep does when their phone rings",
+)
+@click.argument("inputs", nargs=-1)
+@with_appcontext
+def call(caller: str, called: str, base_url: str | None, rep_behaviour: str, inputs: tuple[str, ...]) -> None:
+    """Place an emulated call into the running app and print what the caller and the rep heard.
+
+    INPUTS answer the app's questions in order: words are spoken, `press:N` presses keys, `silence` says nothing.
+    """
+    from voice.emulator import CallerScript, Digits, RepScript, Silence, Speech, TwilioEmulator
+
+    warmline = _warmline()
+    settings = warmline.settings
+    script = {"accepts": RepScript.accepts(talk_seconds=20), "declines": RepScript.declines()}.get(
+        rep_behaviour, RepScript.no_answer()
+    )
+    answers: list[Speech | Digits | Silence] = []
+    for item in inputs:
+        if item.startswith("press:"):
+            answers.append(Digits(item.removeprefix("press:")))
+        elif item == "silence":
+            answers.append(Silence())
+        else:
+            answers.append(Speech(item))
+    with TwilioEmulator(
+        public_url=base_url or settings.public_url or LOCAL_BASE_URL,
+        account_sid=settings.account_sid,
+        auth_token=settings.auth_token,
+    ) as twilio:
+        for rep in warmline.calls.rep_roster():
+            twilio.register_rep(rep.phone, script)
+        placed = twilio.place_call(
+            from_=caller, to=called, script=CallerScript(answers), status_callback="/voice/status"
+        )
+        if not placed.wait_finished(timeout=60):
+            raise click.ClickException("the call did not finish within 60 s")
+    for entry in placed.transcript:
+        if entry.verb in ("Say", "Play"):
+            who = "caller" if entry.party == "caller" else f"rep {mask_phone(entry.party.removeprefix('rep:'))}"
+            click.echo(f"{who:>20} hears: {entry.text}")
+    for error in placed.errors:
+        click.echo(f"twilio error: {error}", err=True)
+    click.echo(f"call {placed.sid} ended: {placed.status}, {placed.duration} s")
 
 
 def _print_report(report: csv_import.ImportReport, what: str) -> None:
