@@ -346,18 +346,18 @@ def offered_rep_ids(session: Session, interaction_id: int) -> set[int]:
     return set(session.scalars(select(Offer.rep_id).where(Offer.interaction_id == interaction_id)))
 
 
-def department_has_reps_on_duty(session: Session, department: str) -> bool:
-    """Someone with the skill is logged in (free, ringing or talking): worth queueing for."""
+def department_has_reps_on_duty(session: Session, department: str, *, exclude_rep_ids: Collection[int] = ()) -> bool:
+    """Someone with the skill is logged in (free, ringing or talking) and not excluded: worth queueing for."""
     on_duty = [RepState.AVAILABLE, RepState.RESERVED, RepState.ON_CALL]
-    return (
-        session.scalar(
-            select(Rep.id)
-            .join(RepSkill, RepSkill.rep_id == Rep.id)
-            .where(RepSkill.department == department, Rep.state.in_(on_duty))
-            .limit(1)
-        )
-        is not None
+    query = (
+        select(Rep.id)
+        .join(RepSkill, RepSkill.rep_id == Rep.id)
+        .where(RepSkill.department == department, Rep.state.in_(on_duty))
+        .limit(1)
     )
+    if exclude_rep_ids:
+        query = query.where(Rep.id.not_in(list(exclude_rep_ids)))
+    return session.scalar(query) is not None
 
 
 def find_rep(session: Session, name: str) -> Rep:

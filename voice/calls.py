@@ -186,19 +186,17 @@ class CallService:
         department = interaction.department or "general"
         now = utcnow()
         rep: Rep | None = None
+        already_offered = crm.offered_rep_ids(session, interaction.id)
         if not crm.has_waiting_callers(session, department):
-            rep = crm.reserve_rep(
-                session,
-                department=department,
-                exclude_rep_ids=crm.offered_rep_ids(session, interaction.id),
-                now=now,
-            )
+            rep = crm.reserve_rep(session, department=department, exclude_rep_ids=already_offered, now=now)
         if rep is not None:
             offer = crm.create_offer(session, interaction, rep, state=OfferState.RINGING)
             interaction.status = InteractionStatus.OFFERING
             interaction.rep_id = rep.id
             return self._dial(offer, flow, say=(*say, f"Connecting you to {flow.department_name(department)}."))
-        if not crm.department_has_reps_on_duty(session, department):
+        if not crm.department_has_reps_on_duty(session, department, exclude_rep_ids=already_offered):
+            # Nobody on duty, or everyone on duty already let this caller's call ring out: waiting would be for
+            # nothing, so say so and take a message rather than hold the caller until max_wait.
             log.warning("no rep on duty for %s; offering voicemail on %s", department, interaction.call_sid)
             interaction.outcome = Outcome.NO_REP
             sorry = f"Nobody from {flow.department_name(department)} can take your call right now."

@@ -214,3 +214,19 @@ def test_calls_through_a_tls_proxy_validate_against_the_public_url(
     assert call.errors == []
     assert all(url.startswith("https://calls.acme.test/") for url in (exchange.url for exchange in call.requests))
     assert interaction(system, call.sid).outcome is Outcome.ANSWERED
+
+
+def test_when_every_rep_on_duty_declined_the_caller_leaves_a_message_instead_of_holding(
+    phone_system: PhoneSystem,
+) -> None:
+    for name in ("Bob Chen", "Carmen Ortiz"):
+        set_presence(phone_system, name, RepState.OFFLINE)
+    phone_system.twilio.register_rep(ALICE, RepScript.declines())
+    call = phone_system.call(JANE, Speech("I was charged twice"), Recording(duration=5))
+    assert call.wait_finished(timeout=WAIT)
+    heard = call.heard("caller")
+    assert "Nobody from billing can take your call right now." in heard
+    assert not any("in line" in text for text in heard)
+    record = interaction(phone_system, call.sid)
+    assert record.outcome is Outcome.VOICEMAIL and record.recording_url
+    assert rep_state(phone_system, "Alice Rivera") is RepState.AVAILABLE
