@@ -249,3 +249,13 @@ def phone_system_factory(database_url: str, tmp_path: Path) -> Iterator[Callable
 @pytest.fixture
 def phone_system(phone_system_factory: Callable[..., PhoneSystem]) -> PhoneSystem:
     return phone_system_factory()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, sqlite_template: Path) -> Iterator[Store]:
+    """For the few tests that need only one backend (no database behaviour involved)."""
+    path = tmp_path / "only-sqlite.sqlite3"
+    shutil.copy(sqlite_template, path)
+    store = Store(f"sqlite:///{path}")
+    yield store
+    store.dispose()
