@@ -130,6 +130,7 @@ def app_config(database_url: str, instance: Path, **overrides: Any) -> dict[str,
         "public_url": PUBLIC_URL,
         "instance_path": instance,
         "twilio_api_url": "http://127.0.0.1:9",  # nothing listens: REST must never be on the response path
+        "flows": {"reload_interval": 0},  # tests that want reloading turn it on
         **overrides,
     }
 
@@ -139,8 +140,7 @@ def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
     app = create_app(app_config(database_url, tmp_path / "instance"))
     app.config["TESTING"] = True
     yield app
-    app.extensions["warmline"].runner.shutdown(wait=True)
-    app.extensions["warmline"].store.dispose()
+    app.extensions["warmline"].close()
 
 
 @pytest.fixture
@@ -242,8 +242,7 @@ def phone_system_factory(database_url: str, tmp_path: Path) -> Iterator[Callable
     for server, app, twilio in started:
         twilio.close()
         server.shutdown()
-        app.extensions["warmline"].runner.shutdown(wait=True)
-        app.extensions["warmline"].store.dispose()
+        app.extensions["warmline"].close()
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ class CallService:
 
     def incoming(self, call: IncomingCall) -> Reply:
         number = caller_e164(call.from_number, default_region=self._settings.default_region)
-        flow = self._flows.current()
+        flow = self._flows.for_number(caller_e164(call.to_number, default_region=self._settings.default_region))
         with self._store.unit_of_work() as session:
             customer = crm.find_customer_by_phone(session, number)
             facts = CallerFacts(

@@ -35,6 +35,18 @@ class _Section(BaseModel):
 class FlowsSettings(_Section):
     directory: Path = Path("ivr_flows")
     default: str = "main"
+    # Called number → flow name, for numbers that answer with another flow than the default.
+    numbers: dict[str, str] = {}
+    # Seconds between looks for changed flow files (hot reload); 0 turns reloading off.
+    reload_interval: float = Field(default=2.0, ge=0)
+
+    @field_validator("numbers")
+    @classmethod
+    def _e164_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        try:
+            return {to_e164(number): flow for number, flow in value.items()}
+        except InvalidPhoneNumber as exc:
+            raise ValueError(str(exc)) from exc
 
 
 class TransferSettings(_Section):

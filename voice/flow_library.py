@@ -1,13 +1,16 @@
-"""The flows the service answers with, by name and by version.
+"""The flows the service answers with, by name and by version, reloaded when their files change.
 
-Every interaction remembers the version (content hash) of the flow that started it, so a call keeps the flow it
-began with even if a newer version is loaded meanwhile.
+Admins deploy by saving a file. A file that validates is swapped in atomically; one that does not is logged and
+kept out (the last good version keeps serving). Every interaction records the version (content hash) that started
+it and keeps it to the end, even if a newer version is loaded meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ivr_flows import Flow, FlowError, load_flow
@@ -19,27 +22,57 @@ class NoSuchFlow(LookupError):
     """The configured flow name has no valid file."""
 
 
+@dataclass(frozen=True)
+class _Seen:
+    mtime_ns: int
+    size: int
+
+
 class FlowLibrary:
-    def __init__(self, directory: Path, *, default: str) -> None:
+    def __init__(self, directory: Path, *, default: str, numbers: Mapping[str, str] | None = None) -> None:
         self.directory = directory
         self.default = default
+        # Called number (E.164) → flow name, for lines that answer with another flow than the default.
+        self.numbers = dict(numbers or {})
         self._lock = threading.Lock()
         self._by_name: dict[str, Flow] = {}
         self._by_version: dict[str, Flow] = {}
-        self.errors: dict[Path, FlowError] = {}
+        self._seen: dict[Path, _Seen] = {}
+        #: Files that do not validate, with why: kept out of service until fixed.
+        self.errors: dict[Path, str] = {}
 
     def load_all(self) -> None:
-        """Load every *.yaml flow; a file that does not validate is reported and skipped, never served."""
-        for path in sorted(self.directory.glob("*.yaml")):
+        """Load every *.yaml flow; the default flow must be among the valid ones."""
+        self.refresh()
+        if self.default not in self._by_name:
+            problem = next((error for path, error in self.errors.items() if path.stem == self.default), "")
+            raise NoSuchFlow(
+                f"default flow {self.default!r} not found or invalid in {self.directory}"
+                + (f":\n{problem}" if problem else "")
+            )
+
+    def refresh(self) -> list[str]:
+        """Reload the files that changed since the last look. Returns the names of the flows swapped in."""
+        swapped: list[str] = []
+        current = {path: _stat(path) for path in sorted(self.directory.glob("*.yaml"))}
+        for path, seen in current.items():
+            if seen is None or self._seen.get(path) == seen:
+                continue
+            self._seen[path] = seen
             try:
                 flow = load_flow(path)
-            except FlowError as exc:
-                self.errors[path] = exc
-                log.error("flow %s not loaded:\n%s", path, exc)
+            except (FlowError, OSError, UnicodeDecodeError) as exc:
+                self.errors[path] = str(exc)
+                log.error("flow %s not loaded, the last good version keeps serving:\n%s", path, exc)
+                continue
+            self.errors.pop(path, None)
+            previous = self._by_name.get(flow.name)
+            if previous is not None and previous.version == flow.version:
                 continue
             self.add(flow)
-        if self.default not in self._by_name:
-            raise NoSuchFlow(f"default flow {self.default!r} not found (or invalid) in {self.directory}")
+            swapped.append(flow.name)
+            log.info("flow %s@%s loaded from %s", flow.name, flow.version, path)
+        return swapped
 
     def add(self, flow: Flow) -> None:
         with self._lock:
@@ -52,6 +85,47 @@ class FlowLibrary:
             raise NoSuchFlow(name or self.default)
         return flow
 
+    def for_number(self, called: str) -> Flow:
+        """The flow that answers this number: its own if configured (and valid), else the default."""
+        name = self.numbers.get(called)
+        if name is not None and name in self._by_name:
+            return self._by_name[name]
+        return self.current()
+
     def version(self, version: str, *, name: str) -> Flow:
         """The exact version a call started on; the current one of that name if it is no longer known."""
         return self._by_version.get(version) or self.current(name)
+
+
+def _stat(path: Path) -> _Seen | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return _Seen(status.st_mtime_ns, status.st_size)
+
+
+class FlowWatcher:
+    """Polls the flow folder and reloads changed files: a handful of stat() calls a second, no extra dependency,
+    and it works the same on every filesystem (inotify does not see changes made through some bind mounts)."""
+
+    def __init__(self, library: FlowLibrary, *, interval: float) -> None:
+        self._library = library
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flow-watcher", daemon=True)
+
+    def start(self) -> FlowWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._library.refresh()
+            except Exception:  # the watcher must outlive any one bad file or filesystem hiccup
+                log.exception("flow reload failed")

@@ -9,7 +9,7 @@ from flask import Flask
 from crm_sync.db import Store
 from voice.calls import CallService, Pull
 from voice.config import Settings
-from voice.flow_library import FlowLibrary
+from voice.flow_library import FlowLibrary, FlowWatcher
 from voice.twilio_rest import BackgroundRunner, TwilioRest
 from voice.urls import url_builder
 
@@ -25,12 +25,23 @@ class Warmline:
     calls: CallService
     rest: TwilioRest
     runner: BackgroundRunner
+    watcher: FlowWatcher | None = None
+
+    def close(self) -> None:
+        """Stop background threads and close database connections (tests, CLI)."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.runner.shutdown(wait=True)
+        self.store.dispose()
 
 
 def assemble(app: Flask, settings: Settings, *, runner: BackgroundRunner | None = None) -> Warmline:
     store = Store(settings.database_url)
-    flows = FlowLibrary(settings.flows_directory, default=settings.flows.default)
+    flows = FlowLibrary(settings.flows_directory, default=settings.flows.default, numbers=settings.flows.numbers)
     flows.load_all()
+    watcher = (
+        FlowWatcher(flows, interval=settings.flows.reload_interval).start() if settings.flows.reload_interval else None
+    )
     rest = TwilioRest(
         account_sid=settings.account_sid, auth_token=settings.auth_token, base_url=settings.twilio_api_url
     )
@@ -42,4 +53,4 @@ def assemble(app: Flask, settings: Settings, *, runner: BackgroundRunner | None 
         runner.submit(f"pull of {pull.call_sid}", rest.redirect_call, pull.call_sid, url)
 
     calls = CallService(store=store, flows=flows, settings=settings, pull_caller=pull_caller)
-    return Warmline(settings=settings, store=store, flows=flows, calls=calls, rest=rest, runner=runner)
+    return Warmline(settings=settings, store=store, flows=flows, calls=calls, rest=rest, runner=runner, watcher=watcher)
