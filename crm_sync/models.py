@@ -178,6 +178,14 @@ class Interaction(Base):
     hold_seconds: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[Outcome | None] = mapped_column(_enum(Outcome))
     recording_url: Mapped[str | None] = mapped_column(String(500))
+    # The voicemail's words, which engine heard them and how sure it was; on failure the reason, and the recording
+    # link above stays: nothing is lost when transcription fails.
+    transcript: Mapped[str | None] = mapped_column(Text)
+    transcript_engine: Mapped[str | None] = mapped_column(String(40))
+    transcript_confidence: Mapped[float | None] = mapped_column(Float)
+    transcript_error: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(16))
+    survey: Mapped[dict[str, Any]] = mapped_column(default=dict)  # question id → key pressed
     last_call_status: Mapped[str | None] = mapped_column(String(20))
 
     customer: Mapped[Customer | None] = relationship(lazy="joined")
@@ -188,6 +196,27 @@ class Interaction(Base):
         Index("ix_interactions_queue", "status", "department", "enqueued_at"),
         Index("ix_interactions_customer_started", "customer_id", "started_at"),
     )
+
+
+class TaskState(enum.StrEnum):
+    OPEN = "open"
+    DONE = "done"
+
+
+class Task(Base):
+    """A follow-up someone must do (return a voicemail, call back): filed on the customer's record."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    interaction_id: Mapped[int | None] = mapped_column(ForeignKey("interactions.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # voicemail | callback
+    department: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[TaskState] = mapped_column(_enum(TaskState), default=TaskState.OPEN, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    due_at: Mapped[datetime | None] = mapped_column()
 
 
 class Offer(Base):
