@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from crm_sync.models import (
@@ -212,6 +212,16 @@ def queue_position(session: Session, interaction: Interaction) -> int:
     return int(ahead or 0) + 1
 
 
+def lock_queued_interaction(session: Session, interaction_id: int) -> bool:
+    """Lock a caller who is still waiting (no rep being offered), unless another transaction holds them."""
+    locked = session.execute(
+        select(Interaction.id)
+        .where(Interaction.id == interaction_id, Interaction.status == InteractionStatus.QUEUED)
+        .with_for_update(skip_locked=True)
+    ).scalar_one_or_none()
+    return locked is not None
+
+
 def has_waiting_callers(session: Session, department: str) -> bool:
     return (
         session.scalar(
@@ -257,6 +267,27 @@ def iter_interactions(session: Session) -> Iterator[Interaction]:
 # --- reps and offers -----------------------------------------------------------------------------------------------
 
 
+def _free_reps(department: str, *, exclude_rep_ids: Collection[int], only_rep_id: int | None) -> Select[int]:
+    """Available reps with the department's skill, longest idle first."""
+    query = (
+        select(Rep.id)
+        .join(RepSkill, RepSkill.rep_id == Rep.id)
+        .where(Rep.state == RepState.AVAILABLE, RepSkill.department == department)
+        .order_by(Rep.available_since.asc().nulls_first(), Rep.id)
+    )
+    if exclude_rep_ids:
+        query = query.where(Rep.id.not_in(list(exclude_rep_ids)))
+    if only_rep_id is not None:
+        query = query.where(Rep.id == only_rep_id)
+    return query
+
+
+def free_rep_exists(session: Session, *, department: str, exclude_rep_ids: Collection[int]) -> bool:
+    """A plain read, no locks: cheap enough for every turn of every hold loop."""
+    query = _free_reps(department, exclude_rep_ids=exclude_rep_ids, only_rep_id=None).limit(1)
+    return session.execute(query).first() is not None
+
+
 def reserve_rep(
     session: Session,
     *,
@@ -272,17 +303,10 @@ def reserve_rep(
     SQLite: transactions are serialised by BEGIN IMMEDIATE (see crm_sync.db), so the same statements are atomic.
     """
     candidate = (
-        select(Rep.id)
-        .join(RepSkill, RepSkill.rep_id == Rep.id)
-        .where(Rep.state == RepState.AVAILABLE, RepSkill.department == department)
-        .order_by(Rep.available_since.asc().nulls_first(), Rep.id)
+        _free_reps(department, exclude_rep_ids=exclude_rep_ids, only_rep_id=only_rep_id)
         .limit(1)
         .with_for_update(skip_locked=True, of=Rep)
     )
-    if exclude_rep_ids:
-        candidate = candidate.where(Rep.id.not_in(list(exclude_rep_ids)))
-    if only_rep_id is not None:
-        candidate = candidate.where(Rep.id == only_rep_id)
     rep_id = session.execute(candidate).scalar_one_or_none()
     if rep_id is None:
         return None

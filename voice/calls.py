@@ -323,7 +323,9 @@ class CallService:
     def hold(self, call_sid: str, *, queue_seconds: int) -> Reply:
         """One turn of the waitUrl loop. Leaves the queue when a rep is reserved for this caller, or at max wait."""
         with self._store.unit_of_work() as session:
-            interaction = crm.require_interaction(session, call_sid, for_update=True)
+            # No row lock here: the loop runs every few seconds for every waiting caller, and a lock held by it
+            # would make a freed rep's push (which skips locked callers) pass this caller over.
+            interaction = crm.require_interaction(session, call_sid)
             flow = self._flows.version(interaction.flow_version, name=interaction.flow_name)
             now = utcnow()
             offer = crm.open_offer(session, interaction.id)
@@ -349,14 +351,17 @@ class CallService:
         Only the head tries, so the hold loop never lets a later caller overtake; a rep who turned the head down
         is pulled to the next caller by the push when they were released.
         """
+        department = interaction.department or "general"
+        declined = crm.offered_rep_ids(session, interaction.id)
+        # Look before locking: normally nobody is free (a freed rep pulls the caller by push), and a lock taken on
+        # every turn of the loop would make that push skip this caller.
+        if not crm.free_rep_exists(session, department=department, exclude_rep_ids=declined):
+            return False
         if crm.queue_position(session, interaction) != 1:
             return False
-        rep = crm.reserve_rep(
-            session,
-            department=interaction.department or "general",
-            exclude_rep_ids=crm.offered_rep_ids(session, interaction.id),
-            now=utcnow(),
-        )
+        if not crm.lock_queued_interaction(session, interaction.id):
+            return False  # a push is handing this caller a rep right now
+        rep = crm.reserve_rep(session, department=department, exclude_rep_ids=declined, now=utcnow())
         if rep is None:
             return False
         self._offer_pending(session, interaction, rep)
