@@ -448,11 +448,7 @@ class EmulatedCall:
         one rep.
         """
         with self.cond:
-            return [
-                e.text
-                for e in self._transcript
-                if e.verb in HEARD_VERBS and _party_matches(e.party, party)
-            ]
+            return [e.text for e in self._transcript if e.verb in HEARD_VERBS and _party_matches(e.party, party)]
 
     def wait_until(self, predicate: Callable[[EmulatedCall], bool], timeout: float = 10) -> bool:
         """Block until ``predicate(call)`` holds (re-checked on every change); ``False`` on timeout."""

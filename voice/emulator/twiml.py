@@ -295,9 +295,7 @@ class LegRunner:
         return params
 
     def warn(self, code: int, message: str, url: str | None = None, leg: Leg | None = None) -> None:
-        self.call.record_error(
-            TwilioError(code, message, url, (leg or self.leg).sid, self.call.clock, fatal=False)
-        )
+        self.call.record_error(TwilioError(code, message, url, (leg or self.leg).sid, self.call.clock, fatal=False))
 
     def app_error(self, code: int, message: str, url: str | None) -> NoReturn:
         """Twilio's reaction to a broken document: log it, apologise to the party, hang up."""
@@ -519,9 +517,7 @@ class LegRunner:
             params = {"SpeechResult": got.text, "Confidence": f"{got.confidence:g}"}
         elif isinstance(got, Digits) and "dtmf" in kinds:
             num_digits = int(attr_float(element.get("numDigits"), 0)) or None
-            digits, finished_on, complete = collect_digits(
-                got.digits, num_digits, element.get("finishOnKey", "#")
-            )
+            digits, finished_on, complete = collect_digits(got.digits, num_digits, element.get("finishOnKey", "#"))
             self.call.note(self.party, "Gather", got.digits, input="dtmf")
             self.advance(SECONDS_PER_DIGIT * len(got.digits) + (0 if complete else timeout))
             if digits:
@@ -639,9 +635,7 @@ class LegRunner:
         try:
             with contextlib.ExitStack() as stack:
                 if patience is not None:
-                    stack.enter_context(
-                        self.deadline(member.enqueued_at + patience, self.leg, HangupSignal("party"))
-                    )
+                    stack.enter_context(self.deadline(member.enqueued_at + patience, self.leg, HangupSignal("party")))
                 while True:
                     started = self.call.clock
                     if self._wait_iteration(member, wait_url, wait_method, doc) is LEAVE:
@@ -806,6 +800,7 @@ def run_outbound_call(
         ring(runner, answer_after)
         runner.answer()
         runner.leg_event(leg, "answered")
+
         def first_document() -> Document:
             inline, url = target["twiml"], target["url"]
             if inline is not None:

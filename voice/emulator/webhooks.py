@@ -88,7 +88,7 @@ class WebhookClient:
         target = urlsplit(url)
         same_origin = (target.scheme, target.netloc.lower()) == (public.scheme, public.netloc.lower())
         if same_origin and target.path.startswith(public.path):
-            rest = url[len(f"{target.scheme}://{target.netloc}") + len(public.path):]
+            rest = url[len(f"{target.scheme}://{target.netloc}") + len(public.path) :]
             return self.connect_url + rest
         return url
 
@@ -137,9 +137,7 @@ class WebhookClient:
         except requests.RequestException as exc:
             return HttpResult(full_url, method, params, 0, "", b"", "", failure=f"{type(exc).__name__}: {exc}")
         content_type = response.headers.get("Content-Type", "")
-        return HttpResult(
-            full_url, method, params, response.status_code, response.text, response.content, content_type
-        )
+        return HttpResult(full_url, method, params, response.status_code, response.text, response.content, content_type)
 
 
 def media_type(content_type: str) -> str:

@@ -1,0 +1,41 @@
+"""The benchmark's floor: a bare Flask app answering every webhook POST with one constant TwiML document.
+
+No signature check, no database, no flow engine, no TwiML building: what is left is gunicorn + Werkzeug + Flask
+routing + writing ~0.9 KB of XML, i.e. the least any Flask webhook can cost. ``bench/webhook.py`` serves it with the
+same gunicorn settings as the real app and drives it with the same requests (same paths, same signed bodies).
+
+    gunicorn -w 2 -k gthread --threads 4 'bench.floor_app:create_app()'
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response
+
+# Shaped and sized like Warmline's answer to /voice/incoming (a greeting, then a speech Gather with hints).
+TWIML = (
+    '<?xml version="1.0" encoding="UTF-8"?><Response>'
+    '<Say language="en-US" voice="Polly.Joanna">Thanks for calling Acme.</Say>'
+    '<Gather action="https://warmline.example.com/voice/gather" hints="Acme, invoice, password, outage, billing, '
+    "technical support, sales, account services, customer service, I was charged twice, I need a refund, when is my "
+    "payment due, the app isn't working, my internet is down, the website keeps crashing, the service is really "
+    "slow, how much does it cost, can I get a demo, what plans do you offer, I forgot my password, my account is "
+    'locked, cancel my account, operator, I have a general question, what are your opening hours" '
+    'input="speech dtmf" language="en-US" method="POST" numDigits="1" speechTimeout="auto" timeout="5">'
+    '<Say language="en-US" voice="Polly.Joanna">In a few words, what are you calling about?</Say></Gather>'
+    '<Redirect method="POST">https://warmline.example.com/voice/gather</Redirect></Response>'
+)
+TWIML_BYTES = TWIML.encode("utf-8")
+
+# The paths the load generator posts to; both are rules of the one endpoint below.
+PATHS = ("/voice/incoming", "/voice/gather")
+
+
+def constant_twiml() -> Response:
+    return Response(TWIML_BYTES, status=200, mimetype="text/xml")
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    for path in PATHS:
+        app.add_url_rule(path, endpoint="twiml", view_func=constant_twiml, methods=["POST"])
+    return app

@@ -1,0 +1,1275 @@
+"""Webhook benchmark: ``/voice/incoming`` + the gather step under concurrent emulated calls, against its floor.
+
+Two real server processes run side by side (the idle one costs nothing) with the same gunicorn settings, and are
+loaded one after the other by the same load generator, with the same concurrency and the same requests:
+
+* the floor: ``bench/floor_app.py``, a bare Flask endpoint answering every POST with one constant TwiML document;
+* Warmline: ``voice:create_app()`` on a fresh, migrated and seeded database (SQLite in a temp dir by default, or a
+  fresh PostgreSQL database with ``--database-url``), every request signed like Twilio signs it, log level WARNING,
+  ``TWILIO_API_URL`` pointing at a loopback port nobody listens on (REST must never be on the response path).
+
+An emulated call is a signed ``POST /voice/incoming`` followed by a signed ``POST /voice/gather`` carrying a
+``SpeechResult``, as Twilio sends them; each of the concurrent lines places one call after another. Request bytes
+and signatures are computed before the timed window. Every response must be HTTP 200 with a TwiML ``<Response>``
+of the expected shape (the app answers its own errors with fallback TwiML and status 200, so that is checked too),
+and the servers must log no error while serving; any failure makes the run invalid and the exit status 1.
+
+Throughput counts the requests that complete inside the window (``--duration`` seconds after ``--warmup``; with
+``--calls N`` the window closes when the N calls started after the warm-up are done); latencies are those of the
+same requests, from writing the request to reading the whole answer. The result is printed as the ratio against
+the floor measured in the same run (house rule: no absolute thresholds); ``--rounds N`` alternates floor and app
+N times and reports the median round, which keeps a busy machine from skewing one side only. The CPU columns
+(from /proc) say where the cores went: the servers' CPU per request does not depend on the load generator.
+
+    .venv/bin/python bench/webhook.py                          # SQLite, 50 lines, 10 s after a 2 s warm-up
+    .venv/bin/python bench/webhook.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/warmline_bench
+    .venv/bin/python bench/webhook.py --rounds 3 --worker-class sync --json
+    .venv/bin/python bench/profile_webhook.py                  # where a request's time goes (cProfile)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:  # run as a script (`python bench/webhook.py`): make the project importable
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+if TYPE_CHECKING:
+    import aiohttp
+
+APP_SPEC = "voice:create_app()"
+FLOOR_SPEC = "bench.floor_app:create_app()"
+TARGET_RATIO = 0.60
+
+Step = Literal["incoming", "gather"]
+STEPS: tuple[Step, Step] = ("incoming", "gather")
+PATHS: dict[Step, str] = {"incoming": "/voice/incoming", "gather": "/voice/gather"}
+
+# What each step must answer with (a TwiML verb directly under <Response>), per target.
+FLOOR_EXPECTS: dict[Step, tuple[str, ...]] = {"incoming": ("Gather",), "gather": ("Gather",)}
+APP_EXPECTS: dict[Step, tuple[str, ...]] = {"incoming": ("Gather",), "gather": ("Dial", "Enqueue")}
+
+# What callers say at the gather step (one per department of the sample flow, billing most often).
+CALLER_PHRASES = (
+    "I was charged twice on my card",
+    "I was charged twice on my card",
+    "there's a charge on my statement I don't recognize",
+    "my internet has been down since this morning",
+    "I forgot my password and now my account is locked",
+    "how much does the business plan cost",
+    "I'd like to speak to a person please",
+)
+CITIES = ("SPRINGFIELD", "PORTLAND", "AUSTIN", "BOSTON", "DENVER")
+OUR_NUMBER = "+15550009999"
+N_CUSTOMERS = 20
+N_REPS = 6
+KNOWN_CALLER_SHARE = 0.5
+FLOOR_POOL_CALLS = 500  # the floor ignores signatures and CallSids: it cycles through this many
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not be set up or run (a server did not start, the database is not reachable, ...)."""
+
+
+# --- configuration ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    concurrency: int = 50
+    duration: float = 10.0  # seconds measured (when ``calls`` is None)
+    warmup: float = 2.0
+    calls: int | None = None  # measure exactly this many calls instead of a duration
+    max_seconds: float = 120.0  # hard bound on one target's load phase
+    max_calls: int = 200_000  # hard bound on the signed calls prepared for the app
+    workers: int = 2
+    worker_class: Literal["gthread", "sync"] = "gthread"
+    threads: int = 4
+    keepalive: bool = True
+    client: Literal["raw", "aiohttp"] = "raw"  # the load generator's HTTP client
+    database_url: str | None = None  # None: a fresh SQLite file in a temp dir
+    request_timeout: float = 30.0
+    startup_timeout: float = 30.0
+    target: float = TARGET_RATIO
+    seed: int = 7
+    rounds: int = 1  # measure floor then app this many times, alternating; the median ratio is reported
+    log_dir: str | None = None  # keep the servers' logs here (default: a temp dir, removed)
+
+    def describe_server(self) -> str:
+        kind = f"gthread x {self.threads} threads" if self.worker_class == "gthread" else "sync"
+        return f"gunicorn, {self.workers} workers, {kind}"
+
+
+# --- emulated calls --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    step: Step
+    path: str
+    body: bytes
+    headers: Mapping[str, str]
+    wire: bytes  # the whole HTTP/1.1 request (line, headers, body), for the raw client
+
+
+@dataclass(frozen=True)
+class EmulatedCall:
+    incoming: PreparedRequest
+    gather: PreparedRequest
+
+    def requests(self) -> tuple[PreparedRequest, PreparedRequest]:
+        return (self.incoming, self.gather)
+
+
+def _signed(
+    step: Step, params: dict[str, str], *, base_url: str, sign: Callable[[str, dict[str, str]], str]
+) -> PreparedRequest:
+    from urllib.parse import urlencode, urlsplit
+
+    path = PATHS[step]
+    body = urlencode(params).encode("ascii")
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "User-Agent": "TwilioProxy/1.1",
+        "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
+        "X-Twilio-Signature": sign(base_url + path, params),
+    }
+    head = [f"POST {path} HTTP/1.1", f"Host: {urlsplit(base_url).netloc}", f"Content-Length: {len(body)}"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    wire = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+    return PreparedRequest(step=step, path=path, body=body, headers=headers, wire=wire)
+
+
+def build_calls(
+    count: int,
+    *,
+    base_url: str,
+    auth_token: str,
+    account_sid: str,
+    known_numbers: Sequence[str],
+    rng: random.Random,
+) -> list[EmulatedCall]:
+    """``count`` calls, each signed as Twilio signs (X-Twilio-Signature over base_url + path + the form)."""
+    from twilio.request_validator import RequestValidator
+
+    validator = RequestValidator(auth_token)
+
+    def sign(url: str, params: dict[str, str]) -> str:
+        signature: str = validator.compute_signature(url, params)
+        return signature
+
+    calls = []
+    for _ in range(count):
+        call_sid = "CA" + uuid.uuid4().hex
+        if known_numbers and rng.random() < KNOWN_CALLER_SHARE:
+            caller = rng.choice(known_numbers)
+        else:
+            caller = f"+1555{rng.randrange(8_000_000, 10_000_000):07d}"  # nobody in the CRM has these
+        city = rng.choice(CITIES)
+        common = {
+            "AccountSid": account_sid,
+            "ApiVersion": "2010-04-01",
+            "CallSid": call_sid,
+            "Direction": "inbound",
+            "From": caller,
+            "Caller": caller,
+            "FromCity": city,
+            "FromState": "CA",
+            "FromCountry": "US",
+            "To": OUR_NUMBER,
+            "Called": OUR_NUMBER,
+            "ToCountry": "US",
+        }
+        incoming = _signed("incoming", {**common, "CallStatus": "ringing"}, base_url=base_url, sign=sign)
+        gather_form = {
+            **common,
+            "CallStatus": "in-progress",
+            "SpeechResult": rng.choice(CALLER_PHRASES),
+            "Confidence": f"{rng.uniform(0.75, 0.97):.8f}",
+            "Language": "en-US",
+        }
+        calls.append(EmulatedCall(incoming, _signed("gather", gather_form, base_url=base_url, sign=sign)))
+    return calls
+
+
+# --- response checks -------------------------------------------------------------------------------------------------
+
+
+def check_twiml(
+    status: int, body: bytes, *, expects: Sequence[str], fallback_marker: str | None
+) -> tuple[str | None, str]:
+    """(why this answer is a failure or None, what it answered with: the expected verb found, or its verbs)."""
+    if status != 200:
+        return f"HTTP {status}", f"HTTP {status}"
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return "not XML", "not XML"
+    if root.tag != "Response":
+        return f"root element <{root.tag}>, not a TwiML <Response>", root.tag
+    verbs = [child.tag for child in root]
+    if fallback_marker and any(fallback_marker in (say.text or "") for say in root.iter("Say")):
+        return "fallback TwiML (the app hit an error and apologised)", "Fallback"
+    found = next((verb for verb in expects if verb in verbs), None)
+    if found is None:
+        shape = "+".join(verbs) or "empty"
+        return f"unexpected reply <Response>{shape} (expected one of {', '.join(expects)})", shape
+    return None, found
+
+
+# --- CPU accounting --------------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(root_pid: int, *, database_marker: str | None = None) -> tuple[float, float]:
+    """User+system CPU seconds so far of (a process and its direct children -- gunicorn's master and workers,
+    the PostgreSQL backends whose process title names ``database_marker``). Linux /proc; zeros elsewhere."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    server = database = 0
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rfind(")") + 2 :].split()
+            pid, ppid, used = int(entry.name), int(fields[1]), int(fields[11]) + int(fields[12])
+            if pid == root_pid or ppid == root_pid:
+                server += used
+            elif database_marker and database_marker in (entry / "cmdline").read_bytes().decode("utf-8", "replace"):
+                database += used
+        except (OSError, IndexError, ValueError):
+            continue
+    return server / ticks, database / ticks
+
+
+# --- HTTP clients ----------------------------------------------------------------------------------------------------
+
+
+class Sender(Protocol):
+    """Posts prepared requests for one line (emulated phone line) of the load; returns (status, body)."""
+
+    async def send(self, request: PreparedRequest) -> tuple[int, bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class RawHttpSender:
+    """One HTTP/1.1 connection per line, writing pre-built request bytes and reading just enough HTTP to get the
+    status and body (Content-Length, chunked, or until close). A fraction of aiohttp's CPU per request, which
+    matters on 2 cores shared with the servers: whatever the client burns, the floor cannot use."""
+
+    def __init__(self, host: str, port: int, *, keepalive: bool, timeout: float) -> None:
+        self.host, self.port, self.keepalive, self.timeout = host, port, keepalive, timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def send(self, request: PreparedRequest) -> tuple[int, bytes]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._exchange(request)
+        except BaseException:
+            await self.close()  # the connection is in an unknown state
+            raise
+
+    async def _exchange(self, request: PreparedRequest) -> tuple[int, bytes]:
+        for _attempt in range(2):
+            reused = self._writer is not None
+            if self._reader is None or self._writer is None:
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            reader, writer = self._reader, self._writer
+            try:
+                writer.write(request.wire)
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                await self.close()
+                nothing_read = not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial
+                if reused and nothing_read:
+                    continue  # the server had closed this idle keep-alive connection: retry once on a new one
+                raise
+            status, length, chunked, close = _parse_response_head(head)
+            if chunked:
+                body = await _read_chunked(reader)
+            elif length is not None:
+                body = await reader.readexactly(length)
+            else:
+                body, close = await reader.read(), True
+            if close or not self.keepalive:
+                await self.close()
+            return status, body
+        raise ConnectionError("the server closed two connections in a row before answering")
+
+    async def close(self) -> None:
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with suppress(OSError):
+                await writer.wait_closed()
+
+
+def _parse_response_head(head: bytes) -> tuple[int, int | None, bool, bool]:
+    """(status, Content-Length or None, chunked?, connection closes?) of an HTTP/1.x response head."""
+    lines = head.split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    if not version.startswith(b"HTTP/1."):
+        raise ValueError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
+    status = int(rest[:3])
+    length: int | None = None
+    chunked = False
+    close = version == b"HTTP/1.0"
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.strip().lower(), value.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value
+        elif name == b"connection":
+            close = value == b"close" or (close and value != b"keep-alive")
+    return status, length, chunked, close
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
+                pass
+            return b"".join(parts)
+        parts.append((await reader.readexactly(size + 2))[:-2])
+
+
+class AiohttpSender:
+    """The same through aiohttp (one shared session, a connection pool as large as the number of lines)."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def send(self, request: PreparedRequest) -> tuple[int, bytes]:
+        async with self.session.post(request.path, data=request.body, headers=request.headers) as response:
+            return response.status, await response.read()
+
+    async def close(self) -> None:
+        pass  # the session is closed by whoever opened it
+
+
+# --- the load generator ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Load:
+    """Everything one load phase records (single event loop: no locks needed)."""
+
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    failure_examples: list[str] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)  # gather step answers
+    next_call: int = 0
+    measured_claimed: int = 0
+    pool_exhausted: bool = False
+
+    def fail(self, step: Step, reason: str, detail: str = "") -> None:
+        key = f"{PATHS[step]}: {reason}"
+        self.failures[key] += 1
+        if self.failures[key] == 1 and len(self.failure_examples) < 10:  # one example of each kind
+            detail = " ".join(detail.split())
+            self.failure_examples.append(f"{key}{f' -- {detail}' if detail else ''}")
+
+
+@dataclass(frozen=True)
+class StepStats:
+    requests: int
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    name: str
+    window_s: float
+    requests: int
+    calls: int
+    requests_per_s: float
+    calls_per_s: float
+    p50_ms: float
+    p99_ms: float
+    steps: dict[str, StepStats]
+    failures: int
+    failure_reasons: dict[str, int]
+    failure_examples: list[str]
+    gather_outcomes: dict[str, int]
+    server_cpu_ms_per_request: float
+    server_cpu_cores: float
+    database_cpu_ms_per_request: float  # PostgreSQL backends of the bench database (0 for SQLite: in-process)
+    database_cpu_cores: float
+    client_cpu_cores: float
+    calls_started: int
+    pool_exhausted: bool
+    hit_time_bound: bool
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+async def drive(
+    name: str,
+    base_url: str,
+    calls: Sequence[EmulatedCall],
+    *,
+    cfg: BenchConfig,
+    cycle: bool,
+    expects: Mapping[Step, Sequence[str]],
+    fallback_marker: str | None,
+    server_pid: int,
+    database_marker: str | None = None,
+) -> TargetResult:
+    """Place calls on ``concurrency`` lines until the window closes; measure what completed inside the window."""
+    load = _Load()
+    loop_start = time.perf_counter()
+    t0 = loop_start + cfg.warmup
+    stop_at = t0 + cfg.duration if cfg.calls is None else loop_start + cfg.max_seconds
+    window: dict[str, tuple[float, float, float, float]] = {}  # "start"/"end" -> (wall, server, client, db CPU)
+    client_errors: tuple[type[Exception], ...] = (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError)
+
+    def sample(key: str) -> None:
+        server, database = cpu_seconds(server_pid, database_marker=database_marker)
+        window[key] = (time.perf_counter(), server, time.process_time(), database)
+
+    def claim() -> EmulatedCall | None:
+        now = time.perf_counter()
+        if now >= stop_at:
+            return None
+        if cfg.calls is not None and now >= t0:
+            if load.measured_claimed >= cfg.calls:
+                return None
+            load.measured_claimed += 1
+        if not cycle and load.next_call >= len(calls):
+            load.pool_exhausted = True
+            return None
+        call = calls[load.next_call % len(calls)]
+        load.next_call += 1
+        return call
+
+    async def line(sender: Sender) -> None:
+        try:
+            while (call := claim()) is not None:
+                for request in call.requests():
+                    started = time.perf_counter()
+                    try:
+                        status, body = await sender.send(request)
+                    except client_errors as exc:
+                        load.fail(request.step, type(exc).__name__, str(exc)[:200])
+                        break
+                    ended = time.perf_counter()
+                    failure, outcome = check_twiml(
+                        status, body, expects=expects[request.step], fallback_marker=fallback_marker
+                    )
+                    if request.step == "gather":
+                        load.outcomes[outcome] += 1
+                    if failure is not None:
+                        load.fail(request.step, failure, body[:300].decode("utf-8", "replace"))
+                        break
+                    load.starts.append(started)
+                    load.ends.append(ended)
+                    load.steps.append(request.step)
+        finally:
+            await sender.close()
+
+    async def sampler() -> None:
+        await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
+        sample("start")
+        if cfg.calls is None:
+            await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+            sample("end")
+
+    async with AsyncExitStack() as stack:
+        senders: list[Sender]
+        if cfg.client == "aiohttp":
+            import aiohttp
+
+            client_errors += (aiohttp.ClientError,)
+            connector = aiohttp.TCPConnector(limit=cfg.concurrency, force_close=not cfg.keepalive)
+            timeout = aiohttp.ClientTimeout(total=cfg.request_timeout)
+            session = aiohttp.ClientSession(base_url=base_url, connector=connector, timeout=timeout)
+            await stack.enter_async_context(session)
+            senders = [AiohttpSender(session) for _ in range(cfg.concurrency)]
+        else:
+            address = urlsplit(base_url)
+            host, port = address.hostname or "127.0.0.1", address.port or 80
+            timeout_s = cfg.request_timeout
+            senders = [
+                RawHttpSender(host, port, keepalive=cfg.keepalive, timeout=timeout_s) for _ in range(cfg.concurrency)
+            ]
+        sampling = asyncio.create_task(sampler())
+        try:
+            await asyncio.gather(*(line(sender) for sender in senders))
+        finally:
+            if not sampling.done():
+                sampling.cancel()
+        if "start" not in window:
+            sample("start")
+        if "end" not in window:
+            sample("end")
+
+    return _summarise(name, load, t0=t0, stop_at=stop_at, window=window, cfg=cfg)
+
+
+def _summarise(
+    name: str,
+    load: _Load,
+    *,
+    t0: float,
+    stop_at: float,
+    window: Mapping[str, tuple[float, float, float, float]],
+    cfg: BenchConfig,
+) -> TargetResult:
+    last_end = max(load.ends, default=t0)
+    window_end = min(stop_at, last_end) if load.pool_exhausted or cfg.calls is not None else stop_at
+    span = max(window_end - t0, 1e-9)
+    measured = [i for i, end in enumerate(load.ends) if t0 <= end <= window_end]
+    latencies = sorted((load.ends[i] - load.starts[i]) * 1000.0 for i in measured)
+    steps: dict[str, StepStats] = {}
+    for step in STEPS:
+        values = sorted((load.ends[i] - load.starts[i]) * 1000.0 for i in measured if load.steps[i] == step)
+        steps[step] = StepStats(requests=len(values), p50_ms=percentile(values, 50), p99_ms=percentile(values, 99))
+    wall = window["end"][0] - window["start"][0]
+    server_cpu = window["end"][1] - window["start"][1]
+    client_cpu = window["end"][2] - window["start"][2]
+    database_cpu = window["end"][3] - window["start"][3]
+    return TargetResult(
+        name=name,
+        window_s=span,
+        requests=len(measured),
+        calls=steps["gather"].requests,
+        requests_per_s=len(measured) / span,
+        calls_per_s=steps["gather"].requests / span,
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        steps=steps,
+        failures=sum(load.failures.values()),
+        failure_reasons=dict(load.failures),
+        failure_examples=list(load.failure_examples),
+        gather_outcomes=dict(load.outcomes),
+        server_cpu_ms_per_request=server_cpu * 1000.0 / len(measured) if measured else 0.0,
+        server_cpu_cores=server_cpu / wall if wall > 0 else 0.0,
+        client_cpu_cores=client_cpu / wall if wall > 0 else 0.0,
+        database_cpu_ms_per_request=database_cpu * 1000.0 / len(measured) if measured else 0.0,
+        database_cpu_cores=database_cpu / wall if wall > 0 else 0.0,
+        calls_started=load.next_call,
+        pool_exhausted=load.pool_exhausted,
+        hit_time_bound=cfg.calls is not None and load.measured_claimed < cfg.calls,
+    )
+
+
+# --- server processes ------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class GunicornServer:
+    """One gunicorn master (own session, so it and its workers can be stopped as a group) on a loopback port."""
+
+    def __init__(self, name: str, app_spec: str, *, cfg: BenchConfig, port: int, env: Mapping[str, str], log: Path):
+        self.name = name
+        self.app_spec = app_spec
+        self.cfg = cfg
+        self.port = port
+        self.env = dict(env)
+        self.log_path = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        self.stop_mark: int | None = None  # log size when we began stopping the server
+        self.shutdown_seconds = 0.0
+        self._stop_requested_at: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}"]
+        command += ["--workers", str(self.cfg.workers), "--worker-class", self.cfg.worker_class]
+        if self.cfg.worker_class == "gthread":  # with sync, --threads > 1 would silently switch to gthread
+            command += ["--threads", str(self.cfg.threads)]
+        command += ["--log-level", "warning", "--timeout", "60", "--graceful-timeout", "5", "--no-control-socket"]
+        command.append(self.app_spec)
+        return command
+
+    def start(self) -> None:
+        self._log_file = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until the master and all its workers are up and one of them answers HTTP."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"{self.name} server exited with {self.process.returncode}:\n{self.log_tail()}")
+            if self._answers_http() and self._worker_count() >= self.cfg.workers:
+                return
+            time.sleep(0.05)
+        raise BenchError(f"{self.name} server not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def _answers_http(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                # Any answer means a worker has loaded the app (404 here: no route, no database access).
+                sock.sendall(b"GET /__bench_ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return sock.recv(16).startswith(b"HTTP/")
+        except OSError:
+            return False
+
+    def _worker_count(self) -> int:
+        assert self.process is not None
+        count = 0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat[stat.rfind(")") + 2 :].split()[1]) == self.process.pid:
+                    count += 1
+        return count
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def log_problems(self) -> tuple[list[str], list[str]]:
+        """Lines of the server log that mean something went wrong (errors, tracebacks, worker timeouts): those
+        written while serving, and those written while we were shutting the server down."""
+        markers = (" ERROR ", "[ERROR]", "CRITICAL", "Traceback")
+        text = self.log_text()
+        split = len(text) if self.stop_mark is None else self.stop_mark
+
+        def problems(part: str) -> list[str]:
+            return [line for line in part.splitlines() if any(marker in line for marker in markers)]
+
+        return problems(text[:split]), problems(text[split:])
+
+    def request_stop(self) -> None:
+        """SIGINT the master: quick shutdown (the load is over). Returns at once; ``stop`` waits for it."""
+        if self.process is None or self._stop_requested_at is not None:
+            return
+        self._stop_requested_at = time.perf_counter()
+        with suppress(OSError):
+            self.stop_mark = self.log_path.stat().st_size
+        if self.process.poll() is None:
+            with suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGINT)
+
+    def stop(self) -> None:
+        """Stop the master and its workers (SIGKILL to the process group if they linger). Idempotent."""
+        self.request_stop()
+        process, self.process = self.process, None
+        if process is not None:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _kill_group(process.pid)
+                process.wait(timeout=10)
+            _kill_group(process.pid)  # stray workers whose master is gone
+            self.shutdown_seconds = time.perf_counter() - (self._stop_requested_at or time.perf_counter())
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+def _kill_group(pgid: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+# --- database and settings -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Database:
+    url: str
+    label: str
+    known_numbers: tuple[str, ...]
+    process_marker: str | None = None  # in the process title of this database's PostgreSQL backends
+
+
+@dataclass(frozen=True)
+class DatabasePlan:
+    """Which database a run will use, known before it exists (the servers can boot while it is being made)."""
+
+    url: str
+    label: str
+    admin_url: str | None = None  # PostgreSQL: the maintenance database, to CREATE and DROP it through
+    name: str | None = None
+
+
+def plan_database(cfg: BenchConfig, workdir: Path) -> DatabasePlan:
+    from sqlalchemy.engine import make_url
+
+    if cfg.database_url is None:
+        return DatabasePlan(url=f"sqlite:///{workdir / 'warmline.sqlite3'}", label="SQLite (fresh file in a temp dir)")
+    parsed = make_url(cfg.database_url)
+    if parsed.get_backend_name() != "postgresql":
+        raise BenchError(
+            f"--database-url must be a PostgreSQL URL (got {parsed.get_backend_name()}); omit it to bench on SQLite"
+        )
+    if parsed.drivername == "postgresql":  # plain postgresql:// means psycopg 3 here, as in crm_sync.db
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    name = parsed.database if parsed.database not in (None, "", "postgres") else None
+    name = name or f"warmline_bench_{secrets.token_hex(5)}"
+    return DatabasePlan(
+        url=parsed.set(database=name).render_as_string(hide_password=False),
+        label=f"PostgreSQL (fresh database {name})",
+        admin_url=parsed.set(database="postgres").render_as_string(hide_password=False),
+        name=name,
+    )
+
+
+@contextmanager
+def fresh_database(plan: DatabasePlan, departments: Sequence[str]) -> Iterator[Database]:
+    """A migrated, seeded database of our own for this run; a PostgreSQL one is created, then dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    if plan.admin_url is None or plan.name is None:
+        yield Database(url=plan.url, label=plan.label, known_numbers=_migrate_and_seed(plan.url, departments))
+        return
+    name = plan.name
+    admin = create_engine(plan.admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            if exists:
+                raise BenchError(f"database {name!r} already exists; name a fresh one (it is dropped afterwards)")
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except BenchError:
+        admin.dispose()
+        raise
+    except Exception as exc:
+        admin.dispose()
+        raise BenchError(f"cannot create a PostgreSQL database through {plan.admin_url}: {exc}") from exc
+    try:
+        known = _migrate_and_seed(plan.url, departments)
+        yield Database(url=plan.url, label=plan.label, known_numbers=known, process_marker=f" {name} ")
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _migrate_and_seed(url: str, departments: Sequence[str]) -> tuple[str, ...]:
+    """Migrate; add customers (returns their numbers) and reps with every department's skill, all available."""
+    from crm_sync import service as crm
+    from crm_sync.db import Store
+    from crm_sync.models import RepState, utcnow
+
+    store = Store(url)
+    try:
+        store.upgrade()
+        numbers = tuple(f"+1555123{index:04d}" for index in range(1, N_CUSTOMERS + 1))
+        with store.unit_of_work() as session:
+            for index, phone in enumerate(numbers):
+                crm.upsert_customer(
+                    session,
+                    name=f"Customer{index} Bench",
+                    phone_e164=phone,
+                    email=None,
+                    tier="gold" if index % 4 == 0 else "standard",
+                    notes=None,
+                    custom_fields={},
+                )
+            for index in range(1, N_REPS + 1):
+                rep, _ = crm.upsert_rep(
+                    session,
+                    name=f"Rep {index}",
+                    phone_e164=f"+1555010{index:04d}",
+                    departments=list(departments),
+                    languages=["en-US"],
+                )
+                crm.set_rep_presence(session, rep, RepState.AVAILABLE, now=utcnow())
+        return numbers
+    finally:
+        store.dispose()
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    config_path: Path
+    departments: tuple[str, ...]
+    fallback_apology: str
+
+
+def write_bench_config(workdir: Path) -> Path:
+    """A copy of config.yaml with ``log_level: WARNING`` (and the flows folder made absolute)."""
+    source = PROJECT_ROOT / "config.yaml"
+    data: dict[str, Any] = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    data["log_level"] = "WARNING"
+    flows = dict(data.get("flows") or {})
+    directory = Path(flows.get("directory", "ivr_flows"))
+    flows["directory"] = str(directory if directory.is_absolute() else source.parent / directory)
+    data["flows"] = flows
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def load_bench_settings(config_path: Path) -> AppSettings:
+    """Validate the bench config as the app will, and read what seeding and checking need from it."""
+    from voice.config import load_settings
+
+    settings = load_settings(
+        environ={"WARMLINE_CONFIG": str(config_path), "TWILIO_AUTH_TOKEN": "x", "TWILIO_ACCOUNT_SID": "AC" + "0" * 32}
+    )
+    departments: set[str] = set()  # of every flow in the folder: reps get them all, so nobody lands in voicemail
+    for flow_file in sorted(settings.flows_directory.glob("*.yaml")):
+        with suppress(OSError, yaml.YAMLError):
+            flow = yaml.safe_load(flow_file.read_text(encoding="utf-8"))
+            if isinstance(flow, dict) and isinstance(flow.get("departments"), dict):
+                departments.update(str(name) for name in flow["departments"])
+    if not departments:
+        raise BenchError(f"no flow with departments in {settings.flows_directory}")
+    return AppSettings(config_path, tuple(sorted(departments)), settings.fallback.apology)
+
+
+def server_environment(
+    *, config: Path, database_url: str, public_url: str, auth_token: str, account_sid: str, rest_url: str
+) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("WARMLINE_", "TWILIO_"))}
+    env.update(
+        WARMLINE_CONFIG=str(config),
+        WARMLINE_DATABASE_URL=database_url,
+        WARMLINE_PUBLIC_URL=public_url,
+        TWILIO_AUTH_TOKEN=auth_token,
+        TWILIO_ACCOUNT_SID=account_sid,
+        TWILIO_API_URL=rest_url,  # nothing listens there: REST must never be on the response path
+        PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    return env
+
+
+# --- the benchmark ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Round:
+    floor: TargetResult
+    app: TargetResult
+    ratio: float  # app/floor requests per second
+    cpu_ratio: float  # floor/app server CPU per request: the same comparison, free of the load generator
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    config: dict[str, Any]
+    server: str
+    database: str
+    rounds: list[Round]
+    floor: TargetResult  # of the median round (by ratio)
+    app: TargetResult
+    ratio: float  # median over rounds
+    cpu_ratio: float
+    target: float
+    meets_target: bool
+    server_log_problems: dict[str, list[str]]  # errors logged while serving: each counts as a failure
+    shutdown_log_problems: dict[str, list[str]]  # logged while we stopped the servers: reported, not counted
+    failures: int
+
+    @property
+    def ok(self) -> bool:
+        return self.failures == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _measure(
+    server: GunicornServer,
+    calls: Sequence[EmulatedCall],
+    *,
+    cfg: BenchConfig,
+    cycle: bool,
+    expects: Mapping[Step, Sequence[str]],
+    fallback_marker: str | None,
+    database_marker: str | None,
+) -> TargetResult:
+    assert server.process is not None, "start the server first"
+    if server.process.poll() is not None:
+        raise BenchError(f"{server.name} server died (exit {server.process.returncode}):\n{server.log_tail()}")
+    what = f"{cfg.calls} calls" if cfg.calls is not None else f"{cfg.duration:g} s"
+    _log(f"  {server.name}: {cfg.concurrency} lines on {server.url}, {cfg.warmup:g} s warm-up, then {what}")
+    return asyncio.run(
+        drive(
+            server.name,
+            server.url,
+            calls,
+            cfg=cfg,
+            cycle=cycle,
+            expects=expects,
+            fallback_marker=fallback_marker,
+            server_pid=server.process.pid,
+            database_marker=database_marker,
+        )
+    )
+
+
+def run_benchmark(cfg: BenchConfig) -> BenchResult:
+    """Start both servers, measure floor then app (``rounds`` times, alternating), stop them, summarise."""
+    rng = random.Random(cfg.seed)
+    auth_token = secrets.token_hex(16)
+    account_sid = "AC" + secrets.token_hex(16)
+    rounds: list[Round] = []
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="warmline-bench-")))
+        config_path = write_bench_config(workdir)
+        plan = plan_database(cfg, workdir)
+        _log(f"database: {plan.label}; server: {cfg.describe_server()}")
+        floor_port, app_port, rest_port = _distinct_ports(3)
+
+        def server(name: str, spec: str, port: int) -> GunicornServer:
+            env = server_environment(
+                config=config_path,
+                database_url=plan.url,
+                public_url=f"http://127.0.0.1:{port}",
+                auth_token=auth_token,
+                account_sid=account_sid,
+                rest_url=f"http://127.0.0.1:{rest_port}",
+            )
+            logs = Path(cfg.log_dir) if cfg.log_dir else workdir
+            logs.mkdir(parents=True, exist_ok=True)
+            instance = GunicornServer(name, spec, cfg=cfg, port=port, env=env, log=logs / f"{name}.log")
+            stack.callback(instance.stop)  # also on Ctrl-C or an exception
+            return instance
+
+        def calls_for(count: int, base_url: str) -> list[EmulatedCall]:
+            return build_calls(
+                count,
+                base_url=base_url,
+                auth_token=auth_token,
+                account_sid=account_sid,
+                known_numbers=database.known_numbers,
+                rng=rng,
+            )
+
+        servers = [server("floor", FLOOR_SPEC, floor_port), server("warmline", APP_SPEC, app_port)]
+        floor_server, app_server = servers
+        for instance in servers:  # both up before any timing (the idle one costs next to nothing); they boot
+            instance.start()  # while the database is made: the app touches it only when requests come
+        settings = load_bench_settings(config_path)
+        database = stack.enter_context(fresh_database(plan, settings.departments))
+        for instance in servers:
+            stack.callback(instance.stop)  # again, so that they are stopped before the database is dropped
+        for instance in servers:
+            instance.wait_ready(cfg.startup_timeout)
+        floor_calls = calls_for(min(FLOOR_POOL_CALLS, cfg.calls or FLOOR_POOL_CALLS), floor_server.url)
+
+        for number in range(1, cfg.rounds + 1):
+            if cfg.rounds > 1:
+                _log(f"round {number} of {cfg.rounds}")
+            floor = _measure(
+                floor_server,
+                floor_calls,
+                cfg=cfg,
+                cycle=True,
+                expects=FLOOR_EXPECTS,
+                fallback_marker=None,
+                database_marker=database.process_marker,
+            )
+            # Each app call needs a CallSid of its own: sign enough before the timing (the app should not outrun
+            # its floor; if it does, it runs out of calls and the report says so).
+            floor_rate = floor.calls_started / max(cfg.warmup + floor.window_s, 1e-3)
+            if cfg.calls is not None:
+                wanted = cfg.calls + math.ceil(floor_rate * cfg.warmup * 1.2) + cfg.concurrency
+            else:
+                wanted = math.ceil(floor_rate * (cfg.warmup + cfg.duration) * 1.2) + 2 * cfg.concurrency
+            count = max(min(wanted, cfg.max_calls), cfg.concurrency)
+            started = time.perf_counter()
+            app_calls = calls_for(count, app_server.url)
+            _log(f"  signed {count} calls for the app in {time.perf_counter() - started:.1f} s (outside the timing)")
+            app = _measure(
+                app_server,
+                app_calls,
+                cfg=cfg,
+                cycle=False,
+                expects=APP_EXPECTS,
+                fallback_marker=settings.fallback_apology,
+                database_marker=database.process_marker,
+            )
+            rounds.append(_round(floor, app))
+
+        serving: dict[str, list[str]] = {}
+        stopping: dict[str, list[str]] = {}
+        for instance in servers:
+            instance.request_stop()
+        for instance in servers:
+            instance.stop()
+            _log(f"  {instance.name}: stopped in {instance.shutdown_seconds:.1f} s")
+            during, after = instance.log_problems()
+            if during:
+                serving[instance.name] = during[:20]
+            if after:
+                stopping[instance.name] = after[:20]
+
+    median = sorted(rounds, key=lambda r: r.ratio)[(len(rounds) - 1) // 2]
+    failures = sum(r.floor.failures + r.app.failures for r in rounds)
+    failures += sum(len(lines) for lines in serving.values())
+    return BenchResult(
+        config=asdict(cfg),
+        server=cfg.describe_server(),
+        database=database.label,
+        rounds=rounds,
+        floor=median.floor,
+        app=median.app,
+        ratio=median.ratio,
+        cpu_ratio=median.cpu_ratio,
+        target=cfg.target,
+        meets_target=median.ratio >= cfg.target,
+        server_log_problems=serving,
+        shutdown_log_problems=stopping,
+        failures=failures,
+    )
+
+
+def _round(floor: TargetResult, app: TargetResult) -> Round:
+    ratio = app.requests_per_s / floor.requests_per_s if floor.requests_per_s else 0.0
+    app_cpu = app.server_cpu_ms_per_request
+    return Round(floor, app, ratio, floor.server_cpu_ms_per_request / app_cpu if app_cpu else 0.0)
+
+
+def _distinct_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+# --- output ----------------------------------------------------------------------------------------------------------
+
+
+def format_report(result: BenchResult) -> str:
+    cfg = result.config
+    measured = f"{cfg['calls']} calls" if cfg["calls"] is not None else f"{cfg['duration']:g} s"
+    rounds = f", {len(result.rounds)} rounds alternating floor/app (median shown)" if len(result.rounds) > 1 else ""
+    lines = [
+        f"Warmline webhook benchmark: {cfg['concurrency']} concurrent emulated calls "
+        f"(signed POST /voice/incoming, then POST /voice/gather), {measured} after {cfg['warmup']:g} s warm-up{rounds}",
+        f"server: {result.server}, keep-alive {'on' if cfg['keepalive'] else 'off'}; database: {result.database}; "
+        f"load generator: {cfg['client']} client, 1 process; {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "",
+        f"{'':<28}{'req/s':>9}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'failures':>10}{'CPU ms/req':>12}",
+    ]
+
+    def row(label: str, target: TargetResult) -> str:
+        return (
+            f"{label:<28}{target.requests_per_s:>9.1f}{target.calls_per_s:>9.1f}{target.p50_ms:>9.1f}"
+            f"{target.p99_ms:>9.1f}{target.failures:>10}{target.server_cpu_ms_per_request:>12.2f}"
+        )
+
+    def step_row(label: str, target: TargetResult, stats: StepStats) -> str:
+        rate = stats.requests / target.window_s
+        return f"{label:<28}{rate:>9.1f}{'':>9}{stats.p50_ms:>9.1f}{stats.p99_ms:>9.1f}"
+
+    many = len(result.rounds) > 1
+    for number, current in enumerate(result.rounds, start=1):
+        suffix = f" #{number}" if many else ""
+        lines.append(row(f"floor (constant TwiML){suffix}", current.floor))
+        lines.append(row(f"warmline{suffix}", current.app))
+        for step in STEPS:
+            lines.append(step_row(f"  {PATHS[step]}", current.app, current.app.steps[step]))
+    floor, app = result.floor, result.app
+    outcomes = ", ".join(f"{verb} {count}" for verb, count in sorted(app.gather_outcomes.items(), key=lambda i: -i[1]))
+    lines += [
+        "",
+        f"gather step answered: {outcomes or 'nothing'}",
+        f"CPU busy: servers {floor.server_cpu_cores:.2f} / {app.server_cpu_cores:.2f} cores, load generator "
+        f"{floor.client_cpu_cores:.2f} / {app.client_cpu_cores:.2f} cores (floor / warmline)",
+        f"server CPU per request: warmline {app.server_cpu_ms_per_request:.2f} ms = "
+        f"{1 / result.cpu_ratio if result.cpu_ratio else 0:.1f}x the floor's {floor.server_cpu_ms_per_request:.2f} ms",
+    ]
+    if app.database_cpu_cores:
+        lines.append(
+            f"PostgreSQL backends: {app.database_cpu_cores:.2f} cores busy, "
+            f"{app.database_cpu_ms_per_request:.2f} ms CPU per request (not in the CPU ms/req column)"
+        )
+    for current in result.rounds:
+        for target in (current.floor, current.app):
+            if target.pool_exhausted:
+                lines.append(f"note: {target.name} used up its {target.calls_started} prepared calls; window shortened")
+            if target.hit_time_bound:
+                lines.append(f"note: {target.name} hit the {cfg['max_seconds']:g} s bound before {cfg['calls']} calls")
+    for name, problems in result.shutdown_log_problems.items():
+        lines += [f"note: {name} server logged while we stopped it: {line}" for line in problems]
+    if many:
+        lines.append("ratios by round: " + ", ".join(f"{current.ratio:.2f}" for current in result.rounds))
+    verdict = "meets the target" if result.meets_target else "BELOW TARGET"
+    lines += ["", f"ratio app/floor throughput = {result.ratio:.2f} (target ≥ {result.target:.2f}): {verdict}"]
+    if not result.ok:
+        lines += ["", "!" * 100, f"!!! {result.failures} FAILURES: these figures are NOT valid", "!" * 100]
+        for number, current in enumerate(result.rounds, start=1):
+            for target in (current.floor, current.app):
+                label = f"{target.name} #{number}" if many else target.name
+                for reason, count in sorted(target.failure_reasons.items(), key=lambda i: -i[1]):
+                    lines.append(f"  {label}: {count} x {reason}")
+                lines += [f"    e.g. {example}" for example in target.failure_examples]
+        for name, problems in result.server_log_problems.items():
+            lines += [f"  {name} server log: {line}" for line in problems]
+    return "\n".join(lines)
+
+
+# --- command line ----------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bool]:
+    parser = argparse.ArgumentParser(
+        description="p50/p99 latency and throughput of /voice/incoming + /voice/gather against a bare Flask floor."
+    )
+    parser.add_argument("--concurrency", type=int, default=50, help="concurrent emulated calls (default 50)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured after warm-up (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first (default 2)")
+    parser.add_argument(
+        "--calls",
+        type=int,
+        default=None,
+        help="instead of --duration: the window closes when this many calls started after the warm-up are done",
+    )
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="hard time bound per target with --calls")
+    parser.add_argument("--max-calls", type=int, default=200_000, help="hard bound on calls prepared for the app")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, for both servers (default 2)")
+    parser.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread", help="default gthread")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker (default 4)")
+    parser.add_argument("--no-keepalive", action="store_true", help="a new connection per request")
+    parser.add_argument(
+        "--client",
+        choices=["raw", "aiohttp"],
+        default="raw",
+        help="load generator HTTP client: raw asyncio streams (default, cheapest) or aiohttp",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="PostgreSQL server to bench on, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/warmline_bench: "
+        "that database (or a random name) is created fresh and dropped afterwards. Default: SQLite in a temp dir",
+    )
+    parser.add_argument("--target", type=float, default=TARGET_RATIO, help="throughput ratio target (default 0.6)")
+    parser.add_argument("--fail-under-target", action="store_true", help="exit 2 when the ratio misses the target")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout (report on stderr)")
+    parser.add_argument("--seed", type=int, default=7, help="random seed for callers and phrases")
+    parser.add_argument("--rounds", type=int, default=1, help="alternate floor/app runs this many times (median)")
+    parser.add_argument("--log-dir", default=None, help="keep the servers' logs (floor.log, warmline.log) here")
+    args = parser.parse_args(argv)
+    if min(args.concurrency, args.rounds, args.workers, args.threads, args.calls or 1) < 1:
+        parser.error("--concurrency, --rounds, --workers, --threads and --calls must be ≥ 1")
+    if args.duration <= 0 or args.warmup < 0:
+        parser.error("--duration must be > 0 and --warmup ≥ 0")
+    cfg = BenchConfig(
+        concurrency=args.concurrency,
+        duration=args.duration,
+        warmup=args.warmup,
+        calls=args.calls,
+        max_seconds=args.max_seconds,
+        max_calls=args.max_calls,
+        workers=args.workers,
+        worker_class=args.worker_class,
+        threads=args.threads,
+        keepalive=not args.no_keepalive,
+        client=args.client,
+        database_url=args.database_url,
+        target=args.target,
+        seed=args.seed,
+        rounds=args.rounds,
+        log_dir=args.log_dir,
+    )
+    return cfg, args.json, args.fail_under_target
+
+
+_terminated: list[int] = []
+
+
+def _interrupt_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM is handled like Ctrl-C (asyncio cancels the load cleanly, the ExitStack stops the servers and drops
+    the database), then exits with 128 + SIGTERM."""
+    _terminated.append(signum)
+    signal.raise_signal(signal.SIGINT)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg, as_json, fail_under_target = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        result = run_benchmark(cfg)
+    except BenchError as exc:
+        _log(f"benchmark error: {exc}")
+        return 3
+    except KeyboardInterrupt:
+        _log("interrupted; servers stopped")
+        return 128 + (_terminated[0] if _terminated else signal.SIGINT)
+    report = format_report(result)
+    if as_json:
+        _log(report)
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(report)
+    if not result.ok:
+        return 1
+    if fail_under_target and not result.meets_target:
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

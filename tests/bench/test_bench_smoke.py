@@ -1,0 +1,162 @@
+"""The webhook benchmark harness, end to end with a tiny load: both servers start, answer, are measured, stop.
+
+This checks that the benchmark works (and that the app answers the emulated calls correctly), not how fast
+anything is: throughput only has to be non-zero, and there must be no failed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.webhook import (
+    APP_EXPECTS,
+    FLOOR_EXPECTS,
+    PreparedRequest,
+    RawHttpSender,
+    _parse_response_head,
+    check_twiml,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_URL = os.environ.get("WARMLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+APOLOGY = "We're sorry, something went wrong on our side."
+
+
+def run_bench(*extra: str) -> tuple[int, dict[str, Any], str]:
+    tiny_load = ["--concurrency", "5", "--warmup", "0.2", "--duration", "0.6"]
+    command = [sys.executable, "bench/webhook.py", "--json", *tiny_load, *extra]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    try:
+        result = json.loads(done.stdout) if done.stdout.strip() else {}
+    except json.JSONDecodeError:
+        result = {}
+    return done.returncode, result, done.stderr
+
+
+def assert_valid_run(returncode: int, result: dict[str, Any], report: str) -> None:
+    assert returncode == 0, report
+    assert result["ok"] is True and result["failures"] == 0, report
+    for name in ("floor", "app"):
+        target = result[name]
+        assert target["failures"] == 0, report
+        assert target["requests_per_s"] > 0 and target["calls_per_s"] > 0, report
+        assert target["p50_ms"] > 0 and target["p99_ms"] >= target["p50_ms"], report
+    gather = result["app"]["steps"]["gather"]
+    assert gather["requests"] > 0, report
+    assert set(result["app"]["gather_outcomes"]) <= {"Dial", "Enqueue"}, report
+    assert result["ratio"] > 0, report
+
+
+def test_benchmark_runs_end_to_end_on_sqlite() -> None:
+    assert_valid_run(*run_bench())
+
+
+@pytest.mark.postgres
+def test_benchmark_runs_end_to_end_on_postgresql() -> None:
+    returncode, result, report = run_bench("--database-url", POSTGRES_URL.rsplit("/", 1)[0] + "/")
+    if returncode == 3 and "cannot create a PostgreSQL database" in report:
+        if os.environ.get("WARMLINE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (WARMLINE_REQUIRE_POSTGRES=1) but unreachable:\n{report}")
+        pytest.skip(f"PostgreSQL not reachable: {report.strip().splitlines()[-1]}")
+    assert_valid_run(returncode, result, report)
+    assert "PostgreSQL" in result["database"]
+
+
+# --- the checks that decide what counts as a failure ---------------------------------------------------------------
+
+GATHER_TWIML = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Response><Say>Hi.</Say><Gather action="https://x/voice/gather">'
+    b"<Say>What are you calling about?</Say></Gather><Redirect>https://x/voice/gather</Redirect></Response>"
+)
+ENQUEUE_TWIML = b"<Response><Say>Please hold.</Say><Enqueue>billing</Enqueue></Response>"
+FALLBACK_TWIML = (
+    b"<Response><Say>We're sorry, something went wrong on our side. Let me get you to someone who can help.</Say>"
+    b"<Dial>+15550000000</Dial></Response>"
+)
+
+
+def test_expected_answers_pass() -> None:
+    assert check_twiml(200, GATHER_TWIML, expects=APP_EXPECTS["incoming"], fallback_marker=APOLOGY) == (None, "Gather")
+    assert check_twiml(200, ENQUEUE_TWIML, expects=APP_EXPECTS["gather"], fallback_marker=APOLOGY) == (None, "Enqueue")
+    assert check_twiml(200, GATHER_TWIML, expects=FLOOR_EXPECTS["gather"], fallback_marker=None)[0] is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "step", "why"),
+    [
+        (403, b"Forbidden: invalid X-Twilio-Signature\n", "incoming", "HTTP 403"),
+        (500, GATHER_TWIML, "incoming", "HTTP 500"),
+        (200, b"<html><body>oops</body></html>", "incoming", "not a TwiML <Response>"),
+        (200, b"Forbidden", "incoming", "not XML"),
+        (200, FALLBACK_TWIML, "gather", "fallback TwiML"),  # 200 + a <Dial>, but the app apologised
+        (200, ENQUEUE_TWIML, "incoming", "unexpected reply"),
+        (200, b"<Response><Say>Bye.</Say><Hangup/></Response>", "gather", "unexpected reply"),
+    ],
+)
+def test_wrong_answers_are_failures(status: int, body: bytes, step: str, why: str) -> None:
+    failure, _ = check_twiml(status, body, expects=APP_EXPECTS[step], fallback_marker=APOLOGY)  # type: ignore[index]
+    assert failure is not None and why in failure
+
+
+# --- the raw HTTP client of the load generator ---------------------------------------------------------------------
+
+
+def test_response_heads() -> None:
+    assert _parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n") == (200, 12, False, False)
+    assert _parse_response_head(b"HTTP/1.1 403 FORBIDDEN\r\nConnection: close\r\n\r\n") == (403, None, False, True)
+    assert _parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")[2] is True
+    assert _parse_response_head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")[3] is True
+    with pytest.raises(ValueError):
+        _parse_response_head(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+def test_raw_sender_reads_chunked_and_closed_answers_and_reconnects() -> None:
+    """Answers: chunked (kept alive), then one with Connection: close, then an idle keep-alive connection that the
+    server drops before the next request: the sender must read both bodies, reconnect, and retry that once."""
+    wire = b"POST /voice/incoming HTTP/1.1\r\nContent-Length: 3\r\n\r\na=1"
+    request = PreparedRequest("incoming", "/voice/incoming", b"a=1", {}, wire)
+    answers = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n<Resp\r\n6\r\nonse/>\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\n<Response/>",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n<Response/>",
+        b"",  # drop the kept-alive connection without answering
+        b"HTTP/1.1 201 CREATED\r\nContent-Length: 2\r\n\r\nok",
+    ]
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while answers:
+            await reader.readuntil(b"a=1")
+            answer = answers.pop(0)
+            if not answer:
+                break
+            writer.write(answer)
+            await writer.drain()
+            if b"close" in answer:
+                break
+        writer.close()
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        sender = RawHttpSender("127.0.0.1", port, keepalive=True, timeout=5)
+        try:
+            return [await sender.send(request) for _ in range(4)]
+        finally:
+            await sender.close()
+            server.close()
+            await server.wait_closed()
+
+    ok = (200, b"<Response/>")
+    assert asyncio.run(scenario()) == [ok, ok, ok, (201, b"ok")]
+    assert connections == 3
