@@ -7,6 +7,7 @@ SQLite is the embedded default. Several gunicorn workers write to the same file,
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,28 +15,33 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, immediate: bool = True) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
-        _configure_sqlite(engine)
+        lock_path = (
+            Path(f"{parsed.database}.writer-lock") if immediate and parsed.database not in (None, ":memory:") else None
+        )
+        _configure_sqlite(engine, immediate=immediate, lock_path=lock_path)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # Plain postgresql:// means psycopg 3 here (the driver we pin), not psycopg2.
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # No pool_pre_ping: it costs a round trip on every webhook. A connection the server dropped fails one request
+    # (which still answers with fallback TwiML) and is discarded; pool_recycle retires idle ones before firewalls do.
+    return create_engine(url, echo=echo, pool_recycle=300, pool_size=10, max_overflow=10)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, immediate: bool, lock_path: Path | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see module docstring).
@@ -49,7 +55,34 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if lock_path is not None:
+            _take_writer_lock(connection.connection.info, lock_path)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        except BaseException:
+            _drop_writer_lock(connection.connection.info)
+            raise
+
+    if lock_path is not None:
+        # Writers queue on an flock() first: the kernel wakes the next one the moment the lock is free, where
+        # SQLite's own busy handler sleeps in growing steps (up to 100 ms) and wastes the wait. Across threads
+        # and gunicorn workers alike, since every connection has its own open file description.
+        for name in ("commit", "rollback"):
+            event.listen(engine, name, lambda connection: _drop_writer_lock(connection.connection.info))
+        event.listen(engine, "checkin", lambda _dbapi, record: _drop_writer_lock(record.info))
+
+
+def _take_writer_lock(info: dict[str, Any], lock_path: Path) -> None:
+    handle = info.get("writer_lock")
+    if handle is None:
+        handle = info["writer_lock"] = open(lock_path, "a+b")  # noqa: SIM115 - lives as long as the connection
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    info["writer_locked"] = True
+
+
+def _drop_writer_lock(info: dict[str, Any]) -> None:
+    if info.pop("writer_locked", False):
+        fcntl.flock(info["writer_lock"].fileno(), fcntl.LOCK_UN)
 
 
 class Store:
@@ -60,6 +93,9 @@ class Store:
         self.engine = make_engine(url, echo=echo)
         # expire_on_commit=False: views render from objects after the service committed, without a reload query.
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads that need no lock: on SQLite a plain (deferred) BEGIN, so they never wait for the write lock.
+        sqlite = make_url(url).get_backend_name() == "sqlite"
+        self._read_engine = make_engine(url, echo=echo, immediate=False) if sqlite else self.engine
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
@@ -74,12 +110,28 @@ class Store:
         finally:
             session.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction on a bare Core connection, for the hot webhooks: no ORM session to set up and tear down.
+
+        Committed when the block ends normally, rolled back when it raises.
+        """
+        with self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only look at the store (nothing is committed; on SQLite it never waits for the write lock)."""
+        with self._read_engine.connect() as connection:
+            yield connection
+
     def upgrade(self) -> None:
         """Apply pending Alembic migrations (idempotent)."""
         upgrade_database(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._read_engine.dispose()
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:

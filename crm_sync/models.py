@@ -188,8 +188,9 @@ class Interaction(Base):
     survey: Mapped[dict[str, Any]] = mapped_column(default=dict)  # question id → key pressed
     last_call_status: Mapped[str | None] = mapped_column(String(20))
 
-    customer: Mapped[Customer | None] = relationship(lazy="joined")
-    rep: Mapped[Rep | None] = relationship(lazy="joined")
+    # Loaded only where needed (the whisper, exports): the hot webhooks never touch them.
+    customer: Mapped[Customer | None] = relationship()
+    rep: Mapped[Rep | None] = relationship()
 
     __table_args__ = (
         # The queue: waiting interactions of a department, oldest first.

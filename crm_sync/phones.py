@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -28,10 +29,12 @@ def to_e164(raw: str, *, default_region: str = "US") -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+@functools.lru_cache(maxsize=4096)
 def caller_e164(raw: str, *, default_region: str = "US") -> str:
     """The caller's number as we store it: E.164 when it parses, else as Twilio sent it.
 
     Twilio sends "anonymous", "+266696687" (withheld) or SIP URIs; a call must still be served and logged.
+    Cached: every webhook of a call parses the same two numbers, and phonenumbers is not cheap.
     """
     try:
         return to_e164(raw, default_region=default_region)

@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Integer, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from crm_sync.models import (
@@ -122,6 +126,136 @@ def last_contact(session: Session, customer_id: int, *, before_interaction_id: i
     return PastContact(row.started_at, row.department, row.issue_text) if row else None
 
 
+#: The hot-path functions take a Session (inside a unit of work) or, faster, a Connection (``Store.transaction``).
+Db = Session | Connection
+
+
+def _connection(db: Db) -> Connection:
+    return db.connection() if isinstance(db, Session) else db
+
+
+# --- the hot path: plain rows, no ORM unit of work ------------------------------------------------------------------
+# /voice/incoming and /voice/gather run on every call; an ORM flush cycle costs more than the rest of the request, so
+# these read and write columns with Core statements and hand back small frozen rows.
+
+
+@dataclass(frozen=True)
+class CallerView:
+    id: int
+    name: str
+    tier: str
+
+    @property
+    def first_name(self) -> str:
+        return self.name.split()[0] if self.name.strip() else ""
+
+
+_CALLER_BY_PHONE = select(Customer.id, Customer.name, Customer.tier).where(Customer.phone == bindparam("phone"))
+
+
+def caller_view(db: Db, phone_e164: str) -> CallerView | None:
+    row = _connection(db).execute(_CALLER_BY_PHONE, {"phone": phone_e164}).first()
+    return CallerView(row.id, row.name, row.tier) if row else None
+
+
+@dataclass(frozen=True)
+class CallRow:
+    """The columns a webhook needs to continue a call."""
+
+    id: int
+    call_sid: str
+    status: InteractionStatus
+    flow_name: str
+    flow_version: str
+    flow_state: dict[str, Any]
+    department: str | None
+    enqueued_at: datetime | None
+
+
+_CALL_COLUMNS = (
+    Interaction.id,
+    Interaction.call_sid,
+    Interaction.status,
+    Interaction.flow_name,
+    Interaction.flow_version,
+    Interaction.flow_state,
+    Interaction.department,
+    Interaction.enqueued_at,
+)
+
+
+_CALL_BY_SID = select(*_CALL_COLUMNS).where(Interaction.call_sid == bindparam("sid"))
+_CALL_BY_SID_LOCKED = _CALL_BY_SID.with_for_update()
+
+
+def call_row(db: Db, call_sid: str, *, for_update: bool = False) -> CallRow | None:
+    statement = _CALL_BY_SID_LOCKED if for_update else _CALL_BY_SID
+    row = _connection(db).execute(statement, {"sid": call_sid}).first()
+    return CallRow(*row) if row else None
+
+
+_OPEN_CALL = {
+    name: dialect_insert(Interaction).on_conflict_do_nothing(index_elements=["call_sid"]).returning(Interaction.id)
+    for name, dialect_insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
+
+
+def insert_interaction(
+    db: Db,
+    *,
+    call_sid: str,
+    caller_number: str,
+    customer_id: int | None,
+    flow_name: str,
+    flow_version: str,
+    flow_state: dict[str, Any],
+    now: datetime,
+) -> tuple[CallRow, bool]:
+    """Open the interaction for a new call. A retried webhook (same CallSid) gets the existing row back.
+
+    Returns (row, created).
+    """
+    connection = _connection(db)
+    values = {
+        "call_sid": call_sid,
+        "caller_number": caller_number,
+        "customer_id": customer_id,
+        "flow_name": flow_name,
+        "flow_version": flow_version,
+        "flow_state": flow_state,
+        "status": InteractionStatus.IN_FLOW,
+        "started_at": now,
+        "hold_seconds": 0,
+        "survey": {},
+    }
+    new_id = connection.execute(_OPEN_CALL[connection.dialect.name], values).scalar_one_or_none()
+    if new_id is None:
+        existing = call_row(db, call_sid, for_update=True)
+        assert existing is not None
+        return existing, False
+    return CallRow(new_id, call_sid, InteractionStatus.IN_FLOW, flow_name, flow_version, flow_state, None, None), True
+
+
+_UPDATE_CALL = update(Interaction).where(Interaction.id == bindparam("interaction_id_"))
+
+
+def update_interaction(db: Db, interaction_id: int, **values: Any) -> None:
+    """Set some columns of one interaction (the SET clause follows the keys given)."""
+    _connection(db).execute(_UPDATE_CALL, {"interaction_id_": interaction_id, **values})
+
+
+_INSERT_OFFER = insert(Offer).returning(Offer.id)
+
+
+def insert_offer(db: Db, *, interaction_id: int, rep_id: int, state: OfferState, now: datetime) -> int:
+    offer_id: int = (
+        _connection(db)
+        .execute(_INSERT_OFFER, {"interaction_id": interaction_id, "rep_id": rep_id, "state": state, "created_at": now})
+        .scalar_one()
+    )
+    return offer_id
+
+
 # --- interactions --------------------------------------------------------------------------------------------------
 
 
@@ -222,15 +356,15 @@ def lock_queued_interaction(session: Session, interaction_id: int) -> bool:
     return locked is not None
 
 
-def has_waiting_callers(session: Session, department: str) -> bool:
-    return (
-        session.scalar(
-            select(Interaction.id)
-            .where(Interaction.status == InteractionStatus.QUEUED, Interaction.department == department)
-            .limit(1)
-        )
-        is not None
-    )
+_WAITING_IN = (
+    select(Interaction.id)
+    .where(Interaction.status == InteractionStatus.QUEUED, Interaction.department == bindparam("department"))
+    .limit(1)
+)
+
+
+def has_waiting_callers(db: Db, department: str) -> bool:
+    return _connection(db).execute(_WAITING_IN, {"department": department}).first() is not None
 
 
 def next_waiting_caller_for(session: Session, rep: Rep) -> Interaction | None:
@@ -267,58 +401,69 @@ def iter_interactions(session: Session) -> Iterator[Interaction]:
 # --- reps and offers -----------------------------------------------------------------------------------------------
 
 
-def _free_reps(department: str, *, exclude_rep_ids: Collection[int], only_rep_id: int | None) -> Select[int]:
-    """Available reps with the department's skill, longest idle first."""
-    query = (
-        select(Rep.id)
-        .join(RepSkill, RepSkill.rep_id == Rep.id)
-        .where(Rep.state == RepState.AVAILABLE, RepSkill.department == department)
-        .order_by(Rep.available_since.asc().nulls_first(), Rep.id)
+@dataclass(frozen=True)
+class RepRow:
+    """A rep just reserved: who to dial."""
+
+    id: int
+    phone: str
+
+
+# Available reps with a skill, longest idle first; `exclude` and `only` narrow it (an empty `exclude` excludes
+# nobody, a null `only` allows everyone). Built once: this runs on every transfer.
+_FREE_REPS = (
+    select(Rep.id)
+    .join(RepSkill, RepSkill.rep_id == Rep.id)
+    .where(
+        Rep.state == RepState.AVAILABLE,
+        RepSkill.department == bindparam("department"),
+        Rep.id.not_in(bindparam("exclude", expanding=True)),
+        or_(bindparam("only", type_=Integer) == None, Rep.id == bindparam("only", type_=Integer)),  # noqa: E711
     )
-    if exclude_rep_ids:
-        query = query.where(Rep.id.not_in(list(exclude_rep_ids)))
-    if only_rep_id is not None:
-        query = query.where(Rep.id == only_rep_id)
-    return query
+    .order_by(Rep.available_since.asc().nulls_first(), Rep.id)
+    .limit(1)
+)
+_FREE_REP_LOCKED = _FREE_REPS.with_for_update(skip_locked=True, of=Rep)
+_TAKE_REP = (
+    update(Rep)
+    .where(Rep.id == bindparam("rep_id"), Rep.state == RepState.AVAILABLE)
+    .values(state=RepState.RESERVED, state_changed_at=bindparam("now"))
+    .returning(Rep.id, Rep.phone)
+)
 
 
-def free_rep_exists(session: Session, *, department: str, exclude_rep_ids: Collection[int]) -> bool:
+def _free_rep_params(department: str, exclude_rep_ids: Collection[int], only_rep_id: int | None) -> dict[str, Any]:
+    return {"department": department, "exclude": list(exclude_rep_ids), "only": only_rep_id}
+
+
+def free_rep_exists(db: Db, *, department: str, exclude_rep_ids: Collection[int]) -> bool:
     """A plain read, no locks: cheap enough for every turn of every hold loop."""
-    query = _free_reps(department, exclude_rep_ids=exclude_rep_ids, only_rep_id=None).limit(1)
-    return session.execute(query).first() is not None
+    params = _free_rep_params(department, exclude_rep_ids, None)
+    return _connection(db).execute(_FREE_REPS, params).first() is not None
 
 
 def reserve_rep(
-    session: Session,
+    db: Db,
     *,
     department: str,
     exclude_rep_ids: Collection[int],
     now: datetime,
     only_rep_id: int | None = None,
-) -> Rep | None:
+) -> RepRow | None:
     """Atomically take the longest-idle available rep with the department's skill, or None.
 
     PostgreSQL: ``FOR UPDATE OF reps SKIP LOCKED`` lets concurrent workers pass over a rep another transaction is
     taking, and the guarded UPDATE (state must still be available) makes a double reservation impossible.
     SQLite: transactions are serialised by BEGIN IMMEDIATE (see crm_sync.db), so the same statements are atomic.
     """
-    candidate = (
-        _free_reps(department, exclude_rep_ids=exclude_rep_ids, only_rep_id=only_rep_id)
-        .limit(1)
-        .with_for_update(skip_locked=True, of=Rep)
-    )
-    rep_id = session.execute(candidate).scalar_one_or_none()
+    connection = _connection(db)
+    rep_id = connection.execute(
+        _FREE_REP_LOCKED, _free_rep_params(department, exclude_rep_ids, only_rep_id)
+    ).scalar_one_or_none()
     if rep_id is None:
         return None
-    taken = session.execute(
-        update(Rep)
-        .where(Rep.id == rep_id, Rep.state == RepState.AVAILABLE)
-        .values(state=RepState.RESERVED, state_changed_at=now)
-        .returning(Rep.id)
-    ).scalar_one_or_none()
-    if taken is None:
-        return None
-    return session.get(Rep, rep_id, populate_existing=True)
+    taken = connection.execute(_TAKE_REP, {"rep_id": rep_id, "now": now}).first()
+    return RepRow(taken.id, taken.phone) if taken else None
 
 
 def release_rep(session: Session, rep_id: int, *, now: datetime) -> bool:
@@ -342,13 +487,6 @@ def mark_rep_on_call(session: Session, rep_id: int, *, now: datetime) -> None:
     )
 
 
-def create_offer(session: Session, interaction: Interaction, rep: Rep, *, state: OfferState) -> Offer:
-    offer = Offer(interaction=interaction, rep=rep, state=state, created_at=utcnow())
-    session.add(offer)
-    session.flush()
-    return offer
-
-
 def get_offer(session: Session, offer_id: int) -> Offer | None:
     return session.get(Offer, offer_id)
 
@@ -366,22 +504,29 @@ def open_offer(session: Session, interaction_id: int) -> Offer | None:
     ).one_or_none()
 
 
-def offered_rep_ids(session: Session, interaction_id: int) -> set[int]:
-    return set(session.scalars(select(Offer.rep_id).where(Offer.interaction_id == interaction_id)))
+_OFFERED_REPS = select(Offer.rep_id).where(Offer.interaction_id == bindparam("interaction_id"))
 
 
-def department_has_reps_on_duty(session: Session, department: str, *, exclude_rep_ids: Collection[int] = ()) -> bool:
-    """Someone with the skill is logged in (free, ringing or talking) and not excluded: worth queueing for."""
-    on_duty = [RepState.AVAILABLE, RepState.RESERVED, RepState.ON_CALL]
-    query = (
-        select(Rep.id)
-        .join(RepSkill, RepSkill.rep_id == Rep.id)
-        .where(RepSkill.department == department, Rep.state.in_(on_duty))
-        .limit(1)
+def offered_rep_ids(db: Db, interaction_id: int) -> set[int]:
+    return set(_connection(db).execute(_OFFERED_REPS, {"interaction_id": interaction_id}).scalars())
+
+
+_ON_DUTY = (
+    select(Rep.id)
+    .join(RepSkill, RepSkill.rep_id == Rep.id)
+    .where(
+        RepSkill.department == bindparam("department"),
+        Rep.state.in_([RepState.AVAILABLE, RepState.RESERVED, RepState.ON_CALL]),
+        Rep.id.not_in(bindparam("exclude", expanding=True)),
     )
-    if exclude_rep_ids:
-        query = query.where(Rep.id.not_in(list(exclude_rep_ids)))
-    return session.scalar(query) is not None
+    .limit(1)
+)
+
+
+def department_has_reps_on_duty(db: Db, department: str, *, exclude_rep_ids: Collection[int] = ()) -> bool:
+    """Someone with the skill is logged in (free, ringing or talking) and not excluded: worth queueing for."""
+    params = {"department": department, "exclude": list(exclude_rep_ids)}
+    return _connection(db).execute(_ON_DUTY, params).first() is not None
 
 
 def find_rep(session: Session, name: str) -> Rep:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from crm_sync import service as crm
@@ -106,43 +108,47 @@ class CallService:
     def incoming(self, call: IncomingCall) -> Reply:
         number = caller_e164(call.from_number, default_region=self._settings.default_region)
         flow = self._flows.for_number(caller_e164(call.to_number, default_region=self._settings.default_region))
-        with self._store.unit_of_work() as session:
-            customer = crm.find_customer_by_phone(session, number)
+        with self._store.transaction() as session:
+            customer = crm.caller_view(session, number)
             facts = CallerFacts(
                 known=customer is not None,
                 first_name=customer.first_name if customer else None,
                 tier=customer.tier if customer else None,
             )
             state, step = start_call(flow, facts)
-            interaction, created = crm.open_interaction(
+            flow_state = _with_city(state, call.caller_city)
+            row, created = crm.insert_interaction(
                 session,
                 call_sid=call.call_sid,
                 caller_number=number,
-                customer=customer,
+                customer_id=customer.id if customer else None,
                 flow_name=flow.name,
                 flow_version=flow.version,
-                flow_state=_with_city(state, call.caller_city),
+                flow_state=flow_state,
+                now=utcnow(),
             )
-            if not created:  # Twilio retried the Voice URL: start over on the same interaction
-                interaction.flow_state = _with_city(state, call.caller_city)
-            log.info(
-                "call %s from %s (%s) on flow %s@%s",
-                call.call_sid,
-                mask_phone(number),
-                "known" if customer else "new",
-                flow.name,
-                flow.version,
-            )
-            return self._after_step(session, interaction, flow, state, step)
+            if log.isEnabledFor(logging.INFO):  # masking costs a regex: only when the line is written
+                log.info(
+                    "call %s from %s (%s) on flow %s@%s",
+                    call.call_sid,
+                    mask_phone(number),
+                    "known" if customer else "new",
+                    flow.name,
+                    flow.version,
+                )
+            # A retried Voice URL (same CallSid) starts over on the same interaction.
+            return self._after_step(session, row, flow, state, step, flow_state=None if created else flow_state)
 
     def caller_input(self, call_sid: str, heard: CallerInput) -> Reply:
-        with self._store.unit_of_work() as session:
-            interaction = crm.require_interaction(session, call_sid, for_update=True)
-            flow = self._flows.version(interaction.flow_version, name=interaction.flow_name)
-            state = CallState.model_validate(_without_city(interaction.flow_state))
+        with self._store.transaction() as session:
+            row = crm.call_row(session, call_sid, for_update=True)
+            if row is None:
+                raise crm.UnknownInteraction(call_sid)
+            flow = self._flows.version(row.flow_version, name=row.flow_name)
+            state = CallState.model_validate(_without_city(row.flow_state))
             if state.finished:
-                # A late or duplicated Gather callback after the caller was already handed on: say nothing new.
-                return self._resume(session, interaction, flow)
+                # A late or duplicated Gather callback after the caller was already handed on.
+                return self._resume(session, row, flow)
             event: SpeechHeard | DigitsPressed | NoInput
             if heard.digits:
                 event = DigitsPressed(digits=heard.digits)
@@ -151,72 +157,114 @@ class CallService:
             else:
                 event = NoInput()
             state, step = advance(flow, state, event)
-            interaction.flow_state = _with_city(state, _city(interaction.flow_state))
-            return self._after_step(session, interaction, flow, state, step)
+            flow_state = _with_city(state, _city(row.flow_state))
+            return self._after_step(session, row, flow, state, step, flow_state=flow_state)
 
     def _after_step(
-        self, session: Session, interaction: Interaction, flow: Flow, state: CallState, step: Step
+        self,
+        session: crm.Db,
+        call: crm.CallRow,
+        flow: Flow,
+        state: CallState,
+        step: Step,
+        *,
+        flow_state: dict[str, object] | None,
     ) -> Reply:
-        interaction.issue_text = state.issue_text
-        interaction.capture_method = state.capture
-        interaction.speech_confidence = state.speech_confidence
+        """Store what the caller said and where the flow is (one UPDATE), then hand on or render the step."""
+        values: dict[str, object] = {}
+        if flow_state is not None:
+            values.update(
+                flow_state=flow_state,
+                issue_text=state.issue_text,
+                capture_method=state.capture,
+                speech_confidence=state.speech_confidence,
+            )
         if isinstance(step.action, Transfer):
-            interaction.department = step.action.department
-            interaction.confidence = state.confidence
-            return self._transfer(session, interaction, flow, say=step.say)
-        return FlowReply(step)
+            values.update(department=step.action.department, confidence=state.confidence)
+            reply, transfer_values = self._transfer(
+                session, call.id, step.action.department, call.enqueued_at, flow, say=step.say
+            )
+            values.update(transfer_values)
+        else:
+            reply = FlowReply(step)
+        if values:
+            crm.update_interaction(session, call.id, **values)
+        return reply
 
-    def _resume(self, session: Session, interaction: Interaction, flow: Flow) -> Reply:
+    def _resume(self, db: crm.Db, call: crm.CallRow, flow: Flow) -> Reply:
         """Twilio is fetching a Gather action again for a call the flow already handed on (its earlier answer was
         lost): the call is executing this request now, so whatever it was doing before is over. Hand it on again."""
-        if interaction.status is InteractionStatus.ENDED:
+        if call.status is InteractionStatus.ENDED:
             return Goodbye(say=(), language=flow.language, voice=flow.voice)
-        offer = crm.open_offer(session, interaction.id)
-        if offer is not None:
-            offer.state = OfferState.CANCELLED
-            offer.ended_at = utcnow()
-            crm.release_rep(session, offer.rep_id, now=utcnow())
-        interaction.status = InteractionStatus.IN_FLOW
-        return self._transfer(session, interaction, flow, say=())
+        # Rare path: an ORM session joined to the same transaction.
+        with Session(bind=db) if isinstance(db, Connection) else nullcontext(db) as session:
+            offer = crm.open_offer(session, call.id)
+            if offer is not None:
+                offer.state = OfferState.CANCELLED
+                offer.ended_at = utcnow()
+                crm.release_rep(session, offer.rep_id, now=utcnow())
+            session.flush()
+        reply, values = self._transfer(db, call.id, call.department or "general", call.enqueued_at, flow, say=())
+        crm.update_interaction(db, call.id, **values)
+        return reply
 
     # --- handing the caller to a rep -------------------------------------------------------------------------------
 
-    def _transfer(self, session: Session, interaction: Interaction, flow: Flow, *, say: tuple[str, ...]) -> Reply:
-        """Reserve the longest-idle rep with the skill, or queue the caller. Callers already waiting go first."""
-        department = interaction.department or "general"
+    def _transfer(
+        self,
+        session: crm.Db,
+        interaction_id: int,
+        department: str,
+        enqueued_at: datetime | None,
+        flow: Flow,
+        *,
+        say: tuple[str, ...],
+    ) -> tuple[Reply, dict[str, object]]:
+        """Reserve the longest-idle rep with the skill, or queue the caller. Callers already waiting go first.
+
+        Returns the reply and the interaction's new column values, for the caller to write in its one UPDATE.
+        """
         now = utcnow()
-        rep: Rep | None = None
-        already_offered = crm.offered_rep_ids(session, interaction.id)
+        rep: crm.RepRow | None = None
+        already_offered = crm.offered_rep_ids(session, interaction_id)
         if not crm.has_waiting_callers(session, department):
             rep = crm.reserve_rep(session, department=department, exclude_rep_ids=already_offered, now=now)
         if rep is not None:
-            offer = crm.create_offer(session, interaction, rep, state=OfferState.RINGING)
-            interaction.status = InteractionStatus.OFFERING
-            interaction.rep_id = rep.id
-            return self._dial(offer, flow, say=(*say, f"Connecting you to {flow.department_name(department)}."))
+            offer_id = crm.insert_offer(
+                session, interaction_id=interaction_id, rep_id=rep.id, state=OfferState.RINGING, now=now
+            )
+            connecting = f"Connecting you to {flow.department_name(department)}."
+            reply = self._dial(offer_id, rep.phone, flow, say=(*say, connecting))
+            return reply, {"status": InteractionStatus.OFFERING, "rep_id": rep.id}
         if not crm.department_has_reps_on_duty(session, department, exclude_rep_ids=already_offered):
             # Nobody on duty, or everyone on duty already let this caller's call ring out: waiting would be for
             # nothing, so say so and take a message rather than hold the caller until max_wait.
-            log.warning("no rep on duty for %s; offering voicemail on %s", department, interaction.call_sid)
-            interaction.outcome = Outcome.NO_REP
+            log.warning("no rep on duty for %s; offering voicemail (interaction %s)", department, interaction_id)
             sorry = f"Nobody from {flow.department_name(department)} can take your call right now."
-            return self._voicemail(flow, lead=(*say, sorry))
-        interaction.status = InteractionStatus.QUEUED
-        interaction.rep_id = None
-        if interaction.enqueued_at is None:
-            interaction.enqueued_at = now
-        return EnqueueCaller(
+            return self._voicemail(flow, lead=(*say, sorry)), {"outcome": Outcome.NO_REP}
+        queued = EnqueueCaller(
             queue_name=department,
             say=(*say, self._settings.queue.hold_intro),
             language=flow.language,
             voice=flow.voice,
         )
+        return queued, {"status": InteractionStatus.QUEUED, "rep_id": None, "enqueued_at": enqueued_at or now}
 
-    def _dial(self, offer: Offer, flow: Flow, *, say: tuple[str, ...]) -> DialRep:
+    def _transfer_orm(self, session: Session, interaction: Interaction, flow: Flow, *, say: tuple[str, ...]) -> Reply:
+        """``_transfer`` for the paths that hold the interaction as an ORM object (rarer webhooks)."""
+        session.flush()
+        reply, values = self._transfer(
+            session, interaction.id, interaction.department or "general", interaction.enqueued_at, flow, say=say
+        )
+        crm.update_interaction(session, interaction.id, **values)
+        session.expire(interaction)
+        return reply
+
+    def _dial(self, offer_id: int, rep_phone: str, flow: Flow, *, say: tuple[str, ...]) -> DialRep:
         caller_id = self._settings.transfer.caller_id
         return DialRep(
-            offer_id=offer.id,
-            rep_phone=offer.rep.phone,
+            offer_id=offer_id,
+            rep_phone=rep_phone,
             say=say,
             ring_timeout=self._settings.transfer.ring_timeout,
             caller_id=None if caller_id == "caller" else caller_id,
@@ -314,7 +362,7 @@ class CallService:
             else:
                 # Next rep, or back in line: a caller who queued before keeps their place (enqueued_at is kept).
                 interaction.status = InteractionStatus.IN_FLOW
-                reply = self._transfer(session, interaction, flow, say=("Let me find someone else for you.",))
+                reply = self._transfer_orm(session, interaction, flow, say=("Let me find someone else for you.",))
         self._after_commit(pulls)
         return reply
 
@@ -389,7 +437,9 @@ class CallService:
                     offer.state = OfferState.RINGING
                     interaction.status = InteractionStatus.OFFERING
                     interaction.rep_id = offer.rep_id
-                    reply = self._dial(offer, flow, say=("Thanks for waiting. Connecting you now.",))
+                    reply = self._dial(
+                        offer.id, offer.rep.phone, flow, say=("Thanks for waiting. Connecting you now.",)
+                    )
                 else:
                     # Max wait reached, or Twilio's queue failed (queue-full, error): do not strand the caller.
                     interaction.outcome = Outcome.NO_REP
@@ -407,16 +457,18 @@ class CallService:
                 offer.state = OfferState.RINGING
                 interaction.status = InteractionStatus.OFFERING
                 interaction.rep_id = offer.rep_id
-                return self._dial(offer, flow, say=("Thanks for waiting. Connecting you now.",))
+                return self._dial(offer.id, offer.rep.phone, flow, say=("Thanks for waiting. Connecting you now.",))
             # The offer was withdrawn meanwhile: back in line.
             interaction.status = InteractionStatus.IN_FLOW
-            return self._transfer(session, interaction, flow, say=())
+            return self._transfer_orm(session, interaction, flow, say=())
 
-    def _offer_pending(self, session: Session, interaction: Interaction, rep: Rep) -> Offer:
-        offer = crm.create_offer(session, interaction, rep, state=OfferState.PENDING)
+    def _offer_pending(self, session: Session, interaction: Interaction, rep: crm.RepRow) -> int:
+        offer_id = crm.insert_offer(
+            session, interaction_id=interaction.id, rep_id=rep.id, state=OfferState.PENDING, now=utcnow()
+        )
         interaction.status = InteractionStatus.OFFERING
         interaction.rep_id = rep.id
-        return offer
+        return offer_id
 
     def _pull_for_freed_rep(self, session: Session, rep_id: int) -> list[Pull]:
         """A rep just became available: reserve them for the longest-waiting caller they can take."""
@@ -431,8 +483,8 @@ class CallService:
         )
         if taken is None:
             return []
-        offer = self._offer_pending(session, waiting, taken)
-        return [Pull(call_sid=waiting.call_sid, offer_id=offer.id)]
+        offer_id = self._offer_pending(session, waiting, taken)
+        return [Pull(call_sid=waiting.call_sid, offer_id=offer_id)]
 
     # --- presence, end of call -------------------------------------------------------------------------------------
 

@@ -33,7 +33,29 @@ class UrlFor(Protocol):
     def __call__(self, endpoint: str, /, **params: object) -> str: ...
 
 
+# Replies that carry no per-call identifier (greetings, questions, hold loops) repeat across calls: rendering one is
+# most of a webhook's CPU after the database, so identical (reply, base URL) pairs are rendered once.
+_CACHEABLE = (FlowReply, EnqueueCaller, HoldLoop, LeaveQueue, Bridge, Goodbye, Voicemail, Fallback, Acknowledge)
+
+
+_RENDERED: dict[tuple[Reply, str], str] = {}
+_RENDERED_MAX = 4096
+
+
 def render(reply: Reply, url_for: UrlFor) -> str:
+    if not isinstance(reply, _CACHEABLE):
+        return _render(reply, url_for)
+    key = (reply, url_for("voice.incoming"))
+    document = _RENDERED.get(key)
+    if document is None:
+        document = _render(reply, url_for)
+        if len(_RENDERED) >= _RENDERED_MAX:
+            _RENDERED.clear()  # crude but bounded; the common documents come straight back
+        _RENDERED[key] = document
+    return document
+
+
+def _render(reply: Reply, url_for: UrlFor) -> str:
     response = VoiceResponse()
     match reply:
         case FlowReply(step=step):

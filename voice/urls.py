@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import current_app, request
 from werkzeug.routing import Map
 
 from voice.twiml import UrlFor
 
 
+@functools.lru_cache(maxsize=64)
 def url_builder(url_map: Map, base_url: str) -> UrlFor:
-    """Build URLs from the app's routes without needing a request (background pulls, the CLI)."""
+    """Build URLs from the app's routes without needing a request (background pulls, the CLI). One builder per
+    base URL, reused by every request."""
     adapter = url_map.bind("localhost")
     base = base_url.rstrip("/")
 

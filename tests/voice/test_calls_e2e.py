@@ -17,7 +17,9 @@ WAIT = 15
 
 def interaction(system: PhoneSystem, call_sid: str) -> crm.Interaction:  # type: ignore[name-defined]
     with system.store.unit_of_work() as session:
-        return crm.require_interaction(session, call_sid)
+        record = crm.require_interaction(session, call_sid)
+        _ = (record.customer, record.rep)  # load them while the session is open
+        return record
 
 
 def rep_state(system: PhoneSystem, name: str) -> RepState:
