@@ -27,6 +27,8 @@ from crm_sync.models import (
     Rep,
     RepSkill,
     RepState,
+    Task,
+    TaskState,
     utcnow,
 )
 
@@ -566,3 +568,50 @@ def upsert_rep(
     rep.skills.extend(RepSkill(department=department) for department in sorted(wanted - have))
     session.flush()
     return rep, created
+
+
+# --- follow-up tasks -----------------------------------------------------------------------------------------------
+
+
+def file_task(
+    session: Session, *, interaction: Interaction, kind: str, note: str, due_at: datetime | None = None
+) -> Task:
+    """A follow-up on the customer's record (a voicemail to return, a callback to make)."""
+    task = Task(
+        customer_id=interaction.customer_id,
+        interaction_id=interaction.id,
+        kind=kind,
+        department=interaction.department,
+        note=note,
+        state=TaskState.OPEN,
+        created_at=utcnow(),
+        due_at=due_at,
+    )
+    session.add(task)
+    session.flush()
+    return task
+
+
+def tasks_for_interaction(session: Session, interaction_id: int) -> Sequence[Task]:
+    return session.scalars(select(Task).where(Task.interaction_id == interaction_id).order_by(Task.id)).all()
+
+
+def record_transcript(
+    session: Session,
+    call_sid: str,
+    *,
+    text: str | None,
+    engine: str,
+    confidence: float | None,
+    error: str | None,
+) -> None:
+    """Attach a voicemail's transcript (or why there is none) to the interaction and its open voicemail task."""
+    interaction = require_interaction(session, call_sid, for_update=True)
+    interaction.transcript = text
+    interaction.transcript_engine = engine
+    interaction.transcript_confidence = confidence
+    interaction.transcript_error = error
+    for task in tasks_for_interaction(session, interaction.id):
+        if task.kind == "voicemail" and task.state is TaskState.OPEN:
+            heard = f'Transcript ({engine}): "{text}"' if text else f"No transcript ({error}); listen to the recording."
+            task.note = f"{task.note}\n{heard}"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -50,6 +51,9 @@ from voice.replies import (
 )
 from voice.whisper import WhisperFacts, compose_whisper
 
+if TYPE_CHECKING:  # the speech stack (numpy, pocketsphinx) loads only when a voicemail is transcribed
+    from voice.recordings import VoicemailTranscript
+
 log = logging.getLogger(__name__)
 
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
@@ -81,6 +85,15 @@ class Pull:
 
 
 @dataclass(frozen=True)
+class VoicemailJob:
+    """A recording to transcribe after the webhook answered (with the flow whose words the recogniser expects)."""
+
+    call_sid: str
+    recording_url: str
+    flow: Flow
+
+
+@dataclass(frozen=True)
 class RepView:
     name: str
     phone: str
@@ -96,12 +109,15 @@ class CallService:
         flows: FlowLibrary,
         settings: Settings,
         pull_caller: Callable[[Pull], None],
+        transcribe: Callable[[VoicemailJob], None] = lambda _job: None,
     ) -> None:
         self._store = store
         self._flows = flows
         self._settings = settings
         # Called after commit for each caller to pull out of a queue; the app runs it in the background.
         self._pull_caller = pull_caller
+        # Called after commit for each voicemail; the app transcribes it in the background.
+        self._transcribe = transcribe
 
     # --- the IVR ---------------------------------------------------------------------------------------------------
 
@@ -506,16 +522,43 @@ class CallService:
             ]
 
     def voicemail_saved(self, call_sid: str, *, recording_url: str, duration_seconds: int) -> Reply:
+        """File the message on the customer's record with a follow-up task, now; transcribe it in the background.
+
+        The task and the recording link are committed before any transcription is tried, so a failing engine or
+        download can only leave the transcript empty (with the reason), never lose the message.
+        """
         with self._store.unit_of_work() as session:
             interaction = crm.require_interaction(session, call_sid, for_update=True)
             flow = self._flows.version(interaction.flow_version, name=interaction.flow_name)
             interaction.recording_url = recording_url
             interaction.outcome = Outcome.VOICEMAIL
-            log.info("voicemail of %ss on %s", duration_seconds, call_sid)
-            return Goodbye(
+            caller = interaction.customer.name if interaction.customer else mask_phone(interaction.caller_number)
+            about = f" about {flow.department_name(interaction.department)}" if interaction.department else ""
+            crm.file_task(
+                session,
+                interaction=interaction,
+                kind="voicemail",
+                note=f"Return the voicemail from {caller}{about} ({duration_seconds} s): {recording_url}",
+            )
+            log.info("voicemail of %ss on %s filed", duration_seconds, call_sid)
+            reply = Goodbye(
                 say=("Thanks, we've got your message and will call you back. Goodbye.",),
                 language=flow.language,
                 voice=flow.voice,
+            )
+        if recording_url:
+            self._transcribe(VoicemailJob(call_sid=call_sid, recording_url=recording_url, flow=flow))
+        return reply
+
+    def store_transcript(self, call_sid: str, transcript: VoicemailTranscript) -> None:
+        with self._store.unit_of_work() as session:
+            crm.record_transcript(
+                session,
+                call_sid,
+                text=transcript.text,
+                engine=transcript.engine,
+                confidence=transcript.confidence,
+                error=transcript.error,
             )
 
     def call_status(self, call_sid: str, *, call_status: str, duration_seconds: int | None) -> Reply:

@@ -84,6 +84,14 @@ class FallbackSettings(_Section):
             raise ValueError(str(exc)) from exc
 
 
+class SpeechSettings(_Section):
+    # Engine that transcribes voicemails: "sphinx" (offline, default: PocketSphinx with a language model built from
+    # the flow's own phrases) or another SpeechRecognition engine name ("vosk", "whisper", "google", …).
+    engine: str = "sphinx"
+    # Keyword options passed to that engine (e.g. {model: base} for whisper). Never put API keys here.
+    options: dict[str, Any] = {}
+
+
 class ProxySettings(_Section):
     trust_forwarded_headers: bool = False
 
@@ -97,6 +105,7 @@ class Settings(_Section):
     queue: QueueSettings = QueueSettings()
     fallback: FallbackSettings = FallbackSettings()
     proxy: ProxySettings = ProxySettings()
+    speech: SpeechSettings = SpeechSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # From the environment (never from config.yaml).

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from crm_sync import service as crm
 from crm_sync.models import InteractionStatus, OfferState, Outcome, RepState, utcnow
@@ -232,3 +238,35 @@ def test_when_every_rep_on_duty_declined_the_caller_leaves_a_message_instead_of_
     record = interaction(phone_system, call.sid)
     assert record.outcome is Outcome.VOICEMAIL and record.recording_url
     assert rep_state(phone_system, "Alice Rivera") is RepState.AVAILABLE
+
+
+def test_a_voicemail_is_filed_with_a_follow_up_task_and_transcribed_offline(
+    phone_system_factory: Callable[..., PhoneSystem], tmp_path: Path
+) -> None:
+    """After hours for billing: the caller's message (spoken by flite, telephone band as Twilio records it) ends up
+    on Jane's record as a task, with the words the offline recogniser heard."""
+    if not (shutil.which("flite") and shutil.which("sox")):
+        pytest.skip("flite and sox are installed by scripts/system-deps.sh (make install)")
+    wide, narrow = tmp_path / "wide.wav", tmp_path / "narrow.wav"
+    words = "I was charged twice for my subscription please call me back"
+    subprocess.run(["flite", "-voice", "slt", "-t", words, "-o", str(wide)], check=True)
+    subprocess.run(["sox", str(wide), "-r", "8000", "-e", "u-law", str(narrow), "sinc", "300-3400"], check=True)
+    system = phone_system_factory(seed=False)
+    seed_demo(system.store, reps_available=False)
+    call = system.call(JANE, Speech("I was charged twice"), Recording(duration=5, wav=narrow.read_bytes()))
+    assert call.wait_finished(timeout=WAIT)
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        record = interaction(system, call.sid)
+        if record.transcript_engine is not None:
+            break
+        time.sleep(0.1)
+    assert record.outcome is Outcome.VOICEMAIL and record.recording_url
+    assert record.transcript_error is None, record.transcript_error
+    assert record.transcript_engine == "sphinx"
+    assert record.transcript and "charged" in record.transcript
+    with system.store.unit_of_work() as session:
+        [task] = crm.tasks_for_interaction(session, record.id)
+        assert task.kind == "voicemail" and task.customer_id == record.customer_id
+        assert "Jane Doe" in task.note and "charged" in task.note
