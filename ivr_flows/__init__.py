@@ -3,11 +3,13 @@
 Typical use by the webhook app::
 
     flow = load_flow("ivr_flows/main.yaml")            # once, at start-up; FlowError lists every problem
-    state, step = start_call(flow, CallerFacts(known=True, first_name="Ann"))
+    state, step = start_call(flow, CallerFacts(known=True, first_name="Ann"), now=now)
     ...                                                # store state.model_dump(mode="json"), render step
-    state, step = advance(flow, CallState.model_validate(stored), SpeechHeard("I was charged twice", 0.9))
+    state, step = advance(flow, CallState.model_validate(stored), SpeechHeard("I was charged twice", 0.9), now=now)
 
-See ``ivr_flows/README.md`` for the flow language itself.
+See ``ivr_flows/README.md`` for the flow language itself. ``ivr_flows.lint`` checks flow files
+(``warmline flows lint``) and ``ivr_flows.graph`` draws them (needs the ``graphviz`` package, so
+it is not imported here).
 """
 
 from ivr_flows.classifier import Classification, Classifier, TfidfClassifier
@@ -20,27 +22,39 @@ from ivr_flows.engine import (
     Gather,
     Hangup,
     NoInput,
+    Record,
+    Recorded,
     SpeechHeard,
     Step,
     Transfer,
+    TransferEnded,
     advance,
+    fill_queue_message,
     start_call,
 )
-from ivr_flows.loader import FlowError, FlowIssue, load_flow, parse_flow
+from ivr_flows.loader import FlowCheck, FlowError, FlowIssue, check_flow, check_flow_text, load_flow, parse_flow
 from ivr_flows.schema import (
     AskNode,
+    BranchNode,
     Department,
     Flow,
+    GotoNode,
     HangupNode,
+    HoursNode,
+    LanguageNode,
+    LanguageSpec,
     MenuNode,
     Node,
     RouteNode,
     SayNode,
+    SurveyNode,
     TransferNode,
+    VoicemailNode,
 )
 
 __all__ = [
     "AskNode",
+    "BranchNode",
     "CallState",
     "CallerFacts",
     "Classification",
@@ -49,23 +63,36 @@ __all__ = [
     "DigitsPressed",
     "Event",
     "Flow",
+    "FlowCheck",
     "FlowError",
     "FlowIssue",
     "FlowRuntimeError",
     "Gather",
+    "GotoNode",
     "Hangup",
     "HangupNode",
+    "HoursNode",
+    "LanguageNode",
+    "LanguageSpec",
     "MenuNode",
     "NoInput",
     "Node",
+    "Record",
+    "Recorded",
     "RouteNode",
     "SayNode",
     "SpeechHeard",
     "Step",
+    "SurveyNode",
     "TfidfClassifier",
     "Transfer",
+    "TransferEnded",
     "TransferNode",
+    "VoicemailNode",
     "advance",
+    "check_flow",
+    "check_flow_text",
+    "fill_queue_message",
     "load_flow",
     "parse_flow",
     "start_call",

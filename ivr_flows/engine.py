@@ -1,19 +1,23 @@
-"""The pure IVR engine: (flow, call state, caller event) -> (new call state, what to do next).
+"""The pure IVR engine: (flow, call state, caller event, time) -> (new call state, what to do next).
 
 Pure on purpose: no Flask, no database, no clock, no I/O. The webhook app stores the
 ``CallState`` as JSON between Twilio requests, turns each request into an event, calls
-:func:`advance`, and renders the returned :class:`Step` as TwiML. That keeps every decision
-about the caller's path testable without Twilio, and lets a call survive a process restart
-(any worker can continue any call from its stored state).
+:func:`advance` with the current time, and renders the returned :class:`Step` as TwiML. That
+keeps every decision about the caller's path testable without Twilio (and at any time of day),
+and lets a call survive a process restart (any worker can continue any call from its stored
+state).
 
-The engine walks pass-through nodes (``say``, ``route``) on its own, collecting what to say,
-until it reaches a node that needs the caller (``ask``/``menu`` -> :class:`Gather`) or ends
-the flow (``transfer`` -> :class:`Transfer`, ``hangup`` -> :class:`Hangup`).
+The engine walks pass-through nodes (``say``, ``route``, ``branch``, ``hours``, ``goto``, and a
+``language`` node whose answer the CRM already knows) on its own, collecting what to say, until
+it reaches a node that needs the caller (``ask``/``menu``/``language``/``survey`` ->
+:class:`Gather`, ``voicemail`` -> :class:`Record`) or hands the call off (``transfer`` ->
+:class:`Transfer`) or ends it (``hangup`` -> :class:`Hangup`).
 
 It never raises on anything a caller can do (silence, odd digits, empty or huge or strange
-speech). :class:`FlowRuntimeError` is only for app bugs: an event for a call that is already
-finished, a state that names a node the flow does not have, or a flow that loops without ever
-asking the caller (which the loader rejects, so only an unvalidated flow can do it).
+speech, an empty recording). :class:`FlowRuntimeError` is only for app bugs: an event for a call
+that is already finished, a state that names a node the flow does not have, a missing or naive
+``now`` where the flow needs the time, or a flow that loops without ever asking the caller
+(which the loader rejects, so only an unvalidated flow can do it).
 """
 
 from __future__ import annotations
@@ -22,21 +26,33 @@ import math
 import string
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ivr_flows.schema import (
+    DEFAULT_GOODBYE,
     GENERAL_DEPARTMENT,
     AskNode,
+    BranchNode,
+    Condition,
     Flow,
+    GotoNode,
     HangupNode,
+    HoursNode,
+    LanguageNode,
+    LanguageSpec,
+    MenuChoice,
     MenuNode,
     Node,
     RouteNode,
     SayNode,
+    SurveyNode,
     TransferNode,
+    VoicemailNode,
+    localized,
 )
 
 __all__ = [
@@ -48,10 +64,14 @@ __all__ = [
     "Gather",
     "Hangup",
     "NoInput",
+    "Record",
+    "Recorded",
     "SpeechHeard",
     "Step",
     "Transfer",
+    "TransferEnded",
     "advance",
+    "fill_queue_message",
     "start_call",
 ]
 
@@ -61,6 +81,8 @@ MAX_ISSUE_CHARS = 500
 MAX_HINTS = 100
 #: Example phrases become hints only when short: a hint is a phrase, not a sentence.
 _MAX_EXAMPLE_HINT_WORDS = 5
+#: Filled in by the app, not the engine: left in a transfer's ``queue_message`` as placeholders.
+QUEUE_VARIABLES = ("estimated_wait", "queue_position")
 
 
 class FlowRuntimeError(Exception):
@@ -72,11 +94,19 @@ class FlowRuntimeError(Exception):
 
 @dataclass(frozen=True)
 class CallerFacts:
-    """What the CRM knows about the caller when the call starts."""
+    """What the CRM knows about the caller when the call starts (``branch`` nodes decide on it)."""
 
     known: bool
     first_name: str | None = None
     tier: str | None = None
+    #: The caller's preferred language tag from the CRM (``es-MX``, or just ``es``).
+    language: str | None = None
+    open_case: bool = False
+    #: Days since the caller's previous contact; None for a first contact.
+    days_since_last_contact: int | None = None
+    #: Custom CRM fields as text. Excluded from the hash (a dict cannot be hashed); equality
+    #: still compares it.
+    custom: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 class CallState(BaseModel):
@@ -84,13 +114,14 @@ class CallState(BaseModel):
 
     Round-trips with ``model_dump(mode="json")`` / ``model_validate``. Frozen, so a transition
     can only produce a new state. Unknown keys are ignored (not forbidden, unlike the flow
-    models) so a state stored by a newer release still loads during a rollback.
+    models) so a state stored by a newer release still loads during a rollback; every field
+    added since has a default, so an older state loads too.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     node: str
-    #: Failed tries at the current ask/menu node.
+    #: Failed tries at the current ask/menu/language node.
     attempts: int = 0
     #: The caller's own words, truncated to ``MAX_ISSUE_CHARS``.
     issue_text: str | None = None
@@ -102,7 +133,17 @@ class CallState(BaseModel):
     #: Twilio's speech-recognition confidence for ``issue_text``.
     speech_confidence: float | None = None
     caller: CallerFacts
+    #: The flow has handed the call off (transfer) or ended it (hangup). Only ``TransferEnded``
+    #: at a transfer continues a finished call.
     finished: bool = False
+    #: The language chosen at a ``language`` node; None: the flow's default language.
+    language: str | None = None
+    #: Survey answers: question id -> key pressed (unanswered questions are absent).
+    survey: dict[str, str] = Field(default_factory=dict)
+    #: The voicemail's recording, once ``Recorded``.
+    recording_url: str | None = None
+    #: Index of the survey question being asked, at a survey node.
+    question: int = 0
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -125,10 +166,23 @@ class DigitsPressed:
 
 @dataclass(frozen=True)
 class NoInput:
-    """The <Gather> timed out with nothing heard or pressed."""
+    """The <Gather> timed out with nothing heard or pressed (or the <Record> got nothing)."""
 
 
-Event = SpeechHeard | DigitsPressed | NoInput
+@dataclass(frozen=True)
+class Recorded:
+    """The voicemail's <Record> finished (``RecordingUrl``, ``RecordingDuration``)."""
+
+    recording_url: str
+    duration_seconds: int
+
+
+@dataclass(frozen=True)
+class TransferEnded:
+    """The rep's side of a transfer ended and the caller is still on the line."""
+
+
+Event = SpeechHeard | DigitsPressed | NoInput | Recorded | TransferEnded
 
 
 # --- steps ----------------------------------------------------------------------------------
@@ -148,10 +202,17 @@ class Gather:
 
 @dataclass(frozen=True)
 class Transfer:
-    """Hand the caller to a rep or queue of ``department`` (id; ``department_name`` is how it is spoken)."""
+    """Hand the caller to a rep or queue of ``department`` (id; ``department_name`` is how it is spoken).
+
+    ``after``: the flow continues when the rep hangs up first (send :class:`TransferEnded`).
+    ``queue_message``: said while the caller waits in line, already rendered except for
+    ``{estimated_wait}`` and ``{queue_position}``, which :func:`fill_queue_message` fills in.
+    """
 
     department: str
     department_name: str
+    after: bool = False
+    queue_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,11 +221,29 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class Record:
+    """Record a message: render as ``<Record>`` after saying ``Step.say``; then send :class:`Recorded`.
+
+    ``prompt_said_already``: the instructions are in ``Step.say``; the app adds nothing but the beep.
+    ``reason``: why the caller is leaving a message, for the follow-up task it becomes.
+    """
+
+    prompt_said_already: bool = True
+    max_length: int = 120
+    transcribe: bool = True
+    reason: Literal["voicemail", "after_hours"] = "voicemail"
+
+
+@dataclass(frozen=True)
 class Step:
-    """What the app renders now: say each text in order, then perform ``action``."""
+    """What the app renders now: say each text in order, then perform ``action``.
+
+    ``language`` and ``voice`` are the call's current language (chosen at a ``language`` node,
+    else the flow's default) and its voice: use them for every ``<Say>`` and ``<Gather language>``.
+    """
 
     say: tuple[str, ...]
-    action: Gather | Transfer | Hangup
+    action: Gather | Transfer | Hangup | Record
     language: str
     voice: str | None
 
@@ -172,32 +251,52 @@ class Step:
 # --- entry points ---------------------------------------------------------------------------
 
 
-def start_call(flow: Flow, caller: CallerFacts) -> tuple[CallState, Step]:
-    """The state and first step of a new call (greeting, first question)."""
-    return _walk(flow, CallState(node=flow.start, caller=caller), say=[])
+def start_call(flow: Flow, caller: CallerFacts, *, now: datetime | None = None) -> tuple[CallState, Step]:
+    """The state and first step of a new call (greeting, first question).
+
+    ``now`` (timezone-aware) is needed by ``hours`` nodes; a flow without one may leave it out.
+    """
+    return _walk(flow, CallState(node=flow.start, caller=caller), say=[], now=now)
 
 
-def advance(flow: Flow, state: CallState, event: Event) -> tuple[CallState, Step]:
-    """Apply what the caller did at the node the call is waiting on; return the next step."""
+def advance(flow: Flow, state: CallState, event: Event, *, now: datetime | None = None) -> tuple[CallState, Step]:
+    """Apply what happened at the node the call is waiting on; return the next step."""
+    if isinstance(event, TransferEnded):
+        node = _node(flow, state.node)
+        if not (state.finished and isinstance(node, TransferNode)):
+            raise FlowRuntimeError(f"TransferEnded at node {state.node!r}, which is not a finished transfer")
+        return _after_transfer(flow, state, node, now=now)
     if state.finished:
-        raise FlowRuntimeError(
-            f"call already finished at node {state.node!r}; no more caller events expected"
-        )
+        raise FlowRuntimeError(f"call already finished at node {state.node!r}; no more caller events expected")
     node = _node(flow, state.node)
     if isinstance(node, AskNode):
-        return _answer_ask(flow, state, node, event)
+        return _answer_ask(flow, state, node, event, now=now)
     if isinstance(node, MenuNode):
-        return _answer_menu(flow, state, node, event)
+        return _answer_menu(flow, state, node, event, now=now)
+    if isinstance(node, LanguageNode):
+        return _answer_language(flow, state, node, event, now=now)
+    if isinstance(node, VoicemailNode):
+        return _answer_voicemail(flow, state, node, event, now=now)
+    if isinstance(node, SurveyNode):
+        return _answer_survey(flow, state, node, event, now=now)
     raise FlowRuntimeError(f"node {state.node!r} ({node.kind}) does not wait for the caller")
+
+
+def fill_queue_message(text: str, *, estimated_wait: str, queue_position: int | str) -> str:
+    """Fill a :attr:`Transfer.queue_message`'s ``{estimated_wait}`` and ``{queue_position}``; never raises."""
+    return _render(text, {"estimated_wait": str(estimated_wait), "queue_position": str(queue_position)})
 
 
 # --- node handlers --------------------------------------------------------------------------
 
 
-def _answer_ask(flow: Flow, state: CallState, node: AskNode, event: Event) -> tuple[CallState, Step]:
+def _answer_ask(
+    flow: Flow, state: CallState, node: AskNode, event: Event, *, now: datetime | None
+) -> tuple[CallState, Step]:
+    no_match = False
     if isinstance(event, SpeechHeard):
         text = _clean_speech(event.text)
-        if text:
+        if text and node.input != "keypad":
             state = state.model_copy(
                 update={
                     "issue_text": text,
@@ -207,10 +306,11 @@ def _answer_ask(flow: Flow, state: CallState, node: AskNode, event: Event) -> tu
                     "node": node.next,
                 }
             )
-            return _walk(flow, state, say=[])
+            return _walk(flow, state, say=[], now=now)
+        no_match = bool(text)
     elif isinstance(event, DigitsPressed):
         department = _department_for_digits(flow, event.digits, tuple(flow.departments))
-        if department is not None:
+        if department is not None and node.input != "speech":
             state = state.model_copy(
                 update={
                     "department": department,
@@ -220,33 +320,100 @@ def _answer_ask(flow: Flow, state: CallState, node: AskNode, event: Event) -> tu
                     "node": node.next,
                 }
             )
-            return _walk(flow, state, say=[])
+            return _walk(flow, state, say=[], now=now)
+        no_match = bool(event.digits.strip()) if isinstance(event.digits, str) else False
     elif not isinstance(event, NoInput):
-        raise FlowRuntimeError(f"unknown event {event!r}")
-    # Silence, blank speech or a digit that means nothing here.
+        raise FlowRuntimeError(f"unexpected event {event!r} at ask node {state.node!r}")
+    # Silence, blank speech, or something that means nothing here.
     attempts = state.attempts + 1
     if attempts <= node.retries:
         state = state.model_copy(update={"attempts": attempts})
-        return state, _step(flow, say=[], action=_ask_gather(flow, state, node, retry=True))
-    return _walk(flow, state.model_copy(update={"attempts": 0, "node": node.on_no_input}), say=[])
+        return state, _step(flow, state, say=[], action=_ask_gather(flow, state, node, retry=True))
+    target = node.on_no_match if no_match and node.on_no_match is not None else node.on_no_input
+    return _walk(flow, state.model_copy(update={"attempts": 0, "node": target}), say=[], now=now)
 
 
-def _answer_menu(flow: Flow, state: CallState, node: MenuNode, event: Event) -> tuple[CallState, Step]:
+def _answer_menu(
+    flow: Flow, state: CallState, node: MenuNode, event: Event, *, now: datetime | None
+) -> tuple[CallState, Step]:
     if not isinstance(event, SpeechHeard | DigitsPressed | NoInput):
-        raise FlowRuntimeError(f"unknown event {event!r}")
-    offered = _menu_departments(flow, node)
-    department = (
-        _department_for_digits(flow, event.digits, offered) if isinstance(event, DigitsPressed) else None
-    )
-    if department is not None:
-        update: dict[str, Any] = {"department": department, "capture": "dtmf", "confidence": 1.0}
+        raise FlowRuntimeError(f"unexpected event {event!r} at menu node {state.node!r}")
+    pressed = event.digits.strip() if isinstance(event, DigitsPressed) and isinstance(event.digits, str) else ""
+    update: dict[str, Any]
+    target = node.next
+    choice = _menu_choice(flow, node, pressed) if pressed else None
+    if choice is not None:
+        update = {"department": choice.department, "capture": "dtmf", "confidence": 1.0}
+        if choice.department is None:
+            update = {}
+        target = choice.next or node.next
     else:
         attempts = state.attempts + 1
         if attempts <= node.retries:
             state = state.model_copy(update={"attempts": attempts})
-            return state, _step(flow, say=[], action=_menu_gather(flow, state, node, retry=True))
+            return state, _step(flow, state, say=[], action=_menu_gather(flow, state, node, retry=True))
         update = {"department": node.fallback, "capture": "none", "confidence": 0.0}
-    return _walk(flow, state.model_copy(update={**update, "attempts": 0, "node": node.next}), say=[])
+    return _walk(flow, state.model_copy(update={**update, "attempts": 0, "node": target}), say=[], now=now)
+
+
+def _answer_language(
+    flow: Flow, state: CallState, node: LanguageNode, event: Event, *, now: datetime | None
+) -> tuple[CallState, Step]:
+    if not isinstance(event, SpeechHeard | DigitsPressed | NoInput):
+        raise FlowRuntimeError(f"unexpected event {event!r} at language node {state.node!r}")
+    pressed = event.digits.strip() if isinstance(event, DigitsPressed) and isinstance(event.digits, str) else ""
+    chosen = next((code for code, digit in _language_choices(flow, node) if digit == pressed), None)
+    if chosen is None:
+        attempts = state.attempts + 1
+        if attempts <= node.retries:
+            state = state.model_copy(update={"attempts": attempts})
+            return state, _step(flow, state, say=[], action=_language_gather(flow, state, node, retry=True))
+    update: dict[str, Any] = {"attempts": 0, "node": node.next}
+    if chosen is not None:
+        update["language"] = chosen
+    # Nothing chosen after the retries: carry on in the language the call is already in.
+    return _walk(flow, state.model_copy(update=update), say=[], now=now)
+
+
+def _answer_voicemail(
+    flow: Flow, state: CallState, node: VoicemailNode, event: Event, *, now: datetime | None
+) -> tuple[CallState, Step]:
+    url = event.recording_url.strip() if isinstance(event, Recorded) and isinstance(event.recording_url, str) else ""
+    if url:
+        state = state.model_copy(update={"recording_url": url, "node": node.next})
+    else:
+        # Silence, hang-up-before-the-beep, or the caller pressed a key instead: no message.
+        state = state.model_copy(update={"node": node.on_no_input or node.next})
+    return _walk(flow, state, say=[], now=now)
+
+
+def _answer_survey(
+    flow: Flow, state: CallState, node: SurveyNode, event: Event, *, now: datetime | None
+) -> tuple[CallState, Step]:
+    if not isinstance(event, SpeechHeard | DigitsPressed | NoInput):
+        raise FlowRuntimeError(f"unexpected event {event!r} at survey node {state.node!r}")
+    index = min(max(state.question, 0), len(node.questions) - 1)
+    question = node.questions[index]
+    survey = dict(state.survey)
+    pressed = event.digits.strip() if isinstance(event, DigitsPressed) and isinstance(event.digits, str) else ""
+    if pressed in question.keys:
+        survey[question.id] = pressed
+    # Each question is asked once: a caller who does not answer is not pestered.
+    if index + 1 < len(node.questions):
+        state = state.model_copy(update={"survey": survey, "question": index + 1})
+        return state, _step(flow, state, say=[], action=_survey_gather(flow, state, node))
+    state = state.model_copy(update={"survey": survey, "question": 0, "node": node.next})
+    return _walk(flow, state, say=[], now=now)
+
+
+def _after_transfer(
+    flow: Flow, state: CallState, node: TransferNode, *, now: datetime | None
+) -> tuple[CallState, Step]:
+    if node.after is not None:
+        state = state.model_copy(update={"node": node.after, "finished": False, "attempts": 0})
+        return _walk(flow, state, say=[], now=now)
+    goodbye = _text(flow, state, flow.goodbye if flow.goodbye is not None else DEFAULT_GOODBYE)
+    return state, _step(flow, state, say=[goodbye], action=Hangup())
 
 
 def _route(flow: Flow, state: CallState, node: RouteNode) -> CallState:
@@ -261,31 +428,74 @@ def _route(flow: Flow, state: CallState, node: RouteNode) -> CallState:
     return state.model_copy(update={"department": department, "confidence": confidence, "node": node.next})
 
 
-def _walk(flow: Flow, state: CallState, *, say: list[str]) -> tuple[CallState, Step]:
+def _branch(state: CallState, node: BranchNode) -> str:
+    for rule in node.rules:
+        if _matches(rule.when, state.caller):
+            return rule.next
+    return node.otherwise
+
+
+def _hours(state: CallState, node: HoursNode, now: datetime | None) -> str:
+    if now is None:
+        raise FlowRuntimeError(f"hours node {state.node!r} needs the time: pass now= to start_call/advance")
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise FlowRuntimeError(f"hours node {state.node!r}: now must be timezone-aware, got {now!r}")
+    return node.open if node.is_open(now.astimezone(node.zone)) else node.closed
+
+
+def _walk(flow: Flow, state: CallState, *, say: list[str], now: datetime | None) -> tuple[CallState, Step]:
     """Follow pass-through nodes from ``state.node`` until the caller is asked or the call ends."""
     for _ in range(len(flow.nodes) + 1):
         node = _node(flow, state.node)
         if isinstance(node, SayNode):
             text = node.text
-            if node.known_caller_text is not None and state.caller.known and _first_name(state):
+            if node.known_caller_text is not None and _known(state.caller):
                 text = node.known_caller_text
-            say.append(_render(text, _variables(flow, state)))
+            say.append(_text(flow, state, text))
             state = state.model_copy(update={"node": node.next, "attempts": 0})
         elif isinstance(node, RouteNode):
             state = _route(flow, state, node)
+        elif isinstance(node, BranchNode):
+            state = state.model_copy(update={"node": _branch(state, node)})
+        elif isinstance(node, HoursNode):
+            state = state.model_copy(update={"node": _hours(state, node, now)})
+        elif isinstance(node, GotoNode):
+            state = state.model_copy(update={"node": node.target})
+        elif isinstance(node, LanguageNode):
+            known = _known_language(flow, node, state.caller) if node.use_known else None
+            if known is None:
+                return state, _step(flow, state, say=say, action=_language_gather(flow, state, node, retry=False))
+            state = state.model_copy(update={"language": known, "node": node.next, "attempts": 0})
         elif isinstance(node, AskNode):
-            return state, _step(flow, say=say, action=_ask_gather(flow, state, node, retry=False))
+            return state, _step(flow, state, say=say, action=_ask_gather(flow, state, node, retry=False))
         elif isinstance(node, MenuNode):
-            return state, _step(flow, say=say, action=_menu_gather(flow, state, node, retry=False))
+            return state, _step(flow, state, say=say, action=_menu_gather(flow, state, node, retry=False))
+        elif isinstance(node, SurveyNode):
+            state = state.model_copy(update={"question": 0})
+            if node.intro is not None:
+                say.append(_text(flow, state, node.intro))
+            return state, _step(flow, state, say=say, action=_survey_gather(flow, state, node))
+        elif isinstance(node, VoicemailNode):
+            say.append(_text(flow, state, node.prompt))
+            action = Record(max_length=node.max_length, transcribe=node.transcribe, reason=node.reason)
+            return state, _step(flow, state, say=say, action=action)
         elif isinstance(node, TransferNode):
             department = node.department or state.department or GENERAL_DEPARTMENT
             state = state.model_copy(update={"department": department, "finished": True})
-            action = Transfer(department=department, department_name=flow.department_name(department))
-            return state, _step(flow, say=say, action=action)
+            queue_message = None
+            if node.queue_message is not None:
+                queue_message = _render(_localize(flow, state, node.queue_message), _variables(flow, state), keep=True)
+            transfer = Transfer(
+                department=department,
+                department_name=flow.department_name(department, _language(flow, state)),
+                after=node.after is not None,
+                queue_message=queue_message,
+            )
+            return state, _step(flow, state, say=say, action=transfer)
         elif isinstance(node, HangupNode):
             if node.text is not None:
-                say.append(_render(node.text, _variables(flow, state)))
-            return state.model_copy(update={"finished": True}), _step(flow, say=say, action=Hangup())
+                say.append(_text(flow, state, node.text))
+            return state.model_copy(update={"finished": True}), _step(flow, state, say=say, action=Hangup())
         else:  # pragma: no cover - a node kind added to the schema but not here
             raise FlowRuntimeError(f"node {state.node!r}: kind {node.kind!r} is not supported by the engine")
     raise FlowRuntimeError(
@@ -303,39 +513,123 @@ def _node(flow: Flow, node_id: str) -> Node:
     return node
 
 
-def _step(flow: Flow, *, say: list[str], action: Gather | Transfer | Hangup) -> Step:
-    return Step(say=tuple(s for s in say if s), action=action, language=flow.language, voice=flow.voice)
+def _language(flow: Flow, state: CallState) -> str:
+    return state.language or flow.language
+
+
+def _step(flow: Flow, state: CallState, *, say: list[str], action: Gather | Transfer | Hangup | Record) -> Step:
+    language = _language(flow, state)
+    return Step(say=tuple(s for s in say if s), action=action, language=language, voice=flow.voice_for(language))
+
+
+def _localize(flow: Flow, state: CallState, text: str | Mapping[str, str]) -> str:
+    return localized(text, _language(flow, state), flow.language)
+
+
+def _text(flow: Flow, state: CallState, text: str | Mapping[str, str], **extra: str) -> str:
+    """A node's text in the call's language, with its variables filled in."""
+    return _render(_localize(flow, state, text), {**_variables(flow, state), **extra})
 
 
 def _ask_gather(flow: Flow, state: CallState, node: AskNode, *, retry: bool) -> Gather:
     text = node.reprompt if retry and node.reprompt is not None else node.prompt
+    kinds: dict[str, Literal["speech dtmf", "dtmf", "speech"]] = {
+        "both": "speech dtmf",
+        "keypad": "dtmf",
+        "speech": "speech",
+    }
     return Gather(
-        prompt=_render(text, _variables(flow, state)),
-        input="speech dtmf",
+        prompt=_text(flow, state, text),
+        input=kinds[node.input],
         timeout=node.timeout,
-        num_digits=1,
-        hints=_speech_hints(flow, node),
+        num_digits=None if node.input == "speech" else 1,
+        hints=() if node.input == "keypad" else _speech_hints(flow, node, _language(flow, state)),
     )
 
 
 def _menu_gather(flow: Flow, state: CallState, node: MenuNode, *, retry: bool) -> Gather:
     text = node.reprompt if retry and node.reprompt is not None else node.prompt
-    variables = {**_variables(flow, state), "menu_options": _menu_options(flow, node)}
-    return Gather(prompt=_render(text, variables), input="dtmf", timeout=node.timeout, num_digits=1, hints=())
+    prompt = _text(flow, state, text, menu_options=_menu_options(flow, state, node))
+    return Gather(prompt=prompt, input="dtmf", timeout=node.timeout, num_digits=1, hints=())
+
+
+def _language_gather(flow: Flow, state: CallState, node: LanguageNode, *, retry: bool) -> Gather:
+    text = node.reprompt if retry and node.reprompt is not None else node.prompt
+    prompt = _text(flow, state, text, language_options=_language_options(flow, node))
+    return Gather(prompt=prompt, input="dtmf", timeout=node.timeout, num_digits=1, hints=())
+
+
+def _survey_gather(flow: Flow, state: CallState, node: SurveyNode) -> Gather:
+    question = node.questions[min(max(state.question, 0), len(node.questions) - 1)]
+    return Gather(
+        prompt=_text(flow, state, question.prompt), input="dtmf", timeout=node.timeout, num_digits=1, hints=()
+    )
 
 
 def _menu_departments(flow: Flow, node: MenuNode) -> tuple[str, ...]:
     return node.departments if node.departments is not None else tuple(flow.departments)
 
 
-def _menu_options(flow: Flow, node: MenuNode) -> str:
-    """``For billing, press 1. For technical support, press 2.`` for the menu's departments."""
+def _menu_entries(flow: Flow, node: MenuNode) -> list[MenuChoice]:
+    """The menu's keypad options: its ``choices``, or the offered departments with their digits."""
+    if node.choices is not None:
+        return list(node.choices)
+    return [
+        MenuChoice(digit=flow.departments[key].digit, department=key)
+        for key in _menu_departments(flow, node)
+        if key in flow.departments
+    ]
+
+
+def _menu_choice(flow: Flow, node: MenuNode, pressed: str) -> MenuChoice | None:
+    return next((c for c in _menu_entries(flow, node) if c.digit == pressed), None)
+
+
+def _option_phrase(flow: Flow, language: str, option: str, digit: str) -> str:
+    spec = flow.spoken_languages.get(language) or LanguageSpec()
+    return _render(spec.menu_option, {"option": option, "digit": digit})
+
+
+def _menu_options(flow: Flow, state: CallState, node: MenuNode) -> str:
+    """``For billing, press 1. For technical support, press 2.`` in the call's language."""
+    language = _language(flow, state)
     parts = []
-    for key in _menu_departments(flow, node):
-        department = flow.departments.get(key)
-        if department is not None:
-            parts.append(f"For {flow.department_name(key)}, press {department.digit}.")
+    for choice in _menu_entries(flow, node):
+        if choice.label is not None:
+            label = _text(flow, state, choice.label)
+        else:
+            label = flow.department_name(choice.department or GENERAL_DEPARTMENT, language)
+        parts.append(_option_phrase(flow, language, label, choice.digit))
     return " ".join(parts)
+
+
+def _language_choices(flow: Flow, node: LanguageNode) -> list[tuple[str, str]]:
+    """(language tag, digit) offered by a language node; default: every language, digits 1, 2, …"""
+    if node.choices is not None:
+        return list(node.choices.items())
+    return [(code, str(i)) for i, code in enumerate(flow.spoken_languages, start=1) if i <= 9]
+
+
+def _language_options(flow: Flow, node: LanguageNode) -> str:
+    """Each option in its own language: ``For English, press 1. Para español, oprima 2.``"""
+    return " ".join(
+        _option_phrase(flow, code, flow.language_name(code), digit) for code, digit in _language_choices(flow, node)
+    )
+
+
+def _known_language(flow: Flow, node: LanguageNode, caller: CallerFacts) -> str | None:
+    """The offered language matching the CRM's (exactly, else by its first part: ``es`` -> ``es-MX``)."""
+    wanted = caller.language.strip().casefold() if isinstance(caller.language, str) else ""
+    if not wanted:
+        return None
+    offered = [code for code, _ in _language_choices(flow, node)]
+    for code in offered:
+        if code.casefold() == wanted:
+            return code
+    for code in offered:
+        if code.split("-")[0].casefold() == wanted.split("-")[0]:
+            return code
+    return None
 
 
 def _department_for_digits(flow: Flow, digits: str, allowed: tuple[str, ...]) -> str | None:
@@ -347,9 +641,9 @@ def _department_for_digits(flow: Flow, digits: str, allowed: tuple[str, ...]) ->
     return None
 
 
-def _speech_hints(flow: Flow, node: AskNode) -> tuple[str, ...]:
+def _speech_hints(flow: Flow, node: AskNode, language: str) -> tuple[str, ...]:
     """The ask's own hints, then department names, then short example phrases; deduplicated."""
-    candidates = [*node.hints, *(flow.department_name(key) for key in flow.departments)]
+    candidates = [*node.hints, *(flow.department_name(key, language) for key in flow.departments)]
     for department in flow.departments.values():
         candidates.extend(e for e in department.examples if len(e.split()) <= _MAX_EXAMPLE_HINT_WORDS)
     hints: dict[str, str] = {}
@@ -360,16 +654,49 @@ def _speech_hints(flow: Flow, node: AskNode) -> tuple[str, ...]:
     return tuple(hints.values())[:MAX_HINTS]
 
 
-def _first_name(state: CallState) -> str | None:
-    name = state.caller.first_name
+def _first_name(caller: CallerFacts) -> str | None:
+    name = caller.first_name
     return (name.strip() or None) if isinstance(name, str) else None
 
 
+def _known(caller: CallerFacts) -> bool:
+    """Known to the CRM *and* with a first name: only then can a text greet them by name."""
+    return caller.known is True and _first_name(caller) is not None
+
+
+def _matches(condition: Condition, caller: CallerFacts) -> bool:
+    """Whether every condition of a branch rule holds for ``caller``."""
+    if condition.known is not None and _known(caller) != condition.known:
+        return False
+    if condition.tier is not None and _fold(caller.tier) not in {_fold(t) for t in condition.tier}:
+        return False
+    if condition.open_case is not None and bool(caller.open_case) != condition.open_case:
+        return False
+    if condition.repeat_within_days is not None:
+        days = caller.days_since_last_contact
+        if not isinstance(days, int) or not 0 <= days <= condition.repeat_within_days:
+            return False
+    if condition.language is not None:
+        spoken = _fold(caller.language)
+        if not any(spoken == _fold(code) or spoken.split("-")[0] == _fold(code) for code in condition.language):
+            return False
+    for name, values in (condition.custom or {}).items():
+        value = caller.custom.get(name) if isinstance(caller.custom, Mapping) else None
+        if _fold(value) not in {_fold(v) for v in values}:
+            return False
+    return True
+
+
+def _fold(value: object) -> str:
+    return value.strip().casefold() if isinstance(value, str) else "\0"  # "\0" matches nothing written
+
+
 def _variables(flow: Flow, state: CallState) -> dict[str, str]:
+    language = _language(flow, state)
     return {
         "company": flow.company,
-        "first_name": _first_name(state) or "",
-        "department": flow.department_name(state.department) if state.department else "",
+        "first_name": _first_name(state.caller) or "",
+        "department": flow.department_name(state.department, language) if state.department else "",
     }
 
 
@@ -384,12 +711,29 @@ class _LenientFormatter(string.Formatter):
 _FORMATTER = _LenientFormatter()
 
 
-def _render(template: str, variables: Mapping[str, str]) -> str:
-    """Fill ``{variable}``s; never raises (the loader already checked the templates)."""
+def _render(template: str, variables: Mapping[str, str], *, keep: bool = False) -> str:
+    """Fill ``{variable}``s; never raises (the loader already checked the templates).
+
+    ``keep``: leave :data:`QUEUE_VARIABLES` as placeholders and escape every other brace, so
+    the result is itself a template the app can fill with :func:`fill_queue_message`.
+    """
     try:
-        return _FORMATTER.vformat(template, (), dict(variables)).strip()
+        if not keep:
+            return _FORMATTER.vformat(template, (), dict(variables)).strip()
+        out = []
+        for literal, name, _spec, _conversion in string.Formatter().parse(template):
+            out.append(_escape(literal))
+            if name in QUEUE_VARIABLES:
+                out.append("{" + name + "}")
+            elif name is not None:
+                out.append(_escape(variables.get(name, "")))
+        return "".join(out).strip()
     except (ValueError, TypeError, KeyError, IndexError):
         return template.strip()
+
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _clean_speech(text: object) -> str:

@@ -19,12 +19,18 @@ Checks, in order:
    (PyYAML silently keeps the last one, which hides mistakes).
 2. Shape, by the pydantic models in :mod:`ivr_flows.schema`.
 3. Meaning: ``start`` and every exit name an existing node; every department named exists; a
-   ``general`` department exists; keypad digits are unique; template variables are allowed
-   where they are used; no loop of nodes that never asks the caller anything; a transfer
-   without ``department:`` is only reachable once a department has been chosen.
+   ``general`` department exists; keypad digits are unique (across departments, and within one
+   menu); template variables are allowed where they are used; every declared language has its
+   text wherever a caller who chose it can hear it; opening hours do not overlap; no loop of
+   nodes that never asks the caller anything; a transfer without ``department:`` is only
+   reachable once a department has been chosen; and (a *warning*, not an error) every node is
+   reachable from ``start``.
 
 Step 3 also runs on the parts of a flow that passed step 2 when other parts did not, so one
 run shows both a typo'd key in one node and a dangling ``next`` in another.
+
+:func:`load_flow` raises :class:`FlowError` with the errors only: warnings never keep a flow from
+being served. :func:`check_flow` returns both, for ``warmline flows lint`` (:mod:`ivr_flows.lint`).
 """
 
 from __future__ import annotations
@@ -34,13 +40,14 @@ import difflib
 import hashlib
 import os
 import string
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from ivr_flows.schema import (
@@ -49,12 +56,27 @@ from ivr_flows.schema import (
     Department,
     Flow,
     KeyPath,
-    MenuNode,
+    Language,
+    LanguageNode,
+    LanguageSpec,
     Node,
+    Prompt,
     TransferNode,
 )
 
-__all__ = ["FlowError", "FlowIssue", "load_flow", "parse_flow"]
+__all__ = [
+    "FlowCheck",
+    "FlowError",
+    "FlowIssue",
+    "Severity",
+    "check_flow",
+    "check_flow_text",
+    "load_flow",
+    "parse_flow",
+]
+
+#: An error keeps the flow from loading; a warning is shown by the linter but does not.
+Severity = Literal["error", "warning"]
 
 #: Where on a key path an issue points: at the value, at the key itself, or at the mapping
 #: that holds the key (for a key that is missing).
@@ -77,6 +99,7 @@ class FlowIssue:
     #: the top of the file (``"departments.billing.digit"``); empty for file-level problems.
     key: str
     message: str
+    severity: Severity = "error"
 
     def __str__(self) -> str:
         parts = [f"node '{self.node}'"] if self.node is not None else []
@@ -87,7 +110,7 @@ class FlowIssue:
 
 
 class FlowError(Exception):
-    """A flow file cannot be used; ``issues`` lists every problem found, in file order."""
+    """A flow file cannot be used; ``issues`` lists every error found, in file order."""
 
     def __init__(self, issues: Sequence[FlowIssue]) -> None:
         self.issues: list[FlowIssue] = list(issues)
@@ -104,17 +127,47 @@ class _Problem:
     path: KeyPath
     at: _At
     message: str
+    severity: Severity = "error"
+
+
+@dataclass(frozen=True)
+class FlowCheck:
+    """Everything the loader found in one flow file: the flow if it has no errors, and every issue."""
+
+    source: str
+    flow: Flow | None
+    #: Errors and warnings, in file order.
+    issues: list[FlowIssue]
+
+    @property
+    def errors(self) -> list[FlowIssue]:
+        return [issue for issue in self.issues if issue.severity == "error"]
+
+    @property
+    def warnings(self) -> list[FlowIssue]:
+        return [issue for issue in self.issues if issue.severity == "warning"]
 
 
 # --- public entry points --------------------------------------------------------------------
 
 
 def load_flow(path: str | os.PathLike[str]) -> Flow:
-    """Read, validate and return the flow at ``path``; raise :class:`FlowError` if it is broken.
+    """Read, validate and return the flow at ``path``; raise :class:`FlowError` if it has errors.
 
-    ``OSError`` (missing file, permissions) propagates unchanged: that is a deployment
-    problem, not a problem in the flow.
+    Warnings (an unreachable node) do not stop it; see :func:`check_flow` for them. ``OSError``
+    (missing file, permissions) propagates unchanged: that is a deployment problem, not a
+    problem in the flow.
     """
+    return _require(check_flow(path))
+
+
+def parse_flow(text: str, *, source: str) -> Flow:
+    """Validate flow YAML given as text; ``source`` names it in errors and on the Flow."""
+    return _require(check_flow_text(text, source=source))
+
+
+def check_flow(path: str | os.PathLike[str]) -> FlowCheck:
+    """Read and check the flow at ``path``: never raises :class:`FlowError`, returns every issue."""
     source = os.fspath(path)
     raw = Path(path).read_bytes()
     try:
@@ -123,30 +176,41 @@ def load_flow(path: str | os.PathLike[str]) -> Flow:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         issue = FlowIssue(source, line, col, None, "", "the file is not valid UTF-8 text")
-        raise FlowError([issue]) from None
-    return _parse(text, source=source, version=_digest(raw), default_name=Path(path).stem)
+        return FlowCheck(source, None, [issue])
+    return _check(text, source=source, version=_digest(raw), default_name=Path(path).stem)
 
 
-def parse_flow(text: str, *, source: str) -> Flow:
-    """Validate flow YAML given as text; ``source`` names it in errors and on the Flow."""
-    return _parse(text, source=source, version=_digest(text.encode()), default_name=Path(source).stem)
+def check_flow_text(text: str, *, source: str) -> FlowCheck:
+    """:func:`check_flow` for YAML given as text."""
+    return _check(text, source=source, version=_digest(text.encode()), default_name=Path(source).stem)
+
+
+def _require(check: FlowCheck) -> Flow:
+    if check.errors or check.flow is None:
+        raise FlowError(check.errors)
+    return check.flow
 
 
 def _digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:12]
 
 
-def _parse(text: str, *, source: str, version: str, default_name: str) -> Flow:
+def _check(text: str, *, source: str, version: str, default_name: str) -> FlowCheck:
+    try:
+        return _parse(text, source=source, version=version, default_name=default_name)
+    except FlowError as exc:  # the file could not even be read as YAML
+        return FlowCheck(source, None, exc.issues)
+
+
+def _parse(text: str, *, source: str, version: str, default_name: str) -> FlowCheck:
     root, data, problems = _compose(text, source)
     index = _PositionIndex(root)
     if not isinstance(data, dict):
         got = "nothing" if data is None else _describe(data)
         problems.append(
-            _Problem(
-                (), "value", f"a flow file must be a mapping of company, start, departments, nodes; got {got}"
-            )
+            _Problem((), "value", f"a flow file must be a mapping of company, start, departments, nodes; got {got}")
         )
-        raise FlowError(_finalise(problems, index, source))
+        return FlowCheck(source, None, _finalise(problems, index, source))
     if "name" not in data:
         data = {"name": default_name or "flow", **data}
     flow: Flow | None = None
@@ -155,19 +219,37 @@ def _parse(text: str, *, source: str, version: str, default_name: str) -> Flow:
     except ValidationError as exc:
         problems.extend(_from_pydantic(error, data) for error in exc.errors())
     problems.extend(_semantic_problems(data, flow))
-    if problems or flow is None:
-        raise FlowError(_finalise(problems, index, source))
+    issues = _finalise(problems, index, source)
+    if flow is None or any(issue.severity == "error" for issue in issues):
+        return FlowCheck(source, None, issues)
     flow._attach(source=source, version=version)
     _ = flow.classifier  # build it now, not on the first caller's webhook
-    return flow
+    return FlowCheck(source, flow, issues)
 
 
 # --- YAML and positions ---------------------------------------------------------------------
 
 
+class _FlowYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a date-like scalar that is no date stays text.
+
+    PyYAML resolves ``2025-13-01`` as a timestamp and then raises a bare ``ValueError`` with no
+    position; kept as text, the schema reports it at its line and column like any bad value.
+    """
+
+    def construct_lenient_timestamp(self, node: yaml.ScalarNode) -> object:
+        try:
+            return self.construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_FlowYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _FlowYamlLoader.construct_lenient_timestamp)
+
+
 def _compose(text: str, source: str) -> tuple[yaml.Node, Any, list[_Problem]]:
     """Parse ``text`` into (node tree, Python data, duplicate-key problems)."""
-    loader = yaml.SafeLoader(text)
+    loader = _FlowYamlLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
@@ -204,9 +286,7 @@ def _yaml_issue(exc: yaml.MarkedYAMLError, source: str) -> FlowIssue:
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _duplicate_keys(
-    node: yaml.Node, path: KeyPath, _stack: frozenset[int] = frozenset()
-) -> Iterator[_Problem]:
+def _duplicate_keys(node: yaml.Node, path: KeyPath, _stack: frozenset[int] = frozenset()) -> Iterator[_Problem]:
     if id(node) in _stack:  # a recursive alias; pydantic will reject the structure itself
         return
     stack = _stack | {id(node)}
@@ -252,9 +332,7 @@ class _PositionIndex:
     def _mark(node: yaml.Node) -> tuple[int, int]:
         return node.start_mark.line + 1, node.start_mark.column + 1
 
-    def _walk(
-        self, node: yaml.Node, path: KeyPath, key: tuple[int, int] | None, stack: frozenset[int]
-    ) -> None:
+    def _walk(self, node: yaml.Node, path: KeyPath, key: tuple[int, int] | None, stack: frozenset[int]) -> None:
         self._entries[path] = _Entry(key, self._mark(node))
         if id(node) in stack:
             return
@@ -266,7 +344,7 @@ class _PositionIndex:
                 try:
                     python_key = self._constructor.construct_object(key_node, deep=True)
                     hash(python_key)
-                except (yaml.YAMLError, TypeError):
+                except (yaml.YAMLError, TypeError, ValueError):
                     continue
                 self._walk(value_node, (*path, python_key), self._mark(key_node), stack)
         elif isinstance(node, yaml.SequenceNode):
@@ -305,7 +383,7 @@ def _finalise(problems: Iterable[_Problem], index: _PositionIndex, source: str) 
             node, key = str(path[1]), index.format_key(path, 2)
         else:
             node, key = None, index.format_key(path, 0)
-        issues[FlowIssue(source, line, col, node, key, problem.message)] = None
+        issues[FlowIssue(source, line, col, node, key, problem.message, problem.severity)] = None
     return sorted(issues, key=lambda issue: (issue.line, issue.col))
 
 
@@ -360,8 +438,7 @@ def _from_pydantic(error: ErrorDetails, data: Mapping[Any, Any]) -> _Problem:
         return _Problem(
             (*path, "kind"),
             "value",
-            f"unknown node kind {tag!r}{_suggest(str(tag), NODE_KINDS)}; "
-            f"expected one of: {', '.join(NODE_KINDS)}",
+            f"unknown node kind {tag!r}{_suggest(str(tag), NODE_KINDS)}; expected one of: {', '.join(NODE_KINDS)}",
         )
     if kind == "union_tag_not_found":
         return _Problem(
@@ -389,17 +466,38 @@ def _from_pydantic(error: ErrorDetails, data: Mapping[Any, Any]) -> _Problem:
 
 def _allowed_keys(parent: KeyPath, data: Mapping[Any, Any]) -> list[str]:
     """The keys the model at ``parent`` accepts, for "did you mean" suggestions."""
+    model: type[BaseModel] | None = None
+    rest: KeyPath = ()
     if parent == ():
-        return list(Flow.model_fields)
-    if len(parent) == 2 and parent[0] == "departments":
-        return list(Department.model_fields)
-    if len(parent) == 2 and parent[0] == "nodes":
+        model = Flow
+    elif len(parent) >= 2 and parent[0] == "departments":
+        model, rest = Department, parent[2:]
+    elif len(parent) >= 2 and parent[0] == "languages":
+        model, rest = LanguageSpec, parent[2:]
+    elif len(parent) >= 2 and parent[0] == "nodes":
         nodes = data.get("nodes")
         raw = nodes.get(parent[1]) if isinstance(nodes, dict) else None
         kind = raw.get("kind") if isinstance(raw, dict) else None
         if isinstance(kind, str) and kind in NODE_KINDS:
-            return list(NODE_KINDS[kind].model_fields)
-    return []
+            model, rest = NODE_KINDS[kind], parent[2:]
+    for segment in rest:  # into nested models: a menu's choices, a branch rule's `when` ...
+        if model is None:
+            break
+        if isinstance(segment, str):
+            field = model.model_fields.get(segment)
+            model = _nested_model(field.annotation) if field is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _nested_model(annotation: object) -> type[BaseModel] | None:
+    """The model class inside a field's type (``tuple[MenuChoice, ...] | None`` -> MenuChoice)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _describe(value: object) -> str:
@@ -425,77 +523,145 @@ def _suggest(word: str, candidates: Iterable[str]) -> str:
 
 # --- semantic checks ------------------------------------------------------------------------
 
+_LANGUAGES_ADAPTER: TypeAdapter[dict[str, LanguageSpec]] = TypeAdapter(dict[Language, LanguageSpec])
+_LANGUAGE_ADAPTER: TypeAdapter[str] = TypeAdapter(Language)
+_PROMPT_ADAPTER: TypeAdapter[str | dict[str, str]] = TypeAdapter(Prompt)
+
+
+@dataclass
+class _Context:
+    """What the semantic checks know about a flow, whole or in valid parts."""
+
+    start: object
+    nodes: dict[str, Node]
+    departments: dict[str, Department]
+    node_ids: set[str]
+    department_ids: set[str]
+    nodes_known: bool
+    departments_known: bool
+    #: Every node validated (so graph checks such as reachability see every edge).
+    nodes_complete: bool
+    #: Declared language tags, default first; None when `languages` itself is broken.
+    languages: list[str] | None
+    default_language: str
+    language_specs: dict[str, LanguageSpec]
+    goodbye: str | dict[str, str] | None
+
+
+def _context(data: Mapping[Any, Any], flow: Flow | None) -> _Context:
+    if flow is not None:
+        spoken = flow.spoken_languages
+        return _Context(
+            start=flow.start,
+            nodes=dict(flow.nodes),
+            departments=dict(flow.departments),
+            node_ids=set(flow.nodes),
+            department_ids=set(flow.departments),
+            nodes_known=True,
+            departments_known=True,
+            nodes_complete=True,
+            languages=_ordered_languages(spoken, flow.language),
+            default_language=flow.language,
+            language_specs=spoken,
+            goodbye=flow.goodbye,
+        )
+    raw_nodes, raw_departments = data.get("nodes"), data.get("departments")
+    nodes = _valid_parts(raw_nodes, _NODE_ADAPTER.validate_python)
+    # Ids of invalid nodes still count as existing: their own errors are already reported,
+    # and "unknown node" for every reference to them would only be noise.
+    node_ids = {k for k in raw_nodes if isinstance(k, str)} if isinstance(raw_nodes, dict) else set()
+    default_language = _valid(_LANGUAGE_ADAPTER.validate_python, data.get("language", "en-US"))
+    raw_languages = data.get("languages")
+    specs: dict[str, LanguageSpec] | None = {}
+    if raw_languages is not None:
+        specs = _valid(_LANGUAGES_ADAPTER.validate_python, raw_languages)
+    languages: list[str] | None = None
+    language_specs: dict[str, LanguageSpec] = {}
+    if default_language is not None and specs is not None:
+        language_specs = specs or {default_language: LanguageSpec()}
+        languages = _ordered_languages(language_specs, default_language)
+    return _Context(
+        start=data.get("start"),
+        nodes=nodes,
+        departments=_valid_parts(raw_departments, Department.model_validate),
+        node_ids=node_ids,
+        department_ids=(
+            {k for k in raw_departments if isinstance(k, str)} if isinstance(raw_departments, dict) else set()
+        ),
+        nodes_known=isinstance(raw_nodes, dict),
+        departments_known=isinstance(raw_departments, dict),
+        nodes_complete=isinstance(raw_nodes, dict) and len(nodes) == len(raw_nodes),
+        languages=languages,
+        default_language=default_language or "en-US",
+        language_specs=language_specs,
+        goodbye=_valid(_PROMPT_ADAPTER.validate_python, data.get("goodbye")) if "goodbye" in data else None,
+    )
+
+
+def _ordered_languages(specs: Mapping[str, LanguageSpec], default: str) -> list[str]:
+    return [default, *(code for code in specs if code != default)] if default in specs else list(specs)
+
+
+def _valid(validate: Callable[[Any], _T], value: object) -> _T | None:
+    try:
+        return validate(value)
+    except ValidationError:  # reported by the whole-flow validation already
+        return None
+
 
 def _semantic_problems(data: Mapping[Any, Any], flow: Flow | None) -> list[_Problem]:
     """Cross-reference checks, on the whole flow or on whichever parts of it were valid."""
-    if flow is not None:
-        start: object = flow.start
-        nodes: dict[str, Node] = dict(flow.nodes)
-        departments: dict[str, Department] = dict(flow.departments)
-        node_ids, department_ids = set(nodes), set(departments)
-        nodes_known = departments_known = True
-    else:
-        start = data.get("start")
-        raw_nodes, raw_departments = data.get("nodes"), data.get("departments")
-        nodes_known, departments_known = isinstance(raw_nodes, dict), isinstance(raw_departments, dict)
-        nodes = _valid_parts(raw_nodes, _NODE_ADAPTER.validate_python)
-        departments = _valid_parts(raw_departments, Department.model_validate)
-        # Ids of invalid nodes still count as existing: their own errors are already reported,
-        # and "unknown node" for every reference to them would only be noise.
-        node_ids = {k for k in raw_nodes if isinstance(k, str)} if isinstance(raw_nodes, dict) else set()
-        department_ids = (
-            {k for k in raw_departments if isinstance(k, str)} if isinstance(raw_departments, dict) else set()
-        )
-
+    ctx = _context(data, flow)
     problems: list[_Problem] = []
-    if nodes_known and isinstance(start, str) and start not in node_ids:
+    start = ctx.start
+    if ctx.nodes_known and isinstance(start, str) and start not in ctx.node_ids:
         problems.append(
-            _Problem(("start",), "value", f"points to unknown node {start!r}{_suggest(start, node_ids)}")
+            _Problem(("start",), "value", f"points to unknown node {start!r}{_suggest(start, ctx.node_ids)}")
         )
-    for node_id, node in nodes.items():
-        for rel, target in node.exits():
-            if target not in node_ids:
+    for node_id, node in ctx.nodes.items():
+        for edge in node.exits():
+            if edge.target not in ctx.node_ids:
                 problems.append(
                     _Problem(
-                        ("nodes", node_id, *rel),
+                        ("nodes", node_id, *edge.path),
                         "value",
-                        f"points to unknown node {target!r}{_suggest(target, node_ids)}",
+                        f"points to unknown node {edge.target!r}{_suggest(edge.target, ctx.node_ids)}",
                     )
                 )
-        if departments_known:
+        if ctx.departments_known:
             for rel, department in node.department_refs():
-                if department not in department_ids:
+                if department not in ctx.department_ids:
                     problems.append(
                         _Problem(
                             ("nodes", node_id, *rel),
                             "value",
                             f"refers to unknown department {department!r}"
-                            f"{_suggest(department, department_ids)}; "
+                            f"{_suggest(department, ctx.department_ids)}; "
                             f"defined departments: {', '.join(_department_ids_in_order(data))}",
                         )
                     )
-        if isinstance(node, MenuNode) and node.departments:
-            listed: set[str] = set()
-            for i, department in enumerate(node.departments):
-                if department in listed:
-                    problems.append(
-                        _Problem(
-                            ("nodes", node_id, "departments", i),
-                            "value",
-                            f"department {department!r} is listed twice",
-                        )
-                    )
-                listed.add(department)
-    if departments_known:
-        problems.extend(_department_problems(departments, department_ids))
-    chosen = _department_chosen(nodes, start if isinstance(start, str) else None)
-    for node_id, node in nodes.items():
+        if ctx.languages is not None:
+            for rel, code in node.language_refs():
+                if code not in ctx.languages:
+                    problems.append(_Problem(("nodes", node_id, *rel), "key", _undeclared_language(code, ctx)))
+        problems.extend(_Problem(("nodes", node_id, *rel), at, m) for rel, at, m in node.local_problems())
+    if ctx.departments_known:
+        problems.extend(_department_problems(ctx.departments, ctx.department_ids))
+    problems.extend(_language_table_problems(data, ctx))
+
+    start_id = start if isinstance(start, str) and start in ctx.node_ids else None
+    problems.extend(_unreachable_problems(ctx, start_id))
+    chosen = _must_hold(ctx.nodes, start_id, "department")
+    known = _must_hold(ctx.nodes, start_id, "known")
+    after_language = _after_language(ctx.nodes)
+    for node_id, node in ctx.nodes.items():
         for rel, text, allowed in node.templates():
             if chosen.get(node_id, True):
                 allowed = allowed | {"department"}
-            problems.extend(
-                _Problem(("nodes", node_id, *rel), "value", m) for m in _template_problems(text, allowed)
-            )
+            if known.get(node_id, True):
+                allowed = allowed | {"first_name"}
+            picked_at = None if isinstance(node, LanguageNode) else after_language.get(node_id)
+            problems.extend(_text_problems(("nodes", node_id, *rel), text, allowed, ctx, picked_at))
         if isinstance(node, TransferNode) and node.department is None and not chosen.get(node_id, True):
             problems.append(
                 _Problem(
@@ -505,7 +671,13 @@ def _semantic_problems(data: Mapping[Any, Any], flow: Flow | None) -> list[_Prob
                     "route the caller first or set `department:`",
                 )
             )
-    problems.extend(_loop_problems(nodes))
+        problems.extend(_goodbye_problems(node_id, node, ctx, after_language.get(node_id)))
+    for key, dept in ctx.departments.items():
+        if isinstance(dept.name, dict):
+            problems.extend(_text_problems(("departments", key, "name"), dept.name, frozenset(), ctx, None))
+    if ctx.goodbye is not None:
+        problems.extend(_text_problems(("goodbye",), ctx.goodbye, frozenset({"company"}), ctx, None))
+    problems.extend(_loop_problems(ctx.nodes))
     return problems
 
 
@@ -552,8 +724,114 @@ def _department_problems(departments: Mapping[str, Department], department_ids: 
     return problems
 
 
+def _undeclared_language(code: str, ctx: _Context) -> str:
+    declared = ctx.languages or []
+    return (
+        f"language {code!r} is not declared{_suggest(code, declared)}; "
+        f"declared languages: {', '.join(declared)} (add it under `languages:`)"
+    )
+
+
+def _language_table_problems(data: Mapping[Any, Any], ctx: _Context) -> list[_Problem]:
+    """The default language must be declared; each language's option phrase must be a valid template."""
+    problems: list[_Problem] = []
+    raw = data.get("languages")
+    if not isinstance(raw, dict) or not ctx.language_specs or ctx.languages is None:
+        return problems
+    if ctx.default_language not in ctx.language_specs:
+        problems.append(
+            _Problem(
+                ("language",) if "language" in data else ("languages",),
+                "value" if "language" in data else "key",
+                f"the default language {ctx.default_language!r} is not among `languages` "
+                f"({', '.join(ctx.language_specs)}); add it there or set `language:` to one of them",
+            )
+        )
+    for code, spec in ctx.language_specs.items():
+        problems.extend(
+            _Problem(("languages", code, "menu_option"), "value", message)
+            for message in _template_problems(spec.menu_option, frozenset({"option", "digit"}))
+        )
+    return problems
+
+
+def _text_problems(
+    path: KeyPath,
+    text: str | dict[str, str],
+    allowed: frozenset[str],
+    ctx: _Context,
+    picked_at: str | None,
+) -> list[_Problem]:
+    """Template and language problems of one spoken text (a string, or a mapping per language)."""
+    problems: list[_Problem] = []
+    variants: list[tuple[KeyPath, str]]
+    if isinstance(text, str):
+        variants = [(path, text)]
+        languages = ctx.languages or []
+        if picked_at is not None and len(languages) > 1 and _has_words(text):
+            problems.append(
+                _Problem(
+                    path,
+                    "value",
+                    f"one text for every language, but a caller can hear it after choosing a language at "
+                    f"node '{picked_at}'; give it per language: {', '.join(languages)}",
+                )
+            )
+    else:
+        variants = [((*path, code), value) for code, value in text.items()]
+        if ctx.languages is not None:
+            for code in text:
+                if code not in ctx.languages:
+                    problems.append(_Problem((*path, code), "key", _undeclared_language(code, ctx)))
+            missing = [code for code in ctx.languages if code not in text]
+            if missing:
+                problems.append(
+                    _Problem(
+                        path,
+                        "key",
+                        f"missing prompt for declared language{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(repr(m) for m in missing)}",
+                    )
+                )
+    for variant_path, variant in variants:
+        problems.extend(_Problem(variant_path, "value", m) for m in _template_problems(variant, allowed))
+    return problems
+
+
+def _has_words(text: str) -> bool:
+    """Whether a text has words of its own (``"{menu_options}"`` has none: it speaks every language)."""
+    try:
+        literal = "".join(part for part, _, _, _ in string.Formatter().parse(text))
+    except ValueError:
+        return True
+    return any(ch.isalpha() for ch in literal)
+
+
+def _goodbye_problems(node_id: str, node: Node, ctx: _Context, picked_at: str | None) -> list[_Problem]:
+    """A transfer without ``after`` ends in the flow's goodbye, which must exist in every language."""
+    languages = ctx.languages or []
+    if not isinstance(node, TransferNode) or node.after is not None or len(languages) < 2 or picked_at is None:
+        return []
+    if ctx.goodbye is not None and not isinstance(ctx.goodbye, str):
+        return []  # a mapping: its own check lists any missing language
+    return [
+        _Problem(
+            ("nodes", node_id, "after"),
+            "parent",
+            "if the rep hangs up first the caller hears the flow's goodbye, which has no text per language: "
+            f"set `after:` here, or a top-level `goodbye:` for each of {', '.join(languages)}",
+        )
+    ]
+
+
 #: Variables that exist but only in some texts, and where (for the error message).
-_ONLY_IN = {"first_name": "in a say node's known_caller_text", "menu_options": "in menu prompts"}
+_ONLY_IN = {
+    "first_name": "in a say node's known_caller_text, or in texts reached only after a branch rule with `known: true`",
+    "menu_options": "in menu prompts",
+    "language_options": "in language node prompts",
+    "estimated_wait": "in a transfer node's queue_message",
+    "queue_position": "in a transfer node's queue_message",
+}
 
 
 def _template_problems(text: str, allowed: frozenset[str]) -> list[str]:
@@ -572,9 +850,7 @@ def _template_problems(text: str, allowed: frozenset[str]) -> list[str]:
         if field == "":
             problems.append(f"empty placeholder {{}}; name a variable: {listing}")
         elif spec or conversion:
-            problems.append(
-                f"placeholder {{{field}...}} has a format or conversion; write plain {{name}} placeholders"
-            )
+            problems.append(f"placeholder {{{field}...}} has a format or conversion; write plain {{name}} placeholders")
         elif field not in allowed:
             if field == "department":
                 problems.append(
@@ -585,39 +861,82 @@ def _template_problems(text: str, allowed: frozenset[str]) -> list[str]:
                 problems.append(f"{{{field}}} can only be used {_ONLY_IN[field]}; allowed here: {listing}")
             else:
                 hint = _suggest(field, allowed)
+                close = _suggest(field, _ONLY_IN)
+                if not hint and close:  # a typo of a variable that is not allowed here anyway
+                    name = close.split("'")[1]
+                    hint = f"{close[:-1]} It can only be used {_ONLY_IN[name]}.)"
                 problems.append(f"unknown template variable {{{field}}}{hint}; allowed here: {listing}")
     return problems
 
 
-def _department_chosen(nodes: Mapping[str, Node], start: str | None) -> dict[str, bool]:
-    """For each node: is a department certainly chosen whenever a call arrives there?
+def _must_hold(nodes: Mapping[str, Node], start: str | None, fact: str) -> dict[str, bool]:
+    """For each node: does ``fact`` certainly hold whenever a call arrives there?
 
     A forward "must" data-flow analysis: false at ``start``; true after an exit that always
-    chooses one (menu/route ``next``); otherwise inherited from the node the exit leaves.
-    Unreachable nodes stay true, so they are not held to it.
+    establishes it (``Exit.sets``); otherwise inherited from the node the exit leaves. Unreachable
+    nodes stay true, so they are not held to it.
     """
     incoming: dict[str, list[tuple[str, bool]]] = {node_id: [] for node_id in nodes}
     for node_id, node in nodes.items():
-        for rel, target in node.exits():
-            if target in incoming:
-                incoming[target].append((node_id, rel[0] in node.SETS_DEPARTMENT_ON))
-    chosen = dict.fromkeys(nodes, True)
+        for edge in node.exits():
+            if edge.target in incoming:
+                incoming[edge.target].append((node_id, fact in edge.sets))
+    holds = dict.fromkeys(nodes, True)
     changed = True
     while changed:  # values only ever go from True to False, so this terminates
         changed = False
         for node_id in nodes:
-            value = node_id != start and all(sets or chosen[source] for source, sets in incoming[node_id])
-            if value != chosen[node_id]:
-                chosen[node_id] = value
+            value = node_id != start and all(sets or holds[source] for source, sets in incoming[node_id])
+            if value != holds[node_id]:
+                holds[node_id] = value
                 changed = True
-    return chosen
+    return holds
+
+
+def _after_language(nodes: Mapping[str, Node]) -> dict[str, str]:
+    """Nodes a call can reach after a ``language`` node, each with (one such) language node's id."""
+    out: dict[str, str] = {}
+    for node_id, node in nodes.items():
+        if not isinstance(node, LanguageNode):
+            continue
+        queue = [edge.target for edge in node.exits()]
+        while queue:
+            current = queue.pop()
+            if current in out or current not in nodes:
+                continue
+            out[current] = node_id
+            queue.extend(edge.target for edge in nodes[current].exits())
+    return out
+
+
+def _unreachable_problems(ctx: _Context, start: str | None) -> list[_Problem]:
+    """Nodes no path from ``start`` leads to: a warning (handy while editing, but never used)."""
+    if start is None or not ctx.nodes_complete:
+        return []  # without every edge, "unreachable" could be wrong
+    seen = {start}
+    queue = [start]
+    while queue:
+        for edge in ctx.nodes[queue.pop()].exits():
+            if edge.target in ctx.nodes and edge.target not in seen:
+                seen.add(edge.target)
+                queue.append(edge.target)
+    return [
+        _Problem(
+            ("nodes", node_id),
+            "key",
+            f"unreachable: no path from start node '{start}' leads here, so callers never get to it",
+            "warning",
+        )
+        for node_id in ctx.nodes
+        if node_id not in seen
+    ]
 
 
 def _loop_problems(nodes: Mapping[str, Node]) -> list[_Problem]:
-    """Cycles of nodes that never wait for the caller (say, route): the call would spin forever."""
+    """Cycles of nodes that need not wait for the caller: the call would spin forever."""
     passing = {node_id for node_id, node in nodes.items() if not node.ASKS_CALLER and not node.TERMINAL}
     edges = {
-        node_id: [(rel, target) for rel, target in nodes[node_id].exits() if target in passing]
+        node_id: [(edge.path, edge.target) for edge in nodes[node_id].exits() if edge.target in passing]
         for node_id in passing
     }
     problems: list[_Problem] = []

@@ -14,7 +14,9 @@ from crm_sync import csv_import, export
 from crm_sync.models import RepState
 from crm_sync.phones import mask_phone
 from crm_sync.service import UnknownRep
+from ivr_flows.cli import flows
 from voice import create_app
+from voice.flows_try import try_flow
 from voice.twilio_rest import InlineRunner
 from voice.wiring import LOCAL_BASE_URL, Warmline, assemble
 
@@ -69,6 +71,10 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
 
     click.echo(f"Warmline answering on http://{host}:{port}/voice/incoming (status: /voice/status)")
     Server().run()
+
+
+main.add_command(flows)
+flows.add_command(try_flow)
 
 
 @main.group()

@@ -42,6 +42,16 @@ def transfer(step: Step) -> Transfer:
     return step.action
 
 
+def queued(department: str, name: str) -> Transfer:
+    """The sample flow's transfer: a survey follows it, and the app fills in the queue message."""
+    return Transfer(
+        department=department,
+        department_name=name,
+        after=True,
+        queue_message=(f"You are number {{queue_position}} in line for {name}. The wait is about {{estimated_wait}}."),
+    )
+
+
 def roundtrip(state: CallState) -> CallState:
     """What the app does between webhooks: JSON into the database and back."""
     return CallState.model_validate(json.loads(json.dumps(state.model_dump(mode="json"))))
@@ -90,7 +100,7 @@ def test_speech_hints_are_bounded_and_comma_free(sample_flow: Flow) -> None:
 def test_speech_is_routed_and_transferred(sample_flow: Flow) -> None:
     state, _ = start_call(sample_flow, STRANGER)
     state, step = advance(sample_flow, state, SpeechHeard("I was charged twice on my card", confidence=0.91))
-    assert transfer(step) == Transfer(department="billing", department_name="billing")
+    assert transfer(step) == queued("billing", "billing")
     assert step.say == ()
     assert state.issue_text == "I was charged twice on my card"
     assert (state.capture, state.department, state.speech_confidence) == ("speech", "billing", 0.91)
@@ -101,7 +111,7 @@ def test_speech_is_routed_and_transferred(sample_flow: Flow) -> None:
 def test_unclear_speech_goes_to_the_fallback_keeping_the_confidence(sample_flow: Flow) -> None:
     state, _ = start_call(sample_flow, STRANGER)
     state, step = advance(sample_flow, state, SpeechHeard("hello there", confidence=0.5))
-    assert transfer(step) == Transfer(department="general", department_name="customer service")
+    assert transfer(step) == queued("general", "customer service")
     assert state.confidence == 0.0
     assert state.capture == "speech" and state.issue_text == "hello there"
 
@@ -131,7 +141,7 @@ def test_silence_reprompts_then_falls_back_to_the_menu_then_a_digit_transfers(sa
     assert (state.node, state.attempts) == ("keypad", 0)
 
     state, step = advance(sample_flow, state, DigitsPressed("4"))
-    assert transfer(step) == Transfer(department="account", department_name="account services")
+    assert transfer(step) == queued("account", "account services")
     assert (state.capture, state.confidence, state.finished) == ("dtmf", 1.0, True)
 
 

@@ -88,14 +88,14 @@ def test_missing_required_key_points_at_the_mapping_that_lacks_it() -> None:
 def test_unknown_key_points_at_the_key_and_suggests_the_right_one() -> None:
     assert problems(edited("    on_no_input: keypad\n", "    on_no_input: keypad\n    retires: 2\n")) == [
         "t.yaml:15:5 node 'reason': key 'retires': unknown key (did you mean 'retries'?); "
-        "allowed keys: kind, prompt, reprompt, retries, timeout, hints, on_no_input, next"
+        "allowed keys: kind, prompt, reprompt, input, retries, timeout, hints, on_no_input, on_no_match, next"
     ]
 
 
 def test_unknown_top_level_key() -> None:
     assert problems(edited("company: Acme\n", "company: Acme\ncompnay: Acme\n")) == [
         "t.yaml:2:1 key 'compnay': unknown key (did you mean 'company'?); "
-        "allowed keys: name, company, language, voice, start, departments, nodes"
+        "allowed keys: name, company, language, voice, languages, goodbye, start, departments, nodes"
     ]
 
 
@@ -162,7 +162,7 @@ def test_unknown_template_variable_lists_the_allowed_ones() -> None:
 def test_first_name_only_in_known_caller_text() -> None:
     assert problems(edited("{company}.", "{first_name}.")) == [
         "t.yaml:9:11 node 'welcome': key 'text': {first_name} can only be used in a say node's "
-        "known_caller_text; allowed here: {company}"
+        "known_caller_text, or in texts reached only after a branch rule with `known: true`; allowed here: {company}"
     ]
     text = edited("    next: reason\n", '    known_caller_text: "Hi {first_name}."\n    next: reason\n')
     assert parse_flow(text, source="t.yaml").nodes["welcome"].kind == "say"
@@ -208,8 +208,7 @@ def test_attribute_access_in_template_is_not_a_variable() -> None:
 
 def test_yaml_syntax_error_has_a_position() -> None:
     assert problems(edited("prompt: What is it about?", "prompt: [What is it about?")) == [
-        "t.yaml:13:30 YAML syntax error: while parsing a flow sequence at line 13, "
-        "expected ',' or ']', but got '?'"
+        "t.yaml:13:30 YAML syntax error: while parsing a flow sequence at line 13, expected ',' or ']', but got '?'"
     ]
 
 
@@ -250,9 +249,7 @@ def test_menu_department_list_is_checked() -> None:
 
 
 def test_loop_of_say_nodes_is_rejected_where_it_closes() -> None:
-    text = edited(
-        "    next: reason\n", "    next: again\n  again:\n    kind: say\n    text: Hm.\n    next: welcome\n"
-    )
+    text = edited("    next: reason\n", "    next: again\n  again:\n    kind: say\n    text: Hm.\n    next: welcome\n")
     assert problems(text) == [
         "t.yaml:14:11 node 'again': key 'next': loops back to 'welcome' (welcome -> again -> welcome) "
         "without ever asking the caller anything; the call would never progress"
@@ -275,14 +272,14 @@ def test_loop_through_an_ask_is_fine() -> None:
 def test_unknown_node_kind() -> None:
     assert problems(edited("    kind: route\n", "    kind: rout\n")) == [
         "t.yaml:22:11 node 'route': key 'kind': unknown node kind 'rout' (did you mean 'route'?); "
-        "expected one of: say, ask, menu, route, transfer, hangup"
+        "expected one of: say, ask, menu, route, branch, hours, language, transfer, voicemail, goto, hangup, survey"
     ]
 
 
 def test_node_without_kind() -> None:
     assert problems(edited("    kind: transfer\n", "    department: billing\n")) == [
         "t.yaml:27:5 node 'transfer': key 'kind': required key is missing: every node needs a kind "
-        "(say, ask, menu, route, transfer, hangup)"
+        "(say, ask, menu, route, branch, hours, language, transfer, voicemail, goto, hangup, survey)"
     ]
 
 
@@ -352,8 +349,7 @@ def test_semantic_checks_still_run_when_another_node_is_malformed() -> None:
     text = edited("    threshold: 0.3\n", "")  # route node is now invalid...
     text = edited("    on_no_input: keypad\n", "    on_no_input: keypd\n", text)  # ...and reason dangles
     assert problems(text) == [
-        "t.yaml:14:18 node 'reason': key 'on_no_input': points to unknown node 'keypd' "
-        "(did you mean 'keypad'?)",
+        "t.yaml:14:18 node 'reason': key 'on_no_input': points to unknown node 'keypd' (did you mean 'keypad'?)",
         "t.yaml:22:5 node 'route': key 'threshold': required key is missing",
     ]
 
@@ -361,10 +357,7 @@ def test_semantic_checks_still_run_when_another_node_is_malformed() -> None:
 def test_flow_issue_fields_and_format() -> None:
     issue = FlowIssue("ivr_flows/main.yaml", 14, 7, "pay", "next", "points to unknown node 'pya'")
     assert str(issue) == "ivr_flows/main.yaml:14:7 node 'pay': key 'next': points to unknown node 'pya'"
-    assert (
-        str(FlowIssue("f.yaml", 1, 1, None, "", "the flow file is empty"))
-        == "f.yaml:1:1 the flow file is empty"
-    )
+    assert str(FlowIssue("f.yaml", 1, 1, None, "", "the flow file is empty")) == "f.yaml:1:1 the flow file is empty"
     with pytest.raises(AttributeError):
         issue.line = 3  # type: ignore[misc]
 
@@ -457,9 +450,7 @@ def test_flow_models_are_frozen(sample_flow: Flow) -> None:
     ],
 )
 def test_only_plain_placeholders(template: str, message: str) -> None:
-    assert problems(edited("{company}.", template + ".")) == [
-        f"t.yaml:9:11 node 'welcome': key 'text': {message}"
-    ]
+    assert problems(edited("{company}.", template + ".")) == [f"t.yaml:9:11 node 'welcome': key 'text': {message}"]
 
 
 def test_literal_braces_are_fine() -> None:

@@ -1,0 +1,60 @@
+"""`warmline flows try`: how a flow's classifier routes real caller words, one line per phrase."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ivr_flows import Flow, FlowError, RouteNode, load_flow
+
+
+def resolve_flow(name_or_path: str, *, directory: Path) -> Flow:
+    """A flow by file path, or by name inside the flows folder."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = directory / f"{name_or_path}.yaml"
+    try:
+        return load_flow(path)
+    except FileNotFoundError:
+        raise click.ClickException(f"no flow file {name_or_path!r} (looked in {directory})") from None
+    except FlowError as exc:
+        raise click.ClickException(f"the flow does not validate:\n{exc}") from None
+
+
+def route_phrase(flow: Flow, phrase: str) -> dict[str, object]:
+    """Route like the flow's first `route` node would: below its threshold the caller goes to its fallback."""
+    route = next((node for node in flow.nodes.values() if isinstance(node, RouteNode)), None)
+    result = flow.classifier.classify(phrase)
+    threshold = route.threshold if route else 0.0
+    fallback = route.fallback if route else result.department
+    department = result.department if result.confidence >= threshold else fallback
+    return {
+        "phrase": phrase,
+        "department": department,
+        "confidence": round(result.confidence, 3),
+        "best_match": result.department,
+        "below_threshold": result.confidence < threshold,
+    }
+
+
+@click.command("try")
+@click.argument("flow")
+@click.argument("phrases", nargs=-1)
+@click.option("--format", "output_format", type=click.Choice(["human", "json"]), default="human", show_default=True)
+@click.option(
+    "--directory", type=click.Path(path_type=Path, file_okay=False), default=Path("ivr_flows"), show_default=True
+)
+def try_flow(flow: str, phrases: tuple[str, ...], output_format: str, directory: Path) -> None:
+    """Route each PHRASE (or each line on stdin) through FLOW's classifier: department and confidence per line."""
+    loaded = resolve_flow(flow, directory=directory)
+    lines = list(phrases) or [line.strip() for line in sys.stdin if line.strip()]
+    results = [route_phrase(loaded, phrase) for phrase in lines]
+    if output_format == "json":
+        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    for result in results:
+        note = f" (best match {result['best_match']}, below threshold)" if result["below_threshold"] else ""
+        click.echo(f"{result['department']:<20} {result['confidence']:.2f}  {result['phrase']}{note}")
