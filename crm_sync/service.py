@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, func, insert, or_, select, update
@@ -143,21 +143,44 @@ def _connection(db: Db) -> Connection:
 
 @dataclass(frozen=True)
 class CallerView:
+    """What a flow's branches may ask about a caller, read in one statement."""
+
     id: int
     name: str
     tier: str
+    custom_fields: dict[str, Any]
+    last_contact_at: datetime | None
+    has_open_task: bool
 
     @property
     def first_name(self) -> str:
         return self.name.split()[0] if self.name.strip() else ""
 
 
-_CALLER_BY_PHONE = select(Customer.id, Customer.name, Customer.tier).where(Customer.phone == bindparam("phone"))
+_LAST_CONTACT = select(func.max(Interaction.started_at)).where(Interaction.customer_id == Customer.id).scalar_subquery()
+_OPEN_TASKS = (
+    select(func.count(Task.id)).where(Task.customer_id == Customer.id, Task.state == TaskState.OPEN).scalar_subquery()
+)
+_CALLER_BY_PHONE = select(
+    Customer.id,
+    Customer.name,
+    Customer.tier,
+    Customer.custom_fields,
+    _LAST_CONTACT.label("last_contact_at"),
+    _OPEN_TASKS.label("open_tasks"),
+).where(Customer.phone == bindparam("phone"))
 
 
 def caller_view(db: Db, phone_e164: str) -> CallerView | None:
     row = _connection(db).execute(_CALLER_BY_PHONE, {"phone": phone_e164}).first()
-    return CallerView(row.id, row.name, row.tier) if row else None
+    if row is None:
+        return None
+    last = row.last_contact_at
+    if isinstance(last, str):  # SQLite returns an aggregate of a typed column untyped
+        last = datetime.fromisoformat(last)
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
+    return CallerView(row.id, row.name, row.tier, row.custom_fields or {}, last, bool(row.open_tasks))
 
 
 @dataclass(frozen=True)

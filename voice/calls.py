@@ -28,9 +28,13 @@ from ivr_flows import (
     DigitsPressed,
     Flow,
     NoInput,
+    Recorded,
     SpeechHeard,
     Step,
     Transfer,
+    TransferEnded,
+    TransferNode,
+    VoicemailNode,
     advance,
     start_call,
 )
@@ -118,20 +122,18 @@ class CallService:
         self._pull_caller = pull_caller
         # Called after commit for each voicemail; the app transcribes it in the background.
         self._transcribe = transcribe
+        #: What time the flow's `hours` nodes see (tests set a fixed one).
+        self.clock: Callable[[], datetime] = utcnow
 
     # --- the IVR ---------------------------------------------------------------------------------------------------
 
     def incoming(self, call: IncomingCall) -> Reply:
         number = caller_e164(call.from_number, default_region=self._settings.default_region)
         flow = self._flows.for_number(caller_e164(call.to_number, default_region=self._settings.default_region))
+        now = self.clock()
         with self._store.transaction() as session:
             customer = crm.caller_view(session, number)
-            facts = CallerFacts(
-                known=customer is not None,
-                first_name=customer.first_name if customer else None,
-                tier=customer.tier if customer else None,
-            )
-            state, step = start_call(flow, facts)
+            state, step = start_call(flow, _caller_facts(customer, now=now), now=now)
             flow_state = _with_city(state, call.caller_city)
             row, created = crm.insert_interaction(
                 session,
@@ -172,7 +174,7 @@ class CallService:
                 event = SpeechHeard(text=heard.speech, confidence=heard.speech_confidence)
             else:
                 event = NoInput()
-            state, step = advance(flow, state, event)
+            state, step = advance(flow, state, event, now=self.clock())
             flow_state = _with_city(state, _city(row.flow_state))
             return self._after_step(session, row, flow, state, step, flow_state=flow_state)
 
@@ -194,6 +196,8 @@ class CallService:
                 issue_text=state.issue_text,
                 capture_method=state.capture,
                 speech_confidence=state.speech_confidence,
+                language=state.language,
+                survey=dict(state.survey),
             )
         if isinstance(step.action, Transfer):
             values.update(department=step.action.department, confidence=state.confidence)
@@ -371,8 +375,10 @@ class CallService:
                 offer.state = OfferState.ENDED
             if crm.release_rep(session, offer.rep_id, now=now):
                 pulls.extend(self._pull_for_freed_rep(session, offer.rep_id))
-            if accepted or interaction.status is InteractionStatus.ENDED:
-                reply: Reply = Goodbye(
+            if accepted and interaction.status is not InteractionStatus.ENDED:
+                reply = self._after_conversation(interaction, flow)
+            elif accepted or interaction.status is InteractionStatus.ENDED:
+                reply = Goodbye(
                     say=(f"Thanks for calling {flow.company}. Goodbye.",), language=flow.language, voice=flow.voice
                 )
             else:
@@ -381,6 +387,15 @@ class CallService:
                 reply = self._transfer_orm(session, interaction, flow, say=("Let me find someone else for you.",))
         self._after_commit(pulls)
         return reply
+
+    def _after_conversation(self, interaction: Interaction, flow: Flow) -> Reply:
+        """The rep hung up first and the caller is still there: the flow's transfer `after` exit (a survey)."""
+        state = CallState.model_validate(_without_city(interaction.flow_state))
+        if state.finished and isinstance(flow.nodes.get(state.node), TransferNode):
+            state, step = advance(flow, state, TransferEnded(), now=self.clock())
+            interaction.flow_state = _with_city(state, _city(interaction.flow_state))
+            return FlowReply(step)
+        return Goodbye(say=(f"Thanks for calling {flow.company}. Goodbye.",), language=flow.language, voice=flow.voice)
 
     # --- the queue -------------------------------------------------------------------------------------------------
 
@@ -541,11 +556,19 @@ class CallService:
                 note=f"Return the voicemail from {caller}{about} ({duration_seconds} s): {recording_url}",
             )
             log.info("voicemail of %ss on %s filed", duration_seconds, call_sid)
-            reply = Goodbye(
+            reply: Reply = Goodbye(
                 say=("Thanks, we've got your message and will call you back. Goodbye.",),
                 language=flow.language,
                 voice=flow.voice,
             )
+            state = CallState.model_validate(_without_city(interaction.flow_state))
+            if not state.finished and isinstance(flow.nodes.get(state.node), VoicemailNode):
+                # The flow asked for this message (a `voicemail` node): it says what comes next.
+                recorded = Recorded(recording_url=recording_url, duration_seconds=duration_seconds)
+                state, step = advance(flow, state, recorded, now=self.clock())
+                interaction.flow_state = _with_city(state, _city(interaction.flow_state))
+                if not isinstance(step.action, Transfer):
+                    reply = FlowReply(step)
         if recording_url:
             self._transcribe(VoicemailJob(call_sid=call_sid, recording_url=recording_url, flow=flow))
         return reply
@@ -613,6 +636,22 @@ class CallService:
     def _after_commit(self, pulls: list[Pull]) -> None:
         for pull in pulls:
             self._pull_caller(pull)
+
+
+def _caller_facts(customer: crm.CallerView | None, *, now: datetime) -> CallerFacts:
+    if customer is None:
+        return CallerFacts(known=False)
+    custom = {str(key): str(value) for key, value in customer.custom_fields.items()}
+    since = (now - customer.last_contact_at).days if customer.last_contact_at else None
+    return CallerFacts(
+        known=True,
+        first_name=customer.first_name or None,
+        tier=customer.tier,
+        language=custom.get("language"),
+        open_case=customer.has_open_task,
+        days_since_last_contact=since,
+        custom=custom,
+    )
 
 
 def _outcome_at_end(interaction: Interaction, call_status: str) -> Outcome:

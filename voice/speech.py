@@ -697,6 +697,18 @@ class Pyttsx3Synthesizer:
     def synthesize(self, text: str) -> bytes:
         if not text.strip():
             raise ValueError("nothing to say")
+        # espeak writes the file from its own thread; under load pyttsx3 now and then returns before (or without)
+        # writing it. A second try has always produced it here, so try a few times before giving up.
+        failure: SynthesisFailed | None = None
+        for _attempt in range(3):
+            try:
+                return self._synthesize_once(text)
+            except SynthesisFailed as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    def _synthesize_once(self, text: str) -> bytes:
         import pyttsx3  # type: ignore[import-untyped, unused-ignore]
 
         with _PYTTSX3_LOCK, tempfile.TemporaryDirectory(prefix="warmline-tts-") as tmp:

@@ -8,6 +8,7 @@ from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from ivr_flows import Gather as GatherAction
 from ivr_flows import Hangup as HangupAction
+from ivr_flows import Record as RecordAction
 from voice.replies import (
     Acknowledge,
     Bridge,
@@ -65,6 +66,8 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
                 _gather(response, action, step.language, step.voice, url_for)
             elif isinstance(action, HangupAction):
                 response.hangup()
+            elif isinstance(action, RecordAction):
+                _record(response, action.max_length, url_for)
         case DialRep():
             _say_all(response, reply.say, reply.language, reply.voice)
             dial = Dial(

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,41 @@ def test_a_voicemail_is_filed_with_a_follow_up_task_and_transcribed_offline(
         [task] = crm.tasks_for_interaction(session, record.id)
         assert task.kind == "voicemail" and task.customer_id == record.customer_id
         assert "Jane Doe" in task.note and "charged" in task.note
+
+
+def test_after_the_rep_hangs_up_the_caller_answers_the_survey(phone_system: PhoneSystem) -> None:
+    phone_system.twilio.register_rep(ALICE, RepScript.accepts(talk_seconds=20))
+    call = phone_system.call(JANE, Speech("I need a refund"), Digits("5"), talk_seconds=None)
+    assert call.wait_finished(timeout=WAIT)
+    heard = " ".join(call.heard("caller"))
+    assert "How satisfied were you" in heard and heard.endswith("Goodbye.")
+    record = interaction(phone_system, call.sid)
+    assert record.outcome is Outcome.ANSWERED
+    assert list(record.survey.values()) == ["5"]
+
+
+NEW_YORK_SUNDAY_NIGHT = datetime(2026, 11, 23, 3, 30, tzinfo=UTC)  # Sunday 22:30 in New York: closed
+
+
+def test_after_hours_the_flow_takes_a_message_in_the_chosen_language(
+    phone_system_factory: Callable[..., PhoneSystem],
+) -> None:
+    system = phone_system_factory(flows={"reload_interval": 0, "numbers": {"+15550001234": "support_hours"}})
+    system.app.extensions["warmline"].calls.clock = lambda: NEW_YORK_SUNDAY_NIGHT
+    call = system.twilio.place_call(
+        from_=JANE,
+        to="+15550001234",
+        script=CallerScript([Digits("2"), Recording(duration=6)]),
+        status_callback="/voice/status",
+    )
+    assert call.wait_finished(timeout=WAIT)
+    assert call.errors == []
+    record = interaction(system, call.sid)
+    assert record.flow_name == "support_hours"
+    assert record.language == "es-MX"
+    assert record.outcome is Outcome.VOICEMAIL and record.recording_url
+    spanish = [entry for entry in call.transcript if entry.party == "caller" and entry.verb == "Say"]
+    assert spanish[-1].attrs.get("language") == "es-MX"
+    with system.store.unit_of_work() as session:
+        [task] = crm.tasks_for_interaction(session, record.id)
+        assert task.kind == "voicemail" and "Jane Doe" in task.note
