@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -439,16 +439,24 @@ class RepRow:
 _FREE_REPS = (
     select(Rep.id)
     .join(RepSkill, RepSkill.rep_id == Rep.id)
-    .where(
-        Rep.state == RepState.AVAILABLE,
-        RepSkill.department == bindparam("department"),
-        Rep.id.not_in(bindparam("exclude", expanding=True)),
-        or_(bindparam("only", type_=Integer) == None, Rep.id == bindparam("only", type_=Integer)),  # noqa: E711
-    )
+    .where(Rep.state == RepState.AVAILABLE, RepSkill.department == bindparam("department"))
     .order_by(Rep.available_since.asc().nulls_first(), Rep.id)
     .limit(1)
 )
-_FREE_REP_LOCKED = _FREE_REPS.with_for_update(skip_locked=True, of=Rep)
+# Variants rather than optional clauses: an "expanding" IN re-renders its SQL on every execution, so it is only
+# used when someone is actually excluded.
+_FREE_REP_VARIANTS = {
+    (excluding, only): (
+        _FREE_REPS.where(*([Rep.id.not_in(bindparam("exclude", expanding=True))] if excluding else [])).where(
+            *([Rep.id == bindparam("only")] if only else [])
+        )
+    )
+    for excluding in (False, True)
+    for only in (False, True)
+}
+_FREE_REP_LOCKED_VARIANTS = {
+    key: statement.with_for_update(skip_locked=True, of=Rep) for key, statement in _FREE_REP_VARIANTS.items()
+}
 _TAKE_REP = (
     update(Rep)
     .where(Rep.id == bindparam("rep_id"), Rep.state == RepState.AVAILABLE)
@@ -457,14 +465,22 @@ _TAKE_REP = (
 )
 
 
-def _free_rep_params(department: str, exclude_rep_ids: Collection[int], only_rep_id: int | None) -> dict[str, Any]:
-    return {"department": department, "exclude": list(exclude_rep_ids), "only": only_rep_id}
+def _free_rep_query(
+    department: str, exclude_rep_ids: Collection[int], only_rep_id: int | None, *, locked: bool
+) -> tuple[Any, dict[str, Any]]:
+    key = (bool(exclude_rep_ids), only_rep_id is not None)
+    params: dict[str, Any] = {"department": department}
+    if exclude_rep_ids:
+        params["exclude"] = list(exclude_rep_ids)
+    if only_rep_id is not None:
+        params["only"] = only_rep_id
+    return (_FREE_REP_LOCKED_VARIANTS if locked else _FREE_REP_VARIANTS)[key], params
 
 
 def free_rep_exists(db: Db, *, department: str, exclude_rep_ids: Collection[int]) -> bool:
     """A plain read, no locks: cheap enough for every turn of every hold loop."""
-    params = _free_rep_params(department, exclude_rep_ids, None)
-    return _connection(db).execute(_FREE_REPS, params).first() is not None
+    statement, params = _free_rep_query(department, exclude_rep_ids, None, locked=False)
+    return _connection(db).execute(statement, params).first() is not None
 
 
 def reserve_rep(
@@ -482,9 +498,8 @@ def reserve_rep(
     SQLite: transactions are serialised by BEGIN IMMEDIATE (see crm_sync.db), so the same statements are atomic.
     """
     connection = _connection(db)
-    rep_id = connection.execute(
-        _FREE_REP_LOCKED, _free_rep_params(department, exclude_rep_ids, only_rep_id)
-    ).scalar_one_or_none()
+    statement, params = _free_rep_query(department, exclude_rep_ids, only_rep_id, locked=True)
+    rep_id = connection.execute(statement, params).scalar_one_or_none()
     if rep_id is None:
         return None
     taken = connection.execute(_TAKE_REP, {"rep_id": rep_id, "now": now}).first()
@@ -536,22 +551,26 @@ def offered_rep_ids(db: Db, interaction_id: int) -> set[int]:
     return set(_connection(db).execute(_OFFERED_REPS, {"interaction_id": interaction_id}).scalars())
 
 
-_ON_DUTY = (
+_ON_DUTY_ANYONE = (
     select(Rep.id)
     .join(RepSkill, RepSkill.rep_id == Rep.id)
     .where(
         RepSkill.department == bindparam("department"),
         Rep.state.in_([RepState.AVAILABLE, RepState.RESERVED, RepState.ON_CALL]),
-        Rep.id.not_in(bindparam("exclude", expanding=True)),
     )
     .limit(1)
 )
+# An "expanding" IN re-renders its SQL on every execution: keep it out of the common case (nobody excluded).
+_ON_DUTY_EXCEPT = _ON_DUTY_ANYONE.where(Rep.id.not_in(bindparam("exclude", expanding=True)))
 
 
 def department_has_reps_on_duty(db: Db, department: str, *, exclude_rep_ids: Collection[int] = ()) -> bool:
     """Someone with the skill is logged in (free, ringing or talking) and not excluded: worth queueing for."""
-    params = {"department": department, "exclude": list(exclude_rep_ids)}
-    return _connection(db).execute(_ON_DUTY, params).first() is not None
+    if exclude_rep_ids:
+        statement, params = _ON_DUTY_EXCEPT, {"department": department, "exclude": list(exclude_rep_ids)}
+    else:
+        statement, params = _ON_DUTY_ANYONE, {"department": department}
+    return _connection(db).execute(statement, params).first() is not None
 
 
 def find_rep(session: Session, name: str) -> Rep:

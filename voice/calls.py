@@ -196,9 +196,12 @@ class CallService:
                 issue_text=state.issue_text,
                 capture_method=state.capture,
                 speech_confidence=state.speech_confidence,
-                language=state.language,
-                survey=dict(state.survey),
             )
+            # Only when there is something: a JSON column costs encoding on every gather.
+            if state.language:
+                values["language"] = state.language
+            if state.survey:
+                values["survey"] = dict(state.survey)
         if isinstance(step.action, Transfer):
             values.update(department=step.action.department, confidence=state.confidence)
             reply, transfer_values = self._transfer(
