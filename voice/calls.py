@@ -532,6 +532,25 @@ class CallService:
         self._after_commit(pulls)
         return pulls
 
+    def interaction_summary(self, call_sid: str) -> dict[str, object]:
+        """The interaction as the CRM recorded it, for people (the simulator prints it)."""
+        with self._store.unit_of_work() as session:
+            record = crm.require_interaction(session, call_sid)
+            return {
+                "caller": mask_phone(record.caller_number),
+                "customer": record.customer.name if record.customer else None,
+                "issue": record.issue_text,
+                "captured by": record.capture_method,
+                "department": record.department,
+                "confidence": record.confidence,
+                "rep": record.rep.name if record.rep else None,
+                "whisper": record.summary,
+                "outcome": record.outcome.value if record.outcome else None,
+                "hold seconds": record.hold_seconds,
+                "survey": record.survey or None,
+                "flow": f"{record.flow_name}@{record.flow_version}",
+            }
+
     def rep_roster(self) -> list[RepView]:
         with self._store.unit_of_work() as session:
             return [

@@ -16,6 +16,7 @@ from crm_sync.phones import mask_phone
 from crm_sync.service import UnknownRep
 from ivr_flows.cli import flows
 from voice import create_app
+from voice.emulator import RepScript
 from voice.flows_try import try_flow
 from voice.twilio_rest import InlineRunner
 from voice.wiring import LOCAL_BASE_URL, Warmline, assemble
@@ -244,6 +245,75 @@ def call(caller: str, called: str, base_url: str | None, rep_behaviour: str, inp
     for error in placed.errors:
         click.echo(f"twilio error: {error}", err=True)
     click.echo(f"call {placed.sid} ended: {placed.status}, {placed.duration} s")
+
+
+@main.command("simulate")
+@click.option("--from", "caller_number", default="+15551230001", show_default=True, help="the number you call from")
+@click.option("--to", "called", default="+15550009999", show_default=True, help="the number you dial")
+@click.option(
+    "--flow",
+    "flow_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="try this flow file instead of the configured default",
+)
+@click.option(
+    "--rep",
+    "rep_behaviour",
+    type=click.Choice(["accepts", "declines", "no-answer"]),
+    default="accepts",
+    show_default=True,
+    help="what every rep does when their phone rings",
+)
+@click.option("--mute", is_flag=True, help="only print the prompts, do not speak them")
+@with_appcontext
+def simulate(caller_number: str, called: str, flow_file: Path | None, rep_behaviour: str, mute: bool) -> None:
+    """A terminal phone: call the flow, type what you would say (words, keypad digits, or a .wav file to transcribe,
+    empty for silence), hear the prompts, and see the interaction as recorded in the CRM."""
+    from voice.simulate import TerminalCaller, run_simulation, speaker
+
+    warmline = _warmline()
+    settings = warmline.settings
+    warmline.store.upgrade()
+    overrides: dict[str, Any] = {"flows": {"reload_interval": 0, "default": settings.flows.default}}
+    if flow_file is not None:
+        overrides["flows"] = {"reload_interval": 0, "directory": str(flow_file.parent), "default": flow_file.stem}
+
+    def make_app(public_url: str, rest_url: str) -> Flask:
+        return create_app({**overrides, "public_url": public_url, "twilio_api_url": rest_url, "log_level": "WARNING"})
+
+    def transcribe(audio: bytes) -> str:
+        from voice.speech import TranscriptionFailed, make_transcriber
+
+        flow = warmline.flows.current()
+        try:
+            return make_transcriber("sphinx", flow, workdir=settings.instance_path / "speech").transcribe(audio).text
+        except TranscriptionFailed as exc:
+            click.echo(f"(could not transcribe: {exc})")
+            return ""
+
+    script = {"accepts": RepScript.accepts(talk_seconds=10), "declines": RepScript.declines()}.get(
+        rep_behaviour, RepScript.no_answer()
+    )
+    caller = TerminalCaller(
+        ask=lambda prompt: click.prompt(prompt.strip(), default="", show_default=False),
+        say=speaker(mute=mute),
+        transcribe=transcribe,
+    )
+    call = run_simulation(
+        make_app,
+        caller=caller,
+        from_=caller_number,
+        to=called,
+        account_sid=settings.account_sid,
+        auth_token=settings.auth_token,
+        rep_script=script,
+        rep_phones=[rep.phone for rep in warmline.calls.rep_roster()],
+    )
+    click.echo(f"-- call ended: {call.status}, {call.duration} s")
+    record = warmline.calls.interaction_summary(call.sid)
+    for key, value in record.items():
+        click.echo(f"   {key}: {value}")
 
 
 def _print_report(report: csv_import.ImportReport, what: str) -> None:

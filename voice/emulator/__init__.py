@@ -20,16 +20,29 @@ from voice.emulator.calls import (
     WebhookRequest,
 )
 from voice.emulator.emulator import DEFAULT_ACCOUNT_SID, TwilioEmulator
-from voice.emulator.parties import CallerScript, Digits, Recording, RepScript, Silence, Speech
+from voice.emulator.parties import (
+    CallerInput,
+    CallerScript,
+    Digits,
+    InputSource,
+    Party,
+    Recording,
+    RepScript,
+    Silence,
+    Speech,
+)
 from voice.emulator.rest import RestRequest
 
 __all__ = [
     "APPLICATION_ERROR_MESSAGE",
     "DEFAULT_ACCOUNT_SID",
+    "CallerInput",
     "CallerScript",
     "Digits",
     "EmulatedCall",
+    "InputSource",
     "LegInfo",
+    "Party",
     "Recording",
     "RepScript",
     "RestRequest",

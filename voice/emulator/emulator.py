@@ -17,7 +17,7 @@ from typing import Literal
 import requests
 
 from voice.emulator.calls import CallbackSpec, EmulatedCall, HangupSignal, Leg, new_sid
-from voice.emulator.parties import CallerScript, InputSource, RepCursor, RepScript
+from voice.emulator.parties import CallerScript, InputSource, Party, RepCursor, RepScript
 from voice.emulator.rest import FakeRestApi, OutboundCallRequest, RestRequest
 from voice.emulator.runtime import Config, Runtime
 from voice.emulator.twiml import new_session, run_inbound_call, run_outbound_call
@@ -140,7 +140,7 @@ class TwilioEmulator:
         self,
         from_: str,
         to: str,
-        script: CallerScript | None = None,
+        script: CallerScript | Party | None = None,
         voice_url: str = "/voice/incoming",
         status_callback: str | None = None,
         *,

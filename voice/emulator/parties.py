@@ -83,6 +83,12 @@ class InputSource(Protocol):
         ...
 
 
+class Party(Protocol):
+    """Anything that can take part in calls: gives each call its own :class:`InputSource`."""
+
+    def cursor(self) -> InputSource: ...
+
+
 AnswerMode = Literal["answer", "busy", "no-answer"]
 
 
