@@ -51,6 +51,10 @@ def _configure_sqlite(engine: Engine, *, immediate: bool, lock_path: Path | None
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Read pages through a shared memory map: when another worker process commits, this connection's page
+        # cache is invalidated, and without the map every transaction would copy its pages in again with read()
+        # (measured: 2 gunicorn workers served 511 -> 1191 requests/s with it, bench/webhook.py).
+        cursor.execute("PRAGMA mmap_size=268435456")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -195,6 +195,8 @@ class CallRow:
     flow_state: dict[str, Any]
     department: str | None
     enqueued_at: datetime | None
+    #: Whether any rep was ever offered this call (if not, nobody needs excluding from the next pick).
+    offered: bool = False
 
 
 _CALL_COLUMNS = (
@@ -206,6 +208,7 @@ _CALL_COLUMNS = (
     Interaction.flow_state,
     Interaction.department,
     Interaction.enqueued_at,
+    exists().where(Offer.interaction_id == Interaction.id).label("offered"),
 )
 
 
@@ -390,6 +393,50 @@ _WAITING_IN = (
 
 def has_waiting_callers(db: Db, department: str) -> bool:
     return _connection(db).execute(_WAITING_IN, {"department": department}).first() is not None
+
+
+@dataclass(frozen=True)
+class DepartmentProbe:
+    """Where a department stands for one more caller, read in one statement."""
+
+    #: Callers are already waiting in its queue (they go first).
+    waiting: bool
+    #: A rep with the skill is available now (not counting the excluded).
+    free: bool
+    #: A rep with the skill is logged in — free, ringing or talking (not counting the excluded): worth queueing for.
+    on_duty: bool
+
+
+def _skilled_reps(states: Sequence[RepState], *, excluding: bool) -> Any:
+    query = (
+        select(Rep.id)
+        .join(RepSkill, RepSkill.rep_id == Rep.id)
+        # Equalities, not IN: a literal IN list is an "expanding" parameter, re-rendered on every execution.
+        .where(RepSkill.department == bindparam("department"), or_(*(Rep.state == state for state in states)))
+    )
+    return query.where(Rep.id.not_in(bindparam("exclude", expanding=True))) if excluding else query
+
+
+_ON_DUTY_STATES = (RepState.AVAILABLE, RepState.RESERVED, RepState.ON_CALL)
+# Variants, not optional clauses: an "expanding" IN re-renders its SQL on every execution, so it is only used when
+# someone is actually excluded (a caller some rep already let ring out).
+_PROBES = {
+    excluding: select(
+        exists(_WAITING_IN).label("waiting"),
+        exists(_skilled_reps([RepState.AVAILABLE], excluding=excluding)).label("free"),
+        exists(_skilled_reps(_ON_DUTY_STATES, excluding=excluding)).label("on_duty"),
+    )
+    for excluding in (False, True)
+}
+
+
+def probe_department(db: Db, department: str, *, exclude_rep_ids: Collection[int] = ()) -> DepartmentProbe:
+    """Waiting callers, a free rep, anyone on duty: the three facts a transfer decides on, in one round trip."""
+    params: dict[str, Any] = {"department": department}
+    if exclude_rep_ids:
+        params["exclude"] = list(exclude_rep_ids)
+    row = _connection(db).execute(_PROBES[bool(exclude_rep_ids)], params).one()
+    return DepartmentProbe(waiting=bool(row.waiting), free=bool(row.free), on_duty=bool(row.on_duty))
 
 
 def next_waiting_caller_for(session: Session, rep: Rep) -> Interaction | None:

@@ -641,7 +641,25 @@ def _department_for_digits(flow: Flow, digits: str, allowed: tuple[str, ...]) ->
     return None
 
 
+# Hints depend only on the flow, the node and the language, and every ask of every call needs them: computed once.
+# Keyed by object ids with the objects kept in the value, so an id cannot be reused by another flow while cached.
+_HINTS: dict[tuple[int, int, str], tuple[Flow, AskNode, tuple[str, ...]]] = {}
+_HINTS_MAX = 1024
+
+
 def _speech_hints(flow: Flow, node: AskNode, language: str) -> tuple[str, ...]:
+    key = (id(flow), id(node), language)
+    cached = _HINTS.get(key)
+    if cached is not None and cached[0] is flow and cached[1] is node:
+        return cached[2]
+    hints = _compute_speech_hints(flow, node, language)
+    if len(_HINTS) >= _HINTS_MAX:
+        _HINTS.clear()
+    _HINTS[key] = (flow, node, hints)
+    return hints
+
+
+def _compute_speech_hints(flow: Flow, node: AskNode, language: str) -> tuple[str, ...]:
     """The ask's own hints, then department names, then short example phrases; deduplicated."""
     candidates = [*node.hints, *(flow.department_name(key, language) for key in flow.departments)]
     for department in flow.departments.values():

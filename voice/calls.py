@@ -205,7 +205,7 @@ class CallService:
         if isinstance(step.action, Transfer):
             values.update(department=step.action.department, confidence=state.confidence)
             reply, transfer_values = self._transfer(
-                session, call.id, step.action.department, call.enqueued_at, flow, say=step.say
+                session, call.id, step.action.department, call.enqueued_at, flow, say=step.say, offered=call.offered
             )
             values.update(transfer_values)
         else:
@@ -242,15 +242,18 @@ class CallService:
         flow: Flow,
         *,
         say: tuple[str, ...],
+        offered: bool = True,
     ) -> tuple[Reply, dict[str, object]]:
         """Reserve the longest-idle rep with the skill, or queue the caller. Callers already waiting go first.
 
+        ``offered``: whether any rep may have been offered this call before (those are not offered it again).
         Returns the reply and the interaction's new column values, for the caller to write in its one UPDATE.
         """
         now = utcnow()
         rep: crm.RepRow | None = None
-        already_offered = crm.offered_rep_ids(session, interaction_id)
-        if not crm.has_waiting_callers(session, department):
+        already_offered = crm.offered_rep_ids(session, interaction_id) if offered else set()
+        probe = crm.probe_department(session, department, exclude_rep_ids=already_offered)
+        if probe.free and not probe.waiting:
             rep = crm.reserve_rep(session, department=department, exclude_rep_ids=already_offered, now=now)
         if rep is not None:
             offer_id = crm.insert_offer(
@@ -259,7 +262,7 @@ class CallService:
             connecting = f"Connecting you to {flow.department_name(department)}."
             reply = self._dial(offer_id, rep.phone, flow, say=(*say, connecting))
             return reply, {"status": InteractionStatus.OFFERING, "rep_id": rep.id}
-        if not crm.department_has_reps_on_duty(session, department, exclude_rep_ids=already_offered):
+        if not probe.on_duty:
             # Nobody on duty, or everyone on duty already let this caller's call ring out: waiting would be for
             # nothing, so say so and take a message rather than hold the caller until max_wait.
             log.warning("no rep on duty for %s; offering voicemail (interaction %s)", department, interaction_id)
