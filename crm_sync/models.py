@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -72,17 +73,27 @@ class Base(DeclarativeBase):
 class RepState(enum.StrEnum):
     OFFLINE = "offline"
     AVAILABLE = "available"
-    RESERVED = "reserved"  # being offered a call (ringing / hearing the whisper)
+    RESERVED = "reserved"  # being offered a call (ringing / hearing the whisper); expires at reserved_until
     ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"  # after-call work; available by itself at wrap_up_until
     AWAY = "away"
+
+
+#: States in which a rep counts as on duty: they will take calls now or soon.
+ON_DUTY_STATES = (RepState.AVAILABLE, RepState.RESERVED, RepState.ON_CALL, RepState.WRAP_UP)
 
 
 class InteractionStatus(enum.StrEnum):
     IN_FLOW = "in_flow"  # talking to the IVR
     OFFERING = "offering"  # a rep is reserved and being offered the call
     QUEUED = "queued"  # waiting in the department queue
+    CALLBACK = "callback"  # hung up keeping a virtual place in the queue; we call back when it is their turn
     CONNECTED = "connected"  # a rep accepted and is talking to the caller
     ENDED = "ended"
+
+
+#: Statuses of callers who hold a place in a department's line (on hold, or virtually for a callback).
+WAITING_STATUSES = (InteractionStatus.QUEUED, InteractionStatus.CALLBACK)
 
 
 class Outcome(enum.StrEnum):
@@ -91,6 +102,8 @@ class Outcome(enum.StrEnum):
     NO_REP = "no-rep"
     FAILED = "failed"
     VOICEMAIL = "voicemail"
+    CALLBACK = "callback"  # served by a rep through a callback
+    CALLBACK_MISSED = "callback-missed"  # every callback attempt went unanswered: a follow-up task was filed
 
 
 class OfferState(enum.StrEnum):
@@ -100,6 +113,10 @@ class OfferState(enum.StrEnum):
     DECLINED = "declined"  # the rep declined, did not answer, or the whisper ended without a key
     CANCELLED = "cancelled"  # the caller hung up, or the offer was withdrawn
     ENDED = "ended"  # an accepted call finished
+
+
+#: Offers still in play: a rep is held for them.
+LIVE_OFFER_STATES = (OfferState.PENDING, OfferState.RINGING, OfferState.ACCEPTED)
 
 
 class Customer(Base):
@@ -131,6 +148,22 @@ class Rep(Base):
     # When the rep last became free: "longest idle first" orders by this.
     available_since: Mapped[datetime | None] = mapped_column()
     languages: Mapped[list[str]] = mapped_column(default=list)
+    # The offer the rep is reserved for or talking on: releases name it, so a late callback about an older offer
+    # can never free (or cut the wrap-up of) a rep who has moved on to another call.
+    current_offer_id: Mapped[int | None] = mapped_column(Integer)
+    # A reservation nobody answered is released by itself at this time (no lost callback can keep it forever).
+    reserved_until: Mapped[datetime | None] = mapped_column()
+    wrap_up_until: Mapped[datetime | None] = mapped_column()
+    # Offers in a row that rang out or were ignored; at the configured limit the rep is set away.
+    missed_offers: Mapped[int] = mapped_column(Integer, default=0)
+    # Away or offline, asked for during a call: taken when the call ends (instead of wrap-up).
+    after_call_state: Mapped[RepState | None] = mapped_column(_enum(RepState))
+    # Round robin hands the next call to the rep offered one longest ago.
+    last_offered_at: Mapped[datetime | None] = mapped_column()
+    # SHA-256 of the rep's API token (the rep console's key to the JSON API); the token itself is never stored.
+    api_token_hash: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("api_token_hash", name="uq_reps_api_token_hash"),)
 
     skills: Mapped[list[RepSkill]] = relationship(back_populates="rep", cascade="all, delete-orphan", lazy="selectin")
 
@@ -144,6 +177,8 @@ class RepSkill(Base):
 
     rep_id: Mapped[int] = mapped_column(ForeignKey("reps.id", ondelete="CASCADE"), primary_key=True)
     department: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    # 1 (can help) to 10 (expert): free reps with the higher level are offered a department's calls first.
+    level: Mapped[int] = mapped_column(Integer, default=5)
 
     rep: Mapped[Rep] = relationship(back_populates="skills")
 
@@ -156,6 +191,9 @@ class Interaction(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), unique=True)
     caller_number: Mapped[str] = mapped_column(String(32), index=True)  # E.164 when it parses
+    called_number: Mapped[str | None] = mapped_column(String(32))  # our number the caller dialled (E.164)
+    # The call carrying the caller now when it is not the first one: the callback we placed to them.
+    live_call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
     flow_name: Mapped[str] = mapped_column(String(100))
     flow_version: Mapped[str] = mapped_column(String(64))
@@ -187,6 +225,16 @@ class Interaction(Base):
     language: Mapped[str | None] = mapped_column(String(16))
     survey: Mapped[dict[str, Any]] = mapped_column(default=dict)  # question id → key pressed
     last_call_status: Mapped[str | None] = mapped_column(String(20))
+    # Place in line: enqueued_at minus the caller's head start (VIP, repeat caller, frustration, callback), so one
+    # ordered column serves priority and first-come-first-served alike (see voice/priority.py).
+    rank_at: Mapped[datetime | None] = mapped_column()
+    priority_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    priority_reasons: Mapped[list[str]] = mapped_column(default=list)
+    # The last wait estimate the caller heard (seconds, as computed before rounding) and when.
+    announced_at: Mapped[datetime | None] = mapped_column()
+    announced_wait: Mapped[int | None] = mapped_column(Integer)
+    # Why the caller is leaving the hold loop (<Leave/>): "callback" or "voicemail" (they pressed a key for it).
+    leave_reason: Mapped[str | None] = mapped_column(String(16))
 
     # Loaded only where needed (the whisper, exports): the hot webhooks never touch them.
     customer: Mapped[Customer | None] = relationship()
@@ -195,6 +243,7 @@ class Interaction(Base):
     __table_args__ = (
         # The queue: waiting interactions of a department, oldest first.
         Index("ix_interactions_queue", "status", "department", "enqueued_at"),
+        Index("ix_interactions_line", "status", "department", "rank_at"),
         Index("ix_interactions_customer_started", "customer_id", "started_at"),
     )
 
@@ -231,6 +280,80 @@ class Offer(Base):
     state: Mapped[OfferState] = mapped_column(_enum(OfferState), default=OfferState.RINGING)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column()
+    # The rep's own call leg (CallSid of the whisper request): what a warm transfer redirects into a conference.
+    rep_call_sid: Mapped[str | None] = mapped_column(String(64))
+    # When the rep answered and heard the whisper (an offer rung but never whispered rang out).
+    whispered_at: Mapped[datetime | None] = mapped_column()
+    # Offers rung together (ring-all strategy) share the id of the first: the first rep to answer takes the call.
+    group_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # What the offer is for: the caller on the line, a callback we place, or a rep-to-rep hand-off.
+    purpose: Mapped[str] = mapped_column(String(16), default="call")
 
     rep: Mapped[Rep] = relationship(lazy="joined")
     interaction: Mapped[Interaction] = relationship()
+
+
+class CallbackState(enum.StrEnum):
+    WAITING = "waiting"  # holding a virtual place in line
+    CALLING = "calling"  # a rep is reserved and we are ringing the customer
+    CONNECTED = "connected"  # the customer answered and is being put through
+    DONE = "done"
+    MISSED = "missed"  # every attempt went unanswered
+    CANCELLED = "cancelled"
+
+
+class Callback(Base):
+    """A caller who chose "call me back" instead of holding: their place in line, kept while they are off the phone."""
+
+    __tablename__ = "callbacks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    interaction_id: Mapped[int] = mapped_column(ForeignKey("interactions.id", ondelete="CASCADE"), unique=True)
+    phone: Mapped[str] = mapped_column(String(32))  # E.164, the number to ring
+    from_number: Mapped[str] = mapped_column(String(32))  # the number the customer called: we ring from it
+    state: Mapped[CallbackState] = mapped_column(_enum(CallbackState), default=CallbackState.WAITING, index=True)
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A retry waits until then (the place in line is kept meanwhile).
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    call_sid: Mapped[str | None] = mapped_column(String(64))  # the attempt ringing now
+    offer_id: Mapped[int | None] = mapped_column(Integer)
+    last_result: Mapped[str | None] = mapped_column(String(32))
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+    interaction: Mapped[Interaction] = relationship()
+
+
+class HandoffState(enum.StrEnum):
+    MOVING = "moving"  # the caller and the first rep are being moved into a conference
+    DIALING = "dialing"  # the caller is on hold in the conference; the target rep is ringing / hearing the whisper
+    CONSULTING = "consulting"  # the target rep joined; the two reps speak while the caller holds
+    COMPLETED = "completed"  # the first rep left: the caller is with the target rep
+    FAILED = "failed"  # the target did not take it: the caller is back with the first rep (or back in line)
+    CANCELLED = "cancelled"  # the caller hung up during the hand-off
+
+
+class Handoff(Base):
+    """A rep-to-rep warm transfer of one call, step by step (the interaction keeps every one)."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    interaction_id: Mapped[int] = mapped_column(ForeignKey("interactions.id", ondelete="CASCADE"), index=True)
+    from_rep_id: Mapped[int] = mapped_column(ForeignKey("reps.id"))
+    to_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
+    to_department: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[HandoffState] = mapped_column(_enum(HandoffState), default=HandoffState.MOVING, index=True)
+    conference: Mapped[str] = mapped_column(String(64))  # the conference's FriendlyName
+    caller_call_sid: Mapped[str] = mapped_column(String(64))
+    from_call_sid: Mapped[str | None] = mapped_column(String(64))  # the first rep's leg
+    to_call_sid: Mapped[str | None] = mapped_column(String(64))  # the target rep's leg (REST-created)
+    to_offer_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    failure: Mapped[str | None] = mapped_column(String(200))
+
+    interaction: Mapped[Interaction] = relationship()
+    from_rep: Mapped[Rep] = relationship(foreign_keys=[from_rep_id])
+    to_rep: Mapped[Rep | None] = relationship(foreign_keys=[to_rep_id])

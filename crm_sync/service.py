@@ -6,18 +6,25 @@ read, decide and write in a single transaction. Nothing here knows about Flask o
 
 from __future__ import annotations
 
+import enum
+import functools
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy import bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from crm_sync.models import (
+    LIVE_OFFER_STATES,
+    ON_DUTY_STATES,
+    Callback,
+    CallbackState,
     Customer,
     Interaction,
     InteractionStatus,
@@ -195,6 +202,7 @@ class CallRow:
     flow_state: dict[str, Any]
     department: str | None
     enqueued_at: datetime | None
+    rank_at: datetime | None
     #: Whether any rep was ever offered this call (if not, nobody needs excluding from the next pick).
     offered: bool = False
 
@@ -208,6 +216,7 @@ _CALL_COLUMNS = (
     Interaction.flow_state,
     Interaction.department,
     Interaction.enqueued_at,
+    Interaction.rank_at,
     exists().where(Offer.interaction_id == Interaction.id).label("offered"),
 )
 
@@ -238,6 +247,7 @@ def insert_interaction(
     flow_version: str,
     flow_state: dict[str, Any],
     now: datetime,
+    called_number: str | None = None,
 ) -> tuple[CallRow, bool]:
     """Open the interaction for a new call. A retried webhook (same CallSid) gets the existing row back.
 
@@ -247,6 +257,7 @@ def insert_interaction(
     values = {
         "call_sid": call_sid,
         "caller_number": caller_number,
+        "called_number": called_number,
         "customer_id": customer_id,
         "flow_name": flow_name,
         "flow_version": flow_version,
@@ -261,7 +272,10 @@ def insert_interaction(
         existing = call_row(db, call_sid, for_update=True)
         assert existing is not None
         return existing, False
-    return CallRow(new_id, call_sid, InteractionStatus.IN_FLOW, flow_name, flow_version, flow_state, None, None), True
+    return (
+        CallRow(new_id, call_sid, InteractionStatus.IN_FLOW, flow_name, flow_version, flow_state, None, None, None),
+        True,
+    )
 
 
 _UPDATE_CALL = update(Interaction).where(Interaction.id == bindparam("interaction_id_"))
@@ -275,13 +289,37 @@ def update_interaction(db: Db, interaction_id: int, **values: Any) -> None:
 _INSERT_OFFER = insert(Offer).returning(Offer.id)
 
 
-def insert_offer(db: Db, *, interaction_id: int, rep_id: int, state: OfferState, now: datetime) -> int:
+def insert_offer(
+    db: Db,
+    *,
+    interaction_id: int,
+    rep_id: int,
+    state: OfferState,
+    now: datetime,
+    group_id: int | None = None,
+    purpose: str = "call",
+) -> int:
     offer_id: int = (
         _connection(db)
-        .execute(_INSERT_OFFER, {"interaction_id": interaction_id, "rep_id": rep_id, "state": state, "created_at": now})
+        .execute(
+            _INSERT_OFFER,
+            {
+                "interaction_id": interaction_id,
+                "rep_id": rep_id,
+                "state": state,
+                "created_at": now,
+                "group_id": group_id,
+                "purpose": purpose,
+            },
+        )
         .scalar_one()
     )
     return offer_id
+
+
+def set_offer_group(db: Db, leader_id: int, offer_ids: Sequence[int]) -> None:
+    """Offers rung together share their first offer's id as group (the leader names itself too)."""
+    _connection(db).execute(update(Offer).where(Offer.id == leader_id).values(group_id=leader_id))
 
 
 # --- interactions --------------------------------------------------------------------------------------------------
@@ -320,7 +358,8 @@ def open_interaction(
 
 
 def get_interaction(session: Session, call_sid: str, *, for_update: bool = False) -> Interaction | None:
-    query = select(Interaction).where(Interaction.call_sid == call_sid)
+    """The interaction of a call: the caller's first call, or the call carrying them now (a callback)."""
+    query = select(Interaction).where(or_(Interaction.call_sid == call_sid, Interaction.live_call_sid == call_sid))
     if for_update:
         query = query.with_for_update(of=Interaction)
     return session.scalars(query).unique().one_or_none()
@@ -357,21 +396,32 @@ def close_interaction(
     return True
 
 
-def queue_position(session: Session, interaction: Interaction) -> int:
-    """1-based place in the department's line (callers waiting or being pulled who queued earlier)."""
-    if interaction.enqueued_at is None:
-        return 1
-    ahead = session.scalar(
-        select(func.count())
-        .select_from(Interaction)
-        .where(
-            Interaction.status.in_([InteractionStatus.QUEUED, InteractionStatus.OFFERING]),
-            Interaction.department == interaction.department,
-            Interaction.enqueued_at.is_not(None),
-            Interaction.enqueued_at < interaction.enqueued_at,
-        )
+# --- the line: callers waiting for a rep, on hold or for a callback ------------------------------------------------
+# One line per department, ordered by rank_at (arrival minus head start, see voice/priority.py), then id.
+
+_WAITING = or_(Interaction.status == InteractionStatus.QUEUED, Interaction.status == InteractionStatus.CALLBACK)
+_AHEAD_IN_LINE = (
+    select(func.count())
+    .select_from(Interaction)
+    .where(
+        _WAITING,
+        Interaction.department == bindparam("department"),
+        or_(
+            Interaction.rank_at < bindparam("rank_at"),
+            and_(Interaction.rank_at == bindparam("rank_at"), Interaction.id < bindparam("interaction_id")),
+        ),
     )
-    return int(ahead or 0) + 1
+)
+
+
+def line_position(db: Db, *, department: str, rank_at: datetime | None, interaction_id: int) -> int:
+    """1-based place in the department's line: callers on hold or awaiting a callback who rank ahead, plus one."""
+    if rank_at is None:
+        return 1
+    ahead = _connection(db).execute(
+        _AHEAD_IN_LINE, {"department": department, "rank_at": rank_at, "interaction_id": interaction_id}
+    )
+    return int(ahead.scalar_one()) + 1
 
 
 def lock_queued_interaction(session: Session, interaction_id: int) -> bool:
@@ -399,11 +449,12 @@ def has_waiting_callers(db: Db, department: str) -> bool:
 class DepartmentProbe:
     """Where a department stands for one more caller, read in one statement."""
 
-    #: Callers are already waiting in its queue (they go first).
+    #: Callers are already waiting in its line, on hold or for a callback (they go first).
     waiting: bool
     #: A rep with the skill is available now (not counting the excluded).
     free: bool
-    #: A rep with the skill is logged in — free, ringing or talking (not counting the excluded): worth queueing for.
+    #: A rep with the skill is on duty — free, ringing, talking or wrapping up (not counting the excluded): worth
+    #: queueing for.
     on_duty: bool
 
 
@@ -417,14 +468,14 @@ def _skilled_reps(states: Sequence[RepState], *, excluding: bool) -> Any:
     return query.where(Rep.id.not_in(bindparam("exclude", expanding=True))) if excluding else query
 
 
-_ON_DUTY_STATES = (RepState.AVAILABLE, RepState.RESERVED, RepState.ON_CALL)
+_IN_LINE = select(Interaction.id).where(_WAITING, Interaction.department == bindparam("department")).limit(1)
 # Variants, not optional clauses: an "expanding" IN re-renders its SQL on every execution, so it is only used when
 # someone is actually excluded (a caller some rep already let ring out).
 _PROBES = {
     excluding: select(
-        exists(_WAITING_IN).label("waiting"),
+        exists(_IN_LINE).label("waiting"),
         exists(_skilled_reps([RepState.AVAILABLE], excluding=excluding)).label("free"),
-        exists(_skilled_reps(_ON_DUTY_STATES, excluding=excluding)).label("on_duty"),
+        exists(_skilled_reps(ON_DUTY_STATES, excluding=excluding)).label("on_duty"),
     )
     for excluding in (False, True)
 }
@@ -439,27 +490,106 @@ def probe_department(db: Db, department: str, *, exclude_rep_ids: Collection[int
     return DepartmentProbe(waiting=bool(row.waiting), free=bool(row.free), on_duty=bool(row.on_duty))
 
 
-def next_waiting_caller_for(session: Session, rep: Rep) -> Interaction | None:
-    """The longest-waiting queued caller this rep can take and has not already turned down."""
-    departments = [skill.department for skill in rep.skills]
-    if not departments:
+@dataclass(frozen=True)
+class Overflow:
+    """Callers of ``department`` who joined its line before ``joined_before`` may go to reps of other departments."""
+
+    department: str
+    joined_before: datetime
+
+
+def next_in_line(
+    session: Session, *, departments: Collection[str], overflow: Collection[Overflow], rep_id: int, now: datetime
+) -> Interaction | None:
+    """The first caller a rep with these skills may take: on hold, or a callback that is due, that this rep has not
+    already been offered; locked (``SKIP LOCKED``: a caller another worker is handing out is passed over)."""
+    eligible: list[ColumnElement[bool]] = [Interaction.department.in_(list(departments))] if departments else []
+    eligible += [
+        and_(Interaction.department == spill.department, Interaction.enqueued_at <= spill.joined_before)
+        for spill in overflow
+    ]
+    if not eligible:
         return None
-    already_offered = select(Offer.interaction_id).where(Offer.rep_id == rep.id)
+    callback_due = and_(
+        Interaction.status == InteractionStatus.CALLBACK,
+        Callback.state == CallbackState.WAITING,
+        or_(Callback.next_attempt_at.is_(None), Callback.next_attempt_at <= now),
+    )
+    already_offered = select(Offer.interaction_id).where(Offer.rep_id == rep_id, Offer.purpose != "handoff")
     return (
         session.scalars(
             select(Interaction)
+            .outerjoin(Callback, Callback.interaction_id == Interaction.id)
             .where(
-                Interaction.status == InteractionStatus.QUEUED,
-                Interaction.department.in_(departments),
+                or_(Interaction.status == InteractionStatus.QUEUED, callback_due),
+                or_(*eligible),
                 Interaction.id.not_in(already_offered),
             )
-            .order_by(Interaction.enqueued_at, Interaction.id)
+            .order_by(Interaction.rank_at, Interaction.id)
             .limit(1)
             .with_for_update(skip_locked=True, of=Interaction)
         )
         .unique()
         .one_or_none()
     )
+
+
+def waiting_departments(db: Db, *, now: datetime) -> set[str]:
+    """Departments with someone in line who could be served now (on hold, or a callback that is due)."""
+    rows = _connection(db).execute(
+        select(Interaction.department)
+        .outerjoin(Callback, Callback.interaction_id == Interaction.id)
+        .where(
+            or_(
+                Interaction.status == InteractionStatus.QUEUED,
+                and_(
+                    Interaction.status == InteractionStatus.CALLBACK,
+                    Callback.state == CallbackState.WAITING,
+                    or_(Callback.next_attempt_at.is_(None), Callback.next_attempt_at <= now),
+                ),
+            )
+        )
+        .distinct()
+    )
+    return {department for (department,) in rows if department}
+
+
+@dataclass(frozen=True)
+class StaffedRep:
+    """A rep on duty for a department, as the wait estimate needs them."""
+
+    state: RepState
+    state_changed_at: datetime
+    wrap_up_until: datetime | None
+
+
+_STAFFED = (
+    select(Rep.state, Rep.state_changed_at, Rep.wrap_up_until)
+    .join(RepSkill, RepSkill.rep_id == Rep.id)
+    .where(RepSkill.department == bindparam("department"), or_(*(Rep.state == state for state in ON_DUTY_STATES)))
+)
+
+
+def staffed_reps(db: Db, department: str) -> list[StaffedRep]:
+    return [StaffedRep(*row) for row in _connection(db).execute(_STAFFED, {"department": department})]
+
+
+_RECENT_HANDLING = (
+    select(Interaction.answered_at, Interaction.ended_at)
+    .where(
+        Interaction.department == bindparam("department"),
+        Interaction.answered_at.is_not(None),
+        Interaction.ended_at.is_not(None),
+    )
+    .order_by(Interaction.id.desc())
+    .limit(50)
+)
+
+
+def recent_talk_seconds(db: Db, department: str) -> list[float]:
+    """How long the department's 50 most recent answered calls lasted once a rep picked up (seconds, newest first)."""
+    rows = _connection(db).execute(_RECENT_HANDLING, {"department": department})
+    return [max(0.0, (ended - answered).total_seconds()) for answered, ended in rows if answered and ended]
 
 
 def iter_interactions(session: Session) -> Iterator[Interaction]:
@@ -470,7 +600,7 @@ def iter_interactions(session: Session) -> Iterator[Interaction]:
     yield from session.scalars(select(Interaction).order_by(Interaction.id).execution_options(yield_per=500))
 
 
-# --- reps and offers -----------------------------------------------------------------------------------------------
+# --- reps: picking one, leases, wrap-up -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -481,97 +611,238 @@ class RepRow:
     phone: str
 
 
-# Available reps with a skill, longest idle first; `exclude` and `only` narrow it (an empty `exclude` excludes
-# nobody, a null `only` allows everyone). Built once: this runs on every transfer.
-_FREE_REPS = (
-    select(Rep.id)
-    .join(RepSkill, RepSkill.rep_id == Rep.id)
-    .where(Rep.state == RepState.AVAILABLE, RepSkill.department == bindparam("department"))
-    .order_by(Rep.available_since.asc().nulls_first(), Rep.id)
-    .limit(1)
-)
-# Variants rather than optional clauses: an "expanding" IN re-renders its SQL on every execution, so it is only
-# used when someone is actually excluded.
-_FREE_REP_VARIANTS = {
-    (excluding, only): (
-        _FREE_REPS.where(*([Rep.id.not_in(bindparam("exclude", expanding=True))] if excluding else [])).where(
-            *([Rep.id == bindparam("only")] if only else [])
-        )
+Strategy = Literal["longest_idle", "fewest_calls", "round_robin", "ring_all"]
+
+_CALLS_TODAY = (
+    select(func.count(Offer.id))
+    .where(
+        Offer.rep_id == Rep.id,
+        or_(Offer.state == OfferState.ACCEPTED, Offer.state == OfferState.ENDED),
+        Offer.created_at >= bindparam("day_start"),
     )
-    for excluding in (False, True)
-    for only in (False, True)
-}
-_FREE_REP_LOCKED_VARIANTS = {
-    key: statement.with_for_update(skip_locked=True, of=Rep) for key, statement in _FREE_REP_VARIANTS.items()
-}
+    .scalar_subquery()
+)
+
+
+def _pick_order(strategy: Strategy) -> tuple[Any, ...]:
+    """Best skill level first; then the strategy's own order; ties by id, so the pick is deterministic."""
+    idle = Rep.available_since.asc().nulls_first()
+    if strategy == "round_robin":
+        keys: tuple[Any, ...] = (Rep.last_offered_at.asc().nulls_first(), idle)
+    elif strategy == "fewest_calls":
+        keys = (_CALLS_TODAY.asc(), idle)
+    else:  # longest_idle; ring_all rings the longest idle first too
+        keys = (idle,)
+    return (RepSkill.level.desc(), *keys, Rep.id)
+
+
+@functools.cache
+def _free_reps_statement(strategy: Strategy, *, excluding: bool, only: bool, count: int) -> Any:
+    """Available reps with the skill, best first; built once per shape (this runs on every transfer)."""
+    query = (
+        select(Rep.id)
+        .join(RepSkill, RepSkill.rep_id == Rep.id)
+        .where(Rep.state == RepState.AVAILABLE, RepSkill.department == bindparam("department"))
+    )
+    if excluding:
+        query = query.where(Rep.id.not_in(bindparam("exclude", expanding=True)))
+    if only:
+        query = query.where(Rep.id == bindparam("only"))
+    # SKIP LOCKED: concurrent workers pass over a rep another transaction is taking (PostgreSQL; SQLite ignores it
+    # and is serialised by BEGIN IMMEDIATE instead, see crm_sync.db).
+    return query.order_by(*_pick_order(strategy)).limit(count).with_for_update(skip_locked=True, of=Rep)
+
+
 _TAKE_REP = (
     update(Rep)
     .where(Rep.id == bindparam("rep_id"), Rep.state == RepState.AVAILABLE)
-    .values(state=RepState.RESERVED, state_changed_at=bindparam("now"))
+    .values(
+        state=RepState.RESERVED,
+        state_changed_at=bindparam("now"),
+        reserved_until=bindparam("until"),
+        last_offered_at=bindparam("now"),
+        current_offer_id=None,
+    )
     .returning(Rep.id, Rep.phone)
 )
 
 
-def _free_rep_query(
-    department: str, exclude_rep_ids: Collection[int], only_rep_id: int | None, *, locked: bool
-) -> tuple[Any, dict[str, Any]]:
-    key = (bool(exclude_rep_ids), only_rep_id is not None)
+def reserve_reps(
+    db: Db,
+    *,
+    department: str,
+    now: datetime,
+    until: datetime,
+    strategy: Strategy = "longest_idle",
+    count: int = 1,
+    exclude_rep_ids: Collection[int] = (),
+    only_rep_id: int | None = None,
+    day_start: datetime | None = None,
+) -> list[RepRow]:
+    """Atomically reserve up to ``count`` available reps with the department's skill, best first.
+
+    Each reservation is a guarded UPDATE (the rep must still be available), so two workers can never reserve the
+    same rep; it expires at ``until`` unless the call is answered (see ``expired_reservations``). ``day_start``:
+    where "today" begins for the fewest_calls strategy.
+    """
+    connection = _connection(db)
+    statement = _free_reps_statement(
+        strategy, excluding=bool(exclude_rep_ids), only=only_rep_id is not None, count=count
+    )
     params: dict[str, Any] = {"department": department}
     if exclude_rep_ids:
         params["exclude"] = list(exclude_rep_ids)
     if only_rep_id is not None:
         params["only"] = only_rep_id
-    return (_FREE_REP_LOCKED_VARIANTS if locked else _FREE_REP_VARIANTS)[key], params
-
-
-def free_rep_exists(db: Db, *, department: str, exclude_rep_ids: Collection[int]) -> bool:
-    """A plain read, no locks: cheap enough for every turn of every hold loop."""
-    statement, params = _free_rep_query(department, exclude_rep_ids, None, locked=False)
-    return _connection(db).execute(statement, params).first() is not None
+    if strategy == "fewest_calls":
+        params["day_start"] = day_start or now
+    taken: list[RepRow] = []
+    for rep_id in connection.execute(statement, params).scalars().all():
+        row = connection.execute(_TAKE_REP, {"rep_id": rep_id, "now": now, "until": until}).first()
+        if row is not None:
+            taken.append(RepRow(row.id, row.phone))
+    return taken
 
 
 def reserve_rep(
     db: Db,
     *,
     department: str,
-    exclude_rep_ids: Collection[int],
     now: datetime,
+    until: datetime,
+    strategy: Strategy = "longest_idle",
+    exclude_rep_ids: Collection[int] = (),
     only_rep_id: int | None = None,
+    day_start: datetime | None = None,
 ) -> RepRow | None:
-    """Atomically take the longest-idle available rep with the department's skill, or None.
+    """One rep (see ``reserve_reps``), or None."""
+    taken = reserve_reps(
+        db,
+        department=department,
+        now=now,
+        until=until,
+        strategy=strategy,
+        exclude_rep_ids=exclude_rep_ids,
+        only_rep_id=only_rep_id,
+        day_start=day_start,
+    )
+    return taken[0] if taken else None
 
-    PostgreSQL: ``FOR UPDATE OF reps SKIP LOCKED`` lets concurrent workers pass over a rep another transaction is
-    taking, and the guarded UPDATE (state must still be available) makes a double reservation impossible.
-    SQLite: transactions are serialised by BEGIN IMMEDIATE (see crm_sync.db), so the same statements are atomic.
+
+_ATTACH_OFFER = update(Rep).where(Rep.id == bindparam("rep_id")).values(current_offer_id=bindparam("offer_id"))
+
+
+def attach_offer(db: Db, rep_id: int, offer_id: int) -> None:
+    """Name the offer a reserved rep is held for: only a release that names it can free the rep."""
+    _connection(db).execute(_ATTACH_OFFER, {"rep_id": rep_id, "offer_id": offer_id})
+
+
+class OfferEnd(enum.StrEnum):
+    """How an offer ended, for the rep it was made to."""
+
+    TALKED = "talked"  # the rep took the call and it is over: wrap-up
+    MISSED = "missed"  # rang out, or the whisper got no key: counts towards being set away
+    DECLINED = "declined"  # the rep pressed another key: back to available, no penalty
+    CANCELLED = "cancelled"  # withdrawn (the caller hung up, another rep of the ring group answered)
+
+
+def settle_rep(
+    db: Db,
+    rep_id: int,
+    *,
+    offer_id: int,
+    end: OfferEnd,
+    now: datetime,
+    wrap_up_seconds: int,
+    away_after_missed: int,
+) -> RepState | None:
+    """Free a rep from one offer: wrap-up after a call, away after too many missed offers, else available.
+
+    Only acts while the rep is still held for ``offer_id``: a late or repeated callback about an older offer never
+    frees a rep who has moved on, nor cuts a wrap-up short. Returns the rep's new state, or None if nothing changed.
     """
     connection = _connection(db)
-    statement, params = _free_rep_query(department, exclude_rep_ids, only_rep_id, locked=True)
-    rep_id = connection.execute(statement, params).scalar_one_or_none()
-    if rep_id is None:
+    row = connection.execute(
+        select(Rep.state, Rep.current_offer_id, Rep.missed_offers, Rep.after_call_state)
+        .where(Rep.id == rep_id)
+        .with_for_update()
+    ).first()
+    if row is None or row.current_offer_id != offer_id or row.state not in (RepState.RESERVED, RepState.ON_CALL):
         return None
-    taken = connection.execute(_TAKE_REP, {"rep_id": rep_id, "now": now}).first()
-    return RepRow(taken.id, taken.phone) if taken else None
-
-
-def release_rep(session: Session, rep_id: int, *, now: datetime) -> bool:
-    """A reserved or busy rep becomes available again (idle from now). Returns whether anything changed."""
-    released = session.execute(
-        update(Rep)
-        .where(Rep.id == rep_id, Rep.state.in_([RepState.RESERVED, RepState.ON_CALL]))
-        .values(state=RepState.AVAILABLE, state_changed_at=now, available_since=now)
-        .returning(Rep.id)
-    ).scalar_one_or_none()
-    if released is not None:
-        session.expire_all()
-    return released is not None
-
-
-def mark_rep_on_call(session: Session, rep_id: int, *, now: datetime) -> None:
-    session.execute(
-        update(Rep)
-        .where(Rep.id == rep_id, Rep.state == RepState.RESERVED)
-        .values(state=RepState.ON_CALL, state_changed_at=now)
+    values: dict[str, Any] = {"current_offer_id": None, "reserved_until": None, "state_changed_at": now}
+    state: RepState
+    if end is OfferEnd.TALKED or row.state is RepState.ON_CALL:
+        values["missed_offers"] = 0
+        if row.after_call_state is not None:
+            state = row.after_call_state
+        elif wrap_up_seconds > 0:
+            state = RepState.WRAP_UP
+            values["wrap_up_until"] = now + timedelta(seconds=wrap_up_seconds)
+        else:
+            state = RepState.AVAILABLE
+            values["available_since"] = now
+    elif end is OfferEnd.MISSED:
+        missed = row.missed_offers + 1
+        values["missed_offers"] = missed
+        state = RepState.AWAY if missed >= away_after_missed else (row.after_call_state or RepState.AVAILABLE)
+    else:
+        state = row.after_call_state or RepState.AVAILABLE
+    values["state"] = state
+    if state is not RepState.AVAILABLE or row.after_call_state is not None:
+        values["after_call_state"] = None
+    connection.execute(
+        update(Rep).where(Rep.id == rep_id, Rep.current_offer_id == offer_id).values(**values)
     )
+    return state
+
+
+def mark_rep_on_call(db: Db, rep_id: int, *, offer_id: int, now: datetime) -> bool:
+    """The rep took the offered call (pressed 1). False when the reservation was already released (too late)."""
+    taken = _connection(db).execute(
+        update(Rep)
+        .where(Rep.id == rep_id, Rep.state == RepState.RESERVED, Rep.current_offer_id == offer_id)
+        .values(state=RepState.ON_CALL, state_changed_at=now, reserved_until=None, missed_offers=0)
+        .returning(Rep.id)
+    )
+    return taken.first() is not None
+
+
+def end_wrap_ups(db: Db, *, now: datetime) -> list[int]:
+    """Reps whose after-call work time is over become available (idle from now). Returns their ids."""
+    rows = _connection(db).execute(
+        update(Rep)
+        .where(Rep.state == RepState.WRAP_UP, Rep.wrap_up_until <= now)
+        .values(state=RepState.AVAILABLE, state_changed_at=now, available_since=now, wrap_up_until=None)
+        .returning(Rep.id)
+    )
+    return [rep_id for (rep_id,) in rows]
+
+
+@dataclass(frozen=True)
+class ExpiredReservation:
+    rep_id: int
+    offer_id: int | None
+
+
+def expired_reservations(db: Db, *, now: datetime) -> list[ExpiredReservation]:
+    """Reservations nobody answered in time (a lost callback, a crashed worker): to release."""
+    rows = _connection(db).execute(
+        select(Rep.id, Rep.current_offer_id)
+        .where(Rep.state == RepState.RESERVED, Rep.reserved_until <= now)
+        .with_for_update(skip_locked=True)
+    )
+    return [ExpiredReservation(rep_id, offer_id) for rep_id, offer_id in rows]
+
+
+def release_orphan_reservation(db: Db, rep_id: int, *, now: datetime) -> bool:
+    """A reservation that names no offer (its transaction died half-way): back to available."""
+    released = _connection(db).execute(
+        update(Rep)
+        .where(Rep.id == rep_id, Rep.state == RepState.RESERVED, Rep.current_offer_id.is_(None))
+        .values(state=RepState.AVAILABLE, state_changed_at=now, reserved_until=None)
+        .returning(Rep.id)
+    )
+    return released.first() is not None
 
 
 def get_offer(session: Session, offer_id: int) -> Offer | None:
@@ -584,11 +855,40 @@ def open_offer(session: Session, interaction_id: int) -> Offer | None:
         select(Offer)
         .where(
             Offer.interaction_id == interaction_id,
-            Offer.state.in_([OfferState.PENDING, OfferState.RINGING, OfferState.ACCEPTED]),
+            or_(*(Offer.state == state for state in LIVE_OFFER_STATES)),
+            Offer.purpose != "handoff",
         )
         .order_by(Offer.id.desc())
         .limit(1)
     ).one_or_none()
+
+
+def live_offers(session: Session, interaction_id: int) -> Sequence[Offer]:
+    """Every offer of the interaction still holding a rep (a ring-all group has several)."""
+    return session.scalars(
+        select(Offer)
+        .where(
+            Offer.interaction_id == interaction_id,
+            or_(*(Offer.state == state for state in LIVE_OFFER_STATES)),
+            Offer.purpose != "handoff",
+        )
+        .order_by(Offer.id)
+    ).all()
+
+
+def extend_reservation(db: Db, rep_id: int, *, offer_id: int, until: datetime) -> bool:
+    """Keep a reservation alive while its call is being put through (a pulled caller's Dial starts now)."""
+    kept = _connection(db).execute(
+        update(Rep)
+        .where(Rep.id == rep_id, Rep.state == RepState.RESERVED, Rep.current_offer_id == offer_id)
+        .values(reserved_until=until)
+        .returning(Rep.id)
+    )
+    return kept.first() is not None
+
+
+def offers_in_group(session: Session, group_id: int) -> Sequence[Offer]:
+    return session.scalars(select(Offer).where(Offer.group_id == group_id).order_by(Offer.id)).all()
 
 
 _OFFERED_REPS = select(Offer.rep_id).where(Offer.interaction_id == bindparam("interaction_id"))
@@ -596,28 +896,6 @@ _OFFERED_REPS = select(Offer.rep_id).where(Offer.interaction_id == bindparam("in
 
 def offered_rep_ids(db: Db, interaction_id: int) -> set[int]:
     return set(_connection(db).execute(_OFFERED_REPS, {"interaction_id": interaction_id}).scalars())
-
-
-_ON_DUTY_ANYONE = (
-    select(Rep.id)
-    .join(RepSkill, RepSkill.rep_id == Rep.id)
-    .where(
-        RepSkill.department == bindparam("department"),
-        Rep.state.in_([RepState.AVAILABLE, RepState.RESERVED, RepState.ON_CALL]),
-    )
-    .limit(1)
-)
-# An "expanding" IN re-renders its SQL on every execution: keep it out of the common case (nobody excluded).
-_ON_DUTY_EXCEPT = _ON_DUTY_ANYONE.where(Rep.id.not_in(bindparam("exclude", expanding=True)))
-
-
-def department_has_reps_on_duty(db: Db, department: str, *, exclude_rep_ids: Collection[int] = ()) -> bool:
-    """Someone with the skill is logged in (free, ringing or talking) and not excluded: worth queueing for."""
-    if exclude_rep_ids:
-        statement, params = _ON_DUTY_EXCEPT, {"department": department, "exclude": list(exclude_rep_ids)}
-    else:
-        statement, params = _ON_DUTY_ANYONE, {"department": department}
-    return _connection(db).execute(statement, params).first() is not None
 
 
 def find_rep(session: Session, name: str) -> Rep:
@@ -631,14 +909,36 @@ def list_reps(session: Session) -> Sequence[Rep]:
     return session.scalars(select(Rep).order_by(Rep.name)).all()
 
 
-def set_rep_presence(session: Session, rep: Rep, state: RepState, *, now: datetime) -> None:
-    """A rep (or an admin) sets presence. Becoming available restarts the idle clock."""
+class PresenceRefused(ValueError):
+    """A presence a rep cannot choose (reserved, on a call and wrap-up are set by calls, not by people)."""
+
+
+#: What a person (the rep, an admin) may set.
+CHOSEN_STATES = (RepState.AVAILABLE, RepState.AWAY, RepState.OFFLINE)
+
+
+def set_rep_presence(session: Session, rep: Rep, state: RepState, *, now: datetime) -> bool:
+    """A rep (or an admin) sets presence. Returns False when it takes effect only after the current call.
+
+    Available restarts the idle clock and ends a wrap-up early. Away or offline asked for while ringing or talking
+    on a Warmline call is kept for when the call ends, so a rep is never pulled off a live call.
+    """
+    if state not in CHOSEN_STATES:
+        choices = ", ".join(choice.value for choice in CHOSEN_STATES)
+        raise PresenceRefused(f"{state.value} is set by calls; choose one of {choices}")
+    if rep.state in (RepState.RESERVED, RepState.ON_CALL) and rep.current_offer_id is not None:
+        rep.after_call_state = None if state is RepState.AVAILABLE else state
+        return False
+    rep.after_call_state = None
     if rep.state == state:
-        return
+        return True
     rep.state = state
     rep.state_changed_at = now
+    rep.wrap_up_until = None
     if state is RepState.AVAILABLE:
         rep.available_since = now
+        rep.missed_offers = 0
+    return True
 
 
 def upsert_rep(
@@ -657,6 +957,149 @@ def upsert_rep(
     rep.skills.extend(RepSkill(department=department) for department in sorted(wanted - have))
     session.flush()
     return rep, created
+
+
+# --- callbacks -----------------------------------------------------------------------------------------------------
+
+
+def create_callback(
+    session: Session, interaction: Interaction, *, phone: str, from_number: str, now: datetime
+) -> Callback:
+    """The caller chose a callback: keep their place (idempotent: asking twice keeps the first request)."""
+    existing = callback_for(session, interaction.id)
+    if existing is not None:
+        return existing
+    callback = Callback(
+        interaction_id=interaction.id,
+        phone=phone,
+        from_number=from_number,
+        state=CallbackState.WAITING,
+        requested_at=now,
+        attempts=0,
+    )
+    session.add(callback)
+    session.flush()
+    return callback
+
+
+def callback_for(session: Session, interaction_id: int) -> Callback | None:
+    return session.scalars(select(Callback).where(Callback.interaction_id == interaction_id)).one_or_none()
+
+
+def get_callback(session: Session, callback_id: int, *, for_update: bool = False) -> Callback | None:
+    query = select(Callback).where(Callback.id == callback_id)
+    return session.scalars(query.with_for_update() if for_update else query).one_or_none()
+
+
+def start_callback_attempt(session: Session, callback: Callback, *, offer_id: int, now: datetime) -> None:
+    callback.state = CallbackState.CALLING
+    callback.attempts += 1
+    callback.offer_id = offer_id
+    callback.call_sid = None
+    callback.next_attempt_at = None
+
+
+_LIVE_OFFER_IDS = select(Offer.id).where(or_(*(Offer.state == state for state in LIVE_OFFER_STATES)))
+_STALE_CALLBACK = and_(
+    Callback.state == CallbackState.CALLING,
+    or_(Callback.offer_id.is_(None), Callback.offer_id.not_in(_LIVE_OFFER_IDS)),
+)
+
+
+def stale_callbacks(session: Session) -> Sequence[Callback]:
+    """Callbacks still "ringing the customer" whose rep reservation is gone: the status callback about that attempt
+    was lost (the reservation expired meanwhile)."""
+    return session.scalars(select(Callback).where(_STALE_CALLBACK).with_for_update(skip_locked=True)).all()
+
+
+# --- housekeeping (voice.presence.Housekeeper) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverflowRule:
+    """Callers of ``department`` who joined before ``joined_before`` may go to reps of ``to`` too."""
+
+    department: str
+    to: tuple[str, ...]
+    joined_before: datetime
+
+
+def _matchable(now: datetime, overflow: Sequence[OverflowRule]) -> Any:
+    """Someone in line (on hold, or a callback that is due) and an available rep who may take them and was not
+    offered them already."""
+    callback_due = and_(
+        Interaction.status == InteractionStatus.CALLBACK,
+        Callback.state == CallbackState.WAITING,
+        or_(Callback.next_attempt_at.is_(None), Callback.next_attempt_at <= now),
+    )
+    skill_fits = [RepSkill.department == Interaction.department] + [
+        and_(
+            Interaction.department == rule.department,
+            Interaction.enqueued_at <= rule.joined_before,
+            RepSkill.department.in_(rule.to),
+        )
+        for rule in overflow
+    ]
+    offered = select(Offer.id).where(Offer.interaction_id == Interaction.id, Offer.rep_id == Rep.id)
+    return exists(
+        select(Interaction.id)
+        .outerjoin(Callback, Callback.interaction_id == Interaction.id)
+        .join(RepSkill, or_(*skill_fits))
+        .join(Rep, Rep.id == RepSkill.rep_id)
+        .where(
+            or_(Interaction.status == InteractionStatus.QUEUED, callback_due),
+            Rep.state == RepState.AVAILABLE,
+            ~exists(offered),
+        )
+    )
+
+
+def _offers_of_ended_calls() -> Any:
+    return (
+        select(Offer)
+        .join(Interaction, Interaction.id == Offer.interaction_id)
+        .join(Rep, and_(Rep.id == Offer.rep_id, Rep.current_offer_id == Offer.id))
+        .where(
+            Interaction.status == InteractionStatus.ENDED,
+            or_(*(Offer.state == state for state in LIVE_OFFER_STATES)),
+        )
+    )
+
+
+def housekeeping_due(db: Db, *, now: datetime, overflow: Sequence[OverflowRule]) -> bool:
+    """Whether a sweep has anything to do (read-only, so that an idle sweep never takes the write lock)."""
+    expired = exists(select(Rep.id).where(Rep.state == RepState.RESERVED, Rep.reserved_until <= now))
+    wrapped = exists(select(Rep.id).where(Rep.state == RepState.WRAP_UP, Rep.wrap_up_until <= now))
+    ended = exists(_offers_of_ended_calls().with_only_columns(Offer.id))
+    stale = exists(select(Callback.id).where(_STALE_CALLBACK))
+    row = _connection(db).execute(select(or_(expired, wrapped, ended, stale, _matchable(now, overflow)))).scalar()
+    return bool(row)
+
+
+def offers_of_ended_calls(session: Session) -> Sequence[Offer]:
+    """Offers still holding a rep although the interaction is closed (the Dial action about them was lost)."""
+    return session.scalars(_offers_of_ended_calls()).unique().all()
+
+
+def available_rep_ids(db: Db) -> list[int]:
+    rows = _connection(db).execute(
+        select(Rep.id).where(Rep.state == RepState.AVAILABLE).order_by(Rep.available_since.asc().nulls_first(), Rep.id)
+    )
+    return [rep_id for (rep_id,) in rows]
+
+
+def long_running_calls(db: Db, *, answered_before: datetime) -> list[str]:
+    """Calls a rep took before ``answered_before`` that are still open: worth asking Twilio whether they ended."""
+    rows = _connection(db).execute(
+        select(func.coalesce(Interaction.live_call_sid, Interaction.call_sid)).where(
+            Interaction.status == InteractionStatus.CONNECTED, Interaction.answered_at < answered_before
+        )
+    )
+    return [call_sid for (call_sid,) in rows]
+
+
+def rep_by_token_digest(session: Session, digest: str) -> Rep | None:
+    return session.scalars(select(Rep).where(Rep.api_token_hash == digest)).one_or_none()
 
 
 # --- follow-up tasks -----------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ivr_flows.engine import (
     TransferEnded,
     advance,
     fill_queue_message,
+    queue_message,
     start_call,
 )
 from ivr_flows.loader import FlowCheck, FlowError, FlowIssue, check_flow, check_flow_text, load_flow, parse_flow
@@ -95,5 +96,6 @@ __all__ = [
     "fill_queue_message",
     "load_flow",
     "parse_flow",
+    "queue_message",
     "start_call",
 ]

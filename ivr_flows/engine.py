@@ -72,6 +72,7 @@ __all__ = [
     "TransferEnded",
     "advance",
     "fill_queue_message",
+    "queue_message",
     "start_call",
 ]
 
@@ -282,6 +283,15 @@ def advance(flow: Flow, state: CallState, event: Event, *, now: datetime | None 
     raise FlowRuntimeError(f"node {state.node!r} ({node.kind}) does not wait for the caller")
 
 
+def queue_message(flow: Flow, state: CallState) -> str | None:
+    """The queue message of the transfer the call stands at, rendered except for the queue variables (see
+    :attr:`Transfer.queue_message`); None when the call is not at a transfer or it has none."""
+    node = flow.nodes.get(state.node)
+    if not isinstance(node, TransferNode) or node.queue_message is None:
+        return None
+    return _render(_localize(flow, state, node.queue_message), _variables(flow, state), keep=True)
+
+
 def fill_queue_message(text: str, *, estimated_wait: str, queue_position: int | str) -> str:
     """Fill a :attr:`Transfer.queue_message`'s ``{estimated_wait}`` and ``{queue_position}``; never raises."""
     return _render(text, {"estimated_wait": str(estimated_wait), "queue_position": str(queue_position)})
@@ -482,14 +492,11 @@ def _walk(flow: Flow, state: CallState, *, say: list[str], now: datetime | None)
         elif isinstance(node, TransferNode):
             department = node.department or state.department or GENERAL_DEPARTMENT
             state = state.model_copy(update={"department": department, "finished": True})
-            queue_message = None
-            if node.queue_message is not None:
-                queue_message = _render(_localize(flow, state, node.queue_message), _variables(flow, state), keep=True)
             transfer = Transfer(
                 department=department,
                 department_name=flow.department_name(department, _language(flow, state)),
                 after=node.after is not None,
-                queue_message=queue_message,
+                queue_message=queue_message(flow, state),
             )
             return state, _step(flow, state, say=say, action=transfer)
         elif isinstance(node, HangupNode):

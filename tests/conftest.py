@@ -123,6 +123,8 @@ def seed_demo(store: Store, *, reps_available: bool = True) -> None:
 
 
 def app_config(database_url: str, instance: Path, **overrides: Any) -> dict[str, Any]:
+    # No after-call wrap-up unless a test asks for it: most scenarios are about who takes the next call.
+    routing = {"wrap_up": 0, **overrides.pop("routing", {})}
     return {
         "database_url": database_url,
         "auth_token": AUTH_TOKEN,
@@ -131,6 +133,7 @@ def app_config(database_url: str, instance: Path, **overrides: Any) -> dict[str,
         "instance_path": instance,
         "twilio_api_url": "http://127.0.0.1:9",  # nothing listens: REST must never be on the response path
         "flows": {"reload_interval": 0},  # tests that want reloading turn it on
+        "routing": routing,
         **overrides,
     }
 

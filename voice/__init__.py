@@ -11,8 +11,9 @@ from voice.config import load_settings
 from voice.logs import configure_logging
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+def create_app(test_config: dict[str, Any] | None = None, *, background: bool = True) -> Flask:
     """Build the app. ``test_config`` overrides settings (flaskr style): tests pass a database URL, token, …
+    ``background=False``: no flow watcher or housekeeping thread (one-shot CLI commands).
 
     The database schema is not migrated here (several gunicorn workers would race to do it): ``warmline serve`` and
     ``make run`` apply migrations before the workers start.
@@ -23,7 +24,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(test_config)
     configure_logging(settings.log_level)
     app = Flask(__name__, instance_path=str(settings.instance_path))
-    app.extensions["warmline"] = assemble(app, settings)
+    app.extensions["warmline"] = assemble(app, settings, background=background)
     if settings.proxy.trust_forwarded_headers:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
     app.register_blueprint(webhooks.bp)

@@ -1,15 +1,18 @@
 """The call service: what happens at each step of a call, as one database transaction per webhook.
 
 Views hand it parsed webhook facts and render whatever ``Reply`` it returns. It reads and writes the CRM only
-through ``crm_sync.service``, runs the pure IVR engine, reserves reps atomically, and never calls Twilio on the
-response path: when a freed rep should pull a waiting caller out of the queue, the REST redirect is handed to the
-background runner *after* the transaction commits.
+through ``crm_sync.service``, runs the pure IVR engine, hands callers to reps through the ``Dispatcher``, and never
+calls Twilio on the response path: REST actions (pulling a waiting caller out of the queue for a freed rep) are
+handed to the action sink *after* the transaction commits.
+
+The queue's own webhooks (hold loop, callbacks) live in ``voice.queueing``; presence and housekeeping in
+``voice.presence``; rep-to-rep hand-offs in ``voice.handoffs``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +23,15 @@ from sqlalchemy.orm import Session
 
 from crm_sync import service as crm
 from crm_sync.db import Store
-from crm_sync.models import Interaction, InteractionStatus, Offer, OfferState, Outcome, Rep, RepState, utcnow
+from crm_sync.models import (
+    CallbackState,
+    Interaction,
+    InteractionStatus,
+    Offer,
+    OfferState,
+    Outcome,
+    utcnow,
+)
 from crm_sync.phones import caller_e164, mask_phone
 from ivr_flows import (
     CallerFacts,
@@ -38,19 +49,24 @@ from ivr_flows import (
     advance,
     start_call,
 )
+from voice.actions import Action, ActionSink
 from voice.config import Settings
+from voice.dispatch import (
+    Dispatcher,
+    city_of,
+    require_offer,
+    waited_seconds,
+    with_city,
+    without_city,
+)
 from voice.flow_library import FlowLibrary
+from voice.priority import CallerSignals
 from voice.replies import (
     Acknowledge,
     Bridge,
-    DialRep,
-    EnqueueCaller,
     FlowReply,
     Goodbye,
-    HoldLoop,
-    LeaveQueue,
     Reply,
-    Voicemail,
     Whisper,
 )
 from voice.whisper import WhisperFacts, compose_whisper
@@ -61,8 +77,6 @@ if TYPE_CHECKING:  # the speech stack (numpy, pocketsphinx) loads only when a vo
 log = logging.getLogger(__name__)
 
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
-# A pulled caller's REST redirect normally lands within a second; past this the hold loop takes over (REST failed).
-PUSH_GRACE_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -81,14 +95,6 @@ class CallerInput:
 
 
 @dataclass(frozen=True)
-class Pull:
-    """A queued caller to redirect (REST) to ``/voice/connect`` because a rep was reserved for them."""
-
-    call_sid: str
-    offer_id: int
-
-
-@dataclass(frozen=True)
 class VoicemailJob:
     """A recording to transcribe after the webhook answered (with the flow whose words the recogniser expects)."""
 
@@ -97,12 +103,14 @@ class VoicemailJob:
     flow: Flow
 
 
-@dataclass(frozen=True)
-class RepView:
-    name: str
-    phone: str
-    state: str
-    departments: tuple[str, ...]
+class Clock:
+    """The time every service reads. Tests and the queue simulation replace ``source``."""
+
+    def __init__(self, source: Callable[[], datetime] = utcnow) -> None:
+        self.source = source
+
+    def __call__(self) -> datetime:
+        return self.source()
 
 
 class CallService:
@@ -112,29 +120,39 @@ class CallService:
         store: Store,
         flows: FlowLibrary,
         settings: Settings,
-        pull_caller: Callable[[Pull], None],
+        dispatcher: Dispatcher,
+        act: ActionSink,
+        clock: Clock,
         transcribe: Callable[[VoicemailJob], None] = lambda _job: None,
     ) -> None:
         self._store = store
         self._flows = flows
         self._settings = settings
-        # Called after commit for each caller to pull out of a queue; the app runs it in the background.
-        self._pull_caller = pull_caller
+        self._dispatch = dispatcher
+        # Called after commit with each REST action (the app runs them in the background).
+        self._act = act
         # Called after commit for each voicemail; the app transcribes it in the background.
         self._transcribe = transcribe
-        #: What time the flow's `hours` nodes see (tests set a fixed one).
-        self.clock: Callable[[], datetime] = utcnow
+        self._clock = clock
+
+    def _after_commit(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            self._act(action)
+
+    def _flow_of(self, interaction: Interaction) -> Flow:
+        return self._flows.version(interaction.flow_version, name=interaction.flow_name)
 
     # --- the IVR ---------------------------------------------------------------------------------------------------
 
     def incoming(self, call: IncomingCall) -> Reply:
         number = caller_e164(call.from_number, default_region=self._settings.default_region)
-        flow = self._flows.for_number(caller_e164(call.to_number, default_region=self._settings.default_region))
-        now = self.clock()
+        called = caller_e164(call.to_number, default_region=self._settings.default_region)
+        flow = self._flows.for_number(called)
+        now = self._clock()
         with self._store.transaction() as session:
             customer = crm.caller_view(session, number)
             state, step = start_call(flow, _caller_facts(customer, now=now), now=now)
-            flow_state = _with_city(state, call.caller_city)
+            flow_state = with_city(state, call.caller_city)
             row, created = crm.insert_interaction(
                 session,
                 call_sid=call.call_sid,
@@ -143,7 +161,8 @@ class CallService:
                 flow_name=flow.name,
                 flow_version=flow.version,
                 flow_state=flow_state,
-                now=utcnow(),
+                now=now,
+                called_number=called,
             )
             if log.isEnabledFor(logging.INFO):  # masking costs a regex: only when the line is written
                 log.info(
@@ -158,25 +177,34 @@ class CallService:
             return self._after_step(session, row, flow, state, step, flow_state=None if created else flow_state)
 
     def caller_input(self, call_sid: str, heard: CallerInput) -> Reply:
+        actions: list[Action] = []
         with self._store.transaction() as session:
             row = crm.call_row(session, call_sid, for_update=True)
             if row is None:
                 raise crm.UnknownInteraction(call_sid)
             flow = self._flows.version(row.flow_version, name=row.flow_name)
-            state = CallState.model_validate(_without_city(row.flow_state))
+            state = CallState.model_validate(without_city(row.flow_state))
             if state.finished:
                 # A late or duplicated Gather callback after the caller was already handed on.
-                return self._resume(session, row, flow)
-            event: SpeechHeard | DigitsPressed | NoInput
-            if heard.digits:
-                event = DigitsPressed(digits=heard.digits)
-            elif heard.speech and heard.speech.strip():
-                event = SpeechHeard(text=heard.speech, confidence=heard.speech_confidence)
+                reply, actions = self._resume(session, row, flow)
             else:
-                event = NoInput()
-            state, step = advance(flow, state, event, now=self.clock())
-            flow_state = _with_city(state, _city(row.flow_state))
-            return self._after_step(session, row, flow, state, step, flow_state=flow_state)
+                reply = self._answer(session, row, flow, state, heard)
+        self._after_commit(actions)
+        return reply
+
+    def _answer(
+        self, session: Connection, row: crm.CallRow, flow: Flow, state: CallState, heard: CallerInput
+    ) -> Reply:
+        event: SpeechHeard | DigitsPressed | NoInput
+        if heard.digits:
+            event = DigitsPressed(digits=heard.digits)
+        elif heard.speech and heard.speech.strip():
+            event = SpeechHeard(text=heard.speech, confidence=heard.speech_confidence)
+        else:
+            event = NoInput()
+        state, step = advance(flow, state, event, now=self._clock())
+        flow_state = with_city(state, city_of(row.flow_state))
+        return self._after_step(session, row, flow, state, step, flow_state=flow_state)
 
     def _after_step(
         self,
@@ -202,162 +230,161 @@ class CallService:
                 values["language"] = state.language
             if state.survey:
                 values["survey"] = dict(state.survey)
+        reply: Reply
         if isinstance(step.action, Transfer):
             values.update(department=step.action.department, confidence=state.confidence)
-            reply, transfer_values = self._transfer(
-                session, call.id, step.action.department, call.enqueued_at, flow, say=step.say, offered=call.offered
+            routed = self._dispatch.route_caller(
+                session,
+                interaction_id=call.id,
+                department=step.action.department,
+                flow=flow,
+                say=step.say,
+                enqueued_at=call.enqueued_at,
+                rank_at=call.rank_at,
+                offered=call.offered,
+                signals=CallerSignals(
+                    tier=state.caller.tier,
+                    days_since_last_contact=state.caller.days_since_last_contact,
+                    issue_text=state.issue_text,
+                ),
             )
-            values.update(transfer_values)
+            values.update(routed.values)
+            reply = routed.reply
         else:
             reply = FlowReply(step)
         if values:
             crm.update_interaction(session, call.id, **values)
         return reply
 
-    def _resume(self, db: crm.Db, call: crm.CallRow, flow: Flow) -> Reply:
+    def _resume(self, db: crm.Db, call: crm.CallRow, flow: Flow) -> tuple[Reply, list[Action]]:
         """Twilio is fetching a Gather action again for a call the flow already handed on (its earlier answer was
         lost): the call is executing this request now, so whatever it was doing before is over. Hand it on again."""
         if call.status is InteractionStatus.ENDED:
-            return Goodbye(say=(), language=flow.language, voice=flow.voice)
+            return Goodbye(say=(), language=flow.language, voice=flow.voice), []
+        actions: list[Action] = []
         # Rare path: an ORM session joined to the same transaction.
         with Session(bind=db) if isinstance(db, Connection) else nullcontext(db) as session:
-            offer = crm.open_offer(session, call.id)
-            if offer is not None:
-                offer.state = OfferState.CANCELLED
-                offer.ended_at = utcnow()
-                crm.release_rep(session, offer.rep_id, now=utcnow())
+            for offer in crm.live_offers(session, call.id):
+                if offer.state is not OfferState.ACCEPTED:
+                    offer.state = OfferState.CANCELLED
+                actions.extend(self._end_offer(session, offer))
             session.flush()
-        reply, values = self._transfer(db, call.id, call.department or "general", call.enqueued_at, flow, say=())
-        crm.update_interaction(db, call.id, **values)
-        return reply
-
-    # --- handing the caller to a rep -------------------------------------------------------------------------------
-
-    def _transfer(
-        self,
-        session: crm.Db,
-        interaction_id: int,
-        department: str,
-        enqueued_at: datetime | None,
-        flow: Flow,
-        *,
-        say: tuple[str, ...],
-        offered: bool = True,
-    ) -> tuple[Reply, dict[str, object]]:
-        """Reserve the longest-idle rep with the skill, or queue the caller. Callers already waiting go first.
-
-        ``offered``: whether any rep may have been offered this call before (those are not offered it again).
-        Returns the reply and the interaction's new column values, for the caller to write in its one UPDATE.
-        """
-        now = utcnow()
-        rep: crm.RepRow | None = None
-        already_offered = crm.offered_rep_ids(session, interaction_id) if offered else set()
-        probe = crm.probe_department(session, department, exclude_rep_ids=already_offered)
-        if probe.free and not probe.waiting:
-            rep = crm.reserve_rep(session, department=department, exclude_rep_ids=already_offered, now=now)
-        if rep is not None:
-            offer_id = crm.insert_offer(
-                session, interaction_id=interaction_id, rep_id=rep.id, state=OfferState.RINGING, now=now
-            )
-            connecting = f"Connecting you to {flow.department_name(department)}."
-            reply = self._dial(offer_id, rep.phone, flow, say=(*say, connecting))
-            return reply, {"status": InteractionStatus.OFFERING, "rep_id": rep.id}
-        if not probe.on_duty:
-            # Nobody on duty, or everyone on duty already let this caller's call ring out: waiting would be for
-            # nothing, so say so and take a message rather than hold the caller until max_wait.
-            log.warning("no rep on duty for %s; offering voicemail (interaction %s)", department, interaction_id)
-            sorry = f"Nobody from {flow.department_name(department)} can take your call right now."
-            return self._voicemail(flow, lead=(*say, sorry)), {"outcome": Outcome.NO_REP}
-        queued = EnqueueCaller(
-            queue_name=department,
-            say=(*say, self._settings.queue.hold_intro),
-            language=flow.language,
-            voice=flow.voice,
+        routed = self._dispatch.route_caller(
+            db,
+            interaction_id=call.id,
+            department=call.department or "general",
+            flow=flow,
+            say=(),
+            enqueued_at=call.enqueued_at,
+            rank_at=call.rank_at,
+            signals=self._dispatch.signals_from_state(call.flow_state, None),
         )
-        return queued, {"status": InteractionStatus.QUEUED, "rep_id": None, "enqueued_at": enqueued_at or now}
+        crm.update_interaction(db, call.id, **routed.values)
+        return routed.reply, actions
 
-    def _transfer_orm(self, session: Session, interaction: Interaction, flow: Flow, *, say: tuple[str, ...]) -> Reply:
-        """``_transfer`` for the paths that hold the interaction as an ORM object (rarer webhooks)."""
+    def reroute(self, session: Session, interaction: Interaction, flow: Flow, *, say: tuple[str, ...]) -> Reply:
+        """Hand a caller held as an ORM object to the next rep or back into line (they keep their place)."""
         session.flush()
-        reply, values = self._transfer(
-            session, interaction.id, interaction.department or "general", interaction.enqueued_at, flow, say=say
-        )
-        crm.update_interaction(session, interaction.id, **values)
-        session.expire(interaction)
-        return reply
-
-    def _dial(self, offer_id: int, rep_phone: str, flow: Flow, *, say: tuple[str, ...]) -> DialRep:
-        caller_id = self._settings.transfer.caller_id
-        return DialRep(
-            offer_id=offer_id,
-            rep_phone=rep_phone,
+        routed = self._dispatch.route_caller(
+            session,
+            interaction_id=interaction.id,
+            department=interaction.department or "general",
+            flow=flow,
             say=say,
-            ring_timeout=self._settings.transfer.ring_timeout,
-            caller_id=None if caller_id == "caller" else caller_id,
-            language=flow.language,
-            voice=flow.voice,
+            enqueued_at=interaction.enqueued_at,
+            rank_at=interaction.rank_at,
+            signals=self._dispatch.signals_from_state(interaction.flow_state, interaction.issue_text),
         )
+        crm.update_interaction(session, interaction.id, **routed.values)
+        session.expire(interaction)
+        return routed.reply
 
-    def _voicemail(self, flow: Flow, *, lead: tuple[str, ...]) -> Voicemail:
-        return Voicemail(
-            say=(*lead, self._settings.fallback.voicemail_prompt),
-            max_length=self._settings.fallback.voicemail_max_length,
-            language=flow.language,
-            voice=flow.voice,
-        )
+    # --- the rep's side: whisper, accept, the end of the Dial -------------------------------------------------------
 
-    def whisper(self, offer_id: int) -> Reply:
+    def whisper(self, offer_id: int, *, rep_call_sid: str | None) -> Reply:
         """The rep answered: tell them who is calling and why, and ask them to press 1."""
+        actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            offer = _require_offer(session, offer_id)
+            offer = require_offer(session, offer_id)
             interaction = offer.interaction
-            flow = self._flows.version(interaction.flow_version, name=interaction.flow_name)
+            flow = self._flow_of(interaction)
             if interaction.status is InteractionStatus.ENDED or offer.state is not OfferState.RINGING:
                 return Goodbye(say=("Sorry, the caller has already hung up.",), language=flow.language)
-            now = utcnow()
-            customer = interaction.customer
-            past = crm.last_contact(session, customer.id, before_interaction_id=interaction.id) if customer else None
-            summary = compose_whisper(
-                WhisperFacts(
-                    customer_name=customer.name if customer else None,
-                    tier=customer.tier if customer else None,
-                    caller_number=interaction.caller_number,
-                    caller_city=_city(interaction.flow_state),
-                    department_name=flow.department_name(interaction.department or "general"),
-                    issue_text=interaction.issue_text,
-                    last_contact_when=past.when if past else None,
-                    last_contact_topic=_topic(flow, past),
-                    waited_seconds=_waited(interaction, now),
-                ),
-                now=now,
-            )
+            now = self._clock()
+            offer.whispered_at = now
+            offer.rep_call_sid = rep_call_sid
+            if offer.group_id is not None:
+                # Ring-all: this rep answered first. Twilio hangs up the others' phones; free them now.
+                for other in crm.offers_in_group(session, offer.group_id):
+                    if other.id != offer.id and other.state is OfferState.RINGING:
+                        other.state = OfferState.CANCELLED
+                        other.ended_at = now
+                        session.flush()
+                        actions.extend(self._dispatch.settle(session, other, crm.OfferEnd.CANCELLED))
+            summary = self.whisper_text(session, interaction, flow, now=now, callback=offer.purpose == "callback")
             interaction.summary = summary
-            return Whisper(
+            reply = Whisper(
                 offer_id=offer.id,
                 summary=summary,
                 timeout=self._settings.transfer.whisper_timeout,
                 language=flow.language,
                 voice=flow.voice,
             )
+        self._after_commit(actions)
+        return reply
+
+    def whisper_text(
+        self, session: Session, interaction: Interaction, flow: Flow, *, now: datetime, callback: bool = False
+    ) -> str:
+        customer = interaction.customer
+        past = crm.last_contact(session, customer.id, before_interaction_id=interaction.id) if customer else None
+        return compose_whisper(
+            WhisperFacts(
+                customer_name=customer.name if customer else None,
+                tier=customer.tier if customer else None,
+                caller_number=interaction.caller_number,
+                caller_city=city_of(interaction.flow_state),
+                department_name=flow.department_name(interaction.department or "general"),
+                issue_text=interaction.issue_text,
+                last_contact_when=past.when if past else None,
+                last_contact_topic=_topic(flow, past),
+                waited_seconds=waited_seconds(interaction, now),
+                callback=callback,
+                priority_reasons=tuple(interaction.priority_reasons or ()),
+            ),
+            now=now,
+        )
 
     def whisper_answer(self, offer_id: int, digits: str | None) -> Reply:
         with self._store.unit_of_work() as session:
-            offer = _require_offer(session, offer_id)
+            offer = require_offer(session, offer_id)
             interaction = offer.interaction
-            now = utcnow()
+            now = self._clock()
             if interaction.status is InteractionStatus.ENDED:
                 return Goodbye(say=("Sorry, the caller has already hung up.",))
             if (digits or "").strip() != "1" or offer.state is not OfferState.RINGING:
-                offer.state = OfferState.DECLINED
-                offer.ended_at = now
+                if offer.state is OfferState.RINGING:
+                    offer.state = OfferState.DECLINED
+                    offer.ended_at = now
                 return Goodbye(say=("OK, passing the call on.",))
+            if not crm.mark_rep_on_call(session, offer.rep_id, offer_id=offer.id, now=now):
+                # The reservation ran out before the key press: the caller is already being offered elsewhere.
+                offer.state = OfferState.CANCELLED
+                offer.ended_at = now
+                return Goodbye(say=("Sorry, that call has already been passed on.",))
             offer.state = OfferState.ACCEPTED
-            crm.mark_rep_on_call(session, offer.rep_id, now=now)
             interaction.status = InteractionStatus.CONNECTED
             interaction.rep_id = offer.rep_id
-            interaction.answered_at = now
-            interaction.outcome = Outcome.ANSWERED
-            interaction.hold_seconds = _waited(interaction, now)
+            interaction.answered_at = interaction.answered_at or now
+            if offer.purpose == "callback":
+                # hold_seconds stays what the caller spent on hold before choosing the callback.
+                interaction.outcome = Outcome.CALLBACK
+                callback = crm.callback_for(session, interaction.id)
+                if callback is not None:
+                    callback.state = CallbackState.CONNECTED
+            else:
+                interaction.outcome = Outcome.ANSWERED
+                interaction.hold_seconds = waited_seconds(interaction, now)
             return Bridge()
 
     def dial_ended(self, offer_id: int) -> Reply:
@@ -366,21 +393,15 @@ class CallService:
         Whether the rep accepted is read from our own record of the whisper, not from DialCallStatus, whose value
         for a whisper that hangs up differs between carriers.
         """
-        pulls: list[Pull] = []
+        actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            offer = _require_offer(session, offer_id)
-            interaction = offer.interaction
-            flow = self._flows.version(interaction.flow_version, name=interaction.flow_name)
-            now = utcnow()
-            accepted = offer.state in (OfferState.ACCEPTED, OfferState.ENDED)
-            if offer.state in (OfferState.RINGING, OfferState.PENDING):
-                offer.state = OfferState.DECLINED
-            if offer.ended_at is None:
-                offer.ended_at = now
-            if accepted:
-                offer.state = OfferState.ENDED
-            if crm.release_rep(session, offer.rep_id, now=now):
-                pulls.extend(self._pull_for_freed_rep(session, offer.rep_id))
+            leader = require_offer(session, offer_id)
+            interaction = leader.interaction
+            flow = self._flow_of(interaction)
+            offers = crm.offers_in_group(session, leader.group_id) if leader.group_id is not None else [leader]
+            accepted = [offer for offer in offers if offer.state in (OfferState.ACCEPTED, OfferState.ENDED)]
+            for offer in offers:
+                actions.extend(self._end_offer(session, offer))
             if accepted and interaction.status is not InteractionStatus.ENDED:
                 reply = self._after_conversation(interaction, flow)
             elif accepted or interaction.status is InteractionStatus.ENDED:
@@ -388,178 +409,59 @@ class CallService:
                     say=(f"Thanks for calling {flow.company}. Goodbye.",), language=flow.language, voice=flow.voice
                 )
             else:
-                # Next rep, or back in line: a caller who queued before keeps their place (enqueued_at is kept).
+                # Next rep, or back in line: a caller who queued before keeps their place (rank_at is kept).
                 interaction.status = InteractionStatus.IN_FLOW
-                reply = self._transfer_orm(session, interaction, flow, say=("Let me find someone else for you.",))
-        self._after_commit(pulls)
+                reply = self.reroute(session, interaction, flow, say=("Let me find someone else for you.",))
+        self._after_commit(actions)
         return reply
+
+    def _end_offer(self, session: Session, offer: Offer) -> list[Action]:
+        """Close one offer of a finished Dial and settle its rep by how it went."""
+        now = self._clock()
+        end: crm.OfferEnd
+        if offer.state in (OfferState.ACCEPTED, OfferState.ENDED):
+            offer.state, end = OfferState.ENDED, crm.OfferEnd.TALKED
+        elif offer.state in (OfferState.RINGING, OfferState.PENDING):
+            # Rang out, or heard the whisper and pressed nothing: a missed offer.
+            offer.state, end = OfferState.DECLINED, crm.OfferEnd.MISSED
+        elif offer.state is OfferState.DECLINED:
+            end = crm.OfferEnd.DECLINED
+        else:
+            end = crm.OfferEnd.CANCELLED
+        offer.ended_at = offer.ended_at or now
+        session.flush()
+        return self._dispatch.settle(session, offer, end)
 
     def _after_conversation(self, interaction: Interaction, flow: Flow) -> Reply:
         """The rep hung up first and the caller is still there: the flow's transfer `after` exit (a survey)."""
-        state = CallState.model_validate(_without_city(interaction.flow_state))
+        state = CallState.model_validate(without_city(interaction.flow_state))
         if state.finished and isinstance(flow.nodes.get(state.node), TransferNode):
-            state, step = advance(flow, state, TransferEnded(), now=self.clock())
-            interaction.flow_state = _with_city(state, _city(interaction.flow_state))
+            state, step = advance(flow, state, TransferEnded(), now=self._clock())
+            interaction.flow_state = with_city(state, city_of(interaction.flow_state))
             return FlowReply(step)
         return Goodbye(say=(f"Thanks for calling {flow.company}. Goodbye.",), language=flow.language, voice=flow.voice)
-
-    # --- the queue -------------------------------------------------------------------------------------------------
-
-    def hold(self, call_sid: str, *, queue_seconds: int) -> Reply:
-        """One turn of the waitUrl loop. Leaves the queue when a rep is reserved for this caller, or at max wait."""
-        with self._store.unit_of_work() as session:
-            # No row lock here: the loop runs every few seconds for every waiting caller, and a lock held by it
-            # would make a freed rep's push (which skips locked callers) pass this caller over.
-            interaction = crm.require_interaction(session, call_sid)
-            flow = self._flows.version(interaction.flow_version, name=interaction.flow_name)
-            now = utcnow()
-            offer = crm.open_offer(session, interaction.id)
-            if offer is not None and offer.state is OfferState.PENDING:
-                if (now - offer.created_at).total_seconds() >= PUSH_GRACE_SECONDS:
-                    return LeaveQueue()  # the REST pull did not arrive; connect through the Enqueue action
-            elif interaction.status is InteractionStatus.QUEUED and self._reserve_for_queued(session, interaction):
-                return LeaveQueue()
-            if queue_seconds >= self._settings.queue.max_wait and offer is None:
-                return LeaveQueue()
-            position = crm.queue_position(session, interaction)
-            return HoldLoop(
-                message=self._settings.queue.hold_message.format(position=position),
-                music_url=self._settings.queue.hold_music_url,
-                pause_seconds=self._settings.queue.hold_interval,
-                language=flow.language,
-                voice=flow.voice,
-            )
-
-    def _reserve_for_queued(self, session: Session, interaction: Interaction) -> bool:
-        """Safety net for a missed push: the head of the line takes a free rep itself.
-
-        Only the head tries, so the hold loop never lets a later caller overtake; a rep who turned the head down
-        is pulled to the next caller by the push when they were released.
-        """
-        department = interaction.department or "general"
-        declined = crm.offered_rep_ids(session, interaction.id)
-        # Look before locking: normally nobody is free (a freed rep pulls the caller by push), and a lock taken on
-        # every turn of the loop would make that push skip this caller.
-        if not crm.free_rep_exists(session, department=department, exclude_rep_ids=declined):
-            return False
-        if crm.queue_position(session, interaction) != 1:
-            return False
-        if not crm.lock_queued_interaction(session, interaction.id):
-            return False  # a push is handing this caller a rep right now
-        rep = crm.reserve_rep(session, department=department, exclude_rep_ids=declined, now=utcnow())
-        if rep is None:
-            return False
-        self._offer_pending(session, interaction, rep)
-        return True
-
-    def queue_exit(self, call_sid: str, *, result: str, queue_seconds: int) -> Reply:
-        """The Enqueue action: the caller left the line (Leave), hung up, or the queue failed."""
-        pulls: list[Pull] = []
-        with self._store.unit_of_work() as session:
-            interaction = crm.require_interaction(session, call_sid, for_update=True)
-            flow = self._flows.version(interaction.flow_version, name=interaction.flow_name)
-            now = utcnow()
-            if result == "hangup":
-                pulls.extend(
-                    self._end(
-                        session, interaction, outcome=Outcome.ABANDONED, call_status="completed", duration=None, now=now
-                    )
-                )
-                reply: Reply = Acknowledge()
-            elif result in ("bridged", "redirected"):
-                reply = Acknowledge()  # the call already went on elsewhere
-            else:
-                offer = crm.open_offer(session, interaction.id)
-                if result == "leave" and offer is not None and offer.state is OfferState.PENDING:
-                    offer.state = OfferState.RINGING
-                    interaction.status = InteractionStatus.OFFERING
-                    interaction.rep_id = offer.rep_id
-                    reply = self._dial(
-                        offer.id, offer.rep.phone, flow, say=("Thanks for waiting. Connecting you now.",)
-                    )
-                else:
-                    # Max wait reached, or Twilio's queue failed (queue-full, error): do not strand the caller.
-                    interaction.outcome = Outcome.NO_REP
-                    reply = self._voicemail(flow, lead=("Sorry to keep you waiting.",))
-        self._after_commit(pulls)
-        return reply
 
     def connect(self, offer_id: int) -> Reply:
         """A queued caller pulled by REST (or after Leave): dial the rep reserved for them."""
         with self._store.unit_of_work() as session:
-            offer = _require_offer(session, offer_id)
+            offer = require_offer(session, offer_id)
             interaction = offer.interaction
-            flow = self._flows.version(interaction.flow_version, name=interaction.flow_name)
-            if offer.state in (OfferState.PENDING, OfferState.RINGING):
+            flow = self._flow_of(interaction)
+            now = self._clock()
+            if offer.state in (OfferState.PENDING, OfferState.RINGING) and crm.extend_reservation(
+                session, offer.rep_id, offer_id=offer.id, until=self._dispatch.ring_lease(now)
+            ):
                 offer.state = OfferState.RINGING
                 interaction.status = InteractionStatus.OFFERING
                 interaction.rep_id = offer.rep_id
-                return self._dial(offer.id, offer.rep.phone, flow, say=("Thanks for waiting. Connecting you now.",))
+                return self._dispatch.dial(
+                    ((offer.id, offer.rep.phone),), flow, say=("Thanks for waiting. Connecting you now.",)
+                )
             # The offer was withdrawn meanwhile: back in line.
             interaction.status = InteractionStatus.IN_FLOW
-            return self._transfer_orm(session, interaction, flow, say=())
+            return self.reroute(session, interaction, flow, say=())
 
-    def _offer_pending(self, session: Session, interaction: Interaction, rep: crm.RepRow) -> int:
-        offer_id = crm.insert_offer(
-            session, interaction_id=interaction.id, rep_id=rep.id, state=OfferState.PENDING, now=utcnow()
-        )
-        interaction.status = InteractionStatus.OFFERING
-        interaction.rep_id = rep.id
-        return offer_id
-
-    def _pull_for_freed_rep(self, session: Session, rep_id: int) -> list[Pull]:
-        """A rep just became available: reserve them for the longest-waiting caller they can take."""
-        rep = session.get(Rep, rep_id, populate_existing=True)
-        if rep is None or rep.state is not RepState.AVAILABLE:
-            return []
-        waiting = crm.next_waiting_caller_for(session, rep)
-        if waiting is None:
-            return []
-        taken = crm.reserve_rep(
-            session, department=waiting.department or "general", exclude_rep_ids=(), now=utcnow(), only_rep_id=rep.id
-        )
-        if taken is None:
-            return []
-        offer_id = self._offer_pending(session, waiting, taken)
-        return [Pull(call_sid=waiting.call_sid, offer_id=offer_id)]
-
-    # --- presence, end of call -------------------------------------------------------------------------------------
-
-    def set_presence(self, rep_name: str, state: RepState) -> list[Pull]:
-        """Change a rep's presence; a rep who becomes available immediately pulls the next waiting caller."""
-        with self._store.unit_of_work() as session:
-            rep = crm.find_rep(session, rep_name)
-            crm.set_rep_presence(session, rep, state, now=utcnow())
-            session.flush()
-            pulls = self._pull_for_freed_rep(session, rep.id) if state is RepState.AVAILABLE else []
-        self._after_commit(pulls)
-        return pulls
-
-    def interaction_summary(self, call_sid: str) -> dict[str, object]:
-        """The interaction as the CRM recorded it, for people (the simulator prints it)."""
-        with self._store.unit_of_work() as session:
-            record = crm.require_interaction(session, call_sid)
-            return {
-                "caller": mask_phone(record.caller_number),
-                "customer": record.customer.name if record.customer else None,
-                "issue": record.issue_text,
-                "captured by": record.capture_method,
-                "department": record.department,
-                "confidence": record.confidence,
-                "rep": record.rep.name if record.rep else None,
-                "whisper": record.summary,
-                "outcome": record.outcome.value if record.outcome else None,
-                "hold seconds": record.hold_seconds,
-                "survey": record.survey or None,
-                "flow": f"{record.flow_name}@{record.flow_version}",
-            }
-
-    def rep_roster(self) -> list[RepView]:
-        with self._store.unit_of_work() as session:
-            return [
-                RepView(name=rep.name, phone=rep.phone, state=rep.state.value, departments=tuple(rep.departments))
-                for rep in crm.list_reps(session)
-            ]
+    # --- voicemail -------------------------------------------------------------------------------------------------
 
     def voicemail_saved(self, call_sid: str, *, recording_url: str, duration_seconds: int) -> Reply:
         """File the message on the customer's record with a follow-up task, now; transcribe it in the background.
@@ -569,7 +471,7 @@ class CallService:
         """
         with self._store.unit_of_work() as session:
             interaction = crm.require_interaction(session, call_sid, for_update=True)
-            flow = self._flows.version(interaction.flow_version, name=interaction.flow_name)
+            flow = self._flow_of(interaction)
             interaction.recording_url = recording_url
             interaction.outcome = Outcome.VOICEMAIL
             caller = interaction.customer.name if interaction.customer else mask_phone(interaction.caller_number)
@@ -586,12 +488,12 @@ class CallService:
                 language=flow.language,
                 voice=flow.voice,
             )
-            state = CallState.model_validate(_without_city(interaction.flow_state))
+            state = CallState.model_validate(without_city(interaction.flow_state))
             if not state.finished and isinstance(flow.nodes.get(state.node), VoicemailNode):
                 # The flow asked for this message (a `voicemail` node): it says what comes next.
                 recorded = Recorded(recording_url=recording_url, duration_seconds=duration_seconds)
-                state, step = advance(flow, state, recorded, now=self.clock())
-                interaction.flow_state = _with_city(state, _city(interaction.flow_state))
+                state, step = advance(flow, state, recorded, now=self._clock())
+                interaction.flow_state = with_city(state, city_of(interaction.flow_state))
                 if not isinstance(step.action, Transfer):
                     reply = FlowReply(step)
         if recording_url:
@@ -609,58 +511,77 @@ class CallService:
                 error=transcript.error,
             )
 
+    # --- the end of a call -----------------------------------------------------------------------------------------
+
     def call_status(self, call_sid: str, *, call_status: str, duration_seconds: int | None) -> Reply:
         """Status callback: close the interaction once, whatever order and however often callbacks arrive."""
-        pulls: list[Pull] = []
+        actions: list[Action] = []
         with self._store.unit_of_work() as session:
             interaction = crm.get_interaction(session, call_sid, for_update=True)
             if interaction is None:
                 log.warning("status %s for unknown call %s", call_status, call_sid)
                 return Acknowledge()
-            if call_status not in FINAL_CALL_STATUSES:
+            if call_status not in FINAL_CALL_STATUSES or interaction.status is InteractionStatus.CALLBACK:
+                # A caller waiting for a callback has hung up on purpose: their interaction goes on without them.
                 if interaction.status is not InteractionStatus.ENDED:
                     interaction.last_call_status = call_status
                 return Acknowledge()
-            outcome = _outcome_at_end(interaction, call_status)
-            pulls.extend(
-                self._end(
+            actions.extend(
+                self.end_interaction(
                     session,
                     interaction,
-                    outcome=outcome,
+                    outcome=_outcome_at_end(interaction, call_status),
                     call_status=call_status,
                     duration=duration_seconds,
-                    now=utcnow(),
                 )
             )
-        self._after_commit(pulls)
+        self._after_commit(actions)
         return Acknowledge()
 
-    def _end(
+    def end_interaction(
         self,
         session: Session,
         interaction: Interaction,
         *,
         outcome: Outcome,
-        call_status: str,
+        call_status: str | None,
         duration: int | None,
-        now: datetime,
-    ) -> list[Pull]:
+    ) -> list[Action]:
         """Close the interaction and free whoever was tied to it (a rep ringing or talking)."""
         crm.close_interaction(
-            session, interaction, outcome=outcome, call_status=call_status, duration_seconds=duration, now=now
+            session,
+            interaction,
+            outcome=outcome,
+            call_status=call_status,
+            duration_seconds=duration,
+            now=self._clock(),
         )
-        pulls: list[Pull] = []
-        offer = crm.open_offer(session, interaction.id)
-        if offer is not None:
-            offer.state = OfferState.ENDED if offer.state is OfferState.ACCEPTED else OfferState.CANCELLED
-            offer.ended_at = offer.ended_at or now
-            if crm.release_rep(session, offer.rep_id, now=now):
-                pulls.extend(self._pull_for_freed_rep(session, offer.rep_id))
-        return pulls
+        actions: list[Action] = []
+        for offer in crm.live_offers(session, interaction.id):
+            if offer.state is not OfferState.ACCEPTED:
+                offer.state = OfferState.CANCELLED
+            actions.extend(self._end_offer(session, offer))
+        return actions
 
-    def _after_commit(self, pulls: list[Pull]) -> None:
-        for pull in pulls:
-            self._pull_caller(pull)
+    def interaction_summary(self, call_sid: str) -> dict[str, object]:
+        """The interaction as the CRM recorded it, for people (the simulator prints it)."""
+        with self._store.unit_of_work() as session:
+            record = crm.require_interaction(session, call_sid)
+            return {
+                "caller": mask_phone(record.caller_number),
+                "customer": record.customer.name if record.customer else None,
+                "issue": record.issue_text,
+                "captured by": record.capture_method,
+                "department": record.department,
+                "confidence": record.confidence,
+                "rep": record.rep.name if record.rep else None,
+                "whisper": record.summary,
+                "outcome": record.outcome.value if record.outcome else None,
+                "hold seconds": record.hold_seconds,
+                "priority": ", ".join(record.priority_reasons or ()) or None,
+                "survey": record.survey or None,
+                "flow": f"{record.flow_name}@{record.flow_version}",
+            }
 
 
 def _caller_facts(customer: crm.CallerView | None, *, now: datetime) -> CallerFacts:
@@ -689,19 +610,6 @@ def _outcome_at_end(interaction: Interaction, call_status: str) -> Outcome:
     return Outcome.ABANDONED
 
 
-def _require_offer(session: Session, offer_id: int) -> Offer:
-    offer = crm.get_offer(session, offer_id)
-    if offer is None:
-        raise crm.UnknownInteraction(f"offer {offer_id}")
-    return offer
-
-
-def _waited(interaction: Interaction, now: datetime) -> int:
-    if interaction.enqueued_at is None:
-        return 0
-    return max(0, int((now - interaction.enqueued_at).total_seconds()))
-
-
 def _topic(flow: Flow, past: crm.PastContact | None) -> str | None:
     if past is None:
         return None
@@ -709,23 +617,3 @@ def _topic(flow: Flow, past: crm.PastContact | None) -> str | None:
         words = past.issue_text.split()
         return " ".join(words[:12]) + ("…" if len(words) > 12 else "")
     return flow.department_name(past.department) if past.department else None
-
-
-# The caller's city is not part of the engine's state, but the whisper wants it; it rides along in the JSON.
-_CITY_KEY = "_caller_city"
-
-
-def _with_city(state: CallState, city: str | None) -> dict[str, object]:
-    data: dict[str, object] = state.model_dump(mode="json")
-    if city:
-        data[_CITY_KEY] = city
-    return data
-
-
-def _without_city(data: dict[str, object]) -> dict[str, object]:
-    return {key: value for key, value in data.items() if key != _CITY_KEY}
-
-
-def _city(data: dict[str, object]) -> str | None:
-    value = data.get(_CITY_KEY)
-    return value if isinstance(value, str) else None

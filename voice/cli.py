@@ -28,7 +28,8 @@ def _warmline() -> Warmline:
 
 
 def _make_app() -> Flask:
-    return create_app()
+    # One-shot commands need no flow watcher or housekeeping thread (`serve` runs the app in gunicorn workers).
+    return create_app(background=False)
 
 
 @click.group(cls=FlaskGroup, create_app=_make_app, add_default_commands=False, add_version_option=False)
@@ -144,7 +145,7 @@ def import_reps(file: Path, status: str | None) -> None:
     _print_report(report, "reps")
     if status:
         for name in report.names:
-            warmline.calls.set_presence(name, RepState(status))
+            warmline.presence.set_presence(name, RepState(status))
         click.echo(f"{len(report.names)} reps set to {status}")
 
 
@@ -156,19 +157,24 @@ def rep_status(name: str, state: str) -> None:
     """Set a rep's presence. A rep who becomes available takes the longest-waiting caller at once."""
     warmline = _warmline()
     # The CLI has no webhook to keep fast: pull the caller right here, and see it fail if it does.
-    calls = assemble(current_app, warmline.settings, runner=InlineRunner()).calls
+    inline = assemble(current_app, warmline.settings, runner=InlineRunner(), background=False)
     try:
-        pulls = calls.set_presence(name, RepState(state))
+        change = inline.presence.set_presence(name, RepState(state))
     except UnknownRep:
         raise click.ClickException(f"no rep named {name!r} (see `warmline reps list`)") from None
-    click.echo(f"{name}: {state}" + (f"; connecting a waiting caller ({len(pulls)})" if pulls else ""))
+    finally:
+        inline.close()
+    if not change.immediate:
+        click.echo(f"{change.rep.name}: {state} after the current call")
+    else:
+        click.echo(f"{change.rep.name}: {state}" + ("; connecting a waiting caller" if change.pulled else ""))
 
 
 @reps.command("list")
 @with_appcontext
 def rep_list() -> None:
     """Reps, their skills and presence."""
-    for rep in _warmline().calls.rep_roster():
+    for rep in _warmline().presence.roster():
         click.echo(f"{rep.name:<24} {rep.state:<10} {mask_phone(rep.phone):<14} {', '.join(rep.departments)}")
 
 
@@ -231,7 +237,7 @@ def call(caller: str, called: str, base_url: str | None, rep_behaviour: str, inp
         account_sid=settings.account_sid,
         auth_token=settings.auth_token,
     ) as twilio:
-        for rep in warmline.calls.rep_roster():
+        for rep in warmline.presence.roster():
             twilio.register_rep(rep.phone, script)
         placed = twilio.place_call(
             from_=caller, to=called, script=CallerScript(answers), status_callback="/voice/status"
@@ -308,7 +314,7 @@ def simulate(caller_number: str, called: str, flow_file: Path | None, rep_behavi
         account_sid=settings.account_sid,
         auth_token=settings.auth_token,
         rep_script=script,
-        rep_phones=[rep.phone for rep in warmline.calls.rep_roster()],
+        rep_phones=[rep.phone for rep in warmline.presence.roster()],
     )
     click.echo(f"-- call ended: {call.status}, {call.duration} s")
     record = warmline.calls.interaction_summary(call.sid)

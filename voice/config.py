@@ -55,14 +55,86 @@ class TransferSettings(_Section):
     caller_id: str = "caller"
 
 
+# Twilio's own hold music, public: callers hear music between announcements, never silence.
+DEFAULT_HOLD_MUSIC = "https://com.twilio.music.classical.s3.amazonaws.com/BusyStrings.mp3"
+
+
 class QueueSettings(_Section):
     hold_intro: str = (
         "All of our team members are helping other callers. Please stay on the line and we'll be with you shortly."
     )
-    hold_message: str = "You are number {position} in line. Thanks for holding."
-    hold_music_url: str = ""
+    # Said at the start and then every announce_interval seconds; {position} and {estimated_wait} are filled in
+    # (a flow's transfer `queue_message` replaces it for that flow).
+    hold_message: str = "You are number {position} in line. Your wait is {estimated_wait}. Thanks for holding."
+    # Said instead when nobody on duty can give an estimate yet.
+    hold_message_no_estimate: str = "You are number {position} in line. Thanks for holding."
+    hold_music_url: str = DEFAULT_HOLD_MUSIC
+    # Seconds of hold audio per turn of the hold loop (a pause when hold_music_url is empty).
     hold_interval: int = Field(default=20, ge=1, le=600)
+    # Seconds between announcements of position and estimated wait.
+    announce_interval: int = Field(default=60, ge=10, le=3600)
+    # Offer "press 1 and we'll call you back" when the estimated wait is at least this many seconds (0: always).
+    callback_offer_after: int = Field(default=120, ge=0)
+    # Used for estimates until a department has enough finished calls of its own (seconds of talk + wrap-up).
+    default_handle_time: int = Field(default=240, ge=10)
+    # After this many seconds in line the caller is offered a callback or voicemail.
     max_wait: int = Field(default=900, ge=30)
+
+
+Strategy = Literal["longest_idle", "fewest_calls", "round_robin", "ring_all"]
+
+
+class DepartmentRouting(_Section):
+    strategy: Strategy | None = None  # None: routing.strategy
+    # Reps of these departments take this department's callers who have waited `overflow_after` seconds.
+    overflow_to: list[str] = []
+    overflow_after: int = Field(default=120, ge=0)
+
+
+class PrioritySettings(_Section):
+    """Seconds of head start in line per reason (they add up); see README "Who goes first"."""
+
+    tiers: dict[str, int] = {"vip": 300, "gold": 60}
+    repeat_caller: int = Field(default=120, ge=0)
+    repeat_within_days: int = Field(default=7, ge=0)
+    frustrated: int = Field(default=90, ge=0)
+    callback: int = Field(default=600, ge=0)
+    # Extra words or phrases that mark a frustrated caller, on top of the built-in list.
+    frustration_phrases: list[str] = []
+
+
+class RoutingSettings(_Section):
+    strategy: Strategy = "longest_idle"
+    departments: dict[str, DepartmentRouting] = {}
+    # Seconds of after-call work before a rep is offered the next call (0: straight back to available).
+    wrap_up: int = Field(default=30, ge=0, le=3600)
+    # Offers in a row a rep lets ring out (or hears without answering) before they are set away.
+    missed_offers_before_away: int = Field(default=3, ge=1)
+    # The ring_all strategy rings at most this many free reps at once.
+    ring_group_size: int = Field(default=5, ge=1, le=10)
+    # Seconds between housekeeping passes: expired reservations, ended wrap-ups, due callbacks, overflow
+    # (0 turns the background pass off; only for tests that drive it themselves).
+    sweep_interval: float = Field(default=1.0, ge=0, le=60)
+    # Calls a rep took more than this many seconds ago are checked with Twilio, in case their end was never
+    # reported (a lost status callback would otherwise keep the rep "on a call").
+    check_calls_after: int = Field(default=1800, ge=60)
+    # Time zone of "calls today" (fewest_calls strategy).
+    timezone: str = "UTC"
+    priority: PrioritySettings = PrioritySettings()
+
+    def for_department(self, department: str) -> DepartmentRouting:
+        return self.departments.get(department) or DepartmentRouting()
+
+    def strategy_for(self, department: str) -> Strategy:
+        return self.for_department(department).strategy or self.strategy
+
+
+class CallbackSettings(_Section):
+    # Unanswered callbacks are tried again this many times, this many seconds apart, keeping the caller's place.
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_after: int = Field(default=300, ge=10)
+    # Seconds a callback rings the customer before counting as unanswered.
+    ring_timeout: int = Field(default=30, ge=5, le=120)
 
 
 class FallbackSettings(_Section):
@@ -103,6 +175,8 @@ class Settings(_Section):
     flows: FlowsSettings = FlowsSettings()
     transfer: TransferSettings = TransferSettings()
     queue: QueueSettings = QueueSettings()
+    routing: RoutingSettings = RoutingSettings()
+    callbacks: CallbackSettings = CallbackSettings()
     fallback: FallbackSettings = FallbackSettings()
     proxy: ProxySettings = ProxySettings()
     speech: SpeechSettings = SpeechSettings()

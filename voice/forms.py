@@ -43,9 +43,14 @@ def caller_input(form: Form) -> CallerInput:
 
 
 def offer_id(args: Form) -> int:
-    raw = args.get("offer", "")
+    return number(args, "offer")
+
+
+def number(args: Form, field: str) -> int:
+    """One of our own ids, as we put it in a callback URL."""
+    raw = args.get(field, "")
     if not raw.isdigit():
-        raise MalformedWebhook("offer", f"expected a number, got {raw!r}")
+        raise MalformedWebhook(field, f"expected a number, got {raw!r}")
     return int(raw)
 
 

@@ -20,10 +20,10 @@ class FlowReply:
 
 @dataclass(frozen=True)
 class DialRep:
-    """Ring a rep; the rep hears the whisper at ``/voice/whisper`` before the caller is bridged."""
+    """Ring a rep — or a group at once, first to answer takes it; each rep hears the whisper at ``/voice/whisper``
+    before the caller is bridged. ``targets``: (offer id, rep phone); the Dial action names the first offer."""
 
-    offer_id: int
-    rep_phone: str
+    targets: tuple[tuple[int, str], ...]
     say: tuple[str, ...]
     ring_timeout: int
     caller_id: str | None
@@ -43,9 +43,11 @@ class EnqueueCaller:
 
 @dataclass(frozen=True)
 class HoldLoop:
-    """One pass of the waitUrl loop: a message, then music or a pause, then Twilio fetches the loop again."""
+    """One pass of the waitUrl loop: maybe an announcement (position, estimated wait) and a choice to press a key
+    for (callback, voicemail), then hold music or a pause; then Twilio fetches the loop again."""
 
-    message: str
+    announcement: str | None
+    choice_prompt: str | None
     music_url: str
     pause_seconds: int
     language: str
@@ -54,7 +56,12 @@ class HoldLoop:
 
 @dataclass(frozen=True)
 class LeaveQueue:
-    """Take the caller out of the queue; Twilio continues at the Enqueue action (``/voice/queue-exit``)."""
+    """Take the caller out of the queue (after saying ``say``); Twilio continues at the Enqueue action
+    (``/voice/queue-exit``)."""
+
+    say: tuple[str, ...] = ()
+    language: str = "en-US"
+    voice: str | None = None
 
 
 @dataclass(frozen=True)

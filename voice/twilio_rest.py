@@ -1,8 +1,9 @@
 """Acting on live calls through Twilio's REST API — always off the webhook's response path.
 
 A REST round trip inside a webhook caps a worker at a few calls per second (Twilio's own warm-transfer sample:
-12 requests/s at 150 ms per round trip), so webhooks only decide and commit; the REST call runs afterwards on a
-small thread pool. The base URL is configurable (TWILIO_API_URL): a Twilio-compatible carrier or the emulator.
+12 requests/s at 150 ms per round trip), so webhooks only decide and commit; the REST calls (``voice.actions``) run
+afterwards on a small thread pool. The base URL is configurable (TWILIO_API_URL): a Twilio-compatible carrier or the
+emulator.
 """
 
 from __future__ import annotations
@@ -10,12 +11,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from twilio.base.exceptions import TwilioException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 log = logging.getLogger(__name__)
+
+#: Twilio's answer when a call is over (or never was): error 21220 "Call is not in-progress", or a 404.
+CALL_GONE_CODES = frozenset({21220, 20404})
+
+
+def call_is_gone(error: TwilioRestException) -> bool:
+    return error.status == 404 or error.code in CALL_GONE_CODES
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    status: str
+    duration: int | None
 
 
 class TwilioRest:
@@ -29,7 +44,45 @@ class TwilioRest:
         self._client.calls(call_sid).update(url=url, method="POST")
 
     def hang_up(self, call_sid: str) -> None:
+        """End a call: hangs up one in progress, cancels one still ringing."""
         self._client.calls(call_sid).update(status="completed")
+
+    def create_call(self, *, to: str, from_: str, url: str, status_callback: str, timeout: int) -> str:
+        call = self._client.calls.create(
+            to=to,
+            from_=from_,
+            url=url,
+            method="POST",
+            status_callback=status_callback,
+            status_callback_method="POST",
+            status_callback_event=["initiated", "ringing", "answered", "completed"],
+            timeout=timeout,
+        )
+        return str(call.sid)
+
+    def fetch_call(self, call_sid: str) -> CallFacts:
+        call = self._client.calls(call_sid).fetch()
+        duration = int(call.duration) if call.duration not in (None, "") else None
+        return CallFacts(status=str(call.status), duration=duration)
+
+    def conference_sid(self, friendly_name: str) -> str | None:
+        """The live conference of that name (conferences are addressed by their Sid in REST)."""
+        for status in ("in-progress", "init"):
+            for conference in self._client.conferences.list(friendly_name=friendly_name, status=status, limit=1):
+                return str(conference.sid)
+        return None
+
+    def hold_participant(self, conference_sid: str, call_sid: str, *, hold: bool, hold_url: str) -> None:
+        participant = self._client.conferences(conference_sid).participants(call_sid)
+        if hold:
+            participant.update(hold=True, hold_url=hold_url, hold_method="POST")
+        else:
+            participant.update(hold=False)
+
+    def announce_to_participant(self, conference_sid: str, call_sid: str, url: str) -> None:
+        self._client.conferences(conference_sid).participants(call_sid).update(
+            announce_url=url, announce_method="POST"
+        )
 
 
 class BackgroundRunner:

@@ -71,13 +71,15 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
         case DialRep():
             _say_all(response, reply.say, reply.language, reply.voice)
             dial = Dial(
-                action=url_for("voice.dial_ended", offer=reply.offer_id),
+                action=url_for("voice.dial_ended", offer=reply.targets[0][0]),
                 method="POST",
                 timeout=reply.ring_timeout,
                 answer_on_bridge=True,
                 caller_id=reply.caller_id,
             )
-            dial.number(reply.rep_phone, url=url_for("voice.whisper", offer=reply.offer_id), method="POST")
+            # Several numbers ring at once; the first to answer hears the whisper, Twilio hangs up the others.
+            for offer_id, phone in reply.targets:
+                dial.number(phone, url=url_for("voice.whisper", offer=offer_id), method="POST")
             response.append(dial)
         case EnqueueCaller():
             _say_all(response, reply.say, reply.language, reply.voice)
@@ -89,13 +91,24 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
                 wait_url_method="POST",
             )
         case HoldLoop():
-            # Only Say/Play/Pause/Gather/Redirect/Leave/Hangup are allowed in a waitUrl document.
-            response.say(reply.message, language=reply.language, voice=reply.voice)
+            # Only Say/Play/Pause/Gather/Redirect/Leave/Hangup are allowed in a waitUrl document. One announcement
+            # per turn at most, and the key offer inside the same Gather, so announcements never overlap.
+            texts = [text for text in (reply.announcement, reply.choice_prompt) if text]
+            if reply.choice_prompt:
+                gather = Gather(
+                    input="dtmf", num_digits=1, timeout=3, action=url_for("voice.hold_choice"), method="POST"
+                )
+                for text in texts:
+                    gather.say(text, language=reply.language, voice=reply.voice)
+                response.append(gather)
+            else:
+                _say_all(response, tuple(texts), reply.language, reply.voice)
             if reply.music_url:
                 response.play(reply.music_url)
             else:
                 response.pause(length=reply.pause_seconds)
         case LeaveQueue():
+            _say_all(response, reply.say, reply.language, reply.voice)
             response.leave()
         case Whisper():
             gather = Gather(

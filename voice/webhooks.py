@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from voice import forms
 from voice.calls import CallService
+from voice.queueing import QueueService
 from voice.replies import Acknowledge, Fallback, Goodbye, LeaveQueue, Reply
 from voice.signature import SignatureRejected, verify_twilio_request
 from voice.twiml import render
@@ -31,6 +32,10 @@ def _warmline() -> Warmline:
 
 def _calls() -> CallService:
     return _warmline().calls
+
+
+def _queue() -> QueueService:
+    return _warmline().queue
 
 
 def respond(reply: Reply) -> Response:
@@ -55,7 +60,7 @@ def gather() -> Response:
 
 @bp.post("/whisper")
 def whisper() -> Response:
-    return respond(_calls().whisper(forms.offer_id(request.args)))
+    return respond(_calls().whisper(forms.offer_id(request.args), rep_call_sid=request.form.get("CallSid")))
 
 
 @bp.post("/whisper/answer")
@@ -71,14 +76,38 @@ def dial_ended() -> Response:
 @bp.post("/hold")
 def hold() -> Response:
     form = request.form
-    return respond(_calls().hold(forms.call_sid(form), queue_seconds=forms.seconds(form, "QueueTime")))
+    return respond(_queue().hold(forms.call_sid(form), queue_seconds=forms.seconds(form, "QueueTime")))
+
+
+@bp.post("/hold/choice")
+def hold_choice() -> Response:
+    return respond(_queue().hold_choice(forms.call_sid(request.form), digits=request.form.get("Digits")))
 
 
 @bp.post("/queue-exit")
 def queue_exit() -> Response:
     form = request.form
     result, waited = form.get("QueueResult", "error"), forms.seconds(form, "QueueTime")
-    return respond(_calls().queue_exit(forms.call_sid(form), result=result, queue_seconds=waited))
+    return respond(_queue().queue_exit(forms.call_sid(form), result=result, queue_seconds=waited))
+
+
+@bp.post("/callback/answer")
+def callback_answer() -> Response:
+    callback_id = forms.number(request.args, "callback")
+    return respond(_queue().callback_answered(callback_id, call_sid=forms.call_sid(request.form)))
+
+
+@bp.post("/callback/status")
+def callback_status() -> Response:
+    form = request.form
+    return respond(
+        _queue().callback_status(
+            forms.number(request.args, "callback"),
+            call_sid=forms.call_sid(form),
+            call_status=form.get("CallStatus", ""),
+            duration=forms.optional_seconds(form, "CallDuration"),
+        )
+    )
 
 
 @bp.post("/connect")
@@ -105,7 +134,8 @@ def status() -> Response:
 # Which safe answer fits depends on whose leg asked: the rep's whisper leg must not dial the fallback number, and a
 # waitUrl document may only use queue-safe verbs.
 _REP_LEG_ENDPOINTS = frozenset({"voice.whisper", "voice.whisper_answer"})
-_QUIET_ENDPOINTS = frozenset({"voice.status"})
+_QUIET_ENDPOINTS = frozenset({"voice.status", "voice.callback_status"})
+_QUEUE_ENDPOINTS = frozenset({"voice.hold", "voice.hold_choice"})
 
 
 @bp.errorhandler(SignatureRejected)
@@ -125,7 +155,7 @@ def on_error(error: Exception) -> Response:
     reply: Reply
     if endpoint in _REP_LEG_ENDPOINTS:
         reply = Goodbye(say=("Sorry, this call cannot be connected.",))
-    elif endpoint == "voice.hold":
+    elif endpoint in _QUEUE_ENDPOINTS:
         reply = LeaveQueue()  # the Enqueue action takes over and can use the full fallback
     elif endpoint in _QUIET_ENDPOINTS:
         reply = Acknowledge()

@@ -22,11 +22,27 @@ class WhisperFacts:
     last_contact_when: datetime | None
     last_contact_topic: str | None
     waited_seconds: int
+    #: We are calling the customer back (they chose a callback instead of holding).
+    callback: bool = False
+    #: Why they went ahead in line ("tier vip", "frustrated: 'third time'"), as the priority module wrote it.
+    priority_reasons: tuple[str, ...] = ()
+    #: A note from the rep handing the call over (rep-to-rep warm transfer).
+    handoff_note: str | None = None
+    handoff_from: str | None = None
 
 
 def compose_whisper(facts: WhisperFacts, *, now: datetime) -> str:
     """One short paragraph, most useful first: who, why (in their words), history, wait, then the key to press."""
-    parts = [f"{_who(facts)}, calling about {facts.department_name}."]
+    if facts.handoff_from:
+        parts = [f"Transfer from {facts.handoff_from}: {_who(facts)}, about {facts.department_name}."]
+        if facts.handoff_note and facts.handoff_note.strip():
+            parts.append(f"{facts.handoff_from}'s note: {first_sentence(facts.handoff_note)}")
+    elif facts.callback:
+        parts = [f"Callback to {_who(facts)}, who asked about {facts.department_name}."]
+    else:
+        parts = [f"{_who(facts)}, calling about {facts.department_name}."]
+    if any(reason.startswith("frustrated") for reason in facts.priority_reasons):
+        parts.append("They sound frustrated.")
     issue = first_sentence(facts.issue_text)
     if issue:
         parts.append(f"In their words: {issue}")
@@ -34,7 +50,8 @@ def compose_whisper(facts: WhisperFacts, *, now: datetime) -> str:
         topic = f" about {facts.last_contact_topic}" if facts.last_contact_topic else ""
         parts.append(f"Last contact {spoken_date(facts.last_contact_when, now=now)}{topic}.")
     if facts.waited_seconds >= 30:
-        parts.append(f"They waited {spoken_duration(facts.waited_seconds)}.")
+        waited = f"They waited {spoken_duration(facts.waited_seconds)}"
+        parts.append(f"{waited} for this callback." if facts.callback else f"{waited}.")
     parts.append("Press 1 to take the call.")
     return " ".join(parts)
 

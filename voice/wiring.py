@@ -10,9 +10,14 @@ from flask import Flask
 
 from crm_sync.db import Store
 from ivr_flows import Flow
-from voice.calls import CallService, Pull, VoicemailJob
+from voice.actions import Action
+from voice.calls import CallService, Clock, VoicemailJob
 from voice.config import Settings
+from voice.dispatch import Dispatcher
 from voice.flow_library import FlowLibrary, FlowWatcher
+from voice.presence import Housekeeper, PresenceService, SweepThread
+from voice.queueing import QueueService
+from voice.rest_actions import RestActions, describe
 from voice.twilio_rest import BackgroundRunner, TwilioRest
 from voice.urls import url_builder
 
@@ -52,37 +57,52 @@ class Warmline:
     settings: Settings
     store: Store
     flows: FlowLibrary
+    clock: Clock
     calls: CallService
+    queue: QueueService
+    presence: PresenceService
+    housekeeper: Housekeeper
     rest: TwilioRest
     runner: BackgroundRunner
     watcher: FlowWatcher | None = None
+    sweeper: SweepThread | None = None
 
     def close(self) -> None:
         """Stop background threads and close database connections (tests, CLI)."""
         if self.watcher is not None:
             self.watcher.stop()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         self.runner.shutdown(wait=True)
         self.store.dispose()
 
 
-def assemble(app: Flask, settings: Settings, *, runner: BackgroundRunner | None = None) -> Warmline:
+def assemble(
+    app: Flask, settings: Settings, *, runner: BackgroundRunner | None = None, background: bool = True
+) -> Warmline:
+    """One app instance's parts. ``background=False``: no flow watcher, no housekeeping thread (the CLI)."""
     store = Store(settings.database_url)
     flows = FlowLibrary(settings.flows_directory, default=settings.flows.default, numbers=settings.flows.numbers)
     flows.load_all()
     watcher = (
-        FlowWatcher(flows, interval=settings.flows.reload_interval).start() if settings.flows.reload_interval else None
+        FlowWatcher(flows, interval=settings.flows.reload_interval).start()
+        if background and settings.flows.reload_interval
+        else None
     )
     rest = TwilioRest(
         account_sid=settings.account_sid, auth_token=settings.auth_token, base_url=settings.twilio_api_url
     )
     runner = runner or BackgroundRunner()
-    base_url = settings.public_url or LOCAL_BASE_URL
-
-    def pull_caller(pull: Pull) -> None:
-        url = url_builder(app.url_map, base_url)("voice.connect", offer=pull.offer_id)
-        runner.submit(f"pull of {pull.call_sid}", rest.redirect_call, pull.call_sid, url)
-
+    urls = url_builder(app.url_map, settings.public_url or LOCAL_BASE_URL)
+    clock = Clock()
+    dispatcher = Dispatcher(settings=settings, clock=clock)
     transcribers = TranscriberCache(settings)
+
+    def act(action: Action) -> None:
+        runner.submit(describe(action), perform, action)
+
+    def perform(action: Action) -> None:
+        RestActions(rest=rest, urls=urls, queue=queue, calls=calls, settings=settings).perform(action)
 
     def transcribe(job: VoicemailJob) -> None:
         def run() -> None:
@@ -98,5 +118,43 @@ def assemble(app: Flask, settings: Settings, *, runner: BackgroundRunner | None 
 
         runner.submit(f"transcription of {job.call_sid}", run)
 
-    calls = CallService(store=store, flows=flows, settings=settings, pull_caller=pull_caller, transcribe=transcribe)
-    return Warmline(settings=settings, store=store, flows=flows, calls=calls, rest=rest, runner=runner, watcher=watcher)
+    calls = CallService(
+        store=store,
+        flows=flows,
+        settings=settings,
+        dispatcher=dispatcher,
+        act=act,
+        clock=clock,
+        transcribe=transcribe,
+    )
+    queue = QueueService(
+        store=store, flows=flows, settings=settings, dispatcher=dispatcher, calls=calls, act=act, clock=clock
+    )
+    presence = PresenceService(store=store, dispatcher=dispatcher, act=act, clock=clock)
+    housekeeper = Housekeeper(
+        store=store,
+        dispatcher=dispatcher,
+        queue=queue,
+        act=act,
+        clock=clock,
+        check_calls_after=settings.routing.check_calls_after,
+    )
+    sweeper = (
+        SweepThread(housekeeper, interval=settings.routing.sweep_interval).start()
+        if background and settings.routing.sweep_interval
+        else None
+    )
+    return Warmline(
+        settings=settings,
+        store=store,
+        flows=flows,
+        clock=clock,
+        calls=calls,
+        queue=queue,
+        presence=presence,
+        housekeeper=housekeeper,
+        rest=rest,
+        runner=runner,
+        watcher=watcher,
+        sweeper=sweeper,
+    )

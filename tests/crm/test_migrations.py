@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, create_engine, text
 
 from crm_sync.db import Store, alembic_config
 from crm_sync.models import Base
@@ -19,16 +19,9 @@ def test_models_match_the_migrations(store: Store) -> None:
 
 def test_upgrade_from_the_first_revision_keeps_calls(database_url: str) -> None:
     engine = create_engine(database_url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS tasks"))
-        for table in ("offers", "rep_skills", "interactions", "reps", "customers", "alembic_version"):
-            connection.execute(
-                text(
-                    f"DROP TABLE IF EXISTS {table} CASCADE"
-                    if engine.dialect.name == "postgresql"
-                    else f"DROP TABLE IF EXISTS {table}"
-                )
-            )
+    existing = MetaData()
+    existing.reflect(engine)  # every table the fixture created, whatever revisions exist by now
+    existing.drop_all(engine)
     store = Store(database_url)
     command.upgrade(alembic_config(store.engine), "0001")
     with store.engine.begin() as connection:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
@@ -32,7 +33,8 @@ def test_threads_racing_for_one_rep_get_it_once(store: Store) -> None:
     def try_to_reserve(_: int) -> int | None:
         barrier.wait()
         with store.unit_of_work() as session:
-            rep = crm.reserve_rep(session, department="billing", exclude_rep_ids=(), now=utcnow())
+            now = utcnow()
+            rep = crm.reserve_rep(session, department="billing", now=now, until=now + timedelta(seconds=60))
             return rep.id if rep else None
 
     with ThreadPoolExecutor(THREADS) as pool:

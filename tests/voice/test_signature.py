@@ -72,7 +72,7 @@ def test_behind_a_proxy_forwarded_headers_rebuild_the_signed_url(database_url: s
     untrusting = create_app(app_config(database_url, tmp_path / "j", public_url=""))
     assert untrusting.test_client().post("/voice/incoming", data=CALL, headers=headers).status_code == 403
     for each in (app, untrusting):
-        each.extensions["warmline"].store.dispose()
+        each.extensions["warmline"].close()
 
 
 def test_query_string_is_part_of_the_signed_url(client: FlaskClient) -> None:
