@@ -515,7 +515,7 @@ def next_in_line(
         Callback.state == CallbackState.WAITING,
         or_(Callback.next_attempt_at.is_(None), Callback.next_attempt_at <= now),
     )
-    already_offered = select(Offer.interaction_id).where(Offer.rep_id == rep_id, Offer.purpose != "handoff")
+    already_offered = select(Offer.interaction_id).where(Offer.rep_id == rep_id, Offer.state == OfferState.DECLINED)
     return (
         session.scalars(
             select(Interaction)
@@ -891,10 +891,15 @@ def offers_in_group(session: Session, group_id: int) -> Sequence[Offer]:
     return session.scalars(select(Offer).where(Offer.group_id == group_id).order_by(Offer.id)).all()
 
 
-_OFFERED_REPS = select(Offer.rep_id).where(Offer.interaction_id == bindparam("interaction_id"))
+# A rep who declined a caller or let the call ring out is not offered that caller again; an offer withdrawn
+# (cancelled: the caller hung up, another rep of a ring group answered, a callback went unanswered) does not count.
+_OFFERED_REPS = select(Offer.rep_id).where(
+    Offer.interaction_id == bindparam("interaction_id"), Offer.state == OfferState.DECLINED
+)
 
 
 def offered_rep_ids(db: Db, interaction_id: int) -> set[int]:
+    """Reps who declined this caller or let their call ring out."""
     return set(_connection(db).execute(_OFFERED_REPS, {"interaction_id": interaction_id}).scalars())
 
 
@@ -1040,7 +1045,9 @@ def _matchable(now: datetime, overflow: Sequence[OverflowRule]) -> Any:
         )
         for rule in overflow
     ]
-    offered = select(Offer.id).where(Offer.interaction_id == Interaction.id, Offer.rep_id == Rep.id)
+    offered = select(Offer.id).where(
+        Offer.interaction_id == Interaction.id, Offer.rep_id == Rep.id, Offer.state == OfferState.DECLINED
+    )
     return exists(
         select(Interaction.id)
         .outerjoin(Callback, Callback.interaction_id == Interaction.id)

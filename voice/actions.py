@@ -91,5 +91,12 @@ Action = (
 ActionSink = Callable[[Action], None]
 
 
-def discard(_action: Action) -> None:
-    """An ``ActionSink`` for callers that act on nothing (the CLI before the app is serving)."""
+class ActionRelay:
+    """The one sink every service of an app hands its actions to; ``target`` is where they go (the REST runner in
+    the app, a list in tests and the queue simulation that look at what would be done)."""
+
+    def __init__(self, target: ActionSink) -> None:
+        self.target = target
+
+    def __call__(self, action: Action) -> None:
+        self.target(action)

@@ -588,7 +588,8 @@ def _caller_facts(customer: crm.CallerView | None, *, now: datetime) -> CallerFa
     if customer is None:
         return CallerFacts(known=False)
     custom = {str(key): str(value) for key, value in customer.custom_fields.items()}
-    since = (now - customer.last_contact_at).days if customer.last_contact_at else None
+    # Clamped: another worker's call may have started a moment "after" this worker's now.
+    since = max(0, (now - customer.last_contact_at).days) if customer.last_contact_at else None
     return CallerFacts(
         known=True,
         first_name=customer.first_name or None,

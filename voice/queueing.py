@@ -112,15 +112,18 @@ class QueueService:
             return True
         return (now - interaction.announced_at).total_seconds() >= self._settings.queue.announce_interval
 
-    def _music(self, flow: Flow, *, announcement: str | None = None, choice: str | None = None) -> HoldLoop:
+    def _music(
+        self, flow: Flow, *, announcement: str | None = None, choice: str | None = None, language: str | None = None
+    ) -> HoldLoop:
         queue = self._settings.queue
+        language = language or flow.language
         return HoldLoop(
             announcement=announcement,
             choice_prompt=choice,
             music_url=queue.hold_music_url,
             pause_seconds=queue.hold_interval,
-            language=flow.language,
-            voice=flow.voice,
+            language=language,
+            voice=flow.voice_for(language),
         )
 
     def _announce(
@@ -133,6 +136,7 @@ class QueueService:
         estimate = self.estimate(session, department, position=position, now=now)
         interaction.announced_at = now
         interaction.announced_wait = round(estimate) if estimate is not None else None
+        language = interaction.language or flow.language
         announcement = self._position_message(interaction, flow, position=position, estimate=estimate)
         choice = None
         queue = self._settings.queue
@@ -146,21 +150,24 @@ class QueueService:
             )
         elif _can_call_back(interaction) and estimate is not None and estimate >= queue.callback_offer_after:
             choice = "Press 1 and we'll call you back — you keep your place in line."
-        return self._music(flow, announcement=announcement, choice=choice)
+        return self._music(flow, announcement=announcement, choice=choice, language=language)
 
     def _position_message(
         self, interaction: Interaction, flow: Flow, *, position: int, estimate: float | None
     ) -> str:
+        """The flow's transfer `queue_message` when it has one, else config.yaml's hold message."""
         template = None
-        try:
-            template = queue_message(flow, CallState.model_validate(without_city(interaction.flow_state)))
-        except ValueError:
-            template = None
+        if estimate is not None:
+            try:
+                template = queue_message(flow, CallState.model_validate(without_city(interaction.flow_state)))
+            except ValueError:
+                template = None
         if template is None:
             queue = self._settings.queue
             template = queue.hold_message if estimate is not None else queue.hold_message_no_estimate
             template = template.replace("{position}", "{queue_position}")
-        return fill_queue_message(template, estimated_wait=spoken_wait(estimate), queue_position=position)
+        said = spoken_wait(estimate, interaction.language or flow.language)
+        return fill_queue_message(template, estimated_wait=said, queue_position=position)
 
     def estimate(self, db: crm.Db, department: str, *, position: int, now: datetime) -> float | None:
         """Expected seconds until the caller at ``position`` is answered, from the reps on duty now."""

@@ -264,7 +264,24 @@ def _minutes(count: int) -> str:
     return "1 minute" if count == 1 else f"{count} minutes"
 
 
-def spoken_wait(seconds: float | None) -> str:
+def _minutos(count: int) -> str:
+    return "1 minuto" if count == 1 else f"{count} minutos"
+
+
+def rounded_wait_minutes(seconds: float) -> int | None:
+    """The estimate rounded *up* to a figure people say (see ``spoken_wait``): minutes, or None past 90 minutes."""
+    _check_non_negative(seconds, "seconds", InvalidWaitInput)
+    minutes = math.ceil(seconds / 60)
+    if minutes <= 10:
+        return minutes
+    if minutes <= 30:
+        return 5 * math.ceil(minutes / 5)
+    if minutes <= 90:
+        return 10 * math.ceil(minutes / 10)
+    return None
+
+
+def spoken_wait(seconds: float | None, language: str = "en-US") -> str:
     """How a person says a wait estimate; always rounded *up*, so the caller is never promised less.
 
     ========================  ====================================================================
@@ -279,24 +296,22 @@ def spoken_wait(seconds: float | None) -> str:
     over 90 min               "more than an hour and a half" (a floor, still true; a precise long figure
                               would sound more certain than the estimate is)
     ========================  ====================================================================
+
+    ``language``: English unless it is Spanish ("es", "es-MX", …), which the sample flows also speak.
     """
     if seconds is None:
         return ""
-    _check_non_negative(seconds, "seconds", InvalidWaitInput)
+    spanish = language.lower().startswith("es")
     if seconds < 60:
-        return "less than a minute"
-    minutes = math.ceil(seconds / 60)
-    if minutes <= 10:
-        return f"about {_minutes(minutes)}"
-    if minutes <= 30:
-        return f"about {_minutes(5 * math.ceil(minutes / 5))}"
-    if minutes <= 90:
-        minutes = 10 * math.ceil(minutes / 10)
-        if minutes < 60:
-            return f"about {_minutes(minutes)}"
-        if minutes == 60:
-            return "about an hour"
-        if minutes == 90:
-            return "about an hour and a half"
-        return f"about an hour and {_minutes(minutes - 60)}"
-    return "more than an hour and a half"
+        _check_non_negative(seconds, "seconds", InvalidWaitInput)
+        return "menos de un minuto" if spanish else "less than a minute"
+    minutes = rounded_wait_minutes(seconds)
+    if minutes is None:
+        return "más de una hora y media" if spanish else "more than an hour and a half"
+    if minutes < 60:
+        return f"unos {_minutos(minutes)}" if spanish else f"about {_minutes(minutes)}"
+    if minutes == 60:
+        return "una hora" if spanish else "about an hour"
+    if minutes == 90:
+        return "una hora y media" if spanish else "about an hour and a half"
+    return f"una hora y {_minutos(minutes - 60)}" if spanish else f"about an hour and {_minutes(minutes - 60)}"

@@ -10,7 +10,7 @@ from flask import Flask
 
 from crm_sync.db import Store
 from ivr_flows import Flow
-from voice.actions import Action
+from voice.actions import Action, ActionRelay
 from voice.calls import CallService, Clock, VoicemailJob
 from voice.config import Settings
 from voice.dispatch import Dispatcher
@@ -58,6 +58,7 @@ class Warmline:
     store: Store
     flows: FlowLibrary
     clock: Clock
+    actions: ActionRelay
     calls: CallService
     queue: QueueService
     presence: PresenceService
@@ -98,8 +99,10 @@ def assemble(
     dispatcher = Dispatcher(settings=settings, clock=clock)
     transcribers = TranscriberCache(settings)
 
-    def act(action: Action) -> None:
+    def run_in_background(action: Action) -> None:
         runner.submit(describe(action), perform, action)
+
+    act = ActionRelay(run_in_background)
 
     def perform(action: Action) -> None:
         RestActions(rest=rest, urls=urls, queue=queue, calls=calls, settings=settings).perform(action)
@@ -149,6 +152,7 @@ def assemble(
         store=store,
         flows=flows,
         clock=clock,
+        actions=act,
         calls=calls,
         queue=queue,
         presence=presence,

@@ -48,7 +48,7 @@ def queued(department: str, name: str) -> Transfer:
         department=department,
         department_name=name,
         after=True,
-        queue_message=(f"You are number {{queue_position}} in line for {name}. The wait is about {{estimated_wait}}."),
+        queue_message=(f"You are number {{queue_position}} in line for {name}. The wait is {{estimated_wait}}."),
     )
 
 

@@ -344,7 +344,7 @@ def test_main_flow_transfer_then_survey_then_goodbye(sample_flow: Flow) -> None:
     state, step = advance(sample_flow, state, DigitsPressed("1"))
     assert isinstance(step.action, Transfer) and step.action.after
     assert step.action.queue_message is not None
-    message = fill_queue_message(step.action.queue_message, estimated_wait="3 minutes", queue_position=2)
+    message = fill_queue_message(step.action.queue_message, estimated_wait="about 3 minutes", queue_position=2)
     assert message == "You are number 2 in line for billing. The wait is about 3 minutes."
     state, step = advance(sample_flow, state, TransferEnded())
     assert step.say == ("Before you go, one quick question about this call.",)
