@@ -333,6 +333,9 @@ class HandoffState(enum.StrEnum):
     CANCELLED = "cancelled"  # the caller hung up during the hand-off
 
 
+ACTIVE_HANDOFF_STATES = (HandoffState.MOVING, HandoffState.DIALING, HandoffState.CONSULTING)
+
+
 class Handoff(Base):
     """A rep-to-rep warm transfer of one call, step by step (the interaction keeps every one)."""
 
@@ -346,10 +349,16 @@ class Handoff(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     state: Mapped[HandoffState] = mapped_column(_enum(HandoffState), default=HandoffState.MOVING, index=True)
     conference: Mapped[str] = mapped_column(String(64))  # the conference's FriendlyName
+    conference_sid: Mapped[str | None] = mapped_column(String(64))  # known from its first status callback
     caller_call_sid: Mapped[str] = mapped_column(String(64))
     from_call_sid: Mapped[str | None] = mapped_column(String(64))  # the first rep's leg
     to_call_sid: Mapped[str | None] = mapped_column(String(64))  # the target rep's leg (REST-created)
     to_offer_id: Mapped[int | None] = mapped_column(Integer)
+    # Who is in the conference, from its participant-join / participant-leave events.
+    caller_joined_at: Mapped[datetime | None] = mapped_column()
+    from_joined_at: Mapped[datetime | None] = mapped_column()
+    from_left_at: Mapped[datetime | None] = mapped_column()
+    to_joined_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column()
     failure: Mapped[str | None] = mapped_column(String(200))

@@ -21,11 +21,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_sync.models import (
+    ACTIVE_HANDOFF_STATES,
     LIVE_OFFER_STATES,
     ON_DUTY_STATES,
     Callback,
     CallbackState,
     Customer,
+    Handoff,
     Interaction,
     InteractionStatus,
     Offer,
@@ -864,14 +866,10 @@ def open_offer(session: Session, interaction_id: int) -> Offer | None:
 
 
 def live_offers(session: Session, interaction_id: int) -> Sequence[Offer]:
-    """Every offer of the interaction still holding a rep (a ring-all group has several)."""
+    """Every offer of the interaction still holding a rep (a ring-all group has several; a hand-off has two)."""
     return session.scalars(
         select(Offer)
-        .where(
-            Offer.interaction_id == interaction_id,
-            or_(*(Offer.state == state for state in LIVE_OFFER_STATES)),
-            Offer.purpose != "handoff",
-        )
+        .where(Offer.interaction_id == interaction_id, or_(*(Offer.state == state for state in LIVE_OFFER_STATES)))
         .order_by(Offer.id)
     ).all()
 
@@ -1107,6 +1105,38 @@ def long_running_calls(db: Db, *, answered_before: datetime) -> list[str]:
 
 def rep_by_token_digest(session: Session, digest: str) -> Rep | None:
     return session.scalars(select(Rep).where(Rep.api_token_hash == digest)).one_or_none()
+
+
+# --- rep-to-rep hand-offs -----------------------------------------------------------------------------------------
+
+
+def active_handoff(session: Session, interaction_id: int) -> Handoff | None:
+    """The hand-off of this call still under way (moving, dialing or consulting), if any."""
+    return session.scalars(
+        select(Handoff)
+        .where(
+            Handoff.interaction_id == interaction_id,
+            or_(*(Handoff.state == state for state in ACTIVE_HANDOFF_STATES)),
+        )
+        .order_by(Handoff.id.desc())
+        .limit(1)
+        .with_for_update()
+    ).one_or_none()
+
+
+def get_handoff(session: Session, handoff_id: int, *, for_update: bool = False) -> Handoff | None:
+    query = select(Handoff).where(Handoff.id == handoff_id)
+    return session.scalars(query.with_for_update() if for_update else query).one_or_none()
+
+
+def handoffs_of(session: Session, interaction_id: int) -> Sequence[Handoff]:
+    return session.scalars(select(Handoff).where(Handoff.interaction_id == interaction_id).order_by(Handoff.id)).all()
+
+
+def reserve_named_rep(db: Db, rep_id: int, *, now: datetime, until: datetime) -> RepRow | None:
+    """Reserve one particular rep if they are available (a transfer to a named colleague)."""
+    row = _connection(db).execute(_TAKE_REP, {"rep_id": rep_id, "now": now, "until": until}).first()
+    return RepRow(row.id, row.phone) if row else None
 
 
 # --- follow-up tasks -----------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, background: bool = 
     The database schema is not migrated here (several gunicorn workers would race to do it): ``warmline serve`` and
     ``make run`` apply migrations before the workers start.
     """
-    from voice import health, webhooks
+    from voice import api, health, webhooks
     from voice.wiring import assemble
 
     settings = load_settings(test_config)
@@ -29,4 +29,5 @@ def create_app(test_config: dict[str, Any] | None = None, *, background: bool = 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
     return app

@@ -25,6 +25,7 @@ from crm_sync import service as crm
 from crm_sync.db import Store
 from crm_sync.models import (
     CallbackState,
+    HandoffState,
     Interaction,
     InteractionStatus,
     Offer,
@@ -66,6 +67,7 @@ from voice.replies import (
     Bridge,
     FlowReply,
     Goodbye,
+    JoinConference,
     Reply,
     Whisper,
 )
@@ -334,8 +336,18 @@ class CallService:
         return reply
 
     def whisper_text(
-        self, session: Session, interaction: Interaction, flow: Flow, *, now: datetime, callback: bool = False
+        self,
+        session: Session,
+        interaction: Interaction,
+        flow: Flow,
+        *,
+        now: datetime,
+        callback: bool = False,
+        department: str | None = None,
+        handoff_from: str | None = None,
+        handoff_note: str | None = None,
     ) -> str:
+        """The summary a rep hears before taking the call (``handoff_*``: a colleague is handing it over)."""
         customer = interaction.customer
         past = crm.last_contact(session, customer.id, before_interaction_id=interaction.id) if customer else None
         return compose_whisper(
@@ -344,13 +356,15 @@ class CallService:
                 tier=customer.tier if customer else None,
                 caller_number=interaction.caller_number,
                 caller_city=city_of(interaction.flow_state),
-                department_name=flow.department_name(interaction.department or "general"),
+                department_name=flow.department_name(department or interaction.department or "general"),
                 issue_text=interaction.issue_text,
                 last_contact_when=past.when if past else None,
                 last_contact_topic=_topic(flow, past),
-                waited_seconds=waited_seconds(interaction, now),
+                waited_seconds=0 if handoff_from else waited_seconds(interaction, now),
                 callback=callback,
                 priority_reasons=tuple(interaction.priority_reasons or ()),
+                handoff_from=handoff_from,
+                handoff_note=handoff_note,
             ),
             now=now,
         )
@@ -398,12 +412,15 @@ class CallService:
             leader = require_offer(session, offer_id)
             interaction = leader.interaction
             flow = self._flow_of(interaction)
+            moving = self._handoff_moving(session, interaction, flow)
+            if moving is not None:
+                return moving
             offers = crm.offers_in_group(session, leader.group_id) if leader.group_id is not None else [leader]
             accepted = [offer for offer in offers if offer.state in (OfferState.ACCEPTED, OfferState.ENDED)]
             for offer in offers:
                 actions.extend(self._end_offer(session, offer))
             if accepted and interaction.status is not InteractionStatus.ENDED:
-                reply = self._after_conversation(interaction, flow)
+                reply = self.after_conversation(interaction, flow)
             elif accepted or interaction.status is InteractionStatus.ENDED:
                 reply = Goodbye(
                     say=(f"Thanks for calling {flow.company}. Goodbye.",), language=flow.language, voice=flow.voice
@@ -414,6 +431,26 @@ class CallService:
                 reply = self.reroute(session, interaction, flow, say=("Let me find someone else for you.",))
         self._after_commit(actions)
         return reply
+
+    def _handoff_moving(self, session: Session, interaction: Interaction, flow: Flow) -> JoinConference | None:
+        """The Dial ended because a rep-to-rep hand-off moved the rep's leg into a conference: the caller follows
+        (the rep's offer stays live; voice.handoffs frees the rep when they leave the conference)."""
+        if interaction.status is InteractionStatus.ENDED:
+            return None
+        handoff = crm.active_handoff(session, interaction.id)
+        if handoff is None or handoff.state is not HandoffState.MOVING:
+            return None
+        return JoinConference(
+            handoff_id=handoff.id,
+            room=handoff.conference,
+            label="caller",
+            starts=False,
+            ends=True,
+            after="voice.handoff_caller_left",
+            say=("Please hold while I transfer you.",),
+            language=flow.language,
+            voice=flow.voice,
+        )
 
     def _end_offer(self, session: Session, offer: Offer) -> list[Action]:
         """Close one offer of a finished Dial and settle its rep by how it went."""
@@ -432,7 +469,7 @@ class CallService:
         session.flush()
         return self._dispatch.settle(session, offer, end)
 
-    def _after_conversation(self, interaction: Interaction, flow: Flow) -> Reply:
+    def after_conversation(self, interaction: Interaction, flow: Flow) -> Reply:
         """The rep hung up first and the caller is still there: the flow's transfer `after` exit (a survey)."""
         state = CallState.model_validate(without_city(interaction.flow_state))
         if state.finished and isinstance(flow.nodes.get(state.node), TransferNode):

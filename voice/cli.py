@@ -170,6 +170,19 @@ def rep_status(name: str, state: str) -> None:
         click.echo(f"{change.rep.name}: {state}" + ("; connecting a waiting caller" if change.pulled else ""))
 
 
+@reps.command("token")
+@click.argument("name")
+@with_appcontext
+def rep_token(name: str) -> None:
+    """Issue a new API token for a rep's console (the JSON API); any earlier token stops working."""
+    try:
+        token = _warmline().presence.issue_token(name)
+    except UnknownRep:
+        raise click.ClickException(f"no rep named {name!r} (see `warmline reps list`)") from None
+    click.echo(token)
+    click.echo(f"(shown once: give it to {name}; send it as 'Authorization: Bearer <token>')", err=True)
+
+
 @reps.command("list")
 @with_appcontext
 def rep_list() -> None:

@@ -110,6 +110,55 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class JoinConference:
+    """Put this leg into a hand-off's conference (after saying ``say``).
+
+    ``starts``: the conference starts when this leg joins (reps); the caller does not start it, so until a rep is
+    there they hear hold music rather than silence. ``ends``: the conference ends when this leg leaves (the
+    caller: a hang-up ends the hand-off for everyone). ``after``: the endpoint Twilio calls when this leg's
+    conference is over (the Dial action).
+    """
+
+    handoff_id: int
+    room: str
+    label: str
+    starts: bool
+    ends: bool
+    after: str
+    say: tuple[str, ...] = ()
+    language: str = "en-US"
+    voice: str | None = None
+
+
+@dataclass(frozen=True)
+class HoldMusic:
+    """Hold audio for a conference's waitUrl / holdUrl: only Say, Play, Pause and Redirect are allowed there."""
+
+    music_url: str
+    pause_seconds: int
+
+
+@dataclass(frozen=True)
+class HandoffWhisper:
+    """The rep a call is handed to hears the summary and the first rep's note, then presses 1 to join."""
+
+    handoff_id: int
+    summary: str
+    timeout: int
+    language: str
+    voice: str | None
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """Words for one conference participant (an announceUrl document: Say and Play only, nothing that ends it)."""
+
+    text: str
+    language: str = "en-US"
+    voice: str | None = None
+
+
+@dataclass(frozen=True)
 class Acknowledge:
     """Status callbacks: Twilio ignores the body, but it must still be valid TwiML."""
 
@@ -125,5 +174,9 @@ Reply = (
     | Goodbye
     | Voicemail
     | Fallback
+    | JoinConference
+    | HoldMusic
+    | HandoffWhisper
+    | Announcement
     | Acknowledge
 )

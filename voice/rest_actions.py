@@ -25,6 +25,7 @@ from voice.actions import (
 )
 from voice.calls import FINAL_CALL_STATUSES, CallService
 from voice.config import Settings
+from voice.handoffs import HandoffService
 from voice.queueing import QueueService
 from voice.twilio_rest import TwilioRest, call_is_gone
 from voice.twiml import UrlFor
@@ -42,6 +43,7 @@ class RestActions:
     urls: UrlFor
     queue: QueueService
     calls: CallService
+    handoffs: HandoffService
     settings: Settings
 
     def perform(self, action: Action) -> None:
@@ -65,7 +67,13 @@ class RestActions:
                     log.warning("callback %s could not be placed: %s", action.callback_id, exc.msg)
                     self.queue.callback_failed(action.callback_id, reason=str(exc.code or exc.status))
             case RedirectCall(call_sid=call_sid, endpoint=endpoint, params=params):
-                self.rest.redirect_call(call_sid, self.urls(endpoint, **params))
+                try:
+                    self.rest.redirect_call(call_sid, self.urls(endpoint, **params))
+                except TwilioRestException as exc:
+                    if endpoint != "voice.handoff_rep_joins":
+                        raise
+                    log.warning("hand-off %s: the rep's leg %s could not be moved: %s", params, call_sid, exc.msg)
+                    self.handoffs.move_failed(int(params["handoff"]), reason=exc.msg)
             case EndCall(call_sid=call_sid):
                 try:
                     self.rest.hang_up(call_sid)
@@ -77,5 +85,34 @@ class RestActions:
                 if facts.status in FINAL_CALL_STATUSES:
                     log.warning("call %s had ended (%s) without a status callback reaching us", call_sid, facts.status)
                     self.calls.call_status(call_sid, call_status=facts.status, duration_seconds=facts.duration)
-            case HoldParticipant() | AnnounceToParticipant() | DialHandoffTarget():
-                raise NotImplementedError(type(action).__name__)  # hand-offs: voice.handoffs
+            case HoldParticipant(conference=conference, call_sid=call_sid, hold=hold):
+                sid = self._conference_sid(conference)
+                if sid is not None:
+                    music = self.urls("voice.handoff_hold_music")
+                    self.rest.hold_participant(sid, call_sid, hold=hold, hold_url=music)
+            case AnnounceToParticipant(conference=conference, call_sid=call_sid, handoff_id=handoff_id):
+                sid = self._conference_sid(conference)
+                if sid is not None:
+                    url = self.urls("voice.handoff_announce", handoff=handoff_id)
+                    self.rest.announce_to_participant(sid, call_sid, url)
+            case DialHandoffTarget():
+                try:
+                    self.rest.create_call(
+                        to=action.to,
+                        from_=action.from_,
+                        url=self.urls("voice.handoff_whisper", handoff=action.handoff_id),
+                        status_callback=self.urls("voice.handoff_target_status", handoff=action.handoff_id),
+                        timeout=action.timeout,
+                    )
+                except TwilioRestException as exc:
+                    log.warning("hand-off %s: could not ring %s: %s", action.handoff_id, action.to, exc.msg)
+                    self.handoffs.target_unreachable(action.handoff_id, reason=exc.msg)
+
+    def _conference_sid(self, conference: str) -> str | None:
+        """Conferences are addressed by Sid; before its first status callback we only know its name."""
+        if conference.startswith("CF"):
+            return conference
+        sid = self.rest.conference_sid(conference)
+        if sid is None:
+            log.warning("conference %s is not live any more", conference)
+        return sid

@@ -11,13 +11,17 @@ from ivr_flows import Hangup as HangupAction
 from ivr_flows import Record as RecordAction
 from voice.replies import (
     Acknowledge,
+    Announcement,
     Bridge,
     DialRep,
     EnqueueCaller,
     Fallback,
     FlowReply,
     Goodbye,
+    HandoffWhisper,
     HoldLoop,
+    HoldMusic,
+    JoinConference,
     LeaveQueue,
     Reply,
     Voicemail,
@@ -36,7 +40,9 @@ class UrlFor(Protocol):
 
 # Replies that carry no per-call identifier (greetings, questions, hold loops) repeat across calls: rendering one is
 # most of a webhook's CPU after the database, so identical (reply, base URL) pairs are rendered once.
-_CACHEABLE = (FlowReply, EnqueueCaller, HoldLoop, LeaveQueue, Bridge, Goodbye, Voicemail, Fallback, Acknowledge)
+_CACHEABLE = (
+    FlowReply, EnqueueCaller, HoldLoop, HoldMusic, LeaveQueue, Bridge, Goodbye, Voicemail, Fallback, Acknowledge
+)
 
 
 _RENDERED: dict[tuple[Reply, str], str] = {}
@@ -123,6 +129,43 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             # No key pressed: the Gather falls through to here, the rep leg ends unbridged, the Dial moves on.
             response.say("No key pressed. Passing the call on.", language=reply.language, voice=reply.voice)
             response.hangup()
+        case JoinConference():
+            _say_all(response, reply.say, reply.language, reply.voice)
+            dial = Dial(action=url_for(reply.after, handoff=reply.handoff_id), method="POST")
+            dial.conference(
+                reply.room,
+                start_conference_on_enter=reply.starts,
+                end_conference_on_exit=reply.ends,
+                beep=False,
+                participant_label=reply.label,
+                wait_url=url_for("voice.handoff_hold_music"),
+                wait_method="POST",
+                status_callback=url_for("voice.handoff_events", handoff=reply.handoff_id),
+                status_callback_event="start end join leave",
+                status_callback_method="POST",
+            )
+            response.append(dial)
+        case HoldMusic():
+            # Conference wait/hold documents: Say, Play, Pause, Redirect only. Twilio fetches them again when they end.
+            if reply.music_url:
+                response.play(reply.music_url)
+            else:
+                response.say("Please hold.")
+                response.pause(length=reply.pause_seconds)
+        case HandoffWhisper():
+            gather = Gather(
+                input="dtmf",
+                num_digits=1,
+                timeout=reply.timeout,
+                action=url_for("voice.handoff_whisper_answer", handoff=reply.handoff_id),
+                method="POST",
+            )
+            gather.say(reply.summary, language=reply.language, voice=reply.voice)
+            response.append(gather)
+            response.say("No key pressed. Goodbye.", language=reply.language, voice=reply.voice)
+            response.hangup()
+        case Announcement():
+            response.say(reply.text, language=reply.language, voice=reply.voice)
         case Bridge() | Acknowledge():
             pass
         case Goodbye():

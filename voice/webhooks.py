@@ -13,8 +13,9 @@ from werkzeug.exceptions import HTTPException
 
 from voice import forms
 from voice.calls import CallService
+from voice.handoffs import HandoffService
 from voice.queueing import QueueService
-from voice.replies import Acknowledge, Fallback, Goodbye, LeaveQueue, Reply
+from voice.replies import Acknowledge, Fallback, Goodbye, HoldMusic, LeaveQueue, Reply
 from voice.signature import SignatureRejected, verify_twilio_request
 from voice.twiml import render
 from voice.urls import request_url_builder
@@ -36,6 +37,14 @@ def _calls() -> CallService:
 
 def _queue() -> QueueService:
     return _warmline().queue
+
+
+def _handoffs() -> HandoffService:
+    return _warmline().handoffs
+
+
+def _handoff_id() -> int:
+    return forms.number(request.args, "handoff")
 
 
 def respond(reply: Reply) -> Response:
@@ -131,10 +140,91 @@ def status() -> Response:
     )
 
 
+# --- rep-to-rep hand-offs (voice.handoffs) ---------------------------------------------------------------------------
+
+
+@bp.post("/handoff/rep-joins")
+def handoff_rep_joins() -> Response:
+    return respond(_handoffs().rep_joins(_handoff_id()))
+
+
+@bp.post("/handoff/events")
+def handoff_events() -> Response:
+    form = request.form
+    event, conference = form.get("StatusCallbackEvent", ""), form.get("ConferenceSid")
+    return respond(
+        _handoffs().conference_event(
+            _handoff_id(), event=event, call_sid=form.get("CallSid", ""), conference_sid=conference
+        )
+    )
+
+
+@bp.post("/handoff/hold-music")
+def handoff_hold_music() -> Response:
+    return respond(_handoffs().hold_music())
+
+
+@bp.post("/handoff/whisper")
+def handoff_whisper() -> Response:
+    return respond(_handoffs().whisper(_handoff_id(), call_sid=forms.call_sid(request.form)))
+
+
+@bp.post("/handoff/whisper/answer")
+def handoff_whisper_answer() -> Response:
+    return respond(_handoffs().whisper_answer(_handoff_id(), digits=request.form.get("Digits")))
+
+
+@bp.post("/handoff/target-status")
+def handoff_target_status() -> Response:
+    form = request.form
+    return respond(
+        _handoffs().target_status(
+            _handoff_id(), call_sid=forms.call_sid(form), call_status=form.get("CallStatus", "")
+        )
+    )
+
+
+@bp.post("/handoff/rep-left")
+def handoff_rep_left() -> Response:
+    return respond(_handoffs().rep_left(_handoff_id()))
+
+
+@bp.post("/handoff/caller-left")
+def handoff_caller_left() -> Response:
+    return respond(_handoffs().caller_left(_handoff_id()))
+
+
+@bp.post("/handoff/after")
+def handoff_after() -> Response:
+    return respond(_handoffs().after_conversation(_handoff_id()))
+
+
+@bp.post("/handoff/fallback")
+def handoff_fallback() -> Response:
+    return respond(_handoffs().fallback(_handoff_id()))
+
+
+@bp.post("/handoff/announce")
+def handoff_announce() -> Response:
+    return respond(_handoffs().announcement(_handoff_id()))
+
+
 # Which safe answer fits depends on whose leg asked: the rep's whisper leg must not dial the fallback number, and a
 # waitUrl document may only use queue-safe verbs.
-_REP_LEG_ENDPOINTS = frozenset({"voice.whisper", "voice.whisper_answer"})
-_QUIET_ENDPOINTS = frozenset({"voice.status", "voice.callback_status"})
+_REP_LEG_ENDPOINTS = frozenset(
+    {
+        "voice.whisper",
+        "voice.whisper_answer",
+        "voice.handoff_rep_joins",
+        "voice.handoff_whisper",
+        "voice.handoff_whisper_answer",
+        "voice.handoff_rep_left",
+    }
+)
+_QUIET_ENDPOINTS = frozenset(
+    {"voice.status", "voice.callback_status", "voice.handoff_events", "voice.handoff_target_status",
+     "voice.handoff_announce"}
+)
 _QUEUE_ENDPOINTS = frozenset({"voice.hold", "voice.hold_choice"})
 
 
@@ -157,6 +247,8 @@ def on_error(error: Exception) -> Response:
         reply = Goodbye(say=("Sorry, this call cannot be connected.",))
     elif endpoint in _QUEUE_ENDPOINTS:
         reply = LeaveQueue()  # the Enqueue action takes over and can use the full fallback
+    elif endpoint == "voice.handoff_hold_music":
+        reply = HoldMusic(music_url="", pause_seconds=10)  # keeps the caller holding; fetched again after
     elif endpoint in _QUIET_ENDPOINTS:
         reply = Acknowledge()
     else:

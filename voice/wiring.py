@@ -15,6 +15,7 @@ from voice.calls import CallService, Clock, VoicemailJob
 from voice.config import Settings
 from voice.dispatch import Dispatcher
 from voice.flow_library import FlowLibrary, FlowWatcher
+from voice.handoffs import HandoffService
 from voice.presence import Housekeeper, PresenceService, SweepThread
 from voice.queueing import QueueService
 from voice.rest_actions import RestActions, describe
@@ -62,6 +63,7 @@ class Warmline:
     calls: CallService
     queue: QueueService
     presence: PresenceService
+    handoffs: HandoffService
     housekeeper: Housekeeper
     rest: TwilioRest
     runner: BackgroundRunner
@@ -105,7 +107,9 @@ def assemble(
     act = ActionRelay(run_in_background)
 
     def perform(action: Action) -> None:
-        RestActions(rest=rest, urls=urls, queue=queue, calls=calls, settings=settings).perform(action)
+        RestActions(rest=rest, urls=urls, queue=queue, calls=calls, handoffs=handoffs, settings=settings).perform(
+            action
+        )
 
     def transcribe(job: VoicemailJob) -> None:
         def run() -> None:
@@ -134,6 +138,9 @@ def assemble(
         store=store, flows=flows, settings=settings, dispatcher=dispatcher, calls=calls, act=act, clock=clock
     )
     presence = PresenceService(store=store, dispatcher=dispatcher, act=act, clock=clock)
+    handoffs = HandoffService(
+        store=store, flows=flows, settings=settings, dispatcher=dispatcher, calls=calls, act=act, clock=clock
+    )
     housekeeper = Housekeeper(
         store=store,
         dispatcher=dispatcher,
@@ -156,6 +163,7 @@ def assemble(
         calls=calls,
         queue=queue,
         presence=presence,
+        handoffs=handoffs,
         housekeeper=housekeeper,
         rest=rest,
         runner=runner,
