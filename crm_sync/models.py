@@ -244,6 +244,8 @@ class Interaction(Base):
         # The queue: waiting interactions of a department, oldest first.
         Index("ix_interactions_queue", "status", "department", "enqueued_at"),
         Index("ix_interactions_line", "status", "department", "rank_at"),
+        # Recent handle times per department, for wait estimates.
+        Index("ix_interactions_department_ended", "department", "ended_at"),
         Index("ix_interactions_customer_started", "customer_id", "started_at"),
     )
 

@@ -485,6 +485,8 @@ class CallService:
             interaction = offer.interaction
             flow = self._flow_of(interaction)
             now = self._clock()
+            if interaction.status is InteractionStatus.ENDED:
+                return Goodbye(say=(), language=flow.language)  # the caller hung up as the pull reached them
             if offer.state in (OfferState.PENDING, OfferState.RINGING) and crm.extend_reservation(
                 session, offer.rep_id, offer_id=offer.id, until=self._dispatch.ring_lease(now)
             ):

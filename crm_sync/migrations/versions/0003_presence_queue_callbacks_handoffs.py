@@ -110,6 +110,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("announced_wait", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("leave_reason", sa.String(length=16), nullable=True))
         batch_op.create_index("ix_interactions_line", ["status", "department", "rank_at"], unique=False)
+        batch_op.create_index("ix_interactions_department_ended", ["department", "ended_at"], unique=False)
 
     with op.batch_alter_table("offers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("rep_call_sid", sa.String(length=64), nullable=True))
@@ -173,6 +174,7 @@ def downgrade() -> None:
         batch_op.drop_column("rep_call_sid")
 
     with op.batch_alter_table("interactions", schema=None) as batch_op:
+        batch_op.drop_index("ix_interactions_department_ended")
         batch_op.drop_index("ix_interactions_line")
         batch_op.drop_column("leave_reason")
         batch_op.drop_column("announced_wait")
