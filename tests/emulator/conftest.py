@@ -25,6 +25,7 @@ AUTH_TOKEN = "test-auth-token"
 ACCOUNT_SID = "AC" + "1234abcd" * 4
 REP = "+15550100001"
 REP_2 = "+15550100002"
+REP_3 = "+15550100003"
 CALLER = "+15551230001"
 TWILIO_NUMBER = "+15550009999"
 
@@ -249,8 +250,123 @@ def build_app(state: WebhookApp) -> Flask:
     @app.route("/status", methods=methods)
     @app.route("/rep-status", methods=methods)
     @app.route("/recording-status", methods=methods)
+    @app.route("/conf-status", methods=methods)
     def status() -> Response:
         return Response("", status=204)
+
+    # ------------------------------------------------------------------ conferences
+    @app.route("/dial-transfer", methods=methods)
+    def dial_transfer() -> Response:
+        """Caller bridged to a rep; when the rep's leg is moved into room ``room``, the caller's
+        Dial action puts the caller in the same room."""
+        r = VoiceResponse()
+        room = p("room", "warm")
+        d = Dial(action=f"/conf-dial?room={room}&label=caller&wait={p('wait', '/conf-wait')}",
+                 answer_on_bridge=True, timeout=20, caller_id=TWILIO_NUMBER)
+        d.number(p("rep", REP), url="/whisper", status_callback="/rep-status",
+                 status_callback_event="initiated ringing answered completed")
+        r.append(d)
+        return xml(r)
+
+    @app.route("/conf-dial", methods=methods)
+    def conf_dial() -> Response:
+        """``<Dial action><Conference ...>room</Conference></Dial>``, every attribute from the query."""
+        r = VoiceResponse()
+        options: dict[str, object] = {"beep": p("beep", "true")}
+        flags = {"start": "start_conference_on_enter", "end": "end_conference_on_exit", "muted": "muted"}
+        for arg, attribute in flags.items():
+            if arg in request.args:
+                options[attribute] = p(arg)
+        if p("label"):
+            options["participant_label"] = p("label")
+        if p("wait", "none") != "none":
+            options["wait_url"] = p("wait")
+        if p("wait_method"):
+            options["wait_method"] = p("wait_method")
+        if p("max"):
+            options["max_participants"] = p("max")
+        if p("callback", "/conf-status") != "none":
+            options["status_callback"] = p("callback", "/conf-status")
+            options["status_callback_event"] = p("events", "start end join leave mute hold modify announcement")
+        dial_options: dict[str, object] = {}
+        if p("action", "/conf-done") != "none":
+            dial_options["action"] = p("action", "/conf-done")
+        if p("time_limit"):
+            dial_options["time_limit"] = p("time_limit")
+        d = Dial(**dial_options)
+        d.conference(p("room", "room1"), **options)
+        r.append(d)
+        r.say("After the conference.")
+        return xml(r)
+
+    @app.route("/conf-done", methods=methods)
+    def conf_done() -> Response:
+        r = VoiceResponse()
+        r.say(f"Conference over: {p('DialCallStatus')}.")
+        r.hangup()
+        return xml(r)
+
+    @app.route("/conf-wait", methods=methods)
+    def conf_wait() -> Response:
+        """Wait audio that loops itself with an empty <Redirect> (the URL of this document)."""
+        r = VoiceResponse()
+        r.say("Please hold while we connect you.")
+        r.play("https://media.example.com/wait.mp3")
+        r.redirect("")
+        return xml(r)
+
+    @app.route("/conf-wait-once", methods=methods)
+    def conf_wait_once() -> Response:
+        """Wait audio that does not loop: Twilio plays silence after it."""
+        r = VoiceResponse()
+        r.say("Please hold.")
+        return xml(r)
+
+    @app.route("/conf-wait-bad", methods=methods)
+    def conf_wait_bad() -> Response:
+        r = VoiceResponse()
+        g = Gather(num_digits=1)  # not allowed in conference audio: skipped with 13238
+        g.say("Press a key.")
+        r.append(g)
+        r.say("Still waiting.")
+        r.redirect("")
+        return xml(r)
+
+    @app.route("/hold-music", methods=methods)
+    def hold_music() -> Response:
+        r = VoiceResponse()
+        r.say("You are on hold.")
+        r.play("https://media.example.com/hold.mp3")
+        r.redirect("", method="GET")
+        return xml(r)
+
+    @app.route("/announcement", methods=methods)
+    def announcement() -> Response:
+        r = VoiceResponse()
+        r.say(p("text", "Your call is being transferred."))
+        return xml(r)
+
+    @app.route("/rep-whisper-conf", methods=methods)
+    def rep_whisper_conf() -> Response:
+        """A REST-created call to a rep: whisper, press 1, then into the room."""
+        r = VoiceResponse()
+        g = Gather(num_digits=1, action=f"/rep-whisper-conf-answer?room={p('room', 'warm')}&label={p('label')}",
+                   timeout=5)
+        g.say("Warm transfer: billing question. Press 1 to accept.")
+        r.append(g)
+        r.hangup()
+        return xml(r)
+
+    @app.route("/rep-whisper-conf-answer", methods=methods)
+    def rep_whisper_conf_answer() -> Response:
+        r = VoiceResponse()
+        if p("Digits") == "1":
+            d = Dial(action="/conf-done")
+            d.conference(p("room", "warm"), participant_label=p("label"), beep="false")
+            r.append(d)
+        else:
+            r.hangup()
+        return xml(r)
 
     @app.route("/reject", methods=methods)
     def reject() -> Response:

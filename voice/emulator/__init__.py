@@ -6,19 +6,23 @@ for the calls the app makes, and records what each party heard.  See :class:`Twi
 
 Module map: :mod:`.parties` (scripts), :mod:`.calls` (call/leg state and records),
 :mod:`.webhooks` (signing, HTTP, TwiML parsing), :mod:`.twiml` (verb interpreter),
-:mod:`.dial` (``<Dial>``), :mod:`.queues` (``<Enqueue>`` queues), :mod:`.rest` (fake REST API),
-:mod:`.runtime` (per-emulator shared services), :mod:`.emulator` (the facade).
+:mod:`.dial` (``<Dial><Number>``, child-leg redirects), :mod:`.queues` (``<Enqueue>`` queues),
+:mod:`.conferences` (conference rooms, their lifecycle and status callbacks),
+:mod:`.conference_dial` (``<Dial><Conference>``: a participant's leg), :mod:`.rest` (fake REST
+API), :mod:`.runtime` (per-emulator shared services), :mod:`.emulator` (the facade).
 """
 
 from voice.emulator.calls import (
     APPLICATION_ERROR_MESSAGE,
     EmulatedCall,
+    Hearing,
     LegInfo,
     TranscriptEntry,
     TwilioError,
     WebhookExchange,
     WebhookRequest,
 )
+from voice.emulator.conferences import Conference, ConferenceEvent, ParticipantInfo
 from voice.emulator.emulator import DEFAULT_ACCOUNT_SID, TwilioEmulator
 from voice.emulator.parties import (
     CallerInput,
@@ -38,10 +42,14 @@ __all__ = [
     "DEFAULT_ACCOUNT_SID",
     "CallerInput",
     "CallerScript",
+    "Conference",
+    "ConferenceEvent",
     "Digits",
     "EmulatedCall",
+    "Hearing",
     "InputSource",
     "LegInfo",
+    "ParticipantInfo",
     "Party",
     "Recording",
     "RepScript",

@@ -6,6 +6,10 @@ thread and share one virtual clock and one lock/condition; other threads (the te
 REST API) only *signal* a leg (:meth:`Leg.signal`) and the call's thread acts on the signal at
 its next verb boundary or wait.  That single-writer rule is what keeps the emulator free of
 races without a lock around every field.
+
+A child leg redirected through the REST API leaves its parent's ``<Dial>`` and runs TwiML of
+its own, concurrently with the parent; it then becomes the root of a new :class:`EmulatedCall`
+with its own thread (``leg.call`` changes owner), which keeps the single-writer rule intact.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ __all__ = [
     "CallbackSpec",
     "EmulatedCall",
     "HangupSignal",
+    "Hearing",
+    "LeaveSignal",
     "Leg",
     "LegInfo",
     "RedirectSignal",
@@ -42,6 +48,11 @@ APPLICATION_ERROR_MESSAGE = "We are sorry, an application error has occurred. Go
 #: Verbs whose transcript text is something the party *heard*.
 HEARD_VERBS = frozenset({"Say", "Play"})
 
+#: Transcript verb of the entries that describe a party's time in a conference.
+CONFERENCE_VERB = "Conference"
+#: What a conference participant can be hearing (the ``hears`` attribute of ``event="hears"`` entries).
+HEARING_STATES = frozenset({"wait-audio", "hold-audio", "announcement", "people", "silence"})
+
 
 def new_sid(prefix: str) -> str:
     """A Twilio-shaped SID: two-letter prefix + 32 lowercase hex digits."""
@@ -54,7 +65,9 @@ class TranscriptEntry:
 
     ``party`` is ``"caller"``, ``"rep:<number>"`` or ``"app"`` (emulator notes such as
     "enqueued" or "bridged").  Say/Play entries are what the party heard; Gather/Record entries
-    record what the party did.
+    record what the party did; ``Conference`` entries what the party went through in a
+    conference (``attrs["event"]``: join, start, hears, hold, unhold, mute, unmute, beep,
+    announcement, leave, end — see :meth:`EmulatedCall.hearing`).
     """
 
     at: float
@@ -129,7 +142,18 @@ class RedirectSignal:
     source: Literal["rest", "dequeue"] = "rest"
 
 
-Signal = HangupSignal | RedirectSignal
+@dataclass(frozen=True)
+class LeaveSignal:
+    """Take a leg out of the conference it is in and continue at its ``<Dial>`` action.
+
+    Only ever delivered by a scripted deadline (``<Dial timeLimit>`` around a conference), never
+    through :meth:`Leg.signal`.
+    """
+
+    reason: str = "time-limit"
+
+
+Signal = HangupSignal | RedirectSignal | LeaveSignal
 
 
 @dataclass(frozen=True)
@@ -209,15 +233,19 @@ class Leg:
 
         A pending hang-up is never replaced by a redirect: once somebody hung up, the leg ends.
         """
-        with self.call.cond:
-            if self.ended_at is not None:
-                return False
-            if isinstance(self.pending, HangupSignal) and isinstance(sig, RedirectSignal):
+        while True:
+            call = self.call
+            with call.cond:
+                if self.call is not call:
+                    continue  # the leg was detached into a call of its own meanwhile: use that one's lock
+                if self.ended_at is not None:
+                    return False
+                if isinstance(self.pending, HangupSignal) and isinstance(sig, RedirectSignal):
+                    return True
+                self.pending = sig
+                self.date_updated = datetime.now(UTC)
+                call.cond.notify_all()
                 return True
-            self.pending = sig
-            self.date_updated = datetime.now(UTC)
-            self.call.cond.notify_all()
-            return True
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -388,7 +416,7 @@ class EmulatedCall:
 
     @property
     def state(self) -> str:
-        """``ringing``, ``in-progress``, ``queued``, ``dialing``, ``bridged`` or ``completed``."""
+        """``ringing``, ``in-progress``, ``queued``, ``dialing``, ``bridged``, ``conference`` or ``completed``."""
         with self.cond:
             return self._state
 
@@ -441,14 +469,67 @@ class EmulatedCall:
         with self.cond:
             return list(self._children)
 
-    def heard(self, party: str = "caller") -> list[str]:
+    def heard(self, party: str | None = None) -> list[str]:
         """What ``party`` heard, in order.
 
-        ``"caller"`` is the top-level party; ``"rep"`` matches every rep leg; ``"rep:+1555..."``
-        one rep.
+        The default is the call's top-level party (``"caller"`` on an inbound call, the rep on a
+        REST-created call to a rep or on a child leg that left its ``<Dial>``); ``"rep"`` matches
+        every rep leg; ``"rep:+1555..."`` one rep.
         """
         with self.cond:
-            return [e.text for e in self._transcript if e.verb in HEARD_VERBS and _party_matches(e.party, party)]
+            wanted = self._own(party)
+            return [e.text for e in self._transcript if e.verb in HEARD_VERBS and _party_matches(e.party, wanted)]
+
+    # -- conferences ----------------------------------------------------------------------------
+    # A participant's time in a conference is recorded as ``Conference`` entries (see
+    # :mod:`voice.emulator.conferences`): ``event`` is join / start / hears / hold / unhold / mute /
+    # unmute / beep / announcement / leave / end, and ``event="hears"`` entries carry ``hears`` (one
+    # of HEARING_STATES) and ``parties`` ("|"-separated labels, or party names for unlabelled ones).
+    def _own(self, party: str | None) -> str:
+        return party if party is not None else self.root_leg.party
+
+    def conference_log(self, party: str | None = None) -> list[TranscriptEntry]:
+        """The ``Conference`` entries of ``party`` (default: this call's own party), in order."""
+        with self.cond:
+            wanted = self._own(party)
+            return [e for e in self._transcript if e.verb == CONFERENCE_VERB and _party_matches(e.party, wanted)]
+
+    def hearing(self, party: str | None = None) -> list[Hearing]:
+        """What ``party`` heard in conferences over time: each change, and ``"left"`` on leaving."""
+        timeline: list[Hearing] = []
+        for entry in self.conference_log(party):
+            event = entry.attrs.get("event")
+            if event == "hears":
+                what = entry.attrs.get("hears", "")
+                timeline.append(Hearing(entry.at, entry.party, what, _split_parties(entry.attrs.get("parties", ""))))
+            elif event == "leave":
+                timeline.append(Hearing(entry.at, entry.party, "left", ()))
+        return timeline
+
+    def connected_with(self, party: str | None = None) -> tuple[str, ...]:
+        """Who ``party`` last heard talking in a conference (labels, or party names); ``()`` if nobody."""
+        people = [h.parties for h in self.hearing(party) if h.what == "people"]
+        return people[-1] if people else ()
+
+    def silence_periods(self, party: str | None = None) -> list[tuple[float, float]]:
+        """``(start, end)`` virtual seconds during which ``party`` sat in a conference hearing nothing.
+
+        That is: alone (or with only muted/held people) in a started conference, or after a
+        waitUrl/holdUrl document ran out of verbs (Twilio then plays silence).  A period still going
+        on ends at the call's current clock.
+        """
+        timeline = self.hearing(party)
+        periods: list[tuple[float, float]] = []
+        for index, item in enumerate(timeline):
+            if item.what != "silence":
+                continue
+            end = timeline[index + 1].at if index + 1 < len(timeline) else self.clock
+            periods.append((item.at, max(item.at, end)))
+        return periods
+
+    def silence_seconds(self, party: str | None = None) -> float:
+        """Total virtual seconds of :meth:`silence_periods`."""
+        return sum(end - start for start, end in self.silence_periods(party))
 
     def wait_until(self, predicate: Callable[[EmulatedCall], bool], timeout: float = 10) -> bool:
         """Block until ``predicate(call)`` holds (re-checked on every change); ``False`` on timeout."""
@@ -464,6 +545,20 @@ class EmulatedCall:
 
     def __repr__(self) -> str:
         return f"<EmulatedCall {self.sid} {self.from_}->{self.to} {self.state}>"
+
+
+class Hearing(NamedTuple):
+    """From virtual second ``at`` on, ``party`` heard ``what`` (a :data:`HEARING_STATES` value, or
+    ``"left"`` once out of the conference); ``parties`` are who was audible when ``what`` is ``"people"``."""
+
+    at: float
+    party: str
+    what: str
+    parties: tuple[str, ...]
+
+
+def _split_parties(value: str) -> tuple[str, ...]:
+    return tuple(p for p in value.split("|") if p)
 
 
 def _party_matches(entry_party: str, wanted: str) -> bool:

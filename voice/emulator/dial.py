@@ -11,6 +11,18 @@ The bridge then lasts until the first of: the caller's talk time, the rep's talk
 leg).  Which side ended it decides what happens next, exactly as on Twilio: if the rep side
 ended, the caller continues with the Dial action's TwiML; if the caller hung up, the action is
 still requested but its TwiML is ignored.
+
+Modifying a leg through the REST API while bridged:
+
+* the *child* (rep) leg: it leaves the bridge and runs the new TwiML on its own — it becomes a
+  call of its own in the emulator, with its own thread — while the parent's ``<Dial>`` ends
+  as completed and the parent continues at the action (``DialCallStatus=completed``, the
+  ``DialCallSid`` and ``DialCallDuration`` of the bridge);
+* the *parent* (caller) leg: the child is hung up, the parent runs the new TwiML, and the
+  ``action`` is still requested with its TwiML ignored (Twilio changelog, 2021-05-24, "Changes
+  to <Dial> behavior ...": that is what Twilio does for every account).
+
+``<Dial><Conference>`` is handled in :mod:`voice.emulator.conference_dial`.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from voice.emulator.calls import CallbackSpec, HangupSignal, Leg, RedirectSignal, new_sid
+from voice.emulator.calls import CallbackSpec, EmulatedCall, HangupSignal, Leg, RedirectSignal, new_sid
 from voice.emulator.parties import RepBehavior, RepCursor
 from voice.emulator.twiml import (
     Interrupted,
@@ -29,10 +41,11 @@ from voice.emulator.twiml import (
     Step,
     attr_float,
     new_session,
+    run_detached_leg,
 )
 from voice.emulator.webhooks import Document
 
-__all__ = ["run_dial"]
+__all__ = ["DialAction", "run_dial"]
 
 CALL_PROGRESS_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 
@@ -52,6 +65,36 @@ class _Attempt:
     behavior: RepBehavior | None
 
 
+class DialAction:
+    """The ``<Dial action method>`` of one ``<Dial>``, and the three ways Twilio uses it."""
+
+    def __init__(self, runner: LegRunner, element: ET.Element, doc: Document) -> None:
+        self.runner = runner
+        action = element.get("action")
+        self.url = runner.absolute(action, doc) if action else None
+        self.method = element.get("method")
+
+    def continue_with(self, params: dict[str, str]) -> Step:
+        """The call goes on: with the action's TwiML, or (no action) the next verb."""
+        runner = self.runner
+        runner.set_state("in-progress")
+        if self.url is None:
+            return None
+        return runner.fetch(self.url, self.method, {**runner.leg_params(), **params}, "dial action")
+
+    def report_after_caller_left(self, params: dict[str, str]) -> None:
+        """The dialing party hung up: the action is still requested, its TwiML ignored."""
+        leg = self.runner.leg
+        leg.status = "completed"
+        if self.url is not None:
+            self.runner.notify(self.url, self.method, {**leg.params(), **params}, "dial action")
+
+    def report_after_redirect(self, params: dict[str, str]) -> None:
+        """The dialing leg was modified through the REST API: action requested, TwiML ignored."""
+        if self.url is not None:
+            self.runner.notify(self.url, self.method, {**self.runner.leg_params(), **params}, "dial action")
+
+
 def _events(value: str | None) -> frozenset[str]:
     if not value:
         return frozenset({"completed"})
@@ -64,6 +107,8 @@ def _targets(runner: LegRunner, element: ET.Element, doc: Document) -> list[_Tar
     if text:
         targets.append(_Target(text))
     for noun in element:
+        if noun.tag == "Conference":
+            continue  # only reached when a <Conference> shares its <Dial> with other nouns
         if noun.tag != "Number":
             runner.warn(12200, f"<Dial><{noun.tag}> is not emulated; skipped", doc.url)
             continue
@@ -199,36 +244,68 @@ def _bridge(runner: LegRunner, winner: _Attempt, time_limit: float) -> tuple[flo
     except Interrupted as intr:
         talk = call.clock - started
         if intr.leg is child:
-            why = "was redirected" if isinstance(intr.signal, RedirectSignal) else f"hung up ({intr.signal.by})"
-            call.note("app", "Dial", f"rep {child.to} {why}; bridge ended")
-            _end(runner, winner, "completed")
+            signal = intr.signal
+            if isinstance(signal, RedirectSignal):
+                call.note("app", "Dial", f"rep {child.to} was redirected; bridge ended", call_sid=child.sid)
+                _detach(runner, winner, signal)
+            else:
+                why = f"hung up ({signal.by})" if isinstance(signal, HangupSignal) else "left"
+                call.note("app", "Dial", f"rep {child.to} {why}; bridge ended")
+                _end(runner, winner, "completed")
             return talk, None
         call.note("app", "Dial", f"{parent.party} side ended the bridge ({intr.signal})")
         _end(runner, winner, "completed")
         return talk, intr
 
 
+def _detach(runner: LegRunner, attempt: _Attempt, signal: RedirectSignal) -> None:
+    """The child leg leaves the bridge for new TwiML: it becomes the root of a call of its own.
+
+    The new :class:`EmulatedCall` continues the parent's clock (same timeline), so the rep's
+    transcript goes on where the whisper left off; ``emu.call(child_sid)`` finds it.
+    """
+    parent_call, child = runner.call, attempt.child
+    rt = runner.rt
+    if rt.closing:
+        _end(runner, attempt, "completed")
+        return
+    call = EmulatedCall(
+        sid=child.sid,
+        from_=child.from_,
+        to=child.to,
+        direction=child.direction,
+        inputs=RepCursor(attempt.behavior) if attempt.behavior is not None else None,
+        caller_party=child.party,
+    )
+    call.clock = parent_call.clock
+    call.wall_start = parent_call.wall_start
+    call.set_state("in-progress")
+    # Both locks, so a concurrent Leg.signal() lands on one call or the other; a signal that
+    # arrived since the redirect stays pending for the new thread.
+    with parent_call.cond, call.cond:
+        child.call = call
+        call.attach_root(child)
+    rt.launch(call, lambda: run_detached_leg(rt, call, signal))
+
+
 def run_dial(runner: LegRunner, element: ET.Element, doc: Document) -> Step:
     """Execute one ``<Dial>`` on ``runner``'s leg and return what the call does next."""
+    conference = next((noun for noun in element if noun.tag == "Conference"), None)
+    if conference is not None:
+        from voice.emulator.conference_dial import run_conference_dial
+
+        if len(element) > 1 or (element.text or "").strip():
+            runner.warn(12200, "<Conference> must be the only noun of its <Dial>; other nouns ignored", doc.url)
+        return run_conference_dial(runner, element, conference, doc)
+
     call, parent = runner.call, runner.leg
-    action = element.get("action")
-    method = element.get("method")
     timeout = attr_float(element.get("timeout"), 30.0)
     time_limit = attr_float(element.get("timeLimit"), runner.rt.config.time_limit)
     caller_id = element.get("callerId") or parent.from_
     record = element.get("record", "do-not-record")
-    action_url = runner.absolute(action, doc) if action else None
-
-    def continue_with(params: dict[str, str]) -> Step:
-        runner.set_state("in-progress")
-        if action_url is None:
-            return None  # no action: fall through to the next verb
-        return runner.fetch(action_url, method, {**runner.leg_params(), **params}, "dial action")
-
-    def report_after_caller_left(params: dict[str, str]) -> None:
-        parent.status = "completed"
-        if action_url is not None:
-            runner.notify(action_url, method, {**parent.params(), **params}, "dial action")
+    action = DialAction(runner, element, doc)
+    continue_with = action.continue_with
+    report_after_caller_left = action.report_after_caller_left
 
     targets = _targets(runner, element, doc)
     if not targets:
@@ -312,4 +389,6 @@ def run_dial(runner: LegRunner, element: ET.Element, doc: Document) -> Step:
         return continue_with(params)
     if isinstance(caller_signal.signal, HangupSignal):
         report_after_caller_left(params)
+    elif isinstance(caller_signal.signal, RedirectSignal):
+        action.report_after_redirect(params)
     raise caller_signal

@@ -2,8 +2,8 @@
 
 It wires the pieces together (webhook client, call threads, fake REST API, registries) and
 exposes the few verbs a test needs: place a call, register who answers which number, end a
-rep's conversation, sign or send an arbitrary webhook, and read what the app asked the REST
-API to do.
+rep's conversation (or hang up any leg), look at conferences, sign or send an arbitrary
+webhook, and read what the app asked the REST API to do.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Literal
 import requests
 
 from voice.emulator.calls import CallbackSpec, EmulatedCall, HangupSignal, Leg, new_sid
+from voice.emulator.conferences import Conference
 from voice.emulator.parties import CallerScript, InputSource, Party, RepCursor, RepScript
 from voice.emulator.rest import FakeRestApi, OutboundCallRequest, RestRequest
 from voice.emulator.runtime import Config, Runtime
@@ -98,9 +99,19 @@ class TwilioEmulator:
             if not call.finished:
                 call.root_leg.signal(HangupSignal("emulator"))
         deadline = time.monotonic() + timeout
-        for call in calls:
-            if call.thread is not None:
-                call.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        # Calls can spawn calls (a child leg redirected out of its <Dial>): join until none is new.
+        joined: set[str] = set()
+        while True:
+            pending = [c for c in self._rt.calls() if c.sid not in joined]
+            if not pending:
+                break
+            for call in pending:
+                joined.add(call.sid)
+                if not call.finished:
+                    call.root_leg.signal(HangupSignal("emulator"))
+                if call.thread is not None:
+                    call.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._rt.conferences.close(timeout=max(0.1, deadline - time.monotonic()))
         with self._lock:
             if self._started:
                 self._rest.stop()
@@ -134,6 +145,44 @@ class TwilioEmulator:
             if leg.to == number and leg.direction != "inbound" and leg.live:
                 found = leg.signal(HangupSignal("party")) or found
         return found
+
+    def hang_up(self, call_sid: str) -> bool:
+        """Whoever is on the leg ``call_sid`` (any leg: inbound, child, REST-created) hangs up now.
+
+        ``False`` if there is no such live leg.
+        """
+        leg = self._rt.leg(call_sid)
+        return leg is not None and leg.signal(HangupSignal("party"))
+
+    # ------------------------------------------------------------------ conferences
+    @property
+    def conferences(self) -> list[Conference]:
+        """Every conference so far, oldest first (completed ones included)."""
+        return self._rt.conferences.all()
+
+    def conference(self, name_or_sid: str) -> Conference | None:
+        """A conference by SID, or the newest one with that friendly name."""
+        return self._rt.conferences.find(name_or_sid)
+
+    def wait_for_conference(
+        self, name_or_sid: str, predicate: Callable[[Conference], bool] = lambda c: True, timeout: float = 10
+    ) -> Conference | None:
+        """Wait until the conference exists and ``predicate`` holds for it (``None`` on timeout)."""
+        deadline = time.monotonic() + timeout
+        registry = self._rt.conferences
+        with registry.cond:
+            while True:
+                found = registry.find(name_or_sid)
+                if found is not None and predicate(found):
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                registry.cond.wait(min(0.05, remaining))
+
+    def wait_for_conference_callbacks(self, timeout: float = 5) -> bool:
+        """Wait until every conference status callback fired so far has been delivered."""
+        return self._rt.conferences.drain(timeout)
 
     # ------------------------------------------------------------------ calls
     def place_call(
@@ -203,7 +252,7 @@ class TwilioEmulator:
                 answer_after = behavior.answer_after
                 inputs = RepCursor(behavior)
                 answer = "answer" if behavior.answers else ("busy" if behavior.kind == "busy" else "no-answer")
-        sid = new_sid("CA")
+        sid = request.sid or new_sid("CA")
         call = EmulatedCall(
             sid=sid, from_=request.from_, to=request.to, direction="outbound-api", inputs=inputs, caller_party=party
         )
@@ -238,11 +287,7 @@ class TwilioEmulator:
         return call
 
     def _launch(self, call: EmulatedCall, target: Callable[[], None]) -> None:
-        if self._rt.closing:
-            raise RuntimeError("the emulator is closed")
-        self._rt.register_call(call)
-        call.thread = threading.Thread(target=target, name=f"call-{call.sid[:12]}", daemon=True)
-        call.thread.start()
+        self._rt.launch(call, target)
 
     @property
     def calls(self) -> list[EmulatedCall]:

@@ -1,7 +1,9 @@
 """A fake of the Twilio REST API (``/2010-04-01/Accounts/{AccountSid}/...``) on loopback.
 
 It serves the calls a call-center app makes while calls are live: create an outbound call,
-fetch/redirect/hang up a call, dequeue a queue member, download a recording.  Resources are
+fetch/redirect/hang up a call, dequeue a queue member, download a recording, and run
+conferences (list/fetch/end/announce a conference; add, list, fetch, mute, hold, announce to,
+modify and kick its participants).  Resources are
 shaped like Twilio's JSON so :class:`twilio.rest.Client` (with ``client.api.base_url`` pointed
 here) parses them, and errors carry Twilio's error codes so the app's error handling is
 exercised too.  Changing a live call never blocks the request: the call's thread is signalled
@@ -15,7 +17,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
@@ -23,7 +25,20 @@ from urllib.parse import urlsplit
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from voice.emulator.calls import CallbackSpec, EmulatedCall, HangupSignal, Leg, RedirectSignal
+from voice.emulator.calls import CallbackSpec, EmulatedCall, HangupSignal, Leg, RedirectSignal, new_sid
+from voice.emulator.conference_dial import conference_twiml
+from voice.emulator.conferences import (
+    BEEP_VALUES,
+    CONFERENCE_EVENTS,
+    DEFAULT_CONFERENCE_EVENTS,
+    MAX_PARTICIPANTS,
+    Conference,
+    JoinOptions,
+    Participant,
+    ParticipantUpdate,
+    RestRefusal,
+    label_problem,
+)
 from voice.emulator.queues import CallQueue, QueueMember
 from voice.emulator.runtime import Runtime, StoredRecording
 
@@ -54,6 +69,8 @@ class OutboundCallRequest:
     twiml: str | None
     status_callback: CallbackSpec | None
     timeout: float
+    #: A SID chosen in advance (a Participant create must know its call's SID before the call runs).
+    sid: str | None = None
 
 
 def _rfc2822(value: datetime | None) -> str | None:
@@ -119,6 +136,9 @@ class FakeRestApi:
         self._thread: threading.Thread | None = None
         account = r"/2010-04-01/Accounts/(?P<account>[^/]+)"
         sid = r"(?P<sid>[^/.]+)"
+        # A conference is addressed by SID, or (to add a participant) by friendly name, which may
+        # contain dots and (URL-encoded) spaces.
+        room = r"(?P<sid>[^/]+?)"
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             (re.compile(account + r"/Calls\.json"), {"GET": self._list_calls, "POST": self._create}),
             (re.compile(account + rf"/Calls/{sid}\.json"), {"GET": self._fetch_call, "POST": self._update_call}),
@@ -132,6 +152,19 @@ class FakeRestApi:
             (
                 re.compile(account + rf"/Recordings/{sid}(?P<ext>\.[a-z0-9]+)?"),
                 {"GET": self._fetch_recording},
+            ),
+            (re.compile(account + r"/Conferences\.json"), {"GET": self._list_conferences}),
+            (
+                re.compile(account + rf"/Conferences/{room}\.json"),
+                {"GET": self._fetch_conference, "POST": self._update_conference},
+            ),
+            (
+                re.compile(account + rf"/Conferences/{room}/Participants\.json"),
+                {"GET": self._list_participants, "POST": self._create_participant},
+            ),
+            (
+                re.compile(account + rf"/Conferences/{room}/Participants/(?P<member>[^/]+?)\.json"),
+                {"GET": self._fetch_participant, "POST": self._update_participant, "DELETE": self._kick_participant},
             ),
         ]
 
@@ -440,7 +473,294 @@ class FakeRestApi:
             return twilio_error(404, 20404, f"Only .wav media is emulated, not {ext}")
         return Response(recording.audio(), mimetype="audio/x-wav")
 
+    # ------------------------------------------------------------------ Conferences
+    def conference_json(self, conference: Conference) -> dict[str, Any]:
+        uri = f"{self._base()}/Conferences/{conference.sid}.json"
+        with self.rt.conferences.cond:
+            return {
+                "sid": conference.sid,
+                "account_sid": conference.account_sid,
+                "friendly_name": conference.friendly_name,
+                "status": conference.status,
+                "region": "us1",
+                "api_version": API_VERSION,
+                "date_created": _rfc2822(conference.date_created),
+                "date_updated": _rfc2822(conference.date_updated),
+                "reason_conference_ended": conference.reason_ended,
+                "call_sid_ending_conference": conference.call_sid_ending,
+                "uri": uri,
+                "subresource_uris": {
+                    "participants": uri.replace(".json", "/Participants.json"),
+                    "recordings": uri.replace(".json", "/Recordings.json"),
+                },
+            }
+
+    def participant_json(
+        self, p: Participant, queue_time: str | None = None, status: str | None = None
+    ) -> dict[str, Any]:
+        with self.rt.conferences.cond:
+            return {
+                "account_sid": self.rt.config.account_sid,
+                "call_sid": p.call_sid,
+                "label": p.label,
+                "call_sid_to_coach": p.call_sid_to_coach,
+                "coaching": p.coaching,
+                "conference_sid": p.conference.sid,
+                "date_created": _rfc2822(p.date_created),
+                "date_updated": _rfc2822(p.date_updated),
+                "end_conference_on_exit": p.end_on_exit,
+                "muted": p.muted,
+                "hold": p.hold,
+                "start_conference_on_enter": p.start_on_enter,
+                "status": status or p.status,
+                # Twilio returns queue_time only in the response to a create.
+                "queue_time": queue_time,
+                "uri": f"{self._base()}/Conferences/{p.conference.sid}/Participants/{p.call_sid}.json",
+            }
+
+    def _conference_or_404(self, request: Request, sid: str) -> Conference | Response:
+        conference = self.rt.conferences.get(sid)
+        return conference if conference is not None else self._not_found(request)
+
+    def _list_conferences(self, request: Request, args: dict[str, str]) -> Response:
+        conferences = self.rt.conferences.all()
+        name, status = request.args.get("FriendlyName"), request.args.get("Status")
+        if name:
+            conferences = [c for c in conferences if c.friendly_name == name]
+        if status:
+            conferences = [c for c in conferences if c.status == status]
+        # DateCreated=YYYY-MM-DD, and "DateCreated<=..."/"DateCreated>=..." (which arrive as the keys
+        # "DateCreated<"/"DateCreated>"): on, on or before, on or after that UTC day.
+        for field_name, attribute in (("DateCreated", "date_created"), ("DateUpdated", "date_updated")):
+            for suffix, keep in (("", _on), ("<", _on_or_before), (">", _on_or_after)):
+                value = request.args.get(field_name + suffix)
+                if not value:
+                    continue
+                try:
+                    day = date.fromisoformat(value.strip())
+                except ValueError:
+                    return twilio_error(400, 20001, f"Invalid {field_name}{suffix}: {value!r}")
+                conferences = [c for c in conferences if keep(getattr(c, attribute), day)]
+        conferences.sort(key=lambda c: c.date_created, reverse=True)
+        items = [self.conference_json(c) for c in conferences]
+        return _json(_page("conferences", items, request.full_path.rstrip("?")))
+
+    def _fetch_conference(self, request: Request, args: dict[str, str]) -> Response:
+        conference = self._conference_or_404(request, args["sid"])
+        return conference if isinstance(conference, Response) else _json(self.conference_json(conference))
+
+    def _update_conference(self, request: Request, args: dict[str, str]) -> Response:
+        """``Status=completed`` ends the room; ``AnnounceUrl`` plays to everybody in it."""
+        conference = self._conference_or_404(request, args["sid"])
+        if isinstance(conference, Response):
+            return conference
+        form = request.form
+        status = form.get("Status")
+        if status and status != "completed":
+            return twilio_error(400, 20001, f"Invalid Status {status!r}: only completed is allowed")
+        announce = form.get("AnnounceUrl")
+        if announce is not None:
+            problem = _url_problem("AnnounceUrl", announce) or _method_problem("AnnounceMethod", form)
+            if problem is not None:
+                return problem
+            self.rt.conferences.announce(conference, announce, (form.get("AnnounceMethod") or "POST").upper())
+        if status == "completed":
+            self.rt.conferences.end(conference)
+        return _json(self.conference_json(conference))
+
+    def _participant_or_404(self, request: Request, args: dict[str, str]) -> tuple[Conference, Participant] | Response:
+        conference = self._conference_or_404(request, args["sid"])
+        if isinstance(conference, Response):
+            return conference
+        p = self.rt.conferences.participant(conference, args["member"])
+        return (conference, p) if p is not None else self._not_found(request)
+
+    def _list_participants(self, request: Request, args: dict[str, str]) -> Response:
+        conference = self._conference_or_404(request, args["sid"])
+        if isinstance(conference, Response):
+            return conference
+        members = self.rt.conferences.members(conference)
+        for param, attribute in (("Muted", "muted"), ("Hold", "hold"), ("Coaching", "coaching")):
+            wanted = request.args.get(param)
+            if wanted:
+                members = [m for m in members if getattr(m, attribute) == (wanted.lower() == "true")]
+        items = [self.participant_json(m) for m in members]
+        return _json(_page("participants", items, request.full_path.rstrip("?")))
+
+    def _fetch_participant(self, request: Request, args: dict[str, str]) -> Response:
+        found = self._participant_or_404(request, args)
+        return found if isinstance(found, Response) else _json(self.participant_json(found[1]))
+
+    def _update_participant(self, request: Request, args: dict[str, str]) -> Response:
+        found = self._participant_or_404(request, args)
+        if isinstance(found, Response):
+            return found
+        p, form = found[1], request.form
+        for url_param in ("HoldUrl", "AnnounceUrl"):
+            value = form.get(url_param)
+            problem = _url_problem(url_param, value) if value is not None else None
+            if problem is not None:
+                return problem
+        wait_url = form.get("WaitUrl")
+        if wait_url:  # "" is allowed: nothing plays while waiting
+            problem = _url_problem("WaitUrl", wait_url)
+            if problem is not None:
+                return problem
+        for method_param in ("HoldMethod", "AnnounceMethod", "WaitMethod"):
+            problem = _method_problem(method_param, form)
+            if problem is not None:
+                return problem
+        coach = form.get("CallSidToCoach")
+        self.rt.conferences.update(
+            p,
+            ParticipantUpdate(
+                muted=_form_bool(form.get("Muted")),
+                hold=_form_bool(form.get("Hold")),
+                hold_url=form.get("HoldUrl") or None,
+                hold_method=(form.get("HoldMethod") or "GET").upper(),
+                announce_url=form.get("AnnounceUrl") or None,
+                announce_method=(form.get("AnnounceMethod") or "POST").upper(),
+                wait_url=wait_url,
+                wait_method=form["WaitMethod"].upper() if form.get("WaitMethod") else None,
+                beep_on_exit=_form_bool(form.get("BeepOnExit")),
+                end_on_exit=_form_bool(form.get("EndConferenceOnExit")),
+                coaching=_form_bool(form.get("Coaching")) if form.get("Coaching") else (True if coach else None),
+                call_sid_to_coach=coach or None,
+            ),
+        )
+        return _json(self.participant_json(p))
+
+    def _kick_participant(self, request: Request, args: dict[str, str]) -> Response:
+        found = self._participant_or_404(request, args)
+        if isinstance(found, Response):
+            return found
+        self.rt.conferences.kick(found[1])
+        return Response(status=204)
+
+    def _create_participant(self, request: Request, args: dict[str, str]) -> Response:
+        """Dial ``To`` and put the call in the room (created on demand when addressed by name)."""
+        form = request.form
+        to, from_ = form.get("To", "").strip(), form.get("From", "").strip()
+        if not to:
+            return twilio_error(400, 21201, "No 'To' number is specified")
+        if not from_:
+            return twilio_error(400, 21213, "No 'From' number is specified")
+        label = form.get("Label") or None
+        if label is not None and label_problem(label) is not None:
+            return twilio_error(400, 16024, f"Invalid participant label: {label_problem(label)}")
+        beep = BEEP_VALUES.get((form.get("Beep") or "true").strip().lower())
+        if beep is None:
+            return twilio_error(400, 20001, f"Invalid Beep {form.get('Beep')!r}: use true, false, onEnter or onExit")
+        try:
+            timeout = float(form.get("Timeout", "60"))
+            max_participants = int(form.get("MaxParticipants", str(MAX_PARTICIPANTS)))
+        except ValueError:
+            return twilio_error(400, 20001, "Timeout and MaxParticipants must be integers")
+        if not 2 <= max_participants <= MAX_PARTICIPANTS:
+            return twilio_error(400, 20001, f"MaxParticipants must be 2..{MAX_PARTICIPANTS}")
+        wait_url = form.get("WaitUrl")
+        for url_param in ("StatusCallback", "ConferenceStatusCallback", "WaitUrl"):
+            value = form.get(url_param)
+            problem = _url_problem(url_param, value) if value else None
+            if problem is not None:
+                return problem
+        for method_param in ("StatusCallbackMethod", "ConferenceStatusCallbackMethod", "WaitMethod"):
+            problem = _method_problem(method_param, form)
+            if problem is not None:
+                return problem
+        conference_callback = None
+        if form.get("ConferenceStatusCallback"):
+            events = frozenset(" ".join(form.getlist("ConferenceStatusCallbackEvent")).split())
+            conference_callback = CallbackSpec(
+                form["ConferenceStatusCallback"],
+                (form.get("ConferenceStatusCallbackMethod") or "POST").upper(),
+                (events & set(CONFERENCE_EVENTS)) or DEFAULT_CONFERENCE_EVENTS,
+            )
+        call_callback = None
+        if form.get("StatusCallback"):
+            events = frozenset(" ".join(form.getlist("StatusCallbackEvent")).split()) or frozenset({"completed"})
+            call_callback = CallbackSpec(
+                form["StatusCallback"], (form.get("StatusCallbackMethod") or "POST").upper(), events
+            )
+        coach = form.get("CallSidToCoach") or None
+        coaching = _form_bool(form.get("Coaching"))
+        options = JoinOptions(
+            label=label,
+            muted=_form_bool(form.get("Muted")) or False,
+            beep=beep,
+            start_on_enter=_form_bool(form.get("StartConferenceOnEnter")) is not False,
+            end_on_exit=_form_bool(form.get("EndConferenceOnExit")) or False,
+            wait_url=wait_url,
+            wait_method=(form.get("WaitMethod") or "POST").upper(),
+            max_participants=max_participants,
+            coach=coach if coaching is not False else None,
+            status_callback=conference_callback,
+        )
+        # EarlyMedia, Record, ConferenceRecord, Region, JitterBufferSize, machine detection ... are
+        # accepted and have no effect in the emulator.
+        call_sid = new_sid("CA")
+        added = self.rt.conferences.add_connecting(args["sid"], call_sid, to, options, datetime.now(UTC))
+        if isinstance(added, RestRefusal):
+            return twilio_error(added.status, added.code, added.message)
+        try:
+            call = self._create_call(
+                OutboundCallRequest(
+                    to=to,
+                    from_=form.get("CallerId") or from_,
+                    url=None,
+                    method="POST",
+                    twiml=conference_twiml(added.conference.friendly_name, options),
+                    status_callback=call_callback,
+                    timeout=timeout,
+                    sid=call_sid,
+                )
+            )
+        except RuntimeError as exc:
+            self.rt.conferences.abandon(added)
+            return twilio_error(503, 20503, f"Service unavailable: {exc}")
+        self.rt.conferences.attach_call(added, call.root_leg)
+        # Twilio answers before it places the call (the emulator's call may already be further).
+        return _json(self.participant_json(added, queue_time="0", status="queued"), 201)
+
 
 def _absolute_http(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _url_problem(param: str, value: str) -> Response | None:
+    if _absolute_http(value):
+        return None
+    return twilio_error(400, 21205, f"{param} is not a valid URL: {value}")
+
+
+def _method_problem(param: str, form: Mapping[str, str]) -> Response | None:
+    value = form.get(param)
+    if not value or value.upper() in ("GET", "POST"):
+        return None
+    return twilio_error(400, 20001, f"Invalid {param} {value!r}: use GET or POST")
+
+
+def _form_bool(value: str | None) -> bool | None:
+    """A boolean form parameter: ``None`` when absent; anything but ``true`` is false (as on Twilio)."""
+    if value is None or not value.strip():
+        return None
+    return value.strip().lower() == "true"
+
+
+def _day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def _on(moment: datetime, day: date) -> bool:
+    return _day(moment) == day
+
+
+def _on_or_before(moment: datetime, day: date) -> bool:
+    return _day(moment) <= day
+
+
+def _on_or_after(moment: datetime, day: date) -> bool:
+    return _day(moment) >= day
+
+

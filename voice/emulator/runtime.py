@@ -9,10 +9,12 @@ from __future__ import annotations
 import io
 import threading
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from voice.emulator.calls import EmulatedCall, Leg
+from voice.emulator.conferences import ConferenceRegistry
 from voice.emulator.parties import CallerScript, RepBehavior, RepScript
 from voice.emulator.queues import QueueRegistry
 from voice.emulator.webhooks import WebhookClient
@@ -117,6 +119,7 @@ class Runtime:
         self.config = config
         self.webhooks = webhooks
         self.queues = QueueRegistry()
+        self.conferences = ConferenceRegistry(webhooks, config.account_sid)
         self.recordings = RecordingStore()
         self.directory = Directory()
         self.rest_url = ""
@@ -130,6 +133,14 @@ class Runtime:
             self._calls.append(call)
             self._legs[call.root_leg.sid] = call.root_leg
             self.cond.notify_all()
+
+    def launch(self, call: EmulatedCall, target: Callable[[], None]) -> None:
+        """Register ``call`` and run ``target`` (its whole life) in a thread of its own."""
+        if self.closing:
+            raise RuntimeError("the emulator is closed")
+        self.register_call(call)
+        call.thread = threading.Thread(target=target, name=f"call-{call.sid[:12]}", daemon=True)
+        call.thread.start()
 
     def register_leg(self, leg: Leg) -> None:
         with self.cond:

@@ -12,6 +12,9 @@ verb (a hang-up in the middle of a queue wait, a REST redirect during a ``<Pause
   Twilio does (leave the queue, post the action, hang up the other leg) and re-raise.
 * :class:`LegEnded` means the leg's own TwiML ended it (``<Hangup>``, ``<Reject>``, an
   application error).
+* :class:`Woken` means a condition installed with :meth:`LegRunner.waking` became true (a
+  conference participant's situation changed: the conference started, they were put on hold,
+  kicked ...).  Only conference code installs such conditions, and it catches :class:`Woken`.
 
 Virtual time: every verb advances the call's virtual clock (Say ~ words/2.5 s, Pause, Gather
 timeouts ...).  Real sleeping is ``virtual * time_scale``; with ``time_scale=0`` scripted waits
@@ -48,7 +51,14 @@ from voice.emulator.calls import (
 from voice.emulator.parties import Digits, InputSource, Recording, Silence, Speech
 from voice.emulator.queues import QueueMember
 from voice.emulator.runtime import Runtime, StoredRecording
-from voice.emulator.webhooks import Document, DocumentProblem, HttpResult, parse_document, parse_twiml
+from voice.emulator.webhooks import (
+    Document,
+    DocumentProblem,
+    HttpResult,
+    new_session,
+    parse_document,
+    parse_twiml,
+)
 
 __all__ = [
     "LEAVE",
@@ -57,6 +67,9 @@ __all__ = [
     "Interrupted",
     "LegEnded",
     "LegRunner",
+    "Woken",
+    "new_session",
+    "run_detached_leg",
     "run_inbound_call",
     "run_outbound_call",
 ]
@@ -97,6 +110,10 @@ class LegEnded(Exception):
         super().__init__(f"{status} ({reason})")
         self.status = status
         self.reason = reason
+
+
+class Woken(Exception):
+    """A :meth:`LegRunner.waking` condition became true while the leg was waiting or between verbs."""
 
 
 class _Leave:
@@ -155,13 +172,6 @@ def _given(doc: Document) -> Callable[[], Document]:
     return lambda: doc
 
 
-def new_session() -> requests.Session:
-    """One cookie jar per leg (Twilio keeps cookies per call); never pick up proxy settings."""
-    session = requests.Session()
-    session.trust_env = False
-    return session
-
-
 class LegRunner:
     """Interprets TwiML for one leg.
 
@@ -205,23 +215,64 @@ class LegRunner:
             "Dial": self._dial,
         }
         self._in_wait = False
+        #: Conditions that interrupt this runner with :class:`Woken` (see :meth:`waking`).
+        self._wake_conditions: list[Callable[[], bool]] = []
+        #: Twilio error code for a verb a restricted document may not use (12200; 13238 in conferences).
+        self._disallowed_code = 12200
+        #: Real seconds every Say/Play/Pause takes at least (conference audio loops must not spin).
+        self._min_verb_real = 0.0
 
     @property
     def party(self) -> str:
         return self.leg.party
 
     # ------------------------------------------------------------------ signals and time
+    def _woken(self) -> bool:
+        return any(condition() for condition in self._wake_conditions)
+
     def _pending(self) -> bool:
-        return any(leg.pending is not None and leg.live for leg in self.watch)
+        return any(leg.pending is not None and leg.live for leg in self.watch) or self._woken()
 
     def checkpoint(self) -> None:
-        """Raise :class:`Interrupted` for the first watched leg with a pending signal."""
+        """Raise :class:`Interrupted` for the first watched leg with a pending signal.
+
+        Signals win over :meth:`waking` conditions, which raise :class:`Woken`.
+        """
         with self.call.cond:
             for leg in self.watch:
                 signal = leg.pending
                 if signal is not None and leg.live:
                     leg.pending = None
                     raise Interrupted(leg, signal)
+        if self._woken():
+            raise Woken()
+
+    @contextlib.contextmanager
+    def waking(self, condition: Callable[[], bool]) -> Iterator[None]:
+        """While inside, waits and verb boundaries raise :class:`Woken` once ``condition()`` holds.
+
+        ``condition`` is evaluated under the call's lock by this thread, so it must not take other
+        locks (read a counter another thread bumps, then notifies this call's condition).
+        """
+        self._wake_conditions.append(condition)
+        try:
+            yield
+        finally:
+            self._wake_conditions.remove(condition)
+
+    @contextlib.contextmanager
+    def audio_mode(self, disallowed_code: int, min_real: float) -> Iterator[None]:
+        """Run documents as conference audio (waitUrl, holdUrl, announceUrl).
+
+        Disallowed verbs are reported with ``disallowed_code``, and every Say/Play/Pause takes at
+        least ``min_real`` real seconds so a ``<Redirect>`` loop never spins at ``time_scale=0``.
+        """
+        saved = self._disallowed_code, self._min_verb_real
+        self._disallowed_code, self._min_verb_real = disallowed_code, min_real
+        try:
+            yield
+        finally:
+            self._disallowed_code, self._min_verb_real = saved
 
     def _next_deadline(self) -> Deadline | None:
         deadlines = self.call.deadlines
@@ -431,7 +482,9 @@ class LegRunner:
                 continue
             if verb not in allowed:
                 where = "a waitUrl document" if self._in_wait else f"this {self.mode} document"
-                self.warn(12200, f"<{verb}> is not allowed in {where}; skipped", doc.url)
+                if self._disallowed_code != 12200:
+                    where = "conference audio (waitUrl/holdUrl/announceUrl)"
+                self.warn(self._disallowed_code, f"<{verb}> is not allowed in {where}; skipped", doc.url)
                 continue
             if verb != "Reject" and self.mode == "call":
                 self.answer()
@@ -453,7 +506,7 @@ class LegRunner:
             if index:
                 self.checkpoint()
             self.call.note(self.party, "Say", text, **attrs)
-            self.advance(spoken_seconds(text), min_real=self.rt.config.queue_poll_interval if endless else 0)
+            self.advance(spoken_seconds(text), min_real=self._verb_min_real(endless))
         return None
 
     def _play(self, element: ET.Element, doc: Document) -> Step:
@@ -468,13 +521,16 @@ class LegRunner:
             if index:
                 self.checkpoint()
             self.call.note(self.party, "Play", text)
-            self.advance(seconds, min_real=self.rt.config.queue_poll_interval if endless else 0)
+            self.advance(seconds, min_real=self._verb_min_real(endless))
         return None
+
+    def _verb_min_real(self, endless: bool) -> float:
+        return max(self._min_verb_real, self.rt.config.queue_poll_interval if endless else 0.0)
 
     def _pause(self, element: ET.Element, doc: Document) -> Step:
         length = attr_float(element.get("length"), 1.0)
         self.call.note(self.party, "Pause", "", length=f"{length:g}")
-        self.advance(length)
+        self.advance(length, min_real=self._min_verb_real)
         return None
 
     def _redirect(self, element: ET.Element, doc: Document) -> Step:
@@ -650,7 +706,7 @@ class LegRunner:
                     self.call.note("app", "Enqueue", f"{self.party} hung up while queued")
                     self.leg.status = "completed"
                     params = finish_params("hangup")
-                elif intr.signal.source == "dequeue":
+                elif isinstance(intr.signal, RedirectSignal) and intr.signal.source == "dequeue":
                     params = finish_params("redirected")
                 self.rt.queues.leave(member)
                 url = action_url()
@@ -738,10 +794,12 @@ def _run_call(rt: Runtime, call: EmulatedCall, body: Callable[[LegRunner], None]
     finally:
         try:
             for child in call.child_legs():
-                if child.live:
+                # A child redirected out of its <Dial> lives on in a call of its own (child.call).
+                if child.live and child.call is call:
                     child.finish("completed" if child.answered else "canceled", call.clock)
             leg.finish(status, call.clock)
             runner.leg_event(leg, "completed")
+            rt.conferences.call_ended(leg)
         finally:
             call.note("app", "Hangup", f"call ended: {status}")
             call.mark_finished()
@@ -753,6 +811,15 @@ def run_inbound_call(rt: Runtime, call: EmulatedCall, voice_url: str, method: st
 
     def body(runner: LegRunner) -> None:
         runner.drive(lambda: runner.fetch(voice_url, method, runner.leg_params(), "voice"))
+
+    _run_call(rt, call, body)
+
+
+def run_detached_leg(rt: Runtime, call: EmulatedCall, signal: RedirectSignal) -> None:
+    """A child leg redirected out of its ``<Dial>``: it runs the new TwiML on its own from now on."""
+
+    def body(runner: LegRunner) -> None:
+        runner.drive(functools.partial(runner.redirect_document, signal))
 
     _run_call(rt, call, body)
 
@@ -793,7 +860,8 @@ def run_outbound_call(
         if answer == "busy":
             call.note("app", "Dial", f"{leg.to} is busy")
             raise LegEnded("busy", "reject")
-        if answer == "no-answer":
+        if answer == "no-answer" or answer_after >= ring_timeout:
+            # A rep who would pick up only after the ring timeout never gets the chance.
             ring(runner, ring_timeout)
             call.note("app", "Dial", f"{leg.to} did not answer")
             raise LegEnded("no-answer", "reject")

@@ -18,7 +18,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import requests
 from twilio.request_validator import RequestValidator
 
-__all__ = ["Document", "DocumentProblem", "HttpResult", "WebhookClient", "parse_document"]
+__all__ = ["Document", "DocumentProblem", "HttpResult", "WebhookClient", "new_session", "parse_document"]
 
 #: Seconds Twilio waits for a webhook response before giving up (error 11205/11200).
 WEBHOOK_TIMEOUT = 15.0
@@ -138,6 +138,13 @@ class WebhookClient:
             return HttpResult(full_url, method, params, 0, "", b"", "", failure=f"{type(exc).__name__}: {exc}")
         content_type = response.headers.get("Content-Type", "")
         return HttpResult(full_url, method, params, response.status_code, response.text, response.content, content_type)
+
+
+def new_session() -> requests.Session:
+    """One cookie jar per leg (Twilio keeps cookies per call); never pick up proxy settings."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
 
 
 def media_type(content_type: str) -> str:
