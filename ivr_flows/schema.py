@@ -32,7 +32,7 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, PrivateAttr
 
-from ivr_flows.classifier import Classifier, TfidfClassifier
+from ivr_flows.classifier import Classifier, Engine, build_classifier
 
 __all__ = [
     "DAY_NAMES",
@@ -374,6 +374,9 @@ class Department(_Model):
     digit: Digit
     #: Typical caller phrasings; the speech classifier learns from these.
     examples: tuple[Text, ...] = ()
+    #: One line listing what the department handles ("invoices, refunds, payment methods"): each topic is one more
+    #: example for the speech classifier (measured: +5 to +8 points of routing accuracy, ivr_flows/README.md).
+    description: Text | None = None
 
 
 # --- nodes ----------------------------------------------------------------------------------
@@ -1006,11 +1009,21 @@ class Flow(_Model):
         under a race is harmless (same result, last write wins).
         """
         if self._classifier is None:
-            self._classifier = TfidfClassifier(
-                {key: (self.department_name(key), *dept.examples) for key, dept in self.departments.items()},
-                default=GENERAL_DEPARTMENT if GENERAL_DEPARTMENT in self.departments else None,
-            )
+            self._classifier = self.build_classifier("tfidf")
         return self._classifier
+
+    def build_classifier(self, engine: Engine) -> Classifier:
+        """A speech classifier for this flow's departments with ``engine`` (see ``ivr_flows.classifier``): their
+        examples, spoken names and descriptions; ``general`` (when defined) for words with no evidence."""
+        return build_classifier(
+            {key: department.examples for key, department in self.departments.items()},
+            names={key: self.department_name(key) for key in self.departments},
+            descriptions={
+                key: department.description for key, department in self.departments.items() if department.description
+            },
+            default=GENERAL_DEPARTMENT if GENERAL_DEPARTMENT in self.departments else None,
+            engine=engine,
+        )
 
     def with_classifier(self, classifier: Classifier) -> Flow:
         """A copy of this flow that routes speech with another :class:`Classifier`."""

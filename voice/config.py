@@ -39,6 +39,9 @@ class FlowsSettings(_Section):
     numbers: dict[str, str] = {}
     # Seconds between looks for changed flow files (hot reload); 0 turns reloading off.
     reload_interval: float = Field(default=2.0, ge=0)
+    # Speech routing engine: tfidf (light, microseconds), minilm (sentence embeddings, ~8 ms, needs
+    # requirements-embeddings.txt), or auto (minilm when installed, else tfidf).
+    classifier: Literal["auto", "tfidf", "minilm"] = "auto"
 
     @field_validator("numbers")
     @classmethod

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ivr_flows import Flow, FlowError, load_flow
+from ivr_flows.classifier import Engine
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,18 @@ class _Seen:
 
 
 class FlowLibrary:
-    def __init__(self, directory: Path, *, default: str, numbers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        default: str,
+        numbers: Mapping[str, str] | None = None,
+        classifier: Engine = "tfidf",
+    ) -> None:
         self.directory = directory
         self.default = default
+        # Which speech classifier the flows in service route with (config.yaml flows.classifier).
+        self.classifier = classifier
         # Called number (E.164) → flow name, for lines that answer with another flow than the default.
         self.numbers = dict(numbers or {})
         self._lock = threading.Lock()
@@ -75,6 +85,8 @@ class FlowLibrary:
         return swapped
 
     def add(self, flow: Flow) -> None:
+        if self.classifier != "tfidf":  # the loader built TF-IDF (cheap, for lint and try); serve with the chosen one
+            flow = flow.with_classifier(flow.build_classifier(self.classifier))
         with self._lock:
             self._by_name[flow.name] = flow
             self._by_version[flow.version] = flow

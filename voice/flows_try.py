@@ -47,9 +47,18 @@ def route_phrase(flow: Flow, phrase: str) -> dict[str, object]:
 @click.option(
     "--directory", type=click.Path(path_type=Path, file_okay=False), default=Path("ivr_flows"), show_default=True
 )
-def try_flow(flow: str, phrases: tuple[str, ...], output_format: str, directory: Path) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "tfidf", "minilm"]),
+    default="auto",
+    show_default=True,
+    help="speech classifier (the service uses config.yaml flows.classifier)",
+)
+def try_flow(flow: str, phrases: tuple[str, ...], output_format: str, directory: Path, engine: str) -> None:
     """Route each PHRASE (or each line on stdin) through FLOW's classifier: department and confidence per line."""
     loaded = resolve_flow(flow, directory=directory)
+    if engine != "tfidf":
+        loaded = loaded.with_classifier(loaded.build_classifier("minilm" if engine == "minilm" else "auto"))
     lines = list(phrases) or [line.strip() for line in sys.stdin if line.strip()]
     results = [route_phrase(loaded, phrase) for phrase in lines]
     if output_format == "json":

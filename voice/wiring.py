@@ -85,7 +85,12 @@ def assemble(
 ) -> Warmline:
     """One app instance's parts. ``background=False``: no flow watcher, no housekeeping thread (the CLI)."""
     store = Store(settings.database_url)
-    flows = FlowLibrary(settings.flows_directory, default=settings.flows.default, numbers=settings.flows.numbers)
+    flows = FlowLibrary(
+        settings.flows_directory,
+        default=settings.flows.default,
+        numbers=settings.flows.numbers,
+        classifier=settings.flows.classifier,
+    )
     flows.load_all()
     watcher = (
         FlowWatcher(flows, interval=settings.flows.reload_interval).start()

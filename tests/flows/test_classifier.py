@@ -16,7 +16,7 @@ from ivr_flows import (
     advance,
     start_call,
 )
-from ivr_flows.classifier import tokenize
+from ivr_flows.classifier import build_classifier, description_topics, tokenize
 
 # Caller phrasings written independently of the examples in main.yaml (none of them appears
 # there); they share vocabulary with the examples the way real callers do, no more.
@@ -158,3 +158,28 @@ def test_classifier_needs_departments() -> None:
         TfidfClassifier({})
     only = TfidfClassifier({"general": ["operator"]})
     assert only.classify("zzz") == Classification("general", 0.0, {"general": 0.0})
+
+
+def test_description_topics_are_the_listed_items() -> None:
+    assert description_topics("banking: freeze account, routing; pin change\nbill due.") == [
+        "freeze account",
+        "routing",
+        "pin change",
+        "bill due",
+    ]
+    # No list after the colon: the whole line is one topic, label included.
+    assert description_topics("Note: we handle money") == ["Note: we handle money"]
+    assert description_topics("refunds, refunds , , invoices") == ["refunds", "invoices"]
+    assert description_topics("") == []
+    assert description_topics(None) == []  # type: ignore[arg-type]
+
+
+def test_a_description_routes_topics_no_example_covers() -> None:
+    phrases = {"billing": ["I was charged twice"], "travel": ["book me a flight to Paris"], "general": ["operator"]}
+    descriptions = {"travel": "travel: lost luggage, passport and visa questions, hotel bookings"}
+    plain = build_classifier(phrases, default="general", engine="tfidf")
+    described = build_classifier(phrases, descriptions=descriptions, default="general", engine="tfidf")
+    assert plain.classify("my luggage got lost").confidence == 0.0
+    assert described.classify("my luggage got lost").department == "travel"
+    assert described.classify("do I need a visa for Japan").department == "travel"
+    assert described.classify("I was charged twice") == plain.classify("I was charged twice")

@@ -151,6 +151,15 @@ def test_filler_alone_is_no_evidence_unless_asked_otherwise(encoder: embedding.M
     assert ungated.classify("hello").department == "greetings"
 
 
+def test_a_description_stands_in_for_missing_examples(encoder: embedding.MiniLMEncoder) -> None:
+    phrases: dict[str, list[str]] = {"billing": ["I was charged twice"], "travel": [], "general": ["operator"]}
+    descriptions = {"travel": "travel: lost luggage, passport and visa questions, hotel bookings"}
+    described = embedding.MiniLMClassifier(phrases, descriptions=descriptions, default="general", encoder=encoder)
+    for text in ["the airline lost my suitcase", "do I need a visa to visit Japan"]:
+        assert described.classify(text).department == "travel"
+    assert described.classify("you billed me two times").department == "billing"
+
+
 def test_scores_cover_every_department_and_match_the_batch_path(
     minilm: embedding.MiniLMClassifier, sample_flow: Flow
 ) -> None:
