@@ -217,7 +217,9 @@ def serve_in_thread(shim: Any) -> tuple[BaseWSGIServer, threading.Thread]:
 def phone_system_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., PhoneSystem]]:
     started: list[tuple[BaseWSGIServer, Flask, TwilioEmulator]] = []
 
-    def start(*, public_url: str | None = None, seed: bool = True, **overrides: Any) -> PhoneSystem:
+    def start(
+        *, public_url: str | None = None, seed: bool = True, time_scale: float = 0.0, **overrides: Any
+    ) -> PhoneSystem:
         shim = _LateApp()
         server, _thread = serve_in_thread(shim)
         local_url = f"http://127.0.0.1:{server.server_port}"
@@ -227,6 +229,7 @@ def phone_system_factory(database_url: str, tmp_path: Path) -> Iterator[Callable
             account_sid=ACCOUNT_SID,
             auth_token=AUTH_TOKEN,
             queue_poll_interval=0.02,
+            time_scale=time_scale,
         )
         twilio.start()
         config = app_config(

@@ -70,10 +70,13 @@ class RestActions:
                 try:
                     self.rest.redirect_call(call_sid, self.urls(endpoint, **params))
                 except TwilioRestException as exc:
-                    if endpoint != "voice.handoff_rep_joins":
+                    if endpoint == "voice.handoff_rep_joins":
+                        log.warning("hand-off %s: the rep's leg %s could not be moved: %s", params, call_sid, exc.msg)
+                        self.handoffs.move_failed(int(params["handoff"]), reason=exc.msg)
+                    elif call_is_gone(exc):  # the party hung up first: nothing left to redirect
+                        log.info("redirect of %s to %s skipped: the call is over", call_sid, endpoint)
+                    else:
                         raise
-                    log.warning("hand-off %s: the rep's leg %s could not be moved: %s", params, call_sid, exc.msg)
-                    self.handoffs.move_failed(int(params["handoff"]), reason=exc.msg)
             case EndCall(call_sid=call_sid):
                 try:
                     self.rest.hang_up(call_sid)

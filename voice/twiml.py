@@ -146,12 +146,14 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             )
             response.append(dial)
         case HoldMusic():
-            # Conference wait/hold documents: Say, Play, Pause, Redirect only. Twilio fetches them again when they end.
+            # Conference wait/hold documents: Say, Play, Pause, Redirect only. Twilio plays them once; the Redirect
+            # back to the same URL is what keeps the music going (silence otherwise).
             if reply.music_url:
                 response.play(reply.music_url)
             else:
                 response.say("Please hold.")
                 response.pause(length=reply.pause_seconds)
+            response.redirect(url_for("voice.handoff_hold_music"), method="POST")
         case HandoffWhisper():
             gather = Gather(
                 input="dtmf",
