@@ -360,19 +360,40 @@ class _KnownDepartments:
         return name if name in self._exact else self._folded.get(name.casefold())
 
 
-def _departments(raw: str, known: _KnownDepartments, problems: list[str]) -> list[str]:
+#: Skill levels, ``department:level`` in the departments column (a new skill without one gets 5).
+MIN_LEVEL, MAX_LEVEL = 1, 10
+
+
+def _departments(raw: str, known: _KnownDepartments, problems: list[str]) -> dict[str, int | None]:
+    """``billing:8;general`` → {billing: 8, general: None}: the rep's skills, with the levels the file gives."""
     wanted = _split_list(raw)
     if not wanted:
         problems.append(f"departments is empty; a rep needs at least one of: {known.listing}")
-        return []
-    matched = {name: known.match(name) for name in wanted}
-    unknown = [name for name, department in matched.items() if department is None]
+        return {}
+    levels: dict[str, int | None] = {}
+    unknown: list[str] = []
+    for item in wanted:
+        name, _, level_text = item.partition(":")
+        name, level_text = name.strip(), level_text.strip()
+        department = known.match(name)
+        if department is None:
+            unknown.append(name)
+            continue
+        level = None
+        if level_text:
+            if not level_text.isdigit() or not MIN_LEVEL <= int(level_text) <= MAX_LEVEL:
+                problems.append(
+                    f"skill level {level_text!r} for {department} is not a whole number from {MIN_LEVEL} to {MAX_LEVEL}"
+                )
+                continue
+            level = int(level_text)
+        levels.setdefault(department, level)
     if unknown:
         problems.append(
             f"unknown department{'s' if len(unknown) > 1 else ''} {_quoted(unknown)} "
             f"(known departments: {known.listing})"
         )
-    return list(dict.fromkeys(department for department in matched.values() if department is not None))
+    return levels
 
 
 def _canonical_language(tag: str) -> str:
@@ -455,7 +476,7 @@ def _write_customers(store: Store, records: Sequence[service.CustomerFields]) ->
 class _RepRecord:
     name: str
     phone_e164: str
-    departments: list[str]
+    departments: dict[str, int | None]  # department -> skill level, when the file gives one
     languages: list[str]
 
 
@@ -470,7 +491,9 @@ def import_reps(
     """Validate a reps CSV (``name,phone,departments`` + optional ``languages``) and upsert its good rows by name.
 
     ``known_departments`` are the department ids of the live flow: a skill for any other department would route no
-    call, so it is a row error listing the known ones. Departments and languages are ``;``-separated. Names are
+    call, so it is a row error listing the known ones. Departments and languages are ``;``-separated; a department
+    may carry a skill level from 1 to 10 (``billing:8``; default 5): free reps with the higher level are offered that
+    department's calls first. Names are
     matched case-insensitively, like ``service.upsert_rep`` does, so "ann lee" twice in a file is a duplicate.
     An upsert replaces the rep's departments and languages with the file's, and leaves presence alone.
 
@@ -512,7 +535,8 @@ def _write_reps(store: Store, records: Sequence[_RepRecord]) -> tuple[int, int]:
                 session,
                 name=record.name,
                 phone_e164=record.phone_e164,
-                departments=record.departments,
+                departments=list(record.departments),
+                levels={department: level for department, level in record.departments.items() if level is not None},
                 languages=record.languages,
             )
             created += was_created

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -950,8 +950,16 @@ def set_rep_presence(session: Session, rep: Rep, state: RepState, *, now: dateti
 
 
 def upsert_rep(
-    session: Session, *, name: str, phone_e164: str, departments: Sequence[str], languages: Sequence[str]
+    session: Session,
+    *,
+    name: str,
+    phone_e164: str,
+    departments: Sequence[str],
+    languages: Sequence[str],
+    levels: Mapping[str, int] | None = None,
 ) -> tuple[Rep, bool]:
+    """Create or update a rep by name: phone, languages and skills (levels 1-10 per department; default kept, or 5
+    for a new skill)."""
     rep = session.scalars(select(Rep).where(func.lower(Rep.name) == name.lower())).one_or_none()
     created = rep is None
     if rep is None:
@@ -962,7 +970,10 @@ def upsert_rep(
     wanted = set(departments)
     rep.skills = [skill for skill in rep.skills if skill.department in wanted]
     have = {skill.department for skill in rep.skills}
-    rep.skills.extend(RepSkill(department=department) for department in sorted(wanted - have))
+    rep.skills.extend(RepSkill(department=department, level=5) for department in sorted(wanted - have))
+    for skill in rep.skills:
+        if levels and skill.department in levels:
+            skill.level = levels[skill.department]
     session.flush()
     return rep, created
 

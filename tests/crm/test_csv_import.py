@@ -397,6 +397,29 @@ def test_reps_good_and_bad_rows(store: Store, tmp_path: Path) -> None:
     assert loaded["Ed Fox"].departments == ["general", "sales"]
 
 
+def test_reps_skill_levels(store: Store, tmp_path: Path) -> None:
+    report = load_reps(
+        store,
+        tmp_path,
+        "name,phone,departments\n"  # 1
+        "Ann Lee,555 010 0001,billing:9; general\n"  # 2
+        "Bob Ray,555 010 0002,billing:11\n"  # 3
+        "Cy Dee,555 010 0003,sales:high;general:2\n",  # 4
+    )
+    assert report.errors == [
+        RowError("reps.csv", 3, "skill level '11' for billing is not a whole number from 1 to 10"),
+        RowError("reps.csv", 4, "skill level 'high' for sales is not a whole number from 1 to 10"),
+    ]
+    with store.unit_of_work() as session:
+        ann = service.find_rep(session, "Ann Lee")
+        assert {skill.department: skill.level for skill in ann.skills} == {"billing": 9, "general": 5}
+    # A re-import without levels keeps the levels already set.
+    load_reps(store, tmp_path, "name,phone,departments\nAnn Lee,555 010 0001,billing;general:7\n")
+    with store.unit_of_work() as session:
+        ann = service.find_rep(session, "Ann Lee")
+        assert {skill.department: skill.level for skill in ann.skills} == {"billing": 9, "general": 7}
+
+
 def test_unknown_department_message_names_it_and_the_known_ones(sqlite_store: Store, tmp_path: Path) -> None:
     report = load_reps(sqlite_store, tmp_path, "name,phone,departments\nBob Ray,555 010 0002,billing;returns\n")
 
