@@ -63,3 +63,34 @@ def test_concurrent_callers_one_rep_one_dial_the_rest_queue(app: Flask, client: 
         outcomes = list(pool.map(ask_for_billing, sids))
     assert outcomes.count("dial") == 1, outcomes
     assert outcomes.count("queue") == THREADS - 1, outcomes
+
+
+def test_a_duplicated_gather_never_leaves_two_reps_held(app: Flask, client: FlaskClient) -> None:
+    """Twilio retries a Gather action while the first copy is still being served: whatever the order, one rep at
+    most is held for the caller, and both copies get valid TwiML."""
+    store = app.extensions["warmline"].store
+    one_available_rep(store)
+    with store.unit_of_work() as session:
+        rep, _ = crm.upsert_rep(
+            session, name="Second Rep", phone_e164="+15550100008", departments=["billing"], languages=[]
+        )
+        crm.set_rep_presence(session, rep, RepState.AVAILABLE, now=utcnow())
+    sid = "CA" + "9" * 32
+    signed_post(client, "/voice/incoming", {"CallSid": sid, "From": "+15557650000", "To": "+15550009999"})
+    barrier = threading.Barrier(2)
+
+    def answer(_: int) -> str:
+        local = app.test_client()
+        barrier.wait()
+        response = signed_post(local, "/voice/gather", {"CallSid": sid, "Digits": "1"})
+        assert response.status_code == 200
+        return parse_twiml(response.data)[-1].tag
+
+    with ThreadPoolExecutor(2) as pool:
+        verbs = list(pool.map(answer, range(2)))
+    assert verbs == ["Dial", "Dial"], verbs
+    with store.unit_of_work() as session:
+        interaction = crm.require_interaction(session, sid)
+        live = crm.live_offers(session, interaction.id)
+        reserved = [each for each in crm.list_reps(session) if each.state is RepState.RESERVED]
+        assert len(live) == 1 and [each.id for each in reserved] == [live[0].rep_id]
