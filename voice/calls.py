@@ -12,7 +12,7 @@ The queue's own webhooks (hold loop, callbacks) live in ``voice.queueing``; pres
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +22,6 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from crm_sync import service as crm
-from crm_sync.db import Store
 from crm_sync.models import (
     CallbackState,
     HandoffState,
@@ -31,7 +30,6 @@ from crm_sync.models import (
     Offer,
     OfferState,
     Outcome,
-    utcnow,
 )
 from crm_sync.phones import caller_e164, mask_phone
 from ivr_flows import (
@@ -50,17 +48,15 @@ from ivr_flows import (
     advance,
     start_call,
 )
-from voice.actions import Action, ActionSink
-from voice.config import Settings
+from voice.actions import Action
+from voice.context import Service, ServiceContext
 from voice.dispatch import (
-    Dispatcher,
     city_of,
     require_offer,
     waited_seconds,
     with_city,
     without_city,
 )
-from voice.flow_library import FlowLibrary
 from voice.priority import CallerSignals
 from voice.replies import (
     Acknowledge,
@@ -105,44 +101,13 @@ class VoicemailJob:
     flow: Flow
 
 
-class Clock:
-    """The time every service reads. Tests and the queue simulation replace ``source``."""
-
-    def __init__(self, source: Callable[[], datetime] = utcnow) -> None:
-        self.source = source
-
-    def __call__(self) -> datetime:
-        return self.source()
-
-
-class CallService:
+class CallService(Service):
     def __init__(
-        self,
-        *,
-        store: Store,
-        flows: FlowLibrary,
-        settings: Settings,
-        dispatcher: Dispatcher,
-        act: ActionSink,
-        clock: Clock,
-        transcribe: Callable[[VoicemailJob], None] = lambda _job: None,
+        self, context: ServiceContext, *, transcribe: Callable[[VoicemailJob], None] = lambda _job: None
     ) -> None:
-        self._store = store
-        self._flows = flows
-        self._settings = settings
-        self._dispatch = dispatcher
-        # Called after commit with each REST action (the app runs them in the background).
-        self._act = act
+        super().__init__(context)
         # Called after commit for each voicemail; the app transcribes it in the background.
         self._transcribe = transcribe
-        self._clock = clock
-
-    def _after_commit(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            self._act(action)
-
-    def _flow_of(self, interaction: Interaction) -> Flow:
-        return self._flows.version(interaction.flow_version, name=interaction.flow_name)
 
     # --- the IVR ---------------------------------------------------------------------------------------------------
 
@@ -440,14 +405,11 @@ class CallService:
         handoff = crm.active_handoff(session, interaction.id)
         if handoff is None or handoff.state is not HandoffState.MOVING:
             return None
-        return JoinConference(
+        return JoinConference.leg(
+            "caller",
             handoff_id=handoff.id,
             room=handoff.conference,
-            label="caller",
-            starts=False,
-            ends=True,
-            after="voice.handoff_caller_left",
-            say=("Please hold while I transfer you.",),
+            say="Please hold while I transfer you.",
             language=flow.language,
             voice=flow.voice,
         )

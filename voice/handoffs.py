@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from crm_sync import service as crm
-from crm_sync.db import Store
 from crm_sync.models import (
     Handoff,
     HandoffState,
@@ -43,17 +41,14 @@ from crm_sync.models import (
 from ivr_flows import Flow
 from voice.actions import (
     Action,
-    ActionSink,
     AnnounceToParticipant,
     DialHandoffTarget,
     EndCall,
     HoldParticipant,
     RedirectCall,
 )
-from voice.calls import FINAL_CALL_STATUSES, CallService, Clock
-from voice.config import Settings
-from voice.dispatch import Dispatcher
-from voice.flow_library import FlowLibrary
+from voice.calls import FINAL_CALL_STATUSES, CallService
+from voice.context import Service, ServiceContext
 from voice.replies import Acknowledge, Announcement, Goodbye, HandoffWhisper, HoldMusic, JoinConference, Reply
 
 log = logging.getLogger(__name__)
@@ -82,32 +77,10 @@ def handoff_view(handoff: Handoff) -> HandoffView:
     )
 
 
-class HandoffService:
-    def __init__(
-        self,
-        *,
-        store: Store,
-        flows: FlowLibrary,
-        settings: Settings,
-        dispatcher: Dispatcher,
-        calls: CallService,
-        act: ActionSink,
-        clock: Clock,
-    ) -> None:
-        self._store = store
-        self._flows = flows
-        self._settings = settings
-        self._dispatch = dispatcher
+class HandoffService(Service):
+    def __init__(self, context: ServiceContext, *, calls: CallService) -> None:
+        super().__init__(context)
         self._calls = calls
-        self._act = act
-        self._clock = clock
-
-    def _after_commit(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            self._act(action)
-
-    def _flow_of(self, interaction: Interaction) -> Flow:
-        return self._flows.version(interaction.flow_version, name=interaction.flow_name)
 
     # --- 1. the first rep asks ----------------------------------------------------------------------------------------
 
@@ -222,14 +195,11 @@ class HandoffService:
             if handoff.state not in (HandoffState.MOVING, HandoffState.DIALING):
                 return Goodbye(say=("This transfer is over.",), language=flow.language)
             target = handoff.to_rep.name if handoff.to_rep else "your colleague"
-            return JoinConference(
+            return JoinConference.leg(
+                "from",
                 handoff_id=handoff.id,
                 room=handoff.conference,
-                label="from",
-                starts=True,
-                ends=False,
-                after="voice.handoff_rep_left",
-                say=(f"Calling {target}. The caller will hold while you two speak.",),
+                say=f"Calling {target}. The caller will hold while you two speak.",
                 language=flow.language,
                 voice=flow.voice,
             )
@@ -434,14 +404,11 @@ class HandoffService:
                 offer.state = OfferState.CANCELLED
                 return Goodbye(say=("Sorry, this transfer has already ended.",), language=flow.language)
             offer.state = OfferState.ACCEPTED
-            return JoinConference(
+            return JoinConference.leg(
+                "to",
                 handoff_id=handoff.id,
                 room=handoff.conference,
-                label="to",
-                starts=True,
-                ends=False,
-                after="voice.handoff_rep_left",
-                say=(f"Joining {handoff.from_rep.name}. The caller is on hold.",),
+                say=f"Joining {handoff.from_rep.name}. The caller is on hold.",
                 language=flow.language,
                 voice=flow.voice,
             )

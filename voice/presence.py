@@ -31,7 +31,6 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from crm_sync import service as crm
-from crm_sync.db import Store
 from crm_sync.models import (
     LIVE_OFFER_STATES,
     InteractionStatus,
@@ -39,9 +38,8 @@ from crm_sync.models import (
     Rep,
     RepState,
 )
-from voice.actions import Action, ActionSink, CheckCall
-from voice.calls import Clock
-from voice.dispatch import Dispatcher
+from voice.actions import Action, CheckCall
+from voice.context import Service, ServiceContext
 from voice.queueing import QueueService
 
 log = logging.getLogger(__name__)
@@ -82,12 +80,7 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-class PresenceService:
-    def __init__(self, *, store: Store, dispatcher: Dispatcher, act: ActionSink, clock: Clock) -> None:
-        self._store = store
-        self._dispatch = dispatcher
-        self._act = act
-        self._clock = clock
+class PresenceService(Service):
 
     def set_presence(self, rep_name: str, state: RepState) -> PresenceChange:
         """Change a rep's presence; a rep who becomes available immediately takes the first caller they can."""
@@ -110,10 +103,6 @@ class PresenceService:
         session.flush()
         actions = self._dispatch.next_caller_for(session, rep.id) if rep.state is RepState.AVAILABLE else []
         return PresenceChange(rep=rep_view(rep), immediate=immediate, pulled=len(actions)), actions
-
-    def _after_commit(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            self._act(action)
 
     def roster(self) -> list[RepView]:
         with self._store.unit_of_work() as session:
@@ -142,25 +131,13 @@ class PresenceService:
             return rep_view(rep)
 
 
-class Housekeeper:
+class Housekeeper(Service):
     """The sweep described in the module docstring."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        dispatcher: Dispatcher,
-        queue: QueueService,
-        act: ActionSink,
-        clock: Clock,
-        check_calls_after: int = 1800,
-    ) -> None:
-        self._store = store
-        self._dispatch = dispatcher
+    def __init__(self, context: ServiceContext, *, queue: QueueService) -> None:
+        super().__init__(context)
         self._queue = queue
-        self._act = act
-        self._clock = clock
-        self._check_calls_after = timedelta(seconds=check_calls_after)
+        self._check_calls_after = timedelta(seconds=context.settings.routing.check_calls_after)
         # Calls already asked about recently (per process): CheckCall at most every check interval per call.
         self._checked: dict[str, datetime] = {}
 
@@ -192,10 +169,6 @@ class Housekeeper:
                     actions.extend(self._dispatch.next_caller_for(session, rep_id))
         self._after_commit(actions)
         return actions
-
-    def _after_commit(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            self._act(action)
 
     def _release_expired(self, session: Session, now: datetime) -> list[Action]:
         actions: list[Action] = []

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from crm_sync import service as crm
-from crm_sync.db import Store
 from crm_sync.models import (
     Callback,
     CallbackState,
@@ -34,11 +32,10 @@ from crm_sync.models import (
     RepState,
 )
 from ivr_flows import CallState, Flow, fill_queue_message, queue_message
-from voice.actions import Action, ActionSink
-from voice.calls import FINAL_CALL_STATUSES, CallService, Clock
-from voice.config import Settings
-from voice.dispatch import PUSH_GRACE_SECONDS, Dispatcher, require_offer, without_city
-from voice.flow_library import FlowLibrary
+from voice.actions import Action
+from voice.calls import FINAL_CALL_STATUSES, CallService
+from voice.context import Service, ServiceContext
+from voice.dispatch import PUSH_GRACE_SECONDS, require_offer, without_city
 from voice.replies import Acknowledge, Goodbye, HoldLoop, LeaveQueue, Reply
 from voice.wait_estimate import RepLoad, estimate_wait, spoken_wait
 
@@ -48,32 +45,10 @@ log = logging.getLogger(__name__)
 MIN_HANDLE_SAMPLES = 5
 
 
-class QueueService:
-    def __init__(
-        self,
-        *,
-        store: Store,
-        flows: FlowLibrary,
-        settings: Settings,
-        dispatcher: Dispatcher,
-        calls: CallService,
-        act: ActionSink,
-        clock: Clock,
-    ) -> None:
-        self._store = store
-        self._flows = flows
-        self._settings = settings
-        self._dispatch = dispatcher
+class QueueService(Service):
+    def __init__(self, context: ServiceContext, *, calls: CallService) -> None:
+        super().__init__(context)
         self._calls = calls
-        self._act = act
-        self._clock = clock
-
-    def _after_commit(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            self._act(action)
-
-    def _flow_of(self, interaction: Interaction) -> Flow:
-        return self._flows.version(interaction.flow_version, name=interaction.flow_name)
 
     # --- the hold loop ---------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ decision and the wire format apart lets tests check decisions directly and lets 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ivr_flows import Step
 
@@ -128,6 +129,23 @@ class JoinConference:
     say: tuple[str, ...] = ()
     language: str = "en-US"
     voice: str | None = None
+
+    @classmethod
+    def leg(
+        cls, label: ConferenceLeg, *, handoff_id: int, room: str, say: str, language: str, voice: str | None
+    ) -> JoinConference:
+        """The caller, the first rep ("from") or the target rep ("to") joining a hand-off's conference."""
+        starts, ends, after = _CONFERENCE_LEGS[label]
+        return cls(handoff_id, room, label, starts, ends, after, (say,), language, voice)
+
+
+ConferenceLeg = Literal["caller", "from", "to"]
+# Who starts the conference, who ends it by leaving, and where their Dial goes when it is over.
+_CONFERENCE_LEGS: dict[ConferenceLeg, tuple[bool, bool, str]] = {
+    "caller": (False, True, "voice.handoff_caller_left"),
+    "from": (True, False, "voice.handoff_rep_left"),
+    "to": (True, False, "voice.handoff_rep_left"),
+}
 
 
 @dataclass(frozen=True)

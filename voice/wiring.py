@@ -11,8 +11,9 @@ from flask import Flask
 from crm_sync.db import Store
 from ivr_flows import Flow
 from voice.actions import Action, ActionRelay
-from voice.calls import CallService, Clock, VoicemailJob
+from voice.calls import CallService, VoicemailJob
 from voice.config import Settings
+from voice.context import Clock, ServiceContext
 from voice.dispatch import Dispatcher
 from voice.flow_library import FlowLibrary, FlowWatcher
 from voice.handoffs import HandoffService
@@ -130,30 +131,14 @@ def assemble(
 
         runner.submit(f"transcription of {job.call_sid}", run)
 
-    calls = CallService(
-        store=store,
-        flows=flows,
-        settings=settings,
-        dispatcher=dispatcher,
-        act=act,
-        clock=clock,
-        transcribe=transcribe,
+    context = ServiceContext(
+        store=store, flows=flows, settings=settings, dispatcher=dispatcher, act=act, clock=clock
     )
-    queue = QueueService(
-        store=store, flows=flows, settings=settings, dispatcher=dispatcher, calls=calls, act=act, clock=clock
-    )
-    presence = PresenceService(store=store, dispatcher=dispatcher, act=act, clock=clock)
-    handoffs = HandoffService(
-        store=store, flows=flows, settings=settings, dispatcher=dispatcher, calls=calls, act=act, clock=clock
-    )
-    housekeeper = Housekeeper(
-        store=store,
-        dispatcher=dispatcher,
-        queue=queue,
-        act=act,
-        clock=clock,
-        check_calls_after=settings.routing.check_calls_after,
-    )
+    calls = CallService(context, transcribe=transcribe)
+    queue = QueueService(context, calls=calls)
+    presence = PresenceService(context)
+    handoffs = HandoffService(context, calls=calls)
+    housekeeper = Housekeeper(context, queue=queue)
     sweeper = (
         SweepThread(housekeeper, interval=settings.routing.sweep_interval).start()
         if background and settings.routing.sweep_interval
