@@ -40,7 +40,7 @@ from crm_sync.models import (
 from ivr_flows import CallState, Flow
 from voice.actions import Action, PlaceCallback, PullCaller
 from voice.config import Settings
-from voice.priority import CallerSignals, PriorityWeights, caller_priority
+from voice.priority import DEFAULT_FRUSTRATION_PHRASES, CallerSignals, PriorityWeights, caller_priority
 from voice.replies import DialRep, EnqueueCaller, Reply, Voicemail
 
 log = logging.getLogger(__name__)
@@ -323,8 +323,6 @@ class Dispatcher:
 
 
 def _with_defaults(extra: list[str]) -> tuple[str, ...]:
-    from voice.priority import DEFAULT_FRUSTRATION_PHRASES
-
     return (*DEFAULT_FRUSTRATION_PHRASES, *extra)
 
 

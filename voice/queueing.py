@@ -65,13 +65,17 @@ class QueueService(Service):
                 if (now - offer.created_at).total_seconds() >= PUSH_GRACE_SECONDS:
                     return LeaveQueue()  # the REST pull did not arrive; connect through the Enqueue action
                 return self._music(flow)  # being pulled right now: no announcement over the connection
-            if interaction.status is InteractionStatus.QUEUED and self._reserve_for_queued(session, interaction):
-                return LeaveQueue()
             department = interaction.department or "general"
             if interaction.status is InteractionStatus.QUEUED:
-                probe = crm.probe_department(session, department)
+                declined = crm.offered_rep_ids(session, interaction.id)
+                probe = crm.probe_department(session, department, exclude_rep_ids=declined)
+                # Look before locking: normally nobody is free (a freed rep pulls the caller by push), and a lock
+                # taken on every turn of the loop would make that push skip this caller.
+                if probe.free and self._reserve_for_queued(session, interaction, declined=declined):
+                    return LeaveQueue()
                 if not probe.on_duty:
-                    # Everyone went off duty while the caller waited: do not hold them for nobody.
+                    # Everyone went off duty (or already let this caller ring out) while they waited: do not hold
+                    # them for nobody, as a caller arriving now would not be.
                     interaction.leave_reason = "voicemail"
                     return LeaveQueue(
                         say=(f"Sorry, nobody from {flow.department_name(department)} is available any more.",),
@@ -167,18 +171,13 @@ class QueueService(Service):
             talk = float(self._settings.queue.default_handle_time)
         return max(1.0, talk + self._settings.routing.wrap_up)
 
-    def _reserve_for_queued(self, session: Session, interaction: Interaction) -> bool:
-        """Safety net for a missed push: the head of the line takes a free rep itself.
+    def _reserve_for_queued(self, session: Session, interaction: Interaction, *, declined: set[int]) -> bool:
+        """Safety net for a missed push, when a rep is free: the head of the line takes them itself.
 
         Only the head tries, so the hold loop never lets a later caller overtake; a rep who turned the head down
         is pulled to the next caller by the push when they were released.
         """
         department = interaction.department or "general"
-        declined = crm.offered_rep_ids(session, interaction.id)
-        # Look before locking: normally nobody is free (a freed rep pulls the caller by push), and a lock taken on
-        # every turn of the loop would make that push skip this caller.
-        if not crm.probe_department(session, department, exclude_rep_ids=declined).free:
-            return False
         position = crm.line_position(
             session, department=department, rank_at=interaction.rank_at, interaction_id=interaction.id
         )

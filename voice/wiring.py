@@ -113,9 +113,7 @@ def assemble(
     act = ActionRelay(run_in_background)
 
     def perform(action: Action) -> None:
-        RestActions(rest=rest, urls=urls, queue=queue, calls=calls, handoffs=handoffs, settings=settings).perform(
-            action
-        )
+        rest_actions.perform(action)
 
     def transcribe(job: VoicemailJob) -> None:
         def run() -> None:
@@ -139,6 +137,8 @@ def assemble(
     presence = PresenceService(context)
     handoffs = HandoffService(context, calls=calls)
     housekeeper = Housekeeper(context, queue=queue)
+    # Built after the services it reports failures to; `perform` only runs once requests are being served.
+    rest_actions = RestActions(rest=rest, urls=urls, queue=queue, calls=calls, handoffs=handoffs, settings=settings)
     sweeper = (
         SweepThread(housekeeper, interval=settings.routing.sweep_interval).start()
         if background and settings.routing.sweep_interval
