@@ -28,10 +28,7 @@ def make_engine(url: str, *, echo: bool = False, immediate: bool = True) -> Engi
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
-        lock_path = (
-            Path(f"{parsed.database}.writer-lock") if immediate and parsed.database not in (None, ":memory:") else None
-        )
-        _configure_sqlite(engine, immediate=immediate, lock_path=lock_path)
+        _configure_sqlite(engine, immediate=immediate, lock_path=writer_lock_path(url) if immediate else None)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # Plain postgresql:// means psycopg 3 here (the driver we pin), not psycopg2.
@@ -39,6 +36,14 @@ def make_engine(url: str, *, echo: bool = False, immediate: bool = True) -> Engi
     # No pool_pre_ping: it costs a round trip on every webhook. A connection the server dropped fails one request
     # (which still answers with fallback TwiML) and is discarded; pool_recycle retires idle ones before firewalls do.
     return create_engine(url, echo=echo, pool_recycle=300, pool_size=10, max_overflow=10)
+
+
+def writer_lock_path(url: str) -> Path | None:
+    """The file SQLite writers queue on (see ``_configure_sqlite``); None for other databases and in-memory ones."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(f"{parsed.database}.writer-lock")
 
 
 def _configure_sqlite(engine: Engine, *, immediate: bool, lock_path: Path | None) -> None:
@@ -59,6 +64,8 @@ def _configure_sqlite(engine: Engine, *, immediate: bool, lock_path: Path | None
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        if connection.connection.driver_connection.in_transaction:
+            return  # Store.transaction began it on the driver already; SQLAlchemy is only catching up
         if lock_path is not None:
             _take_writer_lock(connection.connection.info, lock_path)
         try:
@@ -97,9 +104,10 @@ class Store:
         self.engine = make_engine(url, echo=echo)
         # expire_on_commit=False: views render from objects after the service committed, without a reload query.
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._sqlite = make_url(url).get_backend_name() == "sqlite"
+        self._writer_lock = writer_lock_path(url)
         # Reads that need no lock: on SQLite a plain (deferred) BEGIN, so they never wait for the write lock.
-        sqlite = make_url(url).get_backend_name() == "sqlite"
-        self._read_engine = make_engine(url, echo=echo, immediate=False) if sqlite else self.engine
+        self._read_engine = make_engine(url, echo=echo, immediate=False) if self._sqlite else self.engine
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
@@ -118,10 +126,26 @@ class Store:
     def transaction(self) -> Iterator[Connection]:
         """A transaction on a bare Core connection, for the hot webhooks: no ORM session to set up and tear down.
 
-        Committed when the block ends normally, rolled back when it raises.
+        Committed when the block ends normally, rolled back when it raises. On SQLite it is begun on the driver
+        itself: going through SQLAlchemy's ``exec_driver_sql`` cost more than the BEGIN it sends
+        (bench/profile_webhook.py).
         """
-        with self.engine.begin() as connection:
-            yield connection
+        with self.engine.connect() as connection:
+            pooled = connection.connection
+            driver = pooled.driver_connection
+            assert driver is not None
+            if self._sqlite:  # PostgreSQL's driver opens the transaction by itself with the first statement
+                if self._writer_lock is not None:
+                    _take_writer_lock(pooled.info, self._writer_lock)
+                try:
+                    driver.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    _drop_writer_lock(pooled.info)
+                    raise
+            # SQLAlchemy is told too (its begin listener sees the transaction is open and does nothing more), so
+            # that an ORM Session bound to this connection joins the transaction instead of owning and ending it.
+            with connection.begin():
+                yield connection
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from crm_sync.hot import HotStatement
 from crm_sync.models import (
     ACTIVE_HANDOFF_STATES,
     LIVE_OFFER_STATES,
@@ -178,18 +179,19 @@ _CALLER_BY_PHONE = select(
     _LAST_CONTACT.label("last_contact_at"),
     _OPEN_TASKS.label("open_tasks"),
 ).where(Customer.phone == bindparam("phone"))
+_CALLER_BY_PHONE_HOT = HotStatement(_CALLER_BY_PHONE)
 
 
 def caller_view(db: Db, phone_e164: str) -> CallerView | None:
-    row = _connection(db).execute(_CALLER_BY_PHONE, {"phone": phone_e164}).first()
+    row = _CALLER_BY_PHONE_HOT.first(_connection(db), {"phone": phone_e164})
     if row is None:
         return None
-    last = row.last_contact_at
+    customer_id, name, tier, custom_fields, last, open_tasks = row
     if isinstance(last, str):  # SQLite returns an aggregate of a typed column untyped
         last = datetime.fromisoformat(last)
     if last is not None and last.tzinfo is None:
         last = last.replace(tzinfo=UTC)
-    return CallerView(row.id, row.name, row.tier, row.custom_fields or {}, last, bool(row.open_tasks))
+    return CallerView(customer_id, name, tier, custom_fields or {}, last, bool(open_tasks))
 
 
 @dataclass(frozen=True)
@@ -224,17 +226,21 @@ _CALL_COLUMNS = (
 
 
 _CALL_BY_SID = select(*_CALL_COLUMNS).where(Interaction.call_sid == bindparam("sid"))
-_CALL_BY_SID_LOCKED = _CALL_BY_SID.with_for_update()
+_CALL_BY_SID_HOT = {
+    for_update: HotStatement(_CALL_BY_SID.with_for_update() if for_update else _CALL_BY_SID)
+    for for_update in (False, True)
+}
 
 
 def call_row(db: Db, call_sid: str, *, for_update: bool = False) -> CallRow | None:
-    statement = _CALL_BY_SID_LOCKED if for_update else _CALL_BY_SID
-    row = _connection(db).execute(statement, {"sid": call_sid}).first()
+    row = _CALL_BY_SID_HOT[for_update].first(_connection(db), {"sid": call_sid})
     return CallRow(*row) if row else None
 
 
 _OPEN_CALL = {
-    name: dialect_insert(Interaction).on_conflict_do_nothing(index_elements=["call_sid"]).returning(Interaction.id)
+    name: HotStatement(
+        dialect_insert(Interaction).on_conflict_do_nothing(index_elements=["call_sid"]).returning(Interaction.id)
+    )
     for name, dialect_insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
 }
 
@@ -256,7 +262,7 @@ def insert_interaction(
     Returns (row, created).
     """
     connection = _connection(db)
-    values = {
+    values: dict[str, Any] = {
         "call_sid": call_sid,
         "caller_number": caller_number,
         "called_number": called_number,
@@ -268,8 +274,10 @@ def insert_interaction(
         "started_at": now,
         "hold_seconds": 0,
         "survey": {},
+        "priority_seconds": 0,
+        "priority_reasons": [],
     }
-    new_id = connection.execute(_OPEN_CALL[connection.dialect.name], values).scalar_one_or_none()
+    new_id = _OPEN_CALL[connection.dialect.name].scalar(connection, values)
     if new_id is None:
         existing = call_row(db, call_sid, for_update=True)
         assert existing is not None
@@ -280,15 +288,15 @@ def insert_interaction(
     )
 
 
-_UPDATE_CALL = update(Interaction).where(Interaction.id == bindparam("interaction_id_"))
+_UPDATE_CALL = HotStatement(update(Interaction).where(Interaction.id == bindparam("interaction_id_")))
 
 
 def update_interaction(db: Db, interaction_id: int, **values: Any) -> None:
     """Set some columns of one interaction (the SET clause follows the keys given)."""
-    _connection(db).execute(_UPDATE_CALL, {"interaction_id_": interaction_id, **values})
+    _UPDATE_CALL.run(_connection(db), {"interaction_id_": interaction_id, **values})
 
 
-_INSERT_OFFER = insert(Offer).returning(Offer.id)
+_INSERT_OFFER = HotStatement(insert(Offer).returning(Offer.id))
 
 
 def insert_offer(
@@ -301,20 +309,16 @@ def insert_offer(
     group_id: int | None = None,
     purpose: str = "call",
 ) -> int:
-    offer_id: int = (
-        _connection(db)
-        .execute(
-            _INSERT_OFFER,
-            {
-                "interaction_id": interaction_id,
-                "rep_id": rep_id,
-                "state": state,
-                "created_at": now,
-                "group_id": group_id,
-                "purpose": purpose,
-            },
-        )
-        .scalar_one()
+    offer_id: int = _INSERT_OFFER.scalar(
+        _connection(db),
+        {
+            "interaction_id": interaction_id,
+            "rep_id": rep_id,
+            "state": state,
+            "created_at": now,
+            "group_id": group_id,
+            "purpose": purpose,
+        },
     )
     return offer_id
 
@@ -402,7 +406,7 @@ def close_interaction(
 # One line per department, ordered by rank_at (arrival minus head start, see voice/priority.py), then id.
 
 _WAITING = or_(Interaction.status == InteractionStatus.QUEUED, Interaction.status == InteractionStatus.CALLBACK)
-_AHEAD_IN_LINE = (
+_AHEAD_IN_LINE = HotStatement(
     select(func.count())
     .select_from(Interaction)
     .where(
@@ -420,10 +424,10 @@ def line_position(db: Db, *, department: str, rank_at: datetime | None, interact
     """1-based place in the department's line: callers on hold or awaiting a callback who rank ahead, plus one."""
     if rank_at is None:
         return 1
-    ahead = _connection(db).execute(
-        _AHEAD_IN_LINE, {"department": department, "rank_at": rank_at, "interaction_id": interaction_id}
+    ahead = _AHEAD_IN_LINE.scalar(
+        _connection(db), {"department": department, "rank_at": rank_at, "interaction_id": interaction_id}
     )
-    return int(ahead.scalar_one()) + 1
+    return int(ahead) + 1
 
 
 def lock_queued_interaction(session: Session, interaction_id: int) -> bool:
@@ -436,7 +440,7 @@ def lock_queued_interaction(session: Session, interaction_id: int) -> bool:
     return locked is not None
 
 
-_WAITING_IN = (
+_WAITING_IN = HotStatement(
     select(Interaction.id)
     .where(Interaction.status == InteractionStatus.QUEUED, Interaction.department == bindparam("department"))
     .limit(1)
@@ -444,7 +448,7 @@ _WAITING_IN = (
 
 
 def has_waiting_callers(db: Db, department: str) -> bool:
-    return _connection(db).execute(_WAITING_IN, {"department": department}).first() is not None
+    return _WAITING_IN.first(_connection(db), {"department": department}) is not None
 
 
 @dataclass(frozen=True)
@@ -471,25 +475,33 @@ def _skilled_reps(states: Sequence[RepState], *, excluding: bool) -> Any:
 
 
 _IN_LINE = select(Interaction.id).where(_WAITING, Interaction.department == bindparam("department")).limit(1)
-# Variants, not optional clauses: an "expanding" IN re-renders its SQL on every execution, so it is only used when
-# someone is actually excluded (a caller some rep already let ring out).
-_PROBES = {
-    excluding: select(
+
+
+def _probe(*, excluding: bool) -> Any:
+    return select(
         exists(_IN_LINE).label("waiting"),
         exists(_skilled_reps([RepState.AVAILABLE], excluding=excluding)).label("free"),
         exists(_skilled_reps(ON_DUTY_STATES, excluding=excluding)).label("on_duty"),
     )
-    for excluding in (False, True)
-}
+
+
+# Two variants, not an optional clause: an "expanding" IN re-renders its SQL on every execution, so it is only used
+# when someone is actually excluded (a caller some rep already let ring out); the usual one runs hot.
+_PROBE = HotStatement(_probe(excluding=False))
+_PROBE_EXCLUDING = _probe(excluding=True)
 
 
 def probe_department(db: Db, department: str, *, exclude_rep_ids: Collection[int] = ()) -> DepartmentProbe:
     """Waiting callers, a free rep, anyone on duty: the three facts a transfer decides on, in one round trip."""
-    params: dict[str, Any] = {"department": department}
+    connection = _connection(db)
     if exclude_rep_ids:
-        params["exclude"] = list(exclude_rep_ids)
-    row = _connection(db).execute(_PROBES[bool(exclude_rep_ids)], params).one()
-    return DepartmentProbe(waiting=bool(row.waiting), free=bool(row.free), on_duty=bool(row.on_duty))
+        params = {"department": department, "exclude": list(exclude_rep_ids)}
+        waiting, free, on_duty = connection.execute(_PROBE_EXCLUDING, params).one()
+    else:
+        row = _PROBE.first(connection, {"department": department})
+        assert row is not None
+        waiting, free, on_duty = row
+    return DepartmentProbe(waiting=bool(waiting), free=bool(free), on_duty=bool(on_duty))
 
 
 @dataclass(frozen=True)
@@ -565,7 +577,7 @@ class StaffedRep:
     wrap_up_until: datetime | None
 
 
-_STAFFED = (
+_STAFFED = HotStatement(
     select(Rep.state, Rep.state_changed_at, Rep.wrap_up_until)
     .join(RepSkill, RepSkill.rep_id == Rep.id)
     .where(RepSkill.department == bindparam("department"), or_(*(Rep.state == state for state in ON_DUTY_STATES)))
@@ -573,12 +585,12 @@ _STAFFED = (
 
 
 def staffed_reps(db: Db, department: str) -> list[StaffedRep]:
-    return [StaffedRep(*row) for row in _connection(db).execute(_STAFFED, {"department": department})]
+    return [StaffedRep(*row) for row in _STAFFED.all(_connection(db), {"department": department})]
 
 
 # The most recently *ended* calls: ordered by start instead, the sample would miss the long calls of recent
 # arrivals that are still going, and every estimate would come out short (measured: -10 % in bench/queue_sim.py).
-_RECENT_HANDLING = (
+_RECENT_HANDLING = HotStatement(
     select(Interaction.answered_at, Interaction.ended_at)
     .where(
         Interaction.department == bindparam("department"),
@@ -595,7 +607,7 @@ def recent_talk_seconds(db: Db, department: str) -> list[float]:
 
     200: the mean of exponential-ish handle times over n calls is off by about 1/sqrt(n); 50 would put ±14 % of
     noise into every wait estimate, 200 about ±7 %."""
-    rows = _connection(db).execute(_RECENT_HANDLING, {"department": department})
+    rows = _RECENT_HANDLING.all(_connection(db), {"department": department})
     return [max(0.0, (ended - answered).total_seconds()) for answered, ended in rows if answered and ended]
 
 
@@ -660,7 +672,12 @@ def _free_reps_statement(strategy: Strategy, *, excluding: bool, only: bool, cou
     return query.order_by(*_pick_order(strategy)).limit(count).with_for_update(skip_locked=True, of=Rep)
 
 
-_TAKE_REP = (
+@functools.cache
+def _free_reps_hot(strategy: Strategy, *, only: bool, count: int) -> HotStatement:
+    return HotStatement(_free_reps_statement(strategy, excluding=False, only=only, count=count))
+
+
+_TAKE_REP = HotStatement(
     update(Rep)
     .where(Rep.id == bindparam("rep_id"), Rep.state == RepState.AVAILABLE)
     .values(
@@ -703,11 +720,16 @@ def reserve_reps(
         params["only"] = only_rep_id
     if strategy == "fewest_calls":
         params["day_start"] = day_start or now
+    if exclude_rep_ids:
+        candidates = connection.execute(statement, params).scalars().all()
+    else:
+        hot = _free_reps_hot(strategy, only=only_rep_id is not None, count=count)
+        candidates = [rep_id for (rep_id,) in hot.all(connection, params)]
     taken: list[RepRow] = []
-    for rep_id in connection.execute(statement, params).scalars().all():
-        row = connection.execute(_TAKE_REP, {"rep_id": rep_id, "now": now, "until": until}).first()
+    for rep_id in candidates:
+        row = _TAKE_REP.first(connection, {"rep_id": rep_id, "now": now, "until": until})
         if row is not None:
-            taken.append(RepRow(row.id, row.phone))
+            taken.append(RepRow(*row))
     return taken
 
 
@@ -736,12 +758,14 @@ def reserve_rep(
     return taken[0] if taken else None
 
 
-_ATTACH_OFFER = update(Rep).where(Rep.id == bindparam("rep_id")).values(current_offer_id=bindparam("offer_id"))
+_ATTACH_OFFER = HotStatement(
+    update(Rep).where(Rep.id == bindparam("rep_id")).values(current_offer_id=bindparam("offer_id"))
+)
 
 
 def attach_offer(db: Db, rep_id: int, offer_id: int) -> None:
     """Name the offer a reserved rep is held for: only a release that names it can free the rep."""
-    _connection(db).execute(_ATTACH_OFFER, {"rep_id": rep_id, "offer_id": offer_id})
+    _ATTACH_OFFER.run(_connection(db), {"rep_id": rep_id, "offer_id": offer_id})
 
 
 class OfferEnd(enum.StrEnum):
@@ -797,9 +821,7 @@ def settle_rep(
     values["state"] = state
     if state is not RepState.AVAILABLE or row.after_call_state is not None:
         values["after_call_state"] = None
-    connection.execute(
-        update(Rep).where(Rep.id == rep_id, Rep.current_offer_id == offer_id).values(**values)
-    )
+    connection.execute(update(Rep).where(Rep.id == rep_id, Rep.current_offer_id == offer_id).values(**values))
     return state
 
 
@@ -896,14 +918,14 @@ def offers_in_group(session: Session, group_id: int) -> Sequence[Offer]:
 
 # A rep who declined a caller or let the call ring out is not offered that caller again; an offer withdrawn
 # (cancelled: the caller hung up, another rep of a ring group answered, a callback went unanswered) does not count.
-_OFFERED_REPS = select(Offer.rep_id).where(
-    Offer.interaction_id == bindparam("interaction_id"), Offer.state == OfferState.DECLINED
+_OFFERED_REPS = HotStatement(
+    select(Offer.rep_id).where(Offer.interaction_id == bindparam("interaction_id"), Offer.state == OfferState.DECLINED)
 )
 
 
 def offered_rep_ids(db: Db, interaction_id: int) -> set[int]:
     """Reps who declined this caller or let their call ring out."""
-    return set(_connection(db).execute(_OFFERED_REPS, {"interaction_id": interaction_id}).scalars())
+    return {rep_id for (rep_id,) in _OFFERED_REPS.all(_connection(db), {"interaction_id": interaction_id})}
 
 
 def find_rep(session: Session, name: str) -> Rep:
@@ -1151,8 +1173,8 @@ def handoffs_of(session: Session, interaction_id: int) -> Sequence[Handoff]:
 
 def reserve_named_rep(db: Db, rep_id: int, *, now: datetime, until: datetime) -> RepRow | None:
     """Reserve one particular rep if they are available (a transfer to a named colleague)."""
-    row = _connection(db).execute(_TAKE_REP, {"rep_id": rep_id, "now": now, "until": until}).first()
-    return RepRow(row.id, row.phone) if row else None
+    row = _TAKE_REP.first(_connection(db), {"rep_id": rep_id, "now": now, "until": until})
+    return RepRow(*row) if row else None
 
 
 # --- follow-up tasks -----------------------------------------------------------------------------------------------

@@ -269,26 +269,39 @@ def _asks_for_person(words: list[str], at: int) -> bool:
     return tail in _REQUEST_TAILS or len(words) <= _SHORT_UTTERANCE_WORDS  # "agent please", "an agent", "AGENT!!"
 
 
+@lru_cache(maxsize=32)
+def _by_first_word(phrases: tuple[str, ...]) -> dict[str, tuple[tuple[str, tuple[str, ...]], ...]]:
+    """The phrases' word patterns keyed by their first word, longest first (then by phrase), for one pass over text."""
+    index: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    for phrase, pattern in _compiled(phrases):
+        index.setdefault(pattern[0], []).append((phrase, pattern))
+    return {word: tuple(sorted(found, key=lambda item: (-len(item[1]), item[0]))) for word, found in index.items()}
+
+
+def _is_person_word(pattern: tuple[str, ...]) -> bool:
+    return len(pattern) == 1 and pattern[0] in _PERSON_WORDS
+
+
 def frustration_cue(text: str | None, phrases: Sequence[str]) -> str | None:
     """The phrase (as given in ``phrases``) that shows the caller is frustrated, or None.
 
     When several match, the one that starts earliest in the text wins (longest first at the same word), so the
-    reason shown to the rep quotes what the caller said first.
+    reason shown to the rep quotes what the caller said first. One pass over the words, looking up the phrases that
+    start with each (this runs on every gather).
     """
     if not text:
         return None
     words = _words(text)
-    best: tuple[int, int, str] | None = None  # (start, -length, phrase)
-    for phrase, pattern in _compiled(tuple(phrases)):
-        person_word = len(pattern) == 1 and pattern[0] in _PERSON_WORDS
-        for start in range(len(words) - len(pattern) + 1):
-            if person_word:
-                if _singular(words[start]) != pattern[0] or not _asks_for_person(words, start):
-                    continue
-            elif tuple(words[start : start + len(pattern)]) != pattern:
-                continue
-            candidate = (start, -len(pattern), phrase)
-            if best is None or candidate < best:
-                best = candidate
-            break  # the first occurrence of this phrase is the one that counts
-    return best[2] if best is not None else None
+    index = _by_first_word(tuple(phrases))
+    for start, word in enumerate(words):
+        singular = _singular(word)
+        found: list[tuple[str, tuple[str, ...]]] = []
+        for phrase, pattern in index.get(word, ()):
+            if _is_person_word(pattern) or tuple(words[start : start + len(pattern)]) == pattern:
+                found.append((phrase, pattern))
+        if singular != word:  # "agents": only the person-word "agent" matches it
+            found.extend((phrase, pattern) for phrase, pattern in index.get(singular, ()) if _is_person_word(pattern))
+        for phrase, pattern in sorted(found, key=lambda item: (-len(item[1]), item[0])):
+            if not _is_person_word(pattern) or _asks_for_person(words, start):
+                return phrase
+    return None

@@ -30,7 +30,9 @@ def url_twilio_called(request: Request, *, public_url: str) -> str:
 def verify_twilio_request(request: Request, *, auth_token: str, public_url: str) -> None:
     signature = request.headers.get("X-Twilio-Signature", "")
     url = url_twilio_called(request, public_url=public_url)
-    params = request.form.to_dict(flat=True) if request.method == "POST" else {}
+    # The form itself, not a dict copy: RequestValidator reads every value of a repeated field through ``getall``
+    # (a plain dict would drop all but one, and costs it two caught AttributeErrors per field).
+    params = request.form if request.method == "POST" else {}
     validator = RequestValidator(auth_token)
     # One HMAC for the URL as configured covers real traffic; ``validate`` (which also tries the URL with and
     # without a default port) only runs when that first comparison fails.
