@@ -5,11 +5,19 @@ routing + writing ~0.9 KB of XML, i.e. the least any Flask webhook can cost. ``b
 same gunicorn settings as the real app and drives it with the same requests (same paths, same signed bodies).
 
     gunicorn -w 2 -k gthread --threads 4 'bench.floor_app:create_app()'
+
+``create_app(checked=True)`` is a second reference, not the issue's floor: the same constant answer after the two
+things every Twilio webhook has to do before any work of its own, reading the form and checking X-Twilio-Signature
+with twilio's RequestValidator (against WARMLINE_PUBLIC_URL with TWILIO_AUTH_TOKEN, as the app does). It shows how
+much of the gap to the floor is the price of merely accepting a request (``bench/webhook.py --floor checked``).
 """
 
 from __future__ import annotations
 
-from flask import Flask, Response
+import os
+
+from flask import Flask, Response, abort, request
+from twilio.request_validator import RequestValidator
 
 # Shaped and sized like Warmline's answer to /voice/incoming (a greeting, then a speech Gather with hints).
 TWIML = (
@@ -34,8 +42,18 @@ def constant_twiml() -> Response:
     return Response(TWIML_BYTES, status=200, mimetype="text/xml")
 
 
-def create_app() -> Flask:
+def create_app(*, checked: bool = False) -> Flask:
     app = Flask(__name__)
     for path in PATHS:
         app.add_url_rule(path, endpoint="twiml", view_func=constant_twiml, methods=["POST"])
+    if checked:
+        validator = RequestValidator(os.environ["TWILIO_AUTH_TOKEN"])
+        public_url = os.environ["WARMLINE_PUBLIC_URL"].rstrip("/")
+
+        @app.before_request
+        def check_signature() -> None:
+            signature = request.headers.get("X-Twilio-Signature", "")
+            if not validator.validate(public_url + request.path, request.form, signature):
+                abort(403)
+
     return app

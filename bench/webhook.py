@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 APP_SPEC = "voice:create_app()"
 FLOOR_SPEC = "bench.floor_app:create_app()"
+CHECKED_FLOOR_SPEC = "bench.floor_app:create_app(checked=True)"
 TARGET_RATIO = 0.60
 
 Step = Literal["incoming", "gather"]
@@ -120,6 +121,9 @@ class BenchConfig:
     seed: int = 7
     rounds: int = 1  # measure floor then app this many times, alternating; the median ratio is reported
     log_dir: str | None = None  # keep the servers' logs here (default: a temp dir, removed)
+    # "bare": the issue's floor (constant TwiML); "checked": the same after reading the form and checking the
+    # signature, the least any Twilio webhook must do (an analysis aid, see bench/floor_app.py)
+    floor: Literal["bare", "checked"] = "bare"
 
     def describe_server(self) -> str:
         kind = f"gthread x {self.threads} threads" if self.worker_class == "gthread" else "sync"
@@ -1006,7 +1010,8 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 rng=rng,
             )
 
-        servers = [server("floor", FLOOR_SPEC, floor_port), server("warmline", APP_SPEC, app_port)]
+        floor_spec = CHECKED_FLOOR_SPEC if cfg.floor == "checked" else FLOOR_SPEC
+        servers = [server("floor", floor_spec, floor_port), server("warmline", APP_SPEC, app_port)]
         floor_server, app_server = servers
         for instance in servers:  # both up before any timing (the idle one costs next to nothing); they boot
             instance.start()  # while the database is made: the app touches it only when requests come
@@ -1127,9 +1132,10 @@ def format_report(result: BenchResult) -> str:
         return f"{label:<28}{rate:>9.1f}{'':>9}{stats.p50_ms:>9.1f}{stats.p99_ms:>9.1f}"
 
     many = len(result.rounds) > 1
+    floor_label = "floor (form + signature)" if result.config.get("floor") == "checked" else "floor (constant TwiML)"
     for number, current in enumerate(result.rounds, start=1):
         suffix = f" #{number}" if many else ""
-        lines.append(row(f"floor (constant TwiML){suffix}", current.floor))
+        lines.append(row(f"{floor_label}{suffix}", current.floor))
         lines.append(row(f"warmline{suffix}", current.app))
         for step in STEPS:
             lines.append(step_row(f"  {PATHS[step]}", current.app, current.app.steps[step]))
@@ -1196,6 +1202,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
     parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker (default 4)")
     parser.add_argument("--no-keepalive", action="store_true", help="a new connection per request")
     parser.add_argument(
+        "--floor",
+        choices=["bare", "checked"],
+        default="bare",
+        help="bare: constant TwiML (the target's floor); checked: the same after reading the form and checking "
+        "the signature, to see what accepting a request costs",
+    )
+    parser.add_argument(
         "--client",
         choices=["raw", "aiohttp"],
         default="raw",
@@ -1229,6 +1242,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
         worker_class=args.worker_class,
         threads=args.threads,
         keepalive=not args.no_keepalive,
+        floor=args.floor,
         client=args.client,
         database_url=args.database_url,
         target=args.target,
