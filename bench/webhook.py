@@ -23,7 +23,7 @@ N times and reports the median round, which keeps a busy machine from skewing on
 
     .venv/bin/python bench/webhook.py                          # SQLite, 50 lines, 10 s after a 2 s warm-up
     .venv/bin/python bench/webhook.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/warmline_bench
-    .venv/bin/python bench/webhook.py --rounds 3 --worker-class sync --json
+    .venv/bin/python bench/webhook.py --rounds 3 --worker-class gthread --threads 4 --json
     .venv/bin/python bench/profile_webhook.py                  # where a request's time goes (cProfile)
 """
 
@@ -110,7 +110,8 @@ class BenchConfig:
     max_seconds: float = 120.0  # hard bound on one target's load phase
     max_calls: int = 200_000  # hard bound on the signed calls prepared for the app
     workers: int = 2
-    worker_class: Literal["gthread", "sync"] = "gthread"
+    # What `warmline serve` runs by default (sync workers; see voice/cli.py), so the figure is the deployment's.
+    worker_class: Literal["gthread", "sync"] = "sync"
     threads: int = 4
     keepalive: bool = True
     client: Literal["raw", "aiohttp"] = "raw"  # the load generator's HTTP client
@@ -1198,7 +1199,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
     parser.add_argument("--max-seconds", type=float, default=120.0, help="hard time bound per target with --calls")
     parser.add_argument("--max-calls", type=int, default=200_000, help="hard bound on calls prepared for the app")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, for both servers (default 2)")
-    parser.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread", help="default gthread")
+    parser.add_argument(
+        "--worker-class", choices=["gthread", "sync"], default="sync", help="default sync, as `warmline serve`"
+    )
     parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker (default 4)")
     parser.add_argument("--no-keepalive", action="store_true", help="a new connection per request")
     parser.add_argument(
