@@ -27,8 +27,8 @@ Choosing the engine
     classifier (:mod:`ivr_flows.embedding`, optional ``requirements-embeddings.txt``) is asked for. On the CLINC150
     routing benchmark (``bench/routing_accuracy.py``: 10 departments, 8 examples each picked to cover the
     department, threshold chosen on validation for 70 % of out-of-scope callers to ``general``), in-scope test
-    accuracy is 56.4 % for TF-IDF and 82.8 % for MiniLM, at ~0.02 and ~8 ms per utterance on one core; with a
-    one-line list of topics per department (``descriptions``) 64.8 % and 87.6 %. (A MiniLM + MPNet ensemble was
+    accuracy is 56.4 % for TF-IDF and 82.7 % for MiniLM, at ~0.02 and ~8-11 ms per utterance on one core; with a
+    one-line list of topics per department (``descriptions``) 64.8 % and 87.2 %. (A MiniLM + MPNet ensemble was
     measured too: 84.4 % / 90.0 % for ~60 ms and ~800 MB more; not worth shipping.) On that
     benchmark's harder out-of-scope test set every engine sends only ~50-65 % to ``general`` at that threshold.
     Confidences are scaled so that one route threshold sends about the same share of out-of-scope callers to
