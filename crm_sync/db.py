@@ -130,22 +130,48 @@ class Store:
         itself: going through SQLAlchemy's ``exec_driver_sql`` cost more than the BEGIN it sends
         (bench/profile_webhook.py).
         """
+        with self.engine.connect() as connection, self.writing(connection):
+            yield connection
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection for a webhook that first reads, then works things out, then writes in ``writing``.
+
+        Its reads before ``writing`` take no lock on SQLite (each is its own snapshot), so a webhook can look the
+        call up and run the flow engine before it queues for the one writer lock, and hold that lock for its
+        writes only. On PostgreSQL the reads open the transaction that ``writing`` then commits.
+        """
         with self.engine.connect() as connection:
-            pooled = connection.connection
-            driver = pooled.driver_connection
-            assert driver is not None
-            if self._sqlite:  # PostgreSQL's driver opens the transaction by itself with the first statement
-                if self._writer_lock is not None:
-                    _take_writer_lock(pooled.info, self._writer_lock)
-                try:
-                    driver.execute("BEGIN IMMEDIATE")
-                except BaseException:
-                    _drop_writer_lock(pooled.info)
-                    raise
-            # SQLAlchemy is told too (its begin listener sees the transaction is open and does nothing more), so
-            # that an ORM Session bound to this connection joins the transaction instead of owning and ending it.
-            with connection.begin():
+            yield connection
+
+    @contextmanager
+    def writing(self, connection: Connection) -> Iterator[Connection]:
+        """The write transaction of ``transaction``, on a connection from ``connection``."""
+        if connection.in_transaction():
+            # A read went through SQLAlchemy and began the transaction already (on SQLite with the writer lock,
+            # see ``_on_begin``): carry on in it.
+            try:
                 yield connection
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+            return
+        pooled = connection.connection
+        driver = pooled.driver_connection
+        assert driver is not None
+        if self._sqlite:  # PostgreSQL's driver opens the transaction by itself with the first statement
+            if self._writer_lock is not None:
+                _take_writer_lock(pooled.info, self._writer_lock)
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                _drop_writer_lock(pooled.info)
+                raise
+        # SQLAlchemy is told too (its begin listener sees the transaction is open and does nothing more), so that
+        # an ORM Session bound to this connection joins the transaction instead of owning and ending it.
+        with connection.begin():
+            yield connection
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

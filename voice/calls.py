@@ -101,6 +101,15 @@ class VoicemailJob:
     flow: Flow
 
 
+@dataclass(frozen=True)
+class _Decision:
+    """What a caller's answer does: the flow's next state, step and stored state; None when the flow had already
+    handed the caller on (a late or repeated Gather)."""
+
+    flow: Flow
+    answer: tuple[CallState, Step, dict[str, object]] | None
+
+
 class CallService(Service):
     def __init__(
         self, context: ServiceContext, *, transcribe: Callable[[VoicemailJob], None] = lambda _job: None
@@ -116,52 +125,65 @@ class CallService(Service):
         called = caller_e164(call.to_number, default_region=self._settings.default_region)
         flow = self._flows.for_number(called)
         now = self._clock()
-        with self._store.transaction() as session:
-            customer = crm.caller_view(session, number)
+        with self._store.connection() as connection:
+            # Who is calling and what the flow says first are worked out before the write transaction: on SQLite
+            # it holds the one writer lock every worker queues on, so it should hold it for the INSERT only.
+            customer = crm.caller_view(connection, number)
             state, step = start_call(flow, _caller_facts(customer, now=now), now=now)
             flow_state = with_city(state, call.caller_city)
-            row, created = crm.insert_interaction(
-                session,
-                call_sid=call.call_sid,
-                caller_number=number,
-                customer_id=customer.id if customer else None,
-                flow_name=flow.name,
-                flow_version=flow.version,
-                flow_state=flow_state,
-                now=now,
-                called_number=called,
-            )
-            if log.isEnabledFor(logging.INFO):  # masking costs a regex: only when the line is written
-                log.info(
-                    "call %s from %s (%s) on flow %s@%s",
-                    call.call_sid,
-                    mask_phone(number),
-                    "known" if customer else "new",
-                    flow.name,
-                    flow.version,
+            with self._store.writing(connection) as session:
+                row, created = crm.insert_interaction(
+                    session,
+                    call_sid=call.call_sid,
+                    caller_number=number,
+                    customer_id=customer.id if customer else None,
+                    flow_name=flow.name,
+                    flow_version=flow.version,
+                    flow_state=flow_state,
+                    now=now,
+                    called_number=called,
                 )
-            # A retried Voice URL (same CallSid) starts over on the same interaction.
-            return self._after_step(session, row, flow, state, step, flow_state=None if created else flow_state)
+                if log.isEnabledFor(logging.INFO):  # masking costs a regex: only when the line is written
+                    log.info(
+                        "call %s from %s (%s) on flow %s@%s",
+                        call.call_sid,
+                        mask_phone(number),
+                        "known" if customer else "new",
+                        flow.name,
+                        flow.version,
+                    )
+                # A retried Voice URL (same CallSid) starts over on the same interaction.
+                return self._after_step(session, row, flow, state, step, flow_state=None if created else flow_state)
 
     def caller_input(self, call_sid: str, heard: CallerInput) -> Reply:
         actions: list[Action] = []
-        with self._store.transaction() as session:
-            row = crm.call_row(session, call_sid, for_update=True)
-            if row is None:
-                raise crm.UnknownInteraction(call_sid)
-            flow = self._flows.version(row.flow_version, name=row.flow_name)
-            state = CallState.model_validate(without_city(row.flow_state))
-            if state.finished:
-                # A late or duplicated Gather callback after the caller was already handed on.
-                reply, actions = self._resume(session, row, flow)
-            else:
-                reply = self._answer(session, row, flow, state, heard)
+        with self._store.connection() as connection:
+            # The flow engine and the classifier run before the write transaction (see ``incoming`` for why), on
+            # the call as last stored; under the lock that decision stands only if the call has not moved on
+            # meanwhile (a duplicated Gather, a hang-up), otherwise it is taken again on what is there now.
+            seen = crm.call_row(connection, call_sid)
+            decided = self._decide(seen, heard) if seen is not None else None
+            with self._store.writing(connection) as session:
+                row = crm.call_row(session, call_sid, for_update=True)
+                if row is None:
+                    raise crm.UnknownInteraction(call_sid)
+                if decided is None or row != seen:
+                    decided = self._decide(row, heard)
+                if decided.answer is None:
+                    # A late or duplicated Gather callback after the caller was already handed on.
+                    reply, actions = self._resume(session, row, decided.flow)
+                else:
+                    state, step, flow_state = decided.answer
+                    reply = self._after_step(session, row, decided.flow, state, step, flow_state=flow_state)
         self._after_commit(actions)
         return reply
 
-    def _answer(
-        self, session: Connection, row: crm.CallRow, flow: Flow, state: CallState, heard: CallerInput
-    ) -> Reply:
+    def _decide(self, row: crm.CallRow, heard: CallerInput) -> _Decision:
+        """Where the caller's answer takes the flow (pure: the flow engine, no database)."""
+        flow = self._flows.version(row.flow_version, name=row.flow_name)
+        state = CallState.model_validate(without_city(row.flow_state))
+        if state.finished:
+            return _Decision(flow, None)
         event: SpeechHeard | DigitsPressed | NoInput
         if heard.digits:
             event = DigitsPressed(digits=heard.digits)
@@ -170,8 +192,7 @@ class CallService(Service):
         else:
             event = NoInput()
         state, step = advance(flow, state, event, now=self._clock())
-        flow_state = with_city(state, city_of(row.flow_state))
-        return self._after_step(session, row, flow, state, step, flow_state=flow_state)
+        return _Decision(flow, (state, step, with_city(state, city_of(row.flow_state))))
 
     def _after_step(
         self,
