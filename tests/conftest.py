@@ -28,7 +28,7 @@ from crm_sync import service as crm
 from crm_sync.db import Store
 from crm_sync.models import Base, RepState, utcnow
 from voice import create_app
-from voice.emulator import CallerScript, Digits, EmulatedCall, Silence, Speech, TwilioEmulator
+from voice.emulator import CallerScript, Digits, EmulatedCall, SharedKey, Silence, Speech, TwilioEmulator
 
 POSTGRES_ADMIN_URL = os.environ.get("WARMLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ACCOUNT_SID = "AC" + "a1" * 16
@@ -218,7 +218,12 @@ def phone_system_factory(database_url: str, tmp_path: Path) -> Iterator[Callable
     started: list[tuple[BaseWSGIServer, Flask, TwilioEmulator]] = []
 
     def start(
-        *, public_url: str | None = None, seed: bool = True, time_scale: float = 0.0, **overrides: Any
+        *,
+        public_url: str | None = None,
+        seed: bool = True,
+        time_scale: float = 0.0,
+        shared_key: SharedKey | None = None,
+        **overrides: Any,
     ) -> PhoneSystem:
         shim = _LateApp()
         server, _thread = serve_in_thread(shim)
@@ -230,6 +235,7 @@ def phone_system_factory(database_url: str, tmp_path: Path) -> Iterator[Callable
             auth_token=AUTH_TOKEN,
             queue_poll_interval=0.02,
             time_scale=time_scale,
+            shared_key=shared_key,
         )
         twilio.start()
         config = app_config(

@@ -190,6 +190,9 @@ class Settings(_Section):
     public_url: str = ""
     account_sid: str = ""
     auth_token: str = Field("", repr=False)
+    # The secret of a Webhooks-configuration SharedKey, when a Webhook Rule makes Twilio sign with it (see
+    # voice/signature.py); empty: every webhook must be signed with the Auth Token.
+    webhook_shared_key: str = Field("", repr=False)
     twilio_api_url: str = DEFAULT_TWILIO_API_URL
     config_path: Path = DEFAULT_CONFIG_PATH
     instance_path: Path = PROJECT_ROOT / "instance"
@@ -205,9 +208,10 @@ _ENVIRONMENT_KEYS = {
     "public_url": "WARMLINE_PUBLIC_URL",
     "account_sid": "TWILIO_ACCOUNT_SID",
     "auth_token": "TWILIO_AUTH_TOKEN",
+    "webhook_shared_key": "TWILIO_WEBHOOK_SHARED_KEY",
     "twilio_api_url": "TWILIO_API_URL",
 }
-_SECRET_KEYS = {"auth_token", "account_sid", "database_url", "public_url", "twilio_api_url"}
+_SECRET_KEYS = {"auth_token", "webhook_shared_key", "account_sid", "database_url", "public_url", "twilio_api_url"}
 
 
 def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None) -> Settings:

@@ -54,7 +54,9 @@ def respond(reply: Reply) -> Response:
 @bp.before_request
 def check_signature() -> None:
     settings = _warmline().settings
-    verify_twilio_request(request, auth_token=settings.auth_token, public_url=settings.public_url)
+    verify_twilio_request(
+        request, auth_token=settings.auth_token, public_url=settings.public_url, shared_key=settings.webhook_shared_key
+    )
 
 
 @bp.post("/incoming")

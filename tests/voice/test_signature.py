@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 from twilio.request_validator import RequestValidator
 
-from tests.conftest import AUTH_TOKEN, PUBLIC_URL, app_config, seed_demo, signed_post
+from tests.conftest import AUTH_TOKEN, PUBLIC_URL, PhoneSystem, app_config, seed_demo, signed_post
 from tests.twiml import parse_twiml, verbs
 from voice import create_app
+from voice.emulator import Digits, RepScript, SharedKey
 
 CALL = {"CallSid": "CA" + "1" * 32, "From": "+15551230001", "To": "+15550009999", "CallStatus": "ringing"}
 ENDPOINTS = [
@@ -80,3 +83,71 @@ def test_query_string_is_part_of_the_signed_url(client: FlaskClient) -> None:
     signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL + "/voice/whisper/answer?offer=2", params)
     response = client.post("/voice/whisper/answer?offer=1", data=params, headers={"X-Twilio-Signature": signature})
     assert response.status_code == 403
+
+
+# --- Webhook Rules: Twilio signs with a shared key (HMAC-SHA256) and names it in a header ------------------------
+
+SHARED_SECRET = "shared-key-secret-for-tests"
+
+
+def _shared_key_headers(path: str, params: dict[str, str], *, secret: str, algorithm: str) -> dict[str, str]:
+    signature = RequestValidator(secret).compute_signature(PUBLIC_URL + path, params, algorithm)
+    return {
+        "X-Twilio-Signature": signature,
+        "X-Twilio-Webhooks-Signature-Settings": f"key=KS{'1' * 32},algorithm={algorithm}",
+    }
+
+
+@pytest.fixture
+def shared_key_client(database_url: str, tmp_path: Path) -> Iterator[FlaskClient]:
+    app = create_app(app_config(database_url, tmp_path / "instance", webhook_shared_key=SHARED_SECRET))
+    seed_demo(app.extensions["warmline"].store)
+    yield app.test_client()
+    app.extensions["warmline"].close()
+
+
+def test_a_shared_key_signature_is_checked_with_that_key_and_its_algorithm(shared_key_client: FlaskClient) -> None:
+    headers = _shared_key_headers("/voice/incoming", CALL, secret=SHARED_SECRET, algorithm="HMAC_SHA256")
+    response = shared_key_client.post("/voice/incoming", data=CALL, headers=headers)
+    assert response.status_code == 200
+    assert "Gather" in verbs(parse_twiml(response.data))
+    # The Auth Token still signs the webhooks no Webhook Rule matches.
+    assert signed_post(shared_key_client, "/voice/incoming", CALL).status_code == 200
+
+
+def test_a_shared_key_header_over_another_signature_is_forbidden(shared_key_client: FlaskClient) -> None:
+    for secret, algorithm in ((AUTH_TOKEN, "HMAC_SHA256"), (SHARED_SECRET, "HMAC_SHA1"), ("other", "HMAC_SHA256")):
+        headers = _shared_key_headers("/voice/incoming", CALL, secret=secret, algorithm="HMAC_SHA256")
+        if algorithm != "HMAC_SHA256":  # signed with SHA-1 but claiming SHA-256
+            headers["X-Twilio-Signature"] = RequestValidator(secret).compute_signature(
+                PUBLIC_URL + "/voice/incoming", CALL, algorithm
+            )
+        assert shared_key_client.post("/voice/incoming", data=CALL, headers=headers).status_code == 403
+
+
+def test_an_unknown_algorithm_is_forbidden(shared_key_client: FlaskClient) -> None:
+    headers = _shared_key_headers("/voice/incoming", CALL, secret=SHARED_SECRET, algorithm="HMAC_SHA256")
+    headers["X-Twilio-Webhooks-Signature-Settings"] = "key=KS1,algorithm=HMAC_MD5"
+    assert shared_key_client.post("/voice/incoming", data=CALL, headers=headers).status_code == 403
+
+
+def test_a_shared_key_signature_without_the_secret_configured_is_refused_saying_what_to_set(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = _shared_key_headers("/voice/incoming", CALL, secret=SHARED_SECRET, algorithm="HMAC_SHA256")
+    with caplog.at_level(logging.ERROR, logger="voice.signature"):
+        response = client.post("/voice/incoming", data=CALL, headers=headers)
+    assert response.status_code == 403
+    assert "TWILIO_WEBHOOK_SHARED_KEY is not set" in caplog.text
+
+
+def test_a_whole_call_signed_with_a_shared_key(phone_system_factory: Callable[..., PhoneSystem]) -> None:
+    system = phone_system_factory(shared_key=SharedKey(SHARED_SECRET), webhook_shared_key=SHARED_SECRET)
+    system.twilio.register_rep("+15550100001", RepScript.accepts(talk_seconds=5))
+    call = system.call("+15551230001", Digits("1"))
+    assert call.wait_finished(timeout=10)
+    assert call.errors == []
+    assert any("Connecting you to billing" in line for line in call.heard("caller"))
+    # Every webhook of the call, the rep's whisper leg included, passed the check.
+    assert len(call.webhooks) >= 4
+    assert all(exchange.status_code == 200 for exchange in call.webhooks)

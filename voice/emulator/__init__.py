@@ -36,6 +36,7 @@ from voice.emulator.parties import (
     Speech,
 )
 from voice.emulator.rest import RestRequest
+from voice.emulator.webhooks import SharedKey
 
 __all__ = [
     "APPLICATION_ERROR_MESSAGE",
@@ -54,6 +55,7 @@ __all__ = [
     "Recording",
     "RepScript",
     "RestRequest",
+    "SharedKey",
     "Silence",
     "Speech",
     "TranscriptEntry",

@@ -22,7 +22,7 @@ from voice.emulator.parties import CallerScript, InputSource, Party, RepCursor, 
 from voice.emulator.rest import FakeRestApi, OutboundCallRequest, RestRequest
 from voice.emulator.runtime import Config, Runtime
 from voice.emulator.twiml import new_session, run_inbound_call, run_outbound_call
-from voice.emulator.webhooks import WebhookClient
+from voice.emulator.webhooks import SharedKey, WebhookClient
 
 __all__ = ["DEFAULT_ACCOUNT_SID", "TwilioEmulator"]
 
@@ -39,7 +39,9 @@ class TwilioEmulator:
     signed with and what relative URLs resolve against.  ``connect_url``, when given, is where
     those requests physically go (an app behind a TLS-terminating proxy).  ``time_scale`` is
     real seconds slept per virtual second (0: scripted durations take no real time);
-    ``queue_poll_interval`` is the real pause between ``waitUrl`` fetches.
+    ``queue_poll_interval`` is the real pause between ``waitUrl`` fetches.  ``shared_key``: sign
+    every webhook as a matching Webhook Rule makes Twilio sign it (that key's secret and algorithm,
+    named in ``X-Twilio-Webhooks-Signature-Settings``) instead of with the Auth Token.
     """
 
     def __init__(
@@ -54,12 +56,17 @@ class TwilioEmulator:
         *,
         play_seconds: float = 10.0,
         api_keys: Mapping[str, str] | None = None,
+        shared_key: SharedKey | None = None,
     ) -> None:
         self.public_url = public_url.rstrip("/")
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.webhooks = WebhookClient(
-            public_url=public_url, auth_token=auth_token, connect_url=connect_url, extra_headers=extra_headers
+            public_url=public_url,
+            auth_token=auth_token,
+            connect_url=connect_url,
+            extra_headers=extra_headers,
+            shared_key=shared_key,
         )
         config = Config(
             public_url=self.public_url,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import HMAC_SHA256, SIGNATURE_SETTINGS_HEADER, RequestValidator
 
 __all__ = ["Document", "DocumentProblem", "HttpResult", "WebhookClient", "new_session", "parse_document"]
 
@@ -57,6 +57,15 @@ class DocumentProblem:
     message: str
 
 
+@dataclass(frozen=True)
+class SharedKey:
+    """A Webhooks-configuration SharedKey: Twilio signs matching webhooks with its secret instead of the Auth Token."""
+
+    secret: str
+    sid: str = "KS" + "0" * 32
+    algorithm: str = HMAC_SHA256
+
+
 class WebhookClient:
     """Resolves, signs and sends webhook requests the way Twilio does."""
 
@@ -68,12 +77,15 @@ class WebhookClient:
         connect_url: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
         timeout: float = WEBHOOK_TIMEOUT,
+        shared_key: SharedKey | None = None,
     ) -> None:
         self.public_url = public_url.rstrip("/")
         self.connect_url = connect_url.rstrip("/") if connect_url else None
         self.extra_headers = dict(extra_headers or {})
         self.timeout = timeout
-        self._validator = RequestValidator(auth_token)
+        # Signed like a Webhook Rule makes Twilio sign: the shared key's secret and algorithm, named in a header.
+        self._shared_key = shared_key
+        self._validator = RequestValidator(shared_key.secret if shared_key else auth_token)
 
     # -- URLs ----------------------------------------------------------------------------------
     def absolute(self, ref: str, base: str | None = None) -> str:
@@ -95,7 +107,8 @@ class WebhookClient:
     # -- signing -------------------------------------------------------------------------------
     def sign(self, url: str, params: Mapping[str, str]) -> str:
         """The ``X-Twilio-Signature`` value for a request to ``url`` carrying ``params``."""
-        return str(self._validator.compute_signature(url, dict(params)))
+        algorithm = self._shared_key.algorithm if self._shared_key else None
+        return str(self._validator.compute_signature(url, dict(params), algorithm))
 
     def headers(self, signature: str) -> dict[str, str]:
         headers = {
@@ -104,6 +117,8 @@ class WebhookClient:
             "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
             "Accept": "*/*",
         }
+        if self._shared_key:
+            headers[SIGNATURE_SETTINGS_HEADER] = f"key={self._shared_key.sid},algorithm={self._shared_key.algorithm}"
         headers.update(self.extra_headers)
         return headers
 
