@@ -133,6 +133,13 @@ class Store:
         with self.engine.connect() as connection, self.writing(connection):
             yield connection
 
+    @property
+    def single_writer(self) -> bool:
+        """Whether one write transaction at a time holds the whole database (SQLite): then work that can be done
+        before ``writing`` should be, to keep that lock short. PostgreSQL locks rows, and a read before the
+        transaction would only add a round trip."""
+        return self._sqlite
+
     @contextmanager
     def connection(self) -> Iterator[Connection]:
         """A connection for a webhook that first reads, then works things out, then writes in ``writing``.
