@@ -8,20 +8,26 @@ Field conventions, the same in both formats so that consumers can switch formats
 
 * times are ISO 8601 in UTC with a ``Z`` suffix (``2025-03-04T15:06:07Z``, fractional seconds when there are any);
 * enums (status, outcome) are their stored string values;
-* a missing value is ``null`` in JSON and an empty cell in CSV.
+* a missing value is ``null`` in JSON and an empty cell in CSV;
+* the few list-like fields are one readable string, so both formats stay flat: ``survey`` is
+  ``question=key; question=key`` in the flow's order, ``handoffs`` lists the rep-to-rep transfers in order as
+  ``From Rep -> To Rep (completed)`` or ``From Rep -> department (failed: why)``, joined by ``; ``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Literal, TextIO
+
+from sqlalchemy.orm import Session
 
 from crm_sync import service
 from crm_sync.db import Store
-from crm_sync.models import Interaction
+from crm_sync.models import Handoff, Interaction
 
 __all__ = ["EXPORT_FIELDS", "ExportFormat", "export_interactions", "interaction_record"]
 
@@ -49,7 +55,14 @@ EXPORT_FIELDS: tuple[str, ...] = (
     "flow_name",
     "flow_version",
     "recording_url",
+    "called_number",
+    "language",
+    "transcript",
+    "survey",
+    "handoffs",
 )
+
+_BATCH = 500  # interactions whose hand-offs are read together
 
 Scalar = str | int | float | None
 
@@ -60,8 +73,19 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def interaction_record(interaction: Interaction) -> dict[str, Scalar]:
-    """One interaction as a flat record of JSON-ready scalars, keyed by EXPORT_FIELDS in order."""
+def _survey(answers: dict[str, object] | None) -> str | None:
+    return "; ".join(f"{question}={key}" for question, key in answers.items()) if answers else None
+
+
+def _handoff(handoff: Handoff) -> str:
+    target = handoff.to_rep.name if handoff.to_rep is not None else handoff.to_department or "?"
+    outcome = handoff.state.value + (f": {handoff.failure}" if handoff.failure else "")
+    return f"{handoff.from_rep.name} -> {target} ({outcome})"
+
+
+def interaction_record(interaction: Interaction, handoffs: Sequence[Handoff] = ()) -> dict[str, Scalar]:
+    """One interaction as a flat record of JSON-ready scalars, keyed by EXPORT_FIELDS in order. ``handoffs``: its
+    rep-to-rep transfers, oldest first (the export reads them in batches, see ``export_interactions``)."""
     customer = interaction.customer
     return {
         "call_sid": interaction.call_sid,
@@ -84,6 +108,11 @@ def interaction_record(interaction: Interaction) -> dict[str, Scalar]:
         "flow_name": interaction.flow_name,
         "flow_version": interaction.flow_version,
         "recording_url": interaction.recording_url,
+        "called_number": interaction.called_number,
+        "language": interaction.language,
+        "transcript": interaction.transcript,
+        "survey": _survey(interaction.survey),
+        "handoffs": "; ".join(_handoff(handoff) for handoff in handoffs) or None,
     }
 
 
@@ -97,8 +126,17 @@ def export_interactions(store: Store, out: TextIO, *, fmt: ExportFormat) -> int:
     if fmt not in ("json", "csv"):
         raise ValueError(f"unknown export format {fmt!r}: expected 'json' or 'csv'")
     with store.unit_of_work() as session:
-        records = (interaction_record(interaction) for interaction in service.iter_interactions(session))
+        records = _records(session, service.iter_interactions(session))
         return _write_json(records, out) if fmt == "json" else _write_csv(records, out)
+
+
+def _records(session: Session, interactions: Iterable[Interaction]) -> Iterator[dict[str, Scalar]]:
+    """Records in the order given, each with its hand-offs: read per batch of interactions, not per interaction."""
+    stream = iter(interactions)
+    while batch := list(islice(stream, _BATCH)):
+        handoffs = service.handoffs_of_interactions(session, [interaction.id for interaction in batch])
+        for interaction in batch:
+            yield interaction_record(interaction, handoffs.get(interaction.id, ()))
 
 
 def _write_json(records: Iterator[dict[str, Scalar]], out: TextIO) -> int:

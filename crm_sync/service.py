@@ -17,7 +17,7 @@ from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, updat
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm_sync.hot import HotStatement
@@ -1165,6 +1165,22 @@ def active_handoff(session: Session, interaction_id: int) -> Handoff | None:
 def get_handoff(session: Session, handoff_id: int, *, for_update: bool = False) -> Handoff | None:
     query = select(Handoff).where(Handoff.id == handoff_id)
     return session.scalars(query.with_for_update() if for_update else query).one_or_none()
+
+
+def handoffs_of_interactions(session: Session, interaction_ids: Sequence[int]) -> dict[int, list[Handoff]]:
+    """The hand-offs of many interactions (with both reps loaded), oldest first per interaction."""
+    found: dict[int, list[Handoff]] = {}
+    if not interaction_ids:
+        return found
+    query = (
+        select(Handoff)
+        .where(Handoff.interaction_id.in_(list(interaction_ids)))
+        .options(joinedload(Handoff.from_rep), joinedload(Handoff.to_rep))
+        .order_by(Handoff.interaction_id, Handoff.id)
+    )
+    for handoff in session.scalars(query).unique():
+        found.setdefault(handoff.interaction_id, []).append(handoff)
+    return found
 
 
 def handoffs_of(session: Session, interaction_id: int) -> Sequence[Handoff]:

@@ -13,7 +13,7 @@ import pytest
 from crm_sync import service
 from crm_sync.db import Store
 from crm_sync.export import EXPORT_FIELDS, export_interactions
-from crm_sync.models import InteractionStatus, Outcome
+from crm_sync.models import Handoff, HandoffState, InteractionStatus, Outcome
 
 STARTED = datetime(2025, 3, 4, 15, 6, 7, tzinfo=UTC)
 ISSUE = 'Mi factura está mal — cobrado dos veces ☕\u2028(line separator) and "quotes", commas'
@@ -42,6 +42,11 @@ EXPECTED: list[dict[str, Any]] = [
         "flow_name": "main",
         "flow_version": "3f2a9c",
         "recording_url": "https://api.twilio.com/recordings/RE1",
+        "called_number": "+15550009999",
+        "language": "es-MX",
+        "transcript": "hola, me cobraron dos veces",
+        "survey": "resolved=1; rating=5",
+        "handoffs": "Alice Morgan -> Bruno Diaz (failed: no-answer); Alice Morgan -> Carla Reyes (completed)",
     },
     {
         "call_sid": "CA0002",
@@ -64,6 +69,11 @@ EXPECTED: list[dict[str, Any]] = [
         "flow_name": "main",
         "flow_version": "3f2a9c",
         "recording_url": None,
+        "called_number": None,
+        "language": None,
+        "transcript": None,
+        "survey": None,
+        "handoffs": None,
     },
 ]
 
@@ -102,6 +112,29 @@ def seed(store: Store) -> None:
         call.rep = alice
         call.summary = SUMMARY
         call.recording_url = "https://api.twilio.com/recordings/RE1"
+        call.called_number = "+15550009999"
+        call.language = "es-MX"
+        call.transcript = "hola, me cobraron dos veces"
+        call.survey = {"resolved": "1", "rating": "5"}
+        session.flush()
+        for name, phone, state, failure in (
+            ("Bruno Diaz", "+15550100002", HandoffState.FAILED, "no-answer"),
+            ("Carla Reyes", "+15550100003", HandoffState.COMPLETED, None),
+        ):
+            target, _ = service.upsert_rep(
+                session, name=name, phone_e164=phone, departments=["billing"], languages=["es-MX"]
+            )
+            session.add(
+                Handoff(
+                    interaction_id=call.id,
+                    from_rep_id=alice.id,
+                    to_rep_id=target.id,
+                    state=state,
+                    failure=failure,
+                    conference=f"handoff-{name}",
+                    caller_call_sid="CA0001",
+                )
+            )
         service.close_interaction(
             session,
             call,
