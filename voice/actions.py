@@ -29,6 +29,7 @@ class PlaceCallback:
     to: str
     from_: str
     timeout: int
+    detect_machines: bool = False
 
 
 @dataclass(frozen=True)

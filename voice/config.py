@@ -138,6 +138,9 @@ class CallbackSettings(_Section):
     retry_after: int = Field(default=300, ge=10)
     # Seconds a callback rings the customer before counting as unanswered.
     ring_timeout: int = Field(default=30, ge=5, le=120)
+    # Ask Twilio whether a person or a machine picked up (answering machine detection) before a rep is rung: a
+    # voicemail box counts as an unanswered attempt instead of costing a rep a call with a recording.
+    detect_machines: bool = True
 
 
 class FallbackSettings(_Section):

@@ -304,6 +304,7 @@ class Dispatcher:
                 to=callback.phone,
                 from_=callback.from_number,
                 timeout=self._settings.callbacks.ring_timeout,
+                detect_machines=self._settings.callbacks.detect_machines,
             )
         ]
 

@@ -41,6 +41,10 @@ from voice.wait_estimate import RepLoad, estimate_wait, spoken_wait
 
 log = logging.getLogger(__name__)
 
+#: ``AnsweredBy`` values (answering machine detection) that mean nobody is there to talk to: machine_start,
+#: machine_end_beep/_silence/_other and fax. "unknown" (often a quiet "hello") is treated as a person.
+MACHINE_ANSWERS = ("machine_", "fax")
+
 #: A department's own handle times are used once it has this many recent answered calls.
 MIN_HANDLE_SAMPLES = 5
 
@@ -281,8 +285,14 @@ class QueueService(Service):
 
     # --- callbacks ------------------------------------------------------------------------------------------------
 
-    def callback_answered(self, callback_id: int, *, call_sid: str) -> Reply:
-        """The customer picked up our callback: say who is calling, then ring the rep reserved for them."""
+    def callback_answered(self, callback_id: int, *, call_sid: str, answered_by: str | None = None) -> Reply:
+        """The customer picked up our callback: say who is calling, then ring the rep reserved for them.
+
+        ``answered_by``: what answering machine detection heard, when it was asked for. A voicemail box or a fax
+        is an unanswered attempt (tried again later, keeping the caller's place): no rep is rung for a recording.
+        """
+        if answered_by is not None and answered_by.startswith(MACHINE_ANSWERS):
+            return self._machine_answered(callback_id, call_sid=call_sid, answered_by=answered_by)
         with self._store.unit_of_work() as session:
             callback = _require_callback(session, callback_id)
             interaction = callback.interaction
@@ -311,6 +321,21 @@ class QueueService(Service):
             # The rep held for this callback is gone (the reservation ran out): find another, or queue them.
             interaction.status = InteractionStatus.IN_FLOW
             return self._calls.reroute(session, interaction, flow, say=(greeting,))
+
+    def _machine_answered(self, callback_id: int, *, call_sid: str, answered_by: str) -> Reply:
+        actions: list[Action] = []
+        with self._store.unit_of_work() as session:
+            callback = _require_callback(session, callback_id)
+            flow = self._flow_of(callback.interaction)
+            if callback.state is CallbackState.CALLING and callback.call_sid in (None, call_sid):
+                log.info("callback %s reached a machine (%s)", callback_id, answered_by)
+                actions = self.missed_callback(session, callback, result=answered_by)
+        self._after_commit(actions)
+        if answered_by == "fax":
+            return Goodbye(say=(), language=flow.language, voice=flow.voice)
+        # Said over the greeting (detection answers before the beep): a courtesy, not a message to rely on.
+        note = f"Hello, this is {flow.company} returning your call. We will try you again shortly."
+        return Goodbye(say=(note,), language=flow.language, voice=flow.voice)
 
     def callback_status(self, callback_id: int, *, call_sid: str, call_status: str, duration: int | None) -> Reply:
         """Status of a callback we placed: unanswered → try again later (keeping the place), or file a task."""

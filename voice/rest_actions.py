@@ -62,6 +62,7 @@ class RestActions:
                         url=self.urls("voice.callback_answer", callback=action.callback_id),
                         status_callback=self.urls("voice.callback_status", callback=action.callback_id),
                         timeout=action.timeout,
+                        detect_machines=action.detect_machines,
                     )
                 except TwilioRestException as exc:
                     log.warning("callback %s could not be placed: %s", action.callback_id, exc.msg)

@@ -47,7 +47,11 @@ class TwilioRest:
         """End a call: hangs up one in progress, cancels one still ringing."""
         self._client.calls(call_sid).update(status="completed")
 
-    def create_call(self, *, to: str, from_: str, url: str, status_callback: str, timeout: int) -> str:
+    def create_call(
+        self, *, to: str, from_: str, url: str, status_callback: str, timeout: int, detect_machines: bool = False
+    ) -> str:
+        """Place a call that runs ``url`` once answered. ``detect_machines``: synchronous answering machine
+        detection, so that request carries ``AnsweredBy`` (human, machine_start, fax or unknown)."""
         call = self._client.calls.create(
             to=to,
             from_=from_,
@@ -57,6 +61,7 @@ class TwilioRest:
             status_callback_method="POST",
             status_callback_event=["initiated", "ringing", "answered", "completed"],
             timeout=timeout,
+            **({"machine_detection": "Enable"} if detect_machines else {}),
         )
         return str(call.sid)
 

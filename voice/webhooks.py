@@ -105,7 +105,10 @@ def queue_exit() -> Response:
 @bp.post("/callback/answer")
 def callback_answer() -> Response:
     callback_id = forms.number(request.args, "callback")
-    return respond(_queue().callback_answered(callback_id, call_sid=forms.call_sid(request.form)))
+    form = request.form
+    return respond(
+        _queue().callback_answered(callback_id, call_sid=forms.call_sid(form), answered_by=form.get("AnsweredBy"))
+    )
 
 
 @bp.post("/callback/status")

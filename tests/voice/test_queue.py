@@ -130,6 +130,53 @@ def test_an_unanswered_callback_is_tried_again_then_filed_as_a_task(
         assert crm.find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
 
 
+def test_a_callback_answered_by_a_voicemail_box_rings_no_rep_and_is_tried_again(
+    phone_system_factory: Callable[..., PhoneSystem],
+) -> None:
+    system = phone_system_factory(callbacks={"retries": 1, "retry_after": 60})
+    first = alice_busy_with_omar(system)
+    system.twilio.register_callee(JANE, CallerScript(answered_by="machine_start"))
+    waiting = system.call(JANE, Speech("my invoice is wrong"), Digits("1"))
+    assert waiting.wait_finished(timeout=WAIT)
+    first.hang_up()
+
+    attempt = system.twilio.wait_for_call(lambda c: c.to == JANE and c.sid != waiting.sid, timeout=WAIT)
+    assert attempt is not None and attempt.wait_finished(timeout=WAIT)
+    # The callback was placed with answering machine detection, and its answer URL heard the verdict.
+    creates = [r for r in system.twilio.rest_log if r.method == "POST" and r.path.endswith("/Calls.json")]
+    assert creates and creates[-1].form.get("MachineDetection") == "Enable"
+    answer_url = [w for w in attempt.webhooks if "/voice/callback/answer" in w.url]
+    assert len(answer_url) == 1 and answer_url[0].params["AnsweredBy"] == "machine_start"
+    assert attempt.heard("caller") == ["Hello, this is Acme returning your call. We will try you again shortly."]
+    assert attempt.heard("rep") == []  # no rep was rung for a recording
+
+    record = record_of(system, waiting.sid)
+    with system.store.unit_of_work() as session:
+        callback = crm.callback_for(session, record.id)
+        assert callback is not None and callback.state is CallbackState.WAITING
+        assert callback.attempts == 1 and callback.last_result == "machine_start"
+        assert crm.find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
+    assert record.status is InteractionStatus.CALLBACK
+
+
+def test_without_machine_detection_the_callback_asks_twilio_for_none(
+    phone_system_factory: Callable[..., PhoneSystem],
+) -> None:
+    system = phone_system_factory(callbacks={"detect_machines": False})
+    first = alice_busy_with_omar(system)
+    system.twilio.register_callee(JANE, CallerScript(talk_seconds=5))
+    waiting = system.call(JANE, Speech("my invoice is wrong"), Digits("1"))
+    assert waiting.wait_finished(timeout=WAIT)
+    first.hang_up()
+    attempt = system.twilio.wait_for_call(lambda c: c.to == JANE and c.sid != waiting.sid, timeout=WAIT)
+    assert attempt is not None and attempt.wait_finished(timeout=WAIT)
+    creates = [r for r in system.twilio.rest_log if r.method == "POST" and r.path.endswith("/Calls.json")]
+    assert creates and "MachineDetection" not in creates[-1].form
+    answer_url = [w for w in attempt.webhooks if "/voice/callback/answer" in w.url]
+    assert len(answer_url) == 1 and "AnsweredBy" not in answer_url[0].params
+    assert "Connecting you to a team member now." in attempt.heard("caller")
+
+
 def _wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
     import time
 

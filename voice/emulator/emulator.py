@@ -249,9 +249,10 @@ class TwilioEmulator:
         party = "caller"
         answer_after = 0.0
         answer: Literal["answer", "busy", "no-answer"] = "no-answer"
+        answered_by = "human"
         callee = directory.callee(request.to)
         if callee is not None:
-            inputs, answer = callee.cursor(), callee.answer
+            inputs, answer, answered_by = callee.cursor(), callee.answer, callee.answered_by
         elif directory.is_rep(request.to):
             behavior = directory.offer(request.to)
             party = f"rep:{request.to}"
@@ -289,6 +290,7 @@ class TwilioEmulator:
                 ring_timeout=request.timeout,
                 answer=answer,
                 answer_after=answer_after,
+                answered_by=answered_by if request.machine_detection else None,
             ),
         )
         return call

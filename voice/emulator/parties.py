@@ -90,6 +90,8 @@ class Party(Protocol):
 
 
 AnswerMode = Literal["answer", "busy", "no-answer"]
+#: Who or what picks up, as answering machine detection reports it (``AnsweredBy``, with MachineDetection=Enable).
+AnsweredBy = Literal["human", "machine_start", "fax", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -100,13 +102,16 @@ class CallerScript:
     runs out the party is silent.  ``talk_seconds`` is how long the party talks to a rep once
     bridged (``None``: until the test calls ``call.hang_up()`` or the rep hangs up).
     ``hang_up_in_queue_after`` is the party's patience inside ``<Enqueue>``.  ``answer`` only
-    matters for outbound calls: a callee can also be ``"busy"`` or never answer.
+    matters for outbound calls: a callee can also be ``"busy"`` or never answer.  ``answered_by``
+    is what answering machine detection reports when the call asked for it (a voicemail box is
+    ``"machine_start"``).
     """
 
     inputs: Sequence[CallerInput] = ()
     talk_seconds: float | None = 30
     hang_up_in_queue_after: float | None = None
     answer: AnswerMode = "answer"
+    answered_by: AnsweredBy = "human"
 
     def __post_init__(self) -> None:
         # Freeze the inputs so a list the test keeps mutating cannot change a running call.

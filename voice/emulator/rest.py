@@ -69,6 +69,8 @@ class OutboundCallRequest:
     twiml: str | None
     status_callback: CallbackSpec | None
     timeout: float
+    #: ``MachineDetection`` (Enable or DetectMessageEnd): the answer URL is fetched with ``AnsweredBy``.
+    machine_detection: str | None = None
     #: A SID chosen in advance (a Participant create must know its call's SID before the call runs).
     sid: str | None = None
 
@@ -317,6 +319,7 @@ class FakeRestApi:
                     else None
                 ),
                 timeout=timeout,
+                machine_detection=form.get("MachineDetection") or None,
             )
         )
         return _json(self.call_json(call.root_leg, status="queued"), 201)

@@ -824,6 +824,10 @@ def run_detached_leg(rt: Runtime, call: EmulatedCall, signal: RedirectSignal) ->
     _run_call(rt, call, body)
 
 
+#: How long synchronous answering machine detection listens after pick-up before the answer URL is fetched.
+AMD_SECONDS = 2.5
+
+
 def run_outbound_call(
     rt: Runtime,
     call: EmulatedCall,
@@ -834,8 +838,13 @@ def run_outbound_call(
     ring_timeout: float,
     answer: Literal["answer", "busy", "no-answer"],
     answer_after: float = 0.0,
+    answered_by: str | None = None,
 ) -> None:
-    """A REST-created call: ring the callee, then run ``url`` (or ``twiml``) once answered."""
+    """A REST-created call: ring the callee, then run ``url`` (or ``twiml``) once answered.
+
+    ``answered_by``: the call asked for answering machine detection; as with Twilio's synchronous detection, the
+    answer URL is fetched only once it has listened (:data:`AMD_SECONDS`), with ``AnsweredBy`` and
+    ``MachineDetectionDuration``."""
     target: dict[str, str | None] = {"url": url, "method": method, "twiml": twiml}
 
     def ring(runner: LegRunner, seconds: float) -> None:
@@ -877,7 +886,11 @@ def run_outbound_call(
                     runner.app_error(parsed.code, parsed.message, None)
                 return parsed
             assert url is not None
-            return runner.fetch(url, target["method"], runner.leg_params(), "voice (outbound)")
+            params = runner.leg_params()
+            if answered_by is not None:
+                runner.advance(AMD_SECONDS)
+                params.update(AnsweredBy=answered_by, MachineDetectionDuration=str(int(AMD_SECONDS * 1000)))
+            return runner.fetch(url, target["method"], params, "voice (outbound)")
 
         runner.drive(first_document)
 
