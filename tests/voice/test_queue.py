@@ -130,23 +130,33 @@ def test_an_unanswered_callback_is_tried_again_then_filed_as_a_task(
         assert crm.find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
 
 
+def callback_attempt(
+    system: PhoneSystem, callee: CallerScript
+) -> tuple[EmulatedCall, EmulatedCall, dict[str, str], dict[str, str]]:
+    """Jane asks for a callback while Alice is busy; Alice frees up and we ring Jane, who answers as ``callee``.
+
+    Returns Jane's first call, the callback call, the REST create that placed it and its answer URL's form."""
+    first = alice_busy_with_omar(system)
+    system.twilio.register_callee(JANE, callee)
+    waiting = system.call(JANE, Speech("my invoice is wrong"), Digits("1"))
+    assert waiting.wait_finished(timeout=WAIT)
+    first.hang_up()
+    attempt = system.twilio.wait_for_call(lambda c: c.to == JANE and c.sid != waiting.sid, timeout=WAIT)
+    assert attempt is not None and attempt.wait_finished(timeout=WAIT)
+    creates = [r for r in system.twilio.rest_log if r.method == "POST" and r.path.endswith("/Calls.json")]
+    answers = [w for w in attempt.webhooks if "/voice/callback/answer" in w.url]
+    assert creates and len(answers) == 1
+    return waiting, attempt, creates[-1].form, answers[0].params
+
+
 def test_a_callback_answered_by_a_voicemail_box_rings_no_rep_and_is_tried_again(
     phone_system_factory: Callable[..., PhoneSystem],
 ) -> None:
     system = phone_system_factory(callbacks={"retries": 1, "retry_after": 60})
-    first = alice_busy_with_omar(system)
-    system.twilio.register_callee(JANE, CallerScript(answered_by="machine_start"))
-    waiting = system.call(JANE, Speech("my invoice is wrong"), Digits("1"))
-    assert waiting.wait_finished(timeout=WAIT)
-    first.hang_up()
-
-    attempt = system.twilio.wait_for_call(lambda c: c.to == JANE and c.sid != waiting.sid, timeout=WAIT)
-    assert attempt is not None and attempt.wait_finished(timeout=WAIT)
+    waiting, attempt, placed, answered = callback_attempt(system, CallerScript(answered_by="machine_start"))
     # The callback was placed with answering machine detection, and its answer URL heard the verdict.
-    creates = [r for r in system.twilio.rest_log if r.method == "POST" and r.path.endswith("/Calls.json")]
-    assert creates and creates[-1].form.get("MachineDetection") == "Enable"
-    answer_url = [w for w in attempt.webhooks if "/voice/callback/answer" in w.url]
-    assert len(answer_url) == 1 and answer_url[0].params["AnsweredBy"] == "machine_start"
+    assert placed.get("MachineDetection") == "Enable"
+    assert answered.get("AnsweredBy") == "machine_start"
     assert attempt.heard("caller") == ["Hello, this is Acme returning your call. We will try you again shortly."]
     assert attempt.heard("rep") == []  # no rep was rung for a recording
 
@@ -163,17 +173,9 @@ def test_without_machine_detection_the_callback_asks_twilio_for_none(
     phone_system_factory: Callable[..., PhoneSystem],
 ) -> None:
     system = phone_system_factory(callbacks={"detect_machines": False})
-    first = alice_busy_with_omar(system)
-    system.twilio.register_callee(JANE, CallerScript(talk_seconds=5))
-    waiting = system.call(JANE, Speech("my invoice is wrong"), Digits("1"))
-    assert waiting.wait_finished(timeout=WAIT)
-    first.hang_up()
-    attempt = system.twilio.wait_for_call(lambda c: c.to == JANE and c.sid != waiting.sid, timeout=WAIT)
-    assert attempt is not None and attempt.wait_finished(timeout=WAIT)
-    creates = [r for r in system.twilio.rest_log if r.method == "POST" and r.path.endswith("/Calls.json")]
-    assert creates and "MachineDetection" not in creates[-1].form
-    answer_url = [w for w in attempt.webhooks if "/voice/callback/answer" in w.url]
-    assert len(answer_url) == 1 and "AnsweredBy" not in answer_url[0].params
+    _waiting, attempt, placed, answered = callback_attempt(system, CallerScript(talk_seconds=5))
+    assert "MachineDetection" not in placed
+    assert "AnsweredBy" not in answered
     assert "Connecting you to a team member now." in attempt.heard("caller")
 
 
