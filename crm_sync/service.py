@@ -710,21 +710,17 @@ def reserve_reps(
     where "today" begins for the fewest_calls strategy.
     """
     connection = _connection(db)
-    statement = _free_reps_statement(
-        strategy, excluding=bool(exclude_rep_ids), only=only_rep_id is not None, count=count
-    )
+    only = only_rep_id is not None
     params: dict[str, Any] = {"department": department}
-    if exclude_rep_ids:
-        params["exclude"] = list(exclude_rep_ids)
-    if only_rep_id is not None:
+    if only:
         params["only"] = only_rep_id
     if strategy == "fewest_calls":
         params["day_start"] = day_start or now
-    if exclude_rep_ids:
-        candidates = connection.execute(statement, params).scalars().all()
+    if exclude_rep_ids:  # an expanding IN: through SQLAlchemy, which re-renders it (see crm_sync.hot)
+        statement = _free_reps_statement(strategy, excluding=True, only=only, count=count)
+        candidates = connection.execute(statement, {**params, "exclude": list(exclude_rep_ids)}).scalars().all()
     else:
-        hot = _free_reps_hot(strategy, only=only_rep_id is not None, count=count)
-        candidates = [rep_id for (rep_id,) in hot.all(connection, params)]
+        candidates = [rep_id for (rep_id,) in _free_reps_hot(strategy, only=only, count=count).all(connection, params)]
     taken: list[RepRow] = []
     for rep_id in candidates:
         row = _TAKE_REP.first(connection, {"rep_id": rep_id, "now": now, "until": until})

@@ -117,18 +117,9 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             _say_all(response, reply.say, reply.language, reply.voice)
             response.leave()
         case Whisper():
-            gather = Gather(
-                input="dtmf",
-                num_digits=1,
-                timeout=reply.timeout,
-                action=url_for("voice.whisper_answer", offer=reply.offer_id),
-                method="POST",
-            )
-            gather.say(reply.summary, language=reply.language, voice=reply.voice)
-            response.append(gather)
-            # No key pressed: the Gather falls through to here, the rep leg ends unbridged, the Dial moves on.
-            response.say("No key pressed. Passing the call on.", language=reply.language, voice=reply.voice)
-            response.hangup()
+            # No key pressed: the Gather falls through, the rep leg ends unbridged, the Dial moves on.
+            answer_url = url_for("voice.whisper_answer", offer=reply.offer_id)
+            _whisper(response, reply, action=answer_url, no_key="No key pressed. Passing the call on.")
         case JoinConference():
             _say_all(response, reply.say, reply.language, reply.voice)
             dial = Dial(action=url_for(reply.after, handoff=reply.handoff_id), method="POST")
@@ -155,17 +146,8 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
                 response.pause(length=reply.pause_seconds)
             response.redirect(url_for("voice.handoff_hold_music"), method="POST")
         case HandoffWhisper():
-            gather = Gather(
-                input="dtmf",
-                num_digits=1,
-                timeout=reply.timeout,
-                action=url_for("voice.handoff_whisper_answer", handoff=reply.handoff_id),
-                method="POST",
-            )
-            gather.say(reply.summary, language=reply.language, voice=reply.voice)
-            response.append(gather)
-            response.say("No key pressed. Goodbye.", language=reply.language, voice=reply.voice)
-            response.hangup()
+            answer_url = url_for("voice.handoff_whisper_answer", handoff=reply.handoff_id)
+            _whisper(response, reply, action=answer_url, no_key="No key pressed. Goodbye.")
         case Announcement():
             response.say(reply.text, language=reply.language, voice=reply.voice)
         case Bridge() | Acknowledge():
@@ -184,6 +166,15 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
                 response.say(reply.voicemail_prompt)
                 _record(response, reply.voicemail_max_length, url_for)
     return str(response)
+
+
+def _whisper(response: VoiceResponse, reply: Whisper | HandoffWhisper, *, action: str, no_key: str) -> None:
+    """A rep's whisper: the summary inside a one-key Gather, then (no key) ``no_key`` and the rep leg hangs up."""
+    gather = Gather(input="dtmf", num_digits=1, timeout=reply.timeout, action=action, method="POST")
+    gather.say(reply.summary, language=reply.language, voice=reply.voice)
+    response.append(gather)
+    response.say(no_key, language=reply.language, voice=reply.voice)
+    response.hangup()
 
 
 def _say_all(response: VoiceResponse, texts: tuple[str, ...], language: str, voice: str | None) -> None:

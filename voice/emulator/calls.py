@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from voice.emulator.parties import InputSource
+    from voice.emulator.webhooks import HttpResult
 
 __all__ = [
     "APPLICATION_ERROR_MESSAGE",
@@ -99,6 +100,21 @@ class WebhookExchange:
     call_sid: str
     purpose: str
     at: float
+
+    @classmethod
+    def of(cls, result: HttpResult, *, call_sid: str, purpose: str, at: float) -> WebhookExchange:
+        """The record of one request the emulator sent, from what came back."""
+        return cls(
+            method=result.method,
+            url=result.url,
+            params=dict(result.params),
+            status_code=result.status_code,
+            body=result.body,
+            content_type=result.content_type,
+            call_sid=call_sid,
+            purpose=purpose,
+            at=at,
+        )
 
     def as_request(self) -> WebhookRequest:
         return WebhookRequest(self.url, dict(self.params), self.status_code, self.body)

@@ -454,23 +454,15 @@ class _Dispatcher:
                     return
                 result = self._webhooks.send(session, delivery.spec.url, delivery.spec.method, delivery.params)
                 conference = delivery.conference
-                exchange = WebhookExchange(
-                    method=result.method,
-                    url=result.url,
-                    params=dict(result.params),
-                    status_code=result.status_code,
-                    body=result.body,
-                    content_type=result.content_type,
+                exchange = WebhookExchange.of(
+                    result,
                     call_sid=delivery.params.get("CallSid", ""),
                     purpose=f"conference status callback ({delivery.params.get('StatusCallbackEvent', '')})",
                     at=time.monotonic() - conference.created_monotonic,
                 )
                 error = None
-                if result.status_code == 0:
-                    error = TwilioError(11205, f"HTTP connection failure: {result.failure}", result.url, "", 0.0, False)
-                elif not 200 <= result.status_code < 300:
-                    message = f"HTTP retrieval failure: {result.status_code}"
-                    error = TwilioError(11200, message, result.url, "", 0.0, False)
+                if (problem := result.delivery_problem()) is not None:
+                    error = TwilioError(problem.code, problem.message, result.url, "", 0.0, False)
                 with self._cond:
                     conference.add_webhook(exchange, error)
                     self._busy -= 1

@@ -363,17 +363,7 @@ class LegRunner:
     ) -> HttpResult:
         result = self.rt.webhooks.send(self.session, url, method, params)
         self.call.record_exchange(
-            WebhookExchange(
-                method=result.method,
-                url=result.url,
-                params=dict(result.params),
-                status_code=result.status_code,
-                body=result.body,
-                content_type=result.content_type,
-                call_sid=(leg or self.leg).sid,
-                purpose=purpose,
-                at=self.call.clock,
-            )
+            WebhookExchange.of(result, call_sid=(leg or self.leg).sid, purpose=purpose, at=self.call.clock)
         )
         return result
 
@@ -403,10 +393,9 @@ class LegRunner:
     ) -> None:
         """A request whose response Twilio ignores (status callbacks, actions after hang-up)."""
         result = self.request(url, method or "POST", params, purpose, leg)
-        if result.status_code == 0:
-            self.warn(11205, f"HTTP connection failure: {result.failure}", result.url, leg)
-        elif not 200 <= result.status_code < 300:
-            self.warn(11200, f"HTTP retrieval failure: status {result.status_code}", result.url, leg)
+        problem = result.delivery_problem()
+        if problem is not None:
+            self.warn(problem.code, problem.message, result.url, leg)
 
     def leg_event(self, leg: Leg, event: str) -> None:
         """Post ``leg``'s status callback for ``event`` if it subscribed to it."""

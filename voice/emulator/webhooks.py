@@ -40,6 +40,14 @@ class HttpResult:
     content_type: str
     failure: str | None = None
 
+    def delivery_problem(self) -> DocumentProblem | None:
+        """The Twilio error for a request that got no usable HTTP answer (11205: none at all, 11200: not 2xx)."""
+        if self.status_code == 0:
+            return DocumentProblem(11205, f"HTTP connection failure: {self.failure}")
+        if not 200 <= self.status_code < 300:
+            return DocumentProblem(11200, f"HTTP retrieval failure: status {self.status_code}")
+        return None
+
 
 @dataclass(frozen=True)
 class Document:
@@ -172,10 +180,9 @@ def parse_document(result: HttpResult) -> Document | DocumentProblem | str:
     Returns the parsed :class:`Document`, a :class:`DocumentProblem` (the Twilio error), or, for a
     ``text/plain`` or audio response, the string Twilio would say/play before hanging up.
     """
-    if result.status_code == 0:
-        return DocumentProblem(11205, f"HTTP connection failure: {result.failure}")
-    if not 200 <= result.status_code < 300:
-        return DocumentProblem(11200, f"HTTP retrieval failure: status {result.status_code}")
+    problem = result.delivery_problem()
+    if problem is not None:
+        return problem
     kind = media_type(result.content_type)
     if kind == "text/plain":
         return result.body
