@@ -51,8 +51,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from ivr_flows.schema import (
+    BUILTIN_PHRASES,
     GENERAL_DEPARTMENT,
     NODE_KINDS,
+    PHRASE_VARIABLES,
     Department,
     Flow,
     KeyPath,
@@ -60,8 +62,10 @@ from ivr_flows.schema import (
     LanguageNode,
     LanguageSpec,
     Node,
+    Phrases,
     Prompt,
     TransferNode,
+    builtin_phrase,
 )
 
 __all__ = [
@@ -474,6 +478,8 @@ def _allowed_keys(parent: KeyPath, data: Mapping[Any, Any]) -> list[str]:
         model, rest = Department, parent[2:]
     elif len(parent) >= 2 and parent[0] == "languages":
         model, rest = LanguageSpec, parent[2:]
+    elif parent == ("phrases",):
+        model = Phrases
     elif len(parent) >= 2 and parent[0] == "nodes":
         nodes = data.get("nodes")
         raw = nodes.get(parent[1]) if isinstance(nodes, dict) else None
@@ -677,7 +683,54 @@ def _semantic_problems(data: Mapping[Any, Any], flow: Flow | None) -> list[_Prob
             problems.extend(_text_problems(("departments", key, "name"), dept.name, frozenset(), ctx, None))
     if ctx.goodbye is not None:
         problems.extend(_text_problems(("goodbye",), ctx.goodbye, frozenset({"company"}), ctx, None))
+    problems.extend(_phrase_problems(data, flow, ctx))
     problems.extend(_loop_problems(ctx.nodes))
+    return problems
+
+
+def _phrase_problems(data: Mapping[Any, Any], flow: Flow | None, ctx: _Context) -> list[_Problem]:
+    """The flow's ``phrases:`` (templates, languages), and whether every language it speaks has them all.
+
+    The app says these after a transfer (connecting, on hold, the callback offer). They are built in for English
+    and Spanish; a flow that transfers callers in any other language must give them, or those callers would hear
+    English in the middle of their call.
+    """
+    phrases = flow.phrases if flow is not None else _valid(Phrases.model_validate, data.get("phrases") or {})
+    problems: list[_Problem] = []
+    own: dict[str, str | dict[str, str]] = {}
+    if phrases is not None:
+        own = {key: text for key, text in phrases if text is not None}
+    for key, text in own.items():
+        allowed = PHRASE_VARIABLES.get(key, frozenset()) | {"company"}
+        variants: list[tuple[KeyPath, str]] = [(("phrases", key), text)] if isinstance(text, str) else []
+        if isinstance(text, dict):
+            for code, variant in text.items():
+                if ctx.languages is not None and code not in ctx.languages:
+                    problems.append(_Problem(("phrases", key, code), "key", _undeclared_language(code, ctx)))
+                variants.append((("phrases", key, code), variant))
+        for path, variant in variants:
+            problems.extend(_Problem(path, "value", m) for m in _template_problems(variant, allowed))
+    if ctx.languages is None or not any(isinstance(node, TransferNode) for node in ctx.nodes.values()):
+        return problems
+    for code in ctx.languages:
+        missing = [
+            key
+            for key in BUILTIN_PHRASES
+            if builtin_phrase(key, code) is None
+            and not isinstance(own.get(key), str)
+            and code not in (own.get(key) or {})
+        ]
+        if missing:
+            where: KeyPath = ("languages", code) if "languages" in data else ("language",)
+            problems.append(
+                _Problem(
+                    where,
+                    "key" if "languages" in data else "value",
+                    f"callers speaking {code!r} can be transferred, but the app's own phrases around a transfer "
+                    f"are built in for English and Spanish only; give them in {code!r} under `phrases:`: "
+                    + ", ".join(missing),
+                )
+            )
     return problems
 
 
@@ -831,6 +884,7 @@ _ONLY_IN = {
     "language_options": "in language node prompts",
     "estimated_wait": "in a transfer node's queue_message",
     "queue_position": "in a transfer node's queue_message",
+    "number_ending": "in phrases.callback_booked",
 }
 
 

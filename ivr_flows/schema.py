@@ -26,6 +26,7 @@ import datetime as dt
 import difflib
 import hashlib
 import re
+import string
 import zoneinfo
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
@@ -35,10 +36,12 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from ivr_flows.classifier import Classifier, Engine, build_classifier
 
 __all__ = [
+    "BUILTIN_PHRASES",
     "DAY_NAMES",
     "DEFAULT_GOODBYE",
     "GENERAL_DEPARTMENT",
     "NODE_KINDS",
+    "PHRASE_VARIABLES",
     "VARIABLES",
     "AskNode",
     "BranchNode",
@@ -56,6 +59,7 @@ __all__ = [
     "MenuChoice",
     "MenuNode",
     "Node",
+    "Phrases",
     "Prompt",
     "RouteNode",
     "SayNode",
@@ -86,6 +90,65 @@ VARIABLES: Mapping[str, str] = {
     "language_options": "'For English, press 1. Para español, oprima 2.' for the language node's choices",
     "estimated_wait": "the estimated wait in the queue, filled by the app",
     "queue_position": "the caller's place in the queue, filled by the app",
+    "number_ending": "the last four digits of the caller's number, read digit by digit",
+}
+
+#: What the app itself says to callers once a flow has handed them to a department (connecting, holding, the
+#: callback offer...), in English and Spanish. A flow's ``phrases:`` replaces any of them, and must give them for
+#: any other language it declares (the loader says which are missing). Key -> language subtag -> text.
+BUILTIN_PHRASES: Mapping[str, Mapping[str, str]] = {
+    "connecting": {
+        "en": "Connecting you to {department}.",
+        "es": "Le comunicamos con {department}.",
+    },
+    "nobody_can_take": {
+        "en": "Nobody from {department} can take your call right now.",
+        "es": "En este momento nadie de {department} puede atender su llamada.",
+    },
+    "nobody_left": {
+        "en": "Sorry, nobody from {department} is available any more.",
+        "es": "Lo sentimos, ya no hay nadie disponible de {department}.",
+    },
+    "callback_offer": {
+        "en": "Press 1 and we'll call you back — you keep your place in line.",
+        "es": "Oprima 1 y le devolveremos la llamada; conserva su lugar en la fila.",
+    },
+    "long_wait_offer": {
+        "en": "Sorry for the long wait. Press 1 and we'll call you back, keeping your place in line, "
+        "or press 2 to leave a message. Or stay on the line.",
+        "es": "Disculpe la espera. Oprima 1 y le devolveremos la llamada sin perder su lugar, "
+        "u oprima 2 para dejar un mensaje. O permanezca en la línea.",
+    },
+    "long_wait_message_only": {
+        "en": "Sorry for the long wait. Press 2 to leave a message, or stay on the line.",
+        "es": "Disculpe la espera. Oprima 2 para dejar un mensaje, o permanezca en la línea.",
+    },
+    "callback_booked": {
+        "en": "Thanks. We'll call you back at the number ending in {number_ending} as soon as it's your turn. "
+        "You keep your place in line. Goodbye.",
+        "es": "Gracias. Le llamaremos al número que termina en {number_ending} en cuanto sea su turno. "
+        "Conserva su lugar en la fila. Adiós.",
+    },
+    "key_not_understood": {
+        "en": "Sorry, I didn't get that. Please stay on the line.",
+        "es": "Disculpe, no le entendí. Por favor, permanezca en la línea.",
+    },
+    "connecting_after_wait": {
+        "en": "Thanks for waiting. Connecting you now.",
+        "es": "Gracias por esperar. Le comunicamos ahora.",
+    },
+    "sorry_to_keep_you": {
+        "en": "Sorry to keep you waiting.",
+        "es": "Disculpe la espera.",
+    },
+}
+
+#: The variables each app phrase may use (``company`` is allowed in all of them).
+PHRASE_VARIABLES: Mapping[str, frozenset[str]] = {
+    "connecting": frozenset({"department"}),
+    "nobody_can_take": frozenset({"department"}),
+    "nobody_left": frozenset({"department"}),
+    "callback_booked": frozenset({"number_ending"}),
 }
 
 # Twilio <Gather hints>: at most 500 phrases of at most 100 characters, comma-separated on the
@@ -346,6 +409,13 @@ def localized(value: str | Mapping[str, str], language: str, default: str) -> st
     return text
 
 
+class _Blank(dict[str, str]):
+    """Template values where a missing variable reads as its name, never as "{name}"."""
+
+    def __missing__(self, key: str) -> str:
+        return key.replace("_", " ")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -362,6 +432,29 @@ class LanguageSpec(_Model):
     voice: Text | None = None
     #: How one keypad option is read in this language; ``{option}`` and ``{digit}`` are filled in.
     menu_option: Text = "For {option}, press {digit}."
+
+
+class Phrases(_Model):
+    """What the app says around a transfer, per flow: any key left out keeps :data:`BUILTIN_PHRASES`' text.
+
+    Each is a prompt like any other (one text, or one per declared language).
+    """
+
+    connecting: Prompt | None = None
+    nobody_can_take: Prompt | None = None
+    nobody_left: Prompt | None = None
+    callback_offer: Prompt | None = None
+    long_wait_offer: Prompt | None = None
+    long_wait_message_only: Prompt | None = None
+    callback_booked: Prompt | None = None
+    key_not_understood: Prompt | None = None
+    connecting_after_wait: Prompt | None = None
+    sorry_to_keep_you: Prompt | None = None
+
+
+def builtin_phrase(key: str, language: str) -> str | None:
+    """The built-in text of phrase ``key`` in ``language`` (by its primary subtag: es-MX -> es), if there is one."""
+    return BUILTIN_PHRASES[key].get(language.split("-")[0].lower())
 
 
 class Department(_Model):
@@ -980,6 +1073,8 @@ class Flow(_Model):
     languages: dict[Language, LanguageSpec] = Field(default_factory=dict)
     #: Said when a transfer without ``after`` ends with the caller still there.
     goodbye: Prompt | None = None
+    #: The app's own words around a transfer, when the built-in ones do not suit (see :class:`Phrases`).
+    phrases: Phrases = Field(default_factory=Phrases)
     start: NodeId
     departments: dict[DepartmentId, Department] = Field(min_length=1)
     nodes: dict[NodeId, Node] = Field(min_length=1)
@@ -1059,6 +1154,26 @@ class Flow(_Model):
         if dept is not None and dept.name is not None:
             return localized(dept.name, language or self.language, self.language)
         return key.replace("_", " ")
+
+    def phrase(self, key: str, language: str | None = None, **values: str) -> str:
+        """App phrase ``key`` (see :data:`BUILTIN_PHRASES`) in ``language``, its variables filled in.
+
+        The flow's own ``phrases:`` text first, then the built-in one for the language, then English. Never
+        raises (the caller's path): the loader has checked the flow's templates, and a variable not given is left
+        as its name rather than read out in braces.
+        """
+        language = language or self.language
+        own = getattr(self.phrases, key)
+        if isinstance(own, str):
+            template = own
+        elif own is not None and language in own:
+            template = own[language]
+        else:
+            template = builtin_phrase(key, language) or (
+                localized(own, language, self.language) if own is not None else BUILTIN_PHRASES[key]["en"]
+            )
+        filled = {"company": self.company, **values}
+        return string.Formatter().vformat(template, (), _Blank(filled))
 
     def _attach(self, *, source: str, version: str) -> None:
         """Record provenance; called by the loader right after validation."""

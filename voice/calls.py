@@ -12,7 +12,7 @@ The queue's own webhooks (hold loop, callbacks) live in ``voice.queueing``; pres
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -236,6 +236,7 @@ class CallService(Service):
                     days_since_last_contact=state.caller.days_since_last_contact,
                     issue_text=state.issue_text,
                 ),
+                language=state.language,
             )
             values.update(routed.values)
             reply = routed.reply
@@ -267,6 +268,7 @@ class CallService(Service):
             enqueued_at=call.enqueued_at,
             rank_at=call.rank_at,
             signals=self._dispatch.signals_from_state(call.flow_state, None),
+            language=_language_of(call.flow_state),
         )
         crm.update_interaction(db, call.id, **routed.values)
         return routed.reply, actions
@@ -283,6 +285,7 @@ class CallService(Service):
             enqueued_at=interaction.enqueued_at,
             rank_at=interaction.rank_at,
             signals=self._dispatch.signals_from_state(interaction.flow_state, interaction.issue_text),
+            language=interaction.language,
         )
         crm.update_interaction(session, interaction.id, **routed.values)
         session.expire(interaction)
@@ -477,8 +480,12 @@ class CallService(Service):
                 offer.state = OfferState.RINGING
                 interaction.status = InteractionStatus.OFFERING
                 interaction.rep_id = offer.rep_id
+                language = interaction.language or flow.language
                 return self._dispatch.dial(
-                    ((offer.id, offer.rep.phone),), flow, say=("Thanks for waiting. Connecting you now.",)
+                    ((offer.id, offer.rep.phone),),
+                    flow,
+                    say=(flow.phrase("connecting_after_wait", language),),
+                    language=language,
                 )
             # The offer was withdrawn meanwhile: back in line.
             interaction.status = InteractionStatus.IN_FLOW
@@ -641,3 +648,9 @@ def _topic(flow: Flow, past: crm.PastContact | None) -> str | None:
         words = past.issue_text.split()
         return " ".join(words[:12]) + ("…" if len(words) > 12 else "")
     return flow.department_name(past.department) if past.department else None
+
+
+def _language_of(flow_state: Mapping[str, object]) -> str | None:
+    """The language the caller chose, from a stored call state (None: the flow's default)."""
+    language = flow_state.get("language")
+    return language if isinstance(language, str) and language else None

@@ -115,13 +115,17 @@ class Dispatcher:
         rank_at: datetime | None,
         offered: bool = True,
         signals: CallerSignals | None = None,
+        language: str | None = None,
     ) -> Routed:
         """Ring the best free rep with the skill, or put the caller in line (or take a message if nobody is on duty).
 
         ``offered``: whether any rep may have been offered this call before (those are not offered it again).
         ``signals``: what the caller's priority is computed from when they join the line for the first time.
+        ``language``: the one the caller chose in the flow (default: the flow's).
         """
         now = self._clock()
+        language = language or flow.language
+        department_name = flow.department_name(department, language)
         already_offered = crm.offered_rep_ids(db, interaction_id) if offered else set()
         probe = crm.probe_department(db, department, exclude_rep_ids=already_offered)
         if probe.free and not probe.waiting:
@@ -131,7 +135,8 @@ class Dispatcher:
                 department=department,
                 flow=flow,
                 exclude=already_offered,
-                say=(*say, f"Connecting you to {flow.department_name(department)}."),
+                say=(*say, flow.phrase("connecting", language, department=department_name)),
+                language=language,
             )
             if dial is not None:
                 return Routed(dial, {"status": InteractionStatus.OFFERING, "rep_id": None})
@@ -139,12 +144,13 @@ class Dispatcher:
             # Nobody on duty, or everyone on duty already let this caller's call ring out: waiting would be for
             # nothing, so say so and take a message rather than hold the caller until max_wait.
             log.warning("no rep on duty for %s; offering voicemail (interaction %s)", department, interaction_id)
-            sorry = f"Nobody from {flow.department_name(department)} can take your call right now."
-            return Routed(self.voicemail(flow, lead=(*say, sorry)), {"outcome": Outcome.NO_REP})
+            sorry = flow.phrase("nobody_can_take", language, department=department_name)
+            return Routed(self.voicemail(flow, lead=(*say, sorry), language=language), {"outcome": Outcome.NO_REP})
         values: dict[str, object] = {"status": InteractionStatus.QUEUED, "rep_id": None}
         if enqueued_at is None:  # joining the line now; a caller sent back to it keeps their place
-            priority = caller_priority(signals or CallerSignals(tier=None, days_since_last_contact=None,
-                                                                issue_text=None), self._weights)
+            priority = caller_priority(
+                signals or CallerSignals(tier=None, days_since_last_contact=None, issue_text=None), self._weights
+            )
             values.update(
                 enqueued_at=now,
                 rank_at=now - timedelta(seconds=priority.head_start_seconds),
@@ -156,8 +162,8 @@ class Dispatcher:
         queued = EnqueueCaller(
             queue_name=department,
             say=(*say, self._settings.queue.hold_intro),
-            language=flow.language,
-            voice=flow.voice,
+            language=language,
+            voice=flow.voice_for(language),
         )
         return Routed(queued, values)
 
@@ -172,6 +178,7 @@ class Dispatcher:
         say: tuple[str, ...],
         state: OfferState = OfferState.RINGING,
         purpose: str = "call",
+        language: str | None = None,
     ) -> DialRep | None:
         """Reserve the department's best free rep (or, for ring_all, a group) and dial them, or None if none is
         free. Each reserved rep gets an offer that names them; a group shares the first offer's id."""
@@ -204,25 +211,32 @@ class Dispatcher:
             offer_ids.append(offer_id)
         if len(offer_ids) > 1:
             crm.set_offer_group(db, offer_ids[0], offer_ids)
-        return self.dial(tuple(zip(offer_ids, (rep.phone for rep in reps), strict=True)), flow, say=say)
+        targets = tuple(zip(offer_ids, (rep.phone for rep in reps), strict=True))
+        return self.dial(targets, flow, say=say, language=language)
 
-    def dial(self, targets: tuple[tuple[int, str], ...], flow: Flow, *, say: tuple[str, ...]) -> DialRep:
+    def dial(
+        self, targets: tuple[tuple[int, str], ...], flow: Flow, *, say: tuple[str, ...], language: str | None = None
+    ) -> DialRep:
+        """Ring ``targets`` (offer id, rep phone) after saying ``say`` in ``language`` (default: the flow's)."""
         caller_id = self._settings.transfer.caller_id
+        language = language or flow.language
         return DialRep(
             targets=targets,
             say=say,
             ring_timeout=self._settings.transfer.ring_timeout,
             caller_id=None if caller_id == "caller" else caller_id,
-            language=flow.language,
-            voice=flow.voice,
+            language=language,
+            voice=flow.voice_for(language),
         )
 
-    def voicemail(self, flow: Flow, *, lead: tuple[str, ...]) -> Voicemail:
+    def voicemail(self, flow: Flow, *, lead: tuple[str, ...], language: str | None = None) -> Voicemail:
+        """Take a message after ``lead``, spoken in ``language`` (default: the flow's)."""
+        language = language or flow.language
         return Voicemail(
             say=(*lead, self._settings.fallback.voicemail_prompt),
             max_length=self._settings.fallback.voicemail_max_length,
-            language=flow.language,
-            voice=flow.voice,
+            language=language,
+            voice=flow.voice_for(language),
         )
 
     # --- an offer ends: free the rep, and let them take the next caller at once -------------------------------------
@@ -261,14 +275,16 @@ class Dispatcher:
             return []
         department = waiting.department or "general"
         # A rep taking another department's overflow is reserved through the skill that makes them eligible.
-        via = department if department in skills else next(
-            target for target in self._settings.routing.for_department(department).overflow_to if target in skills
+        via = (
+            department
+            if department in skills
+            else next(
+                target for target in self._settings.routing.for_department(department).overflow_to if target in skills
+            )
         )
         if waiting.status is InteractionStatus.CALLBACK:
             return self._start_callback(session, waiting, rep_id=rep.id, via=via, now=now)
-        taken = crm.reserve_rep(
-            session, department=via, now=now, until=self.pull_lease(now), only_rep_id=rep.id
-        )
+        taken = crm.reserve_rep(session, department=via, now=now, until=self.pull_lease(now), only_rep_id=rep.id)
         if taken is None:
             return []
         offer_id = self.offer_pending(session, waiting, taken.id, purpose="call")

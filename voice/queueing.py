@@ -81,10 +81,13 @@ class QueueService(Service):
                     # Everyone went off duty (or already let this caller ring out) while they waited: do not hold
                     # them for nobody, as a caller arriving now would not be.
                     interaction.leave_reason = "voicemail"
+                    language = interaction.language or flow.language
                     return LeaveQueue(
-                        say=(f"Sorry, nobody from {flow.department_name(department)} is available any more.",),
-                        language=flow.language,
-                        voice=flow.voice,
+                        say=(
+                            flow.phrase("nobody_left", language, department=flow.department_name(department, language)),
+                        ),
+                        language=language,
+                        voice=flow.voice_for(language),
                     )
             if not self._announcement_due(interaction, now):
                 return self._music(flow)
@@ -125,19 +128,14 @@ class QueueService(Service):
         queue = self._settings.queue
         long_wait = waited >= queue.max_wait or waited + (estimate or 0) >= queue.max_wait
         if long_wait:
-            choice = (
-                "Sorry for the long wait. Press 1 and we'll call you back, keeping your place in line, "
-                "or press 2 to leave a message. Or stay on the line."
-                if _can_call_back(interaction)
-                else "Sorry for the long wait. Press 2 to leave a message, or stay on the line."
+            choice = flow.phrase(
+                "long_wait_offer" if _can_call_back(interaction) else "long_wait_message_only", language
             )
         elif _can_call_back(interaction) and estimate is not None and estimate >= queue.callback_offer_after:
-            choice = "Press 1 and we'll call you back — you keep your place in line."
+            choice = flow.phrase("callback_offer", language)
         return self._music(flow, announcement=announcement, choice=choice, language=language)
 
-    def _position_message(
-        self, interaction: Interaction, flow: Flow, *, position: int, estimate: float | None
-    ) -> str:
+    def _position_message(self, interaction: Interaction, flow: Flow, *, position: int, estimate: float | None) -> str:
         """The flow's transfer `queue_message` when it has one, else config.yaml's hold message."""
         template = None
         if estimate is not None:
@@ -209,6 +207,7 @@ class QueueService(Service):
             flow = self._flow_of(interaction)
             now = self._clock()
             key = (digits or "").strip()
+            language = interaction.language or flow.language
             if interaction.status is not InteractionStatus.QUEUED:
                 return self._music(flow)  # a rep is being connected: nothing to choose any more
             if key == "1" and _can_call_back(interaction):
@@ -222,17 +221,14 @@ class QueueService(Service):
                 interaction.leave_reason = "callback"
                 ending = _last_digits(interaction.caller_number)
                 return LeaveQueue(
-                    say=(
-                        f"Thanks. We'll call you back at the number ending in {ending} as soon as it's your turn. "
-                        "You keep your place in line. Goodbye.",
-                    ),
-                    language=flow.language,
-                    voice=flow.voice,
+                    say=(flow.phrase("callback_booked", language, number_ending=ending),),
+                    language=language,
+                    voice=flow.voice_for(language),
                 )
             if key == "2":
                 interaction.leave_reason = "voicemail"
                 return LeaveQueue()
-            return self._music(flow, announcement="Sorry, I didn't get that. Please stay on the line.")
+            return self._music(flow, announcement=flow.phrase("key_not_understood", language), language=language)
 
     def queue_exit(self, call_sid: str, *, result: str, queue_seconds: int) -> Reply:
         """The Enqueue action: the caller left the line (Leave), hung up, or the queue failed."""
@@ -267,15 +263,20 @@ class QueueService(Service):
                 offer.state = OfferState.RINGING
                 interaction.status = InteractionStatus.OFFERING
                 interaction.rep_id = offer.rep_id
+                language = interaction.language or flow.language
                 return self._dispatch.dial(
-                    ((offer.id, offer.rep.phone),), flow, say=("Thanks for waiting. Connecting you now.",)
+                    ((offer.id, offer.rep.phone),),
+                    flow,
+                    say=(flow.phrase("connecting_after_wait", language),),
+                    language=language,
                 )
         # Chose voicemail, max wait reached, nobody on duty any more, or Twilio's queue failed (queue-full, error):
         # do not strand the caller.
         if interaction.leave_reason != "voicemail":
             log.warning("caller %s left the queue (%s) without a rep", interaction.call_sid, result)
         interaction.outcome = Outcome.NO_REP
-        return self._dispatch.voicemail(flow, lead=("Sorry to keep you waiting.",))
+        language = interaction.language or flow.language
+        return self._dispatch.voicemail(flow, lead=(flow.phrase("sorry_to_keep_you", language),), language=language)
 
     def _wait_for_callback(self, interaction: Interaction, *, held: int) -> None:
         interaction.status = InteractionStatus.CALLBACK

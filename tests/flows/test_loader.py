@@ -95,7 +95,7 @@ def test_unknown_key_points_at_the_key_and_suggests_the_right_one() -> None:
 def test_unknown_top_level_key() -> None:
     assert problems(edited("company: Acme\n", "company: Acme\ncompnay: Acme\n")) == [
         "t.yaml:2:1 key 'compnay': unknown key (did you mean 'company'?); "
-        "allowed keys: name, company, language, voice, languages, goodbye, start, departments, nodes"
+        "allowed keys: name, company, language, voice, languages, goodbye, phrases, start, departments, nodes"
     ]
 
 

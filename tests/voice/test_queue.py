@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from crm_sync import service as crm
 from crm_sync.models import CallbackState, InteractionStatus, Outcome, RepState, TaskState, utcnow
@@ -188,3 +188,33 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+MONDAY_MORNING_IN_NEW_YORK = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 10:00 in New York: support is open
+
+
+def test_a_caller_who_chose_spanish_hears_the_queue_and_the_callback_in_spanish(
+    phone_system_factory: Callable[..., PhoneSystem],
+) -> None:
+    system = phone_system_factory(flows={"reload_interval": 0, "numbers": {"+15550001234": "support_hours"}})
+    started = utcnow()
+    system.app.extensions["warmline"].clock.source = lambda: MONDAY_MORNING_IN_NEW_YORK + (utcnow() - started)
+    first = alice_busy_with_omar(system)
+    waiting = system.twilio.place_call(
+        from_=JANE,
+        to="+15550001234",
+        script=CallerScript([Digits("2"), Speech("tengo una pregunta sobre mi factura"), Digits("1")]),
+        status_callback="/voice/status",
+    )
+    assert waiting.wait_finished(timeout=WAIT)
+    assert waiting.errors == []
+    said = [entry for entry in waiting.transcript if entry.party == "caller" and entry.verb == "Say"]
+    texts = [entry.text for entry in said]
+    assert "Oprima 1 y le devolveremos la llamada; conserva su lugar en la fila." in texts
+    booked = next(entry for entry in said if entry.text.startswith("Gracias. Le llamaremos"))
+    assert "0 0 0 1" in booked.text
+    assert booked.attrs.get("language") == "es-MX" and booked.attrs.get("voice") == "Polly.Mia"
+    assert not any("Press 1" in text or "call you back" in text for text in texts)
+    record = record_of(system, waiting.sid)
+    assert record.language == "es-MX" and record.status is InteractionStatus.CALLBACK
+    first.hang_up()
