@@ -21,8 +21,9 @@ Protocol (``../shared/data/clinc150/README.md``), fixed so every run and every c
 
 * ``--descriptions topics`` also gives each department a one-line description, as an admin may write one: the
   domain's name and its intents' names from ``domains.json`` ("banking: freeze account, routing, pin change, …"),
-  used as extra examples topic by topic (``ivr_flows.classifier.description_topics``). Flows have no description
-  field yet, so the default is ``none``: examples and names only, what a flow gives the classifier today;
+  used as extra examples topic by topic (``ivr_flows.classifier.description_topics``), as a department's
+  ``description:`` in a flow is. The default is ``none`` (examples and names only), the stricter reading of the
+  protocol: the topics list every intent of the domain, more than an admin may think of;
 * the route threshold is chosen on ``val`` + ``oos_val`` only (never on test): the lowest confidence threshold that
   sends at least ``--oos-target`` of ``oos_val`` to ``general``. In-scope accuracy only falls as the threshold
   rises, so this is the best in-scope accuracy that still meets the out-of-scope goal on validation;

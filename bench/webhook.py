@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 APP_SPEC = "voice:create_app()"
 FLOOR_SPEC = "bench.floor_app:create_app()"
 CHECKED_FLOOR_SPEC = "bench.floor_app:create_app(checked=True)"
+MINIMAL_FLOOR_SPEC = "bench.floor_app:create_app(checked=True, minimal=True)"
 TARGET_RATIO = 0.60
 
 Step = Literal["incoming", "gather"]
@@ -124,7 +125,8 @@ class BenchConfig:
     log_dir: str | None = None  # keep the servers' logs here (default: a temp dir, removed)
     # "bare": the issue's floor (constant TwiML); "checked": the same after reading the form and checking the
     # signature, the least any Twilio webhook must do (an analysis aid, see bench/floor_app.py)
-    floor: Literal["bare", "checked"] = "bare"
+    # "minimal": also the least CRM work of a call (a lookup, one INSERT), see bench/floor_app.py
+    floor: Literal["bare", "checked", "minimal"] = "bare"
 
     def describe_server(self) -> str:
         kind = f"gthread x {self.threads} threads" if self.worker_class == "gthread" else "sync"
@@ -995,6 +997,8 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 account_sid=account_sid,
                 rest_url=f"http://127.0.0.1:{rest_port}",
             )
+            if name == "floor":
+                env["WARMLINE_FLOOR_DB"] = str(workdir / "floor.sqlite3")  # --floor minimal's own database
             logs = Path(cfg.log_dir) if cfg.log_dir else workdir
             logs.mkdir(parents=True, exist_ok=True)
             instance = GunicornServer(name, spec, cfg=cfg, port=port, env=env, log=logs / f"{name}.log")
@@ -1011,7 +1015,7 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 rng=rng,
             )
 
-        floor_spec = CHECKED_FLOOR_SPEC if cfg.floor == "checked" else FLOOR_SPEC
+        floor_spec = {"checked": CHECKED_FLOOR_SPEC, "minimal": MINIMAL_FLOOR_SPEC}.get(cfg.floor, FLOOR_SPEC)
         servers = [server("floor", floor_spec, floor_port), server("warmline", APP_SPEC, app_port)]
         floor_server, app_server = servers
         for instance in servers:  # both up before any timing (the idle one costs next to nothing); they boot
@@ -1133,7 +1137,9 @@ def format_report(result: BenchResult) -> str:
         return f"{label:<28}{rate:>9.1f}{'':>9}{stats.p50_ms:>9.1f}{stats.p99_ms:>9.1f}"
 
     many = len(result.rounds) > 1
-    floor_label = "floor (form + signature)" if result.config.get("floor") == "checked" else "floor (constant TwiML)"
+    floor_label = {"checked": "floor (form + signature)", "minimal": "floor (signature + lookup + 1 INSERT)"}.get(
+        str(result.config.get("floor")), "floor (constant TwiML)"
+    )
     for number, current in enumerate(result.rounds, start=1):
         suffix = f" #{number}" if many else ""
         lines.append(row(f"{floor_label}{suffix}", current.floor))
@@ -1206,10 +1212,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
     parser.add_argument("--no-keepalive", action="store_true", help="a new connection per request")
     parser.add_argument(
         "--floor",
-        choices=["bare", "checked"],
+        choices=["bare", "checked", "minimal"],
         default="bare",
         help="bare: constant TwiML (the target's floor); checked: the same after reading the form and checking "
-        "the signature, to see what accepting a request costs",
+        "the signature, to see what accepting a request costs; minimal: checked plus the least CRM work of a call "
+        "(a caller lookup, one INSERT)",
     )
     parser.add_argument(
         "--client",

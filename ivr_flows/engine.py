@@ -33,7 +33,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ivr_flows.schema import (
-    DEFAULT_GOODBYE,
     GENERAL_DEPARTMENT,
     AskNode,
     BranchNode,
@@ -422,7 +421,7 @@ def _after_transfer(
     if node.after is not None:
         state = state.model_copy(update={"node": node.after, "finished": False, "attempts": 0})
         return _walk(flow, state, say=[], now=now)
-    goodbye = _text(flow, state, flow.goodbye if flow.goodbye is not None else DEFAULT_GOODBYE)
+    goodbye = _text(flow, state, flow.goodbye_template(state.language))
     return state, _step(flow, state, say=[goodbye], action=Hangup())
 
 

@@ -52,6 +52,7 @@ from pydantic_core import ErrorDetails
 
 from ivr_flows.schema import (
     BUILTIN_PHRASES,
+    DEFAULT_GOODBYES,
     GENERAL_DEPARTMENT,
     NODE_KINDS,
     PHRASE_VARIABLES,
@@ -867,11 +868,17 @@ def _goodbye_problems(node_id: str, node: Node, ctx: _Context, picked_at: str | 
         return []
     if ctx.goodbye is not None and not isinstance(ctx.goodbye, str):
         return []  # a mapping: its own check lists any missing language
+    if ctx.goodbye is None:
+        if all(code.split("-")[0].lower() in DEFAULT_GOODBYES for code in languages):
+            return []  # the built-in goodbye speaks each of them
+        why = "which is built in for English and Spanish only"
+    else:
+        why = "which has no text per language"
     return [
         _Problem(
             ("nodes", node_id, "after"),
             "parent",
-            "if the rep hangs up first the caller hears the flow's goodbye, which has no text per language: "
+            f"if the rep hangs up first the caller hears the flow's goodbye, {why}: "
             f"set `after:` here, or a top-level `goodbye:` for each of {', '.join(languages)}",
         )
     ]

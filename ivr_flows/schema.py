@@ -37,8 +37,10 @@ from ivr_flows.classifier import Classifier, Engine, build_classifier
 
 __all__ = [
     "BUILTIN_PHRASES",
+    "CONFIGURED_PHRASES",
     "DAY_NAMES",
     "DEFAULT_GOODBYE",
+    "DEFAULT_GOODBYES",
     "GENERAL_DEPARTMENT",
     "NODE_KINDS",
     "PHRASE_VARIABLES",
@@ -76,6 +78,8 @@ GENERAL_DEPARTMENT = "general"
 #: Said when a transfer without ``after:`` ends with the caller still on the line (``goodbye:``
 #: at the top of a flow replaces it).
 DEFAULT_GOODBYE = "Thanks for calling {company}. Goodbye."
+#: The same in the other built-in language (by primary subtag); a language with none says the English one.
+DEFAULT_GOODBYES: Mapping[str, str] = {"en": DEFAULT_GOODBYE, "es": "Gracias por llamar a {company}. Adiós."}
 
 #: A path into the YAML document relative to some mapping, e.g. ``("hints", 2)``.
 KeyPath = tuple[str | int, ...]
@@ -141,6 +145,58 @@ BUILTIN_PHRASES: Mapping[str, Mapping[str, str]] = {
         "en": "Sorry to keep you waiting.",
         "es": "Disculpe la espera.",
     },
+    # The next four are config.yaml's (queue.hold_intro, queue.hold_message, queue.hold_message_no_estimate,
+    # fallback.voicemail_prompt) for English-speaking callers; these texts are what everyone else hears.
+    "hold_intro": {
+        "en": "All of our team members are helping other callers. Please stay on the line and we'll be with you "
+        "shortly.",
+        "es": "Todo nuestro equipo está atendiendo a otras personas. Por favor, permanezca en la línea; le "
+        "atenderemos en breve.",
+    },
+    "hold_message": {
+        "en": "You are number {queue_position} in line. Your wait is {estimated_wait}. Thanks for holding.",
+        "es": "Usted es el número {queue_position} en la fila. Su espera es de {estimated_wait}. Gracias por esperar.",
+    },
+    "hold_message_no_estimate": {
+        "en": "You are number {queue_position} in line. Thanks for holding.",
+        "es": "Usted es el número {queue_position} en la fila. Gracias por esperar.",
+    },
+    "voicemail_prompt": {
+        "en": "Please leave your name, number and a short message after the tone, and we'll call you back.",
+        "es": "Por favor, deje su nombre, su número y un breve mensaje después del tono, y le devolveremos la llamada.",
+    },
+    "callback_greeting_known": {
+        "en": "Hi {first_name}, this is {company} calling you back about {department}, as you asked.",
+        "es": "Hola, {first_name}, le llama {company} para devolverle la llamada sobre {department}, como nos pidió.",
+    },
+    "callback_greeting": {
+        "en": "Hello, this is {company} calling you back about {department}, as you asked.",
+        "es": "Hola, le llama {company} para devolverle la llamada sobre {department}, como nos pidió.",
+    },
+    "callback_connecting": {
+        "en": "Connecting you to a team member now.",
+        "es": "Le comunicamos ahora con una persona de nuestro equipo.",
+    },
+    "find_another_rep": {
+        "en": "Let me find someone else for you.",
+        "es": "Permítame buscarle a otra persona.",
+    },
+    "find_someone_after_handoff": {
+        "en": "Sorry for the wait. Let me find someone for you.",
+        "es": "Disculpe la espera. Permítame buscarle a alguien.",
+    },
+    "hold_for_transfer": {
+        "en": "Please hold while I transfer you.",
+        "es": "Por favor, espere mientras le transfiero.",
+    },
+    "message_taken": {
+        "en": "Thanks, we've got your message and will call you back. Goodbye.",
+        "es": "Gracias, recibimos su mensaje y le devolveremos la llamada. Adiós.",
+    },
+    "callback_machine_note": {
+        "en": "Hello, this is {company} returning your call. We will try you again shortly.",
+        "es": "Hola, le llama {company} para devolverle la llamada. Volveremos a intentarlo en breve.",
+    },
 }
 
 #: The variables each app phrase may use (``company`` is allowed in all of them).
@@ -149,7 +205,17 @@ PHRASE_VARIABLES: Mapping[str, frozenset[str]] = {
     "nobody_can_take": frozenset({"department"}),
     "nobody_left": frozenset({"department"}),
     "callback_booked": frozenset({"number_ending"}),
+    "hold_message": frozenset({"queue_position", "estimated_wait", "department"}),
+    "hold_message_no_estimate": frozenset({"queue_position", "department"}),
+    "callback_greeting_known": frozenset({"first_name", "department"}),
+    "callback_greeting": frozenset({"department"}),
 }
+
+#: App phrases that config.yaml also sets (the key there): its text is what English-speaking callers hear unless
+#: the flow's own ``phrases:`` says otherwise; other languages keep the flow's or the built-in text.
+CONFIGURED_PHRASES: frozenset[str] = frozenset(
+    {"hold_intro", "hold_message", "hold_message_no_estimate", "voicemail_prompt"}
+)
 
 # Twilio <Gather hints>: at most 500 phrases of at most 100 characters, comma-separated on the
 # wire. Leave room for the department names and example phrases the engine adds.
@@ -450,6 +516,18 @@ class Phrases(_Model):
     key_not_understood: Prompt | None = None
     connecting_after_wait: Prompt | None = None
     sorry_to_keep_you: Prompt | None = None
+    hold_intro: Prompt | None = None
+    hold_message: Prompt | None = None
+    hold_message_no_estimate: Prompt | None = None
+    voicemail_prompt: Prompt | None = None
+    callback_greeting_known: Prompt | None = None
+    callback_greeting: Prompt | None = None
+    callback_connecting: Prompt | None = None
+    callback_machine_note: Prompt | None = None
+    find_another_rep: Prompt | None = None
+    find_someone_after_handoff: Prompt | None = None
+    hold_for_transfer: Prompt | None = None
+    message_taken: Prompt | None = None
 
 
 def builtin_phrase(key: str, language: str) -> str | None:
@@ -1155,12 +1233,24 @@ class Flow(_Model):
             return localized(dept.name, language or self.language, self.language)
         return key.replace("_", " ")
 
-    def phrase(self, key: str, language: str | None = None, **values: str) -> str:
+    def goodbye_template(self, language: str | None = None) -> str:
+        """The flow's ``goodbye:`` in ``language``, or the built-in one for that language (variables unfilled)."""
+        language = language or self.language
+        if self.goodbye is not None:
+            return localized(self.goodbye, language, self.language)
+        return DEFAULT_GOODBYES.get(language.split("-")[0].lower(), DEFAULT_GOODBYE)
+
+    def say_goodbye(self, language: str | None = None) -> str:
+        """The goodbye in ``language``, ready to say (``{company}`` is its only variable)."""
+        return string.Formatter().vformat(self.goodbye_template(language), (), _Blank({"company": self.company}))
+
+    def phrase(self, key: str, language: str | None = None, *, configured: str | None = None, **values: str) -> str:
         """App phrase ``key`` (see :data:`BUILTIN_PHRASES`) in ``language``, its variables filled in.
 
-        The flow's own ``phrases:`` text first, then the built-in one for the language, then English. Never
-        raises (the caller's path): the loader has checked the flow's templates, and a variable not given is left
-        as its name rather than read out in braces.
+        The flow's own ``phrases:`` text first; then, for English, ``configured`` (config.yaml's text, for the
+        keys in :data:`CONFIGURED_PHRASES`); then the built-in one for the language, then English. Never raises
+        (the caller's path): the loader has checked the flow's templates, and a variable not given is left as its
+        name rather than read out in braces.
         """
         language = language or self.language
         own = getattr(self.phrases, key)
@@ -1168,6 +1258,8 @@ class Flow(_Model):
             template = own
         elif own is not None and language in own:
             template = own[language]
+        elif configured is not None and language.split("-")[0].lower() == "en":
+            template = configured
         else:
             template = builtin_phrase(key, language) or (
                 localized(own, language, self.language) if own is not None else BUILTIN_PHRASES[key]["en"]

@@ -412,13 +412,12 @@ class CallService(Service):
             if accepted and interaction.status is not InteractionStatus.ENDED:
                 reply = self.after_conversation(interaction, flow)
             elif accepted or interaction.status is InteractionStatus.ENDED:
-                reply = Goodbye(
-                    say=(f"Thanks for calling {flow.company}. Goodbye.",), language=flow.language, voice=flow.voice
-                )
+                reply = _goodbye(flow, interaction.language)
             else:
                 # Next rep, or back in line: a caller who queued before keeps their place (rank_at is kept).
                 interaction.status = InteractionStatus.IN_FLOW
-                reply = self.reroute(session, interaction, flow, say=("Let me find someone else for you.",))
+                sorry = flow.phrase("find_another_rep", interaction.language)
+                reply = self.reroute(session, interaction, flow, say=(sorry,))
         self._after_commit(actions)
         return reply
 
@@ -430,13 +429,14 @@ class CallService(Service):
         handoff = crm.active_handoff(session, interaction.id)
         if handoff is None or handoff.state is not HandoffState.MOVING:
             return None
+        language = interaction.language or flow.language
         return JoinConference.leg(
             "caller",
             handoff_id=handoff.id,
             room=handoff.conference,
-            say="Please hold while I transfer you.",
-            language=flow.language,
-            voice=flow.voice,
+            say=flow.phrase("hold_for_transfer", language),
+            language=language,
+            voice=flow.voice_for(language),
         )
 
     def _end_offer(self, session: Session, offer: Offer) -> list[Action]:
@@ -463,7 +463,7 @@ class CallService(Service):
             state, step = advance(flow, state, TransferEnded(), now=self._clock())
             interaction.flow_state = with_city(state, city_of(interaction.flow_state))
             return FlowReply(step)
-        return Goodbye(say=(f"Thanks for calling {flow.company}. Goodbye.",), language=flow.language, voice=flow.voice)
+        return _goodbye(flow, interaction.language)
 
     def connect(self, offer_id: int) -> Reply:
         """A queued caller pulled by REST (or after Leave): dial the rep reserved for them."""
@@ -513,10 +513,9 @@ class CallService(Service):
                 note=f"Return the voicemail from {caller}{about} ({duration_seconds} s): {recording_url}",
             )
             log.info("voicemail of %ss on %s filed", duration_seconds, call_sid)
+            language = interaction.language or flow.language
             reply: Reply = Goodbye(
-                say=("Thanks, we've got your message and will call you back. Goodbye.",),
-                language=flow.language,
-                voice=flow.voice,
+                say=(flow.phrase("message_taken", language),), language=language, voice=flow.voice_for(language)
             )
             state = CallState.model_validate(without_city(interaction.flow_state))
             if not state.finished and isinstance(flow.nodes.get(state.node), VoicemailNode):
@@ -648,6 +647,12 @@ def _topic(flow: Flow, past: crm.PastContact | None) -> str | None:
         words = past.issue_text.split()
         return " ".join(words[:12]) + ("…" if len(words) > 12 else "")
     return flow.department_name(past.department) if past.department else None
+
+
+def _goodbye(flow: Flow, language: str | None) -> Goodbye:
+    """The flow's goodbye, said in the caller's language with that language's voice."""
+    language = language or flow.language
+    return Goodbye(say=(flow.say_goodbye(language),), language=language, voice=flow.voice_for(language))
 
 
 def _language_of(flow_state: Mapping[str, object]) -> str | None:

@@ -161,7 +161,7 @@ class Dispatcher:
             values["rank_at"] = enqueued_at
         queued = EnqueueCaller(
             queue_name=department,
-            say=(*say, self._settings.queue.hold_intro),
+            say=(*say, flow.phrase("hold_intro", language, configured=self._settings.queue.hold_intro)),
             language=language,
             voice=flow.voice_for(language),
         )
@@ -233,7 +233,7 @@ class Dispatcher:
         """Take a message after ``lead``, spoken in ``language`` (default: the flow's)."""
         language = language or flow.language
         return Voicemail(
-            say=(*lead, self._settings.fallback.voicemail_prompt),
+            say=(*lead, flow.phrase("voicemail_prompt", language, configured=self._settings.fallback.voicemail_prompt)),
             max_length=self._settings.fallback.voicemail_max_length,
             language=language,
             voice=flow.voice_for(language),

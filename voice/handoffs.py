@@ -484,8 +484,8 @@ class HandoffService(Service):
                 return Goodbye(say=(), language=flow.language)
             interaction.status = InteractionStatus.IN_FLOW
             interaction.department = handoff.to_department or interaction.department
-            sorry = ("Sorry for the wait. Let me find someone for you.",)
-            return self._calls.reroute(session, interaction, flow, say=sorry)
+            sorry = flow.phrase("find_someone_after_handoff", interaction.language)
+            return self._calls.reroute(session, interaction, flow, say=(sorry,))
 
     def announcement(self, handoff_id: int) -> Reply:
         with self._store.unit_of_work() as session:
@@ -507,4 +507,3 @@ class HandoffService(Service):
         if handoff is None:
             raise crm.UnknownInteraction(f"hand-off {handoff_id}")
         return handoff
-

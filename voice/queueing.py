@@ -143,11 +143,21 @@ class QueueService(Service):
                 template = queue_message(flow, CallState.model_validate(without_city(interaction.flow_state)))
             except ValueError:
                 template = None
+        language = interaction.language or flow.language
+        said = spoken_wait(estimate, language)
         if template is None:
             queue = self._settings.queue
-            template = queue.hold_message if estimate is not None else queue.hold_message_no_estimate
-            template = template.replace("{position}", "{queue_position}")
-        said = spoken_wait(estimate, interaction.language or flow.language)
+            key = "hold_message" if estimate is not None else "hold_message_no_estimate"
+            configured = getattr(queue, key).replace("{position}", "{queue_position}")
+            department = flow.department_name(interaction.department or "general", language)
+            return flow.phrase(
+                key,
+                language,
+                configured=configured,
+                queue_position=str(position),
+                estimated_wait=said,
+                department=department,
+            )
         return fill_queue_message(template, estimated_wait=said, queue_position=position)
 
     def estimate(self, db: crm.Db, department: str, *, position: int, now: datetime) -> float | None:
@@ -302,10 +312,15 @@ class QueueService(Service):
             offer = require_offer(session, callback.offer_id) if callback.offer_id else None
             callback.call_sid = call_sid
             interaction.live_call_sid = call_sid
-            company, department = flow.company, flow.department_name(interaction.department or "general")
+            language = interaction.language or flow.language
+            department = flow.department_name(interaction.department or "general", language)
             customer = interaction.customer
-            hello = f"Hi {customer.first_name}, this" if customer and customer.first_name else "Hello, this"
-            greeting = f"{hello} is {company} calling you back about {department}, as you asked."
+            if customer is not None and customer.first_name:
+                greeting = flow.phrase(
+                    "callback_greeting_known", language, first_name=customer.first_name, department=department
+                )
+            else:
+                greeting = flow.phrase("callback_greeting", language, department=department)
             callback.state = CallbackState.CONNECTED
             if (
                 offer is not None
@@ -317,7 +332,10 @@ class QueueService(Service):
                 offer.state = OfferState.RINGING
                 interaction.rep_id = offer.rep_id
                 return self._dispatch.dial(
-                    ((offer.id, offer.rep.phone),), flow, say=(greeting, "Connecting you to a team member now.")
+                    ((offer.id, offer.rep.phone),),
+                    flow,
+                    say=(greeting, flow.phrase("callback_connecting", language)),
+                    language=language,
                 )
             # The rep held for this callback is gone (the reservation ran out): find another, or queue them.
             interaction.status = InteractionStatus.IN_FLOW
@@ -328,15 +346,16 @@ class QueueService(Service):
         with self._store.unit_of_work() as session:
             callback = _require_callback(session, callback_id)
             flow = self._flow_of(callback.interaction)
+            language = callback.interaction.language or flow.language
             if callback.state is CallbackState.CALLING and callback.call_sid in (None, call_sid):
                 log.info("callback %s reached a machine (%s)", callback_id, answered_by)
                 actions = self.missed_callback(session, callback, result=answered_by)
         self._after_commit(actions)
         if answered_by == "fax":
-            return Goodbye(say=(), language=flow.language, voice=flow.voice)
+            return Goodbye(say=(), language=language, voice=flow.voice_for(language))
         # Said over the greeting (detection answers before the beep): a courtesy, not a message to rely on.
-        note = f"Hello, this is {flow.company} returning your call. We will try you again shortly."
-        return Goodbye(say=(note,), language=flow.language, voice=flow.voice)
+        note = flow.phrase("callback_machine_note", language)
+        return Goodbye(say=(note,), language=language, voice=flow.voice_for(language))
 
     def callback_status(self, callback_id: int, *, call_sid: str, call_status: str, duration: int | None) -> Reply:
         """Status of a callback we placed: unanswered → try again later (keeping the place), or file a task."""

@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ivr_flows import parse_flow
+from ivr_flows.schema import BUILTIN_PHRASES
 from tests.flows.test_lint import BASE, edited, lint_text
 
 FRENCH = edited(
     "  es-MX: {voice: Polly.Mia}\n", "  es-MX: {voice: Polly.Mia}\n  fr-CA: {voice: Polly.Chantal}\n"
 ).replace('      es-MX: "Adiós de {company}."\n', '      es-MX: "Adiós de {company}."\n      fr-CA: "Au revoir."\n')
 
-ALL_KEYS = (
-    "connecting, nobody_can_take, nobody_left, callback_offer, long_wait_offer, long_wait_message_only, "
-    "callback_booked, key_not_understood, connecting_after_wait, sorry_to_keep_you"
-)
+ALL_KEYS = ", ".join(BUILTIN_PHRASES)
 
 
 def test_built_in_phrases_speak_the_callers_language_by_its_primary_subtag() -> None:
@@ -49,6 +47,37 @@ def test_a_language_without_built_in_phrases_must_have_them_if_callers_can_be_tr
     # Without a transfer the app never speaks these: nothing to give.
     no_transfer = FRENCH.replace("    next: out\n  out:\n    kind: transfer\n    after: bye\n", "    next: bye\n")
     assert lint_text(tmp_path, no_transfer) == []
+
+
+def test_a_language_without_a_built_in_goodbye_needs_the_flows_own(tmp_path: Path) -> None:
+    given = "\n".join(f'  {key}: {{fr-CA: "Un instant."}}' for key in BUILTIN_PHRASES)
+    complete = FRENCH.replace("start: lang\n", f"phrases:\n{given}\nstart: lang\n")
+    # Without `after:`, the transfer ends with the flow's goodbye, which has no built-in French.
+    without_after = complete.replace("    kind: transfer\n    after: bye\n", "    kind: transfer\n")
+    assert lint_text(tmp_path, without_after) == [
+        "t.yaml:54:5 error: node 'out': key 'after': if the rep hangs up first the caller hears the flow's goodbye, "
+        "which is built in for English and Spanish only: set `after:` here, or a top-level `goodbye:` for each of "
+        "en-US, es-MX, fr-CA",
+    ]
+    # English and Spanish alone need no goodbye of the flow's own.
+    assert lint_text(tmp_path, BASE.replace("    kind: transfer\n    after: bye\n", "    kind: transfer\n")) == []
+    goodbye = 'goodbye: {en-US: "Bye from {company}.", es-MX: "Adiós.", fr-CA: "Au revoir de {company}."}\n'
+    with_goodbye = without_after.replace("start: lang\n", goodbye + "start: lang\n")
+    assert lint_text(tmp_path, with_goodbye) == []
+    assert parse_flow(with_goodbye, source="t.yaml").say_goodbye("fr-CA") == "Au revoir de Acme."
+
+
+def test_config_yaml_words_are_for_english_callers_and_the_flows_own_win() -> None:
+    flow = parse_flow(BASE, source="t.yaml")
+    house = "Everyone is busy at {company} right now."
+    assert flow.phrase("hold_intro", "en-US", configured=house) == "Everyone is busy at Acme right now."
+    assert flow.phrase("hold_intro", "es-MX", configured=house).startswith("Todo nuestro equipo está atendiendo")
+    own = parse_flow(
+        BASE.replace("start: lang\n", 'phrases:\n  hold_intro: {en-US: "Hang on, please."}\nstart: lang\n'),
+        source="t.yaml",
+    )
+    assert own.phrase("hold_intro", "en-US", configured=house) == "Hang on, please."
+    assert flow.say_goodbye("es-MX") == "Gracias por llamar a Acme. Adiós."  # built in, no `goodbye:` here
 
 
 def test_phrase_templates_and_languages_are_checked_with_file_line_and_column(tmp_path: Path) -> None:

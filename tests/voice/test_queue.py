@@ -200,6 +200,7 @@ def test_a_caller_who_chose_spanish_hears_the_queue_and_the_callback_in_spanish(
     started = utcnow()
     system.app.extensions["warmline"].clock.source = lambda: MONDAY_MORNING_IN_NEW_YORK + (utcnow() - started)
     first = alice_busy_with_omar(system)
+    system.twilio.register_callee(JANE, CallerScript(talk_seconds=5))
     waiting = system.twilio.place_call(
         from_=JANE,
         to="+15550001234",
@@ -210,11 +211,21 @@ def test_a_caller_who_chose_spanish_hears_the_queue_and_the_callback_in_spanish(
     assert waiting.errors == []
     said = [entry for entry in waiting.transcript if entry.party == "caller" and entry.verb == "Say"]
     texts = [entry.text for entry in said]
+    assert any(text.startswith("Todo nuestro equipo está atendiendo a otras personas.") for text in texts)
     assert "Oprima 1 y le devolveremos la llamada; conserva su lugar en la fila." in texts
     booked = next(entry for entry in said if entry.text.startswith("Gracias. Le llamaremos"))
     assert "0 0 0 1" in booked.text
     assert booked.attrs.get("language") == "es-MX" and booked.attrs.get("voice") == "Polly.Mia"
-    assert not any("Press 1" in text or "call you back" in text for text in texts)
+    assert not any("Press 1" in text or "call you back" in text or "team members" in text for text in texts)
     record = record_of(system, waiting.sid)
     assert record.language == "es-MX" and record.status is InteractionStatus.CALLBACK
-    first.hang_up()
+
+    first.hang_up()  # Alice is free: we ring Jane back, in the language she chose
+    callback_call = system.twilio.wait_for_call(lambda c: c.sid != waiting.sid and c.to == JANE, timeout=WAIT)
+    assert callback_call is not None and callback_call.wait_finished(timeout=WAIT)
+    said = [entry for entry in callback_call.transcript if entry.party == "caller" and entry.verb == "Say"]
+    assert [entry.text for entry in said][:2] == [
+        "Hola, Jane, le llama Acme para devolverle la llamada sobre facturación, como nos pidió.",
+        "Le comunicamos ahora con una persona de nuestro equipo.",
+    ]
+    assert {(entry.attrs.get("language"), entry.attrs.get("voice")) for entry in said[:2]} == {("es-MX", "Polly.Mia")}
