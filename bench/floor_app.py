@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 from flask import Flask, Response, abort, g, request
@@ -51,7 +52,7 @@ def constant_twiml() -> Response:
 
 
 def _floor_database() -> sqlite3.Connection:
-    """This worker's connection to the minimal floor's own SQLite file (made and seeded by the first worker)."""
+    """A connection to the minimal floor's own SQLite file (made and seeded by whoever connects first)."""
     connection = sqlite3.connect(os.environ["WARMLINE_FLOOR_DB"], timeout=30, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
@@ -73,10 +74,14 @@ def create_app(*, checked: bool = False, minimal: bool = False) -> Flask:
     for path in PATHS:
         app.add_url_rule(path, endpoint="twiml", view_func=constant_twiml, methods=["POST"])
     if minimal:
-        database = _floor_database()
+        # One connection per thread: a sqlite3 connection refuses other threads, and gthread workers have several.
+        connections = threading.local()
 
         @app.before_request
         def least_crm_work() -> None:
+            database = getattr(connections, "database", None)
+            if database is None:
+                database = connections.database = _floor_database()
             form = request.form
             if request.path == "/voice/incoming":
                 g.known = database.execute(

@@ -1088,7 +1088,7 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
         ratio=median.ratio,
         cpu_ratio=median.cpu_ratio,
         target=cfg.target,
-        meets_target=median.ratio >= cfg.target,
+        meets_target=cfg.floor == "bare" and median.ratio >= cfg.target,  # only the bare floor is the target's
         server_log_problems=serving,
         shutdown_log_problems=stopping,
         failures=failures,
@@ -1123,18 +1123,18 @@ def format_report(result: BenchResult) -> str:
         f"server: {result.server}, keep-alive {'on' if cfg['keepalive'] else 'off'}; database: {result.database}; "
         f"load generator: {cfg['client']} client, 1 process; {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "",
-        f"{'':<28}{'req/s':>9}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'failures':>10}{'CPU ms/req':>12}",
+        f"{'':<38}{'req/s':>9}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'failures':>10}{'CPU ms/req':>12}",
     ]
 
     def row(label: str, target: TargetResult) -> str:
         return (
-            f"{label:<28}{target.requests_per_s:>9.1f}{target.calls_per_s:>9.1f}{target.p50_ms:>9.1f}"
+            f"{label:<38}{target.requests_per_s:>9.1f}{target.calls_per_s:>9.1f}{target.p50_ms:>9.1f}"
             f"{target.p99_ms:>9.1f}{target.failures:>10}{target.server_cpu_ms_per_request:>12.2f}"
         )
 
     def step_row(label: str, target: TargetResult, stats: StepStats) -> str:
         rate = stats.requests / target.window_s
-        return f"{label:<28}{rate:>9.1f}{'':>9}{stats.p50_ms:>9.1f}{stats.p99_ms:>9.1f}"
+        return f"{label:<38}{rate:>9.1f}{'':>9}{stats.p50_ms:>9.1f}{stats.p99_ms:>9.1f}"
 
     many = len(result.rounds) > 1
     floor_label = {"checked": "floor (form + signature)", "minimal": "floor (signature + lookup + 1 INSERT)"}.get(
@@ -1171,8 +1171,11 @@ def format_report(result: BenchResult) -> str:
         lines += [f"note: {name} server logged while we stopped it: {line}" for line in problems]
     if many:
         lines.append("ratios by round: " + ", ".join(f"{current.ratio:.2f}" for current in result.rounds))
-    verdict = "meets the target" if result.meets_target else "BELOW TARGET"
-    lines += ["", f"ratio app/floor throughput = {result.ratio:.2f} (target ≥ {result.target:.2f}): {verdict}"]
+    if result.config.get("floor", "bare") == "bare":
+        verdict = "meets the target" if result.meets_target else "BELOW TARGET"
+        lines += ["", f"ratio app/floor throughput = {result.ratio:.2f} (target ≥ {result.target:.2f}): {verdict}"]
+    else:  # a reference floor: the target is against the bare one, so no verdict here
+        lines += ["", f"ratio app/{floor_label} throughput = {result.ratio:.2f} (a reference, not the target's floor)"]
     if not result.ok:
         lines += ["", "!" * 100, f"!!! {result.failures} FAILURES: these figures are NOT valid", "!" * 100]
         for number, current in enumerate(result.rounds, start=1):

@@ -46,6 +46,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 import unicodedata
 import wave
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -728,12 +729,29 @@ class Pyttsx3Synthesizer:
                     sys.stdout = real_stdout
             except (OSError, RuntimeError, ValueError, KeyError) as exc:
                 raise SynthesisFailed(f"pyttsx3 failed: {type(exc).__name__}: {exc}") from exc
-            try:
-                data = path.read_bytes()
-                with wave.open(io.BytesIO(data)) as check:
-                    frames = check.getnframes()
-            except (OSError, EOFError, wave.Error) as exc:
-                raise SynthesisFailed(f"pyttsx3 wrote no readable WAV: {exc}") from exc
-        if frames == 0:
-            raise SynthesisFailed("pyttsx3 wrote an empty WAV")
-        return data
+            return _await_wav(path, within_s=_PYTTSX3_LATE_WRITE_S)
+
+
+# runAndWait can return before espeak's callback thread has written the file; it usually follows within
+# milliseconds. Waiting for it (rather than failing at once) also keeps the late write from landing in a
+# directory that has already been removed.
+_PYTTSX3_LATE_WRITE_S = 2.0
+
+
+def _await_wav(path: Path, *, within_s: float) -> bytes:
+    """The bytes of the WAV at ``path`` once it is complete, or SynthesisFailed after ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            data = path.read_bytes()
+            with wave.open(io.BytesIO(data)) as check:
+                frames = check.getnframes()
+                complete = len(data) >= 44 + frames * check.getsampwidth() * check.getnchannels()
+            if frames > 0 and complete:
+                return data
+            problem = "pyttsx3 wrote an empty WAV" if frames == 0 else "pyttsx3 wrote a truncated WAV"
+        except (OSError, EOFError, wave.Error) as exc:
+            problem = f"pyttsx3 wrote no readable WAV: {exc}"
+        if time.monotonic() >= deadline:
+            raise SynthesisFailed(problem)
+        time.sleep(0.01)

@@ -59,6 +59,14 @@ def test_benchmark_runs_end_to_end_on_sqlite() -> None:
     assert_valid_run(*run_bench())
 
 
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_the_minimal_floor_answers_every_request_and_is_only_a_reference(worker_class: str) -> None:
+    returncode, result, report = run_bench("--floor", "minimal", "--worker-class", worker_class)
+    assert_valid_run(returncode, result, report)
+    assert result["config"]["floor"] == "minimal"
+    assert result["meets_target"] is False  # whatever the ratio: the target is against the bare floor
+
+
 @pytest.mark.postgres
 def test_benchmark_runs_end_to_end_on_postgresql() -> None:
     returncode, result, report = run_bench("--database-url", POSTGRES_URL.rsplit("/", 1)[0] + "/")
