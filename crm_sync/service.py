@@ -29,6 +29,7 @@ from crm_sync.models import (
     CallbackState,
     Customer,
     Handoff,
+    HandoffState,
     Interaction,
     InteractionStatus,
     Offer,
@@ -1156,6 +1157,13 @@ def active_handoff(session: Session, interaction_id: int) -> Handoff | None:
         .limit(1)
         .with_for_update()
     ).one_or_none()
+
+
+def cancel_handoff(handoff: Handoff, *, reason: str, now: datetime) -> None:
+    """End a hand-off that can no longer happen (its caller is gone). Its offers are settled by whoever calls this."""
+    handoff.state = HandoffState.CANCELLED
+    handoff.ended_at = now
+    handoff.failure = reason[:200]
 
 
 def get_handoff(session: Session, handoff_id: int, *, for_update: bool = False) -> Handoff | None:

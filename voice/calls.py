@@ -48,7 +48,7 @@ from ivr_flows import (
     advance,
     start_call,
 )
-from voice.actions import Action
+from voice.actions import Action, EndCall
 from voice.context import Service, ServiceContext
 from voice.dispatch import (
     city_of,
@@ -73,6 +73,8 @@ if TYPE_CHECKING:  # the speech stack (numpy, pocketsphinx) loads only when a vo
     from voice.recordings import VoicemailTranscript
 
 log = logging.getLogger(__name__)
+
+CALLER_HUNG_UP_DURING_HANDOFF = "the caller hung up during the transfer"
 
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
@@ -586,6 +588,14 @@ class CallService(Service):
             now=self._clock(),
         )
         actions: list[Action] = []
+        # A rep-to-rep transfer under way cannot finish without the caller. The conference's own participant-leave
+        # says the same, but status callbacks arrive in any order: when the target rep's call ends first, the
+        # hand-off must already read "cancelled", not "the target rep failed to take it".
+        handoff = crm.active_handoff(session, interaction.id)
+        if handoff is not None:
+            crm.cancel_handoff(handoff, reason=CALLER_HUNG_UP_DURING_HANDOFF, now=self._clock())
+            if handoff.to_call_sid and handoff.to_joined_at is None:
+                actions.append(EndCall(call_sid=handoff.to_call_sid))  # stop ringing the target
         for offer in crm.live_offers(session, interaction.id):
             if offer.state is not OfferState.ACCEPTED:
                 offer.state = OfferState.CANCELLED

@@ -47,7 +47,7 @@ from voice.actions import (
     HoldParticipant,
     RedirectCall,
 )
-from voice.calls import FINAL_CALL_STATUSES, CallService
+from voice.calls import CALLER_HUNG_UP_DURING_HANDOFF, FINAL_CALL_STATUSES, CallService
 from voice.context import Service, ServiceContext
 from voice.replies import Acknowledge, Announcement, Goodbye, HandoffWhisper, HoldMusic, JoinConference, Reply
 
@@ -274,9 +274,7 @@ class HandoffService(Service):
             actions.extend(self._release_from_rep(session, handoff))
             actions.extend(self._maybe_complete(session, handoff, now))
         elif leg == "caller" and handoff.state in (HandoffState.MOVING, HandoffState.DIALING, HandoffState.CONSULTING):
-            handoff.state = HandoffState.CANCELLED
-            handoff.ended_at = now
-            handoff.failure = "the caller hung up during the transfer"
+            crm.cancel_handoff(handoff, reason=CALLER_HUNG_UP_DURING_HANDOFF, now=now)
             if handoff.to_call_sid and handoff.to_joined_at is None:
                 actions.append(EndCall(call_sid=handoff.to_call_sid))  # stop ringing the target
         elif leg == "to" and handoff.state is HandoffState.CONSULTING:

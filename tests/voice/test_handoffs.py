@@ -9,7 +9,7 @@ from typing import Any
 
 from crm_sync import service as crm
 from crm_sync.models import HandoffState, InteractionStatus, Outcome, RepState
-from tests.conftest import PhoneSystem
+from tests.conftest import PhoneSystem, signed_post
 from voice.cli import main
 from voice.emulator import EmulatedCall, RepScript, Speech
 
@@ -164,6 +164,24 @@ def test_a_caller_who_hangs_up_during_the_handoff_ends_it_for_everyone(phone_sys
     with phone_system.store.unit_of_work() as session:
         record = crm.require_interaction(session, caller.sid)
         assert record.status is InteractionStatus.ENDED
+
+
+def test_the_callers_status_callback_cancels_the_handoff_even_before_the_conference_says_they_left(
+    phone_system: PhoneSystem,
+) -> None:
+    # Twilio's callbacks race: the caller's final call status can overtake the conference's participant-leave, and
+    # the target rep's call can then end first. Whatever comes next, the hand-off was cancelled, not refused.
+    caller = jane_with_alice(phone_system)
+    phone_system.twilio.register_rep(BOB, RepScript.accepts(talk_seconds=None, answer_after=15.0))
+    assert transfer(phone_system, "Alice Rivera", caller.sid, department="technical_support").status_code == 202
+    assert wait_for(lambda: handoff_state(phone_system, caller.sid) is HandoffState.DIALING)
+    status = {"CallSid": caller.sid, "CallStatus": "completed", "CallDuration": "40"}
+    assert signed_post(phone_system.app.test_client(), "/voice/status", status, base=phone_system.url).status_code == 200
+    assert handoff_state(phone_system, caller.sid) is HandoffState.CANCELLED
+    assert caller.hang_up()
+    assert wait_for(lambda: rep_state(phone_system, "Bob Chen") is RepState.AVAILABLE)
+    assert wait_for(lambda: rep_state(phone_system, "Alice Rivera") is RepState.AVAILABLE)
+    assert handoff_state(phone_system, caller.sid) is HandoffState.CANCELLED
 
 
 def test_nobody_free_in_the_target_department_is_refused_and_nothing_moves(phone_system: PhoneSystem) -> None:
