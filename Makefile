@@ -43,7 +43,7 @@ lint: $(EXTRAS)
 	$(BIN)/ruff check .
 
 typecheck: $(EXTRAS)
-	$(BIN)/mypy voice ivr_flows crm_sync
+	$(BIN)/mypy voice ivr_flows crm_sync bench tests
 
 pytest: $(EXTRAS)
 	$(BIN)/pytest -q

@@ -28,7 +28,7 @@ from crm_sync import service as crm
 from crm_sync.db import Store
 from crm_sync.models import Base, RepState, utcnow
 from voice import create_app
-from voice.emulator import CallerScript, Digits, EmulatedCall, SharedKey, Silence, Speech, TwilioEmulator
+from voice.emulator import CallerInput, CallerScript, EmulatedCall, SharedKey, TwilioEmulator
 
 POSTGRES_ADMIN_URL = os.environ.get("WARMLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ACCOUNT_SID = "AC" + "a1" * 16
@@ -194,7 +194,7 @@ class PhoneSystem:
     store: Store
     twilio: TwilioEmulator
 
-    def call(self, caller: str, *inputs: Speech | Digits | Silence, **script: Any) -> EmulatedCall:
+    def call(self, caller: str, *inputs: CallerInput, **script: Any) -> EmulatedCall:
         return self.twilio.place_call(
             from_=caller,
             to=COMPANY_NUMBER,

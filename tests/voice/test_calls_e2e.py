@@ -146,7 +146,7 @@ def test_rep_who_does_not_answer_is_skipped(phone_system: PhoneSystem) -> None:
     phone_system.twilio.register_rep(BOB, RepScript.accepts(talk_seconds=5))
     call = phone_system.call(JANE, Digits("0"))
     assert call.wait_finished(timeout=WAIT)
-    assert interaction(phone_system, call.sid).rep.name == "Bob Chen"  # type: ignore[union-attr]
+    assert interaction(phone_system, call.sid).rep.name == "Bob Chen"
 
 
 def test_all_reps_busy_then_one_frees_up_and_the_caller_is_pulled_at_once(phone_system: PhoneSystem) -> None:

@@ -176,7 +176,8 @@ def test_the_callers_status_callback_cancels_the_handoff_even_before_the_confere
     assert transfer(phone_system, "Alice Rivera", caller.sid, department="technical_support").status_code == 202
     assert wait_for(lambda: handoff_state(phone_system, caller.sid) is HandoffState.DIALING)
     status = {"CallSid": caller.sid, "CallStatus": "completed", "CallDuration": "40"}
-    assert signed_post(phone_system.app.test_client(), "/voice/status", status, base=phone_system.url).status_code == 200
+    response = signed_post(phone_system.app.test_client(), "/voice/status", status, base=phone_system.url)
+    assert response.status_code == 200
     assert handoff_state(phone_system, caller.sid) is HandoffState.CANCELLED
     assert caller.hang_up()
     assert wait_for(lambda: rep_state(phone_system, "Bob Chen") is RepState.AVAILABLE)

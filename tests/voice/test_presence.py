@@ -370,7 +370,7 @@ def test_callers_are_not_held_for_nobody(make_desk: Callable[..., Desk]) -> None
 
 
 def _reps(store: Store, *specs: tuple[str, dict[str, int], datetime | None, datetime | None]) -> dict[str, int]:
-    ids = {}
+    ids: dict[str, int] = {}
     with store.unit_of_work() as session:
         for name, skills, available_since, last_offered in specs:
             rep, _ = crm.upsert_rep(
