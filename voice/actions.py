@@ -29,6 +29,8 @@ class PlaceCallback:
     to: str
     from_: str
     timeout: int
+    # Which attempt this is (1, 2, ...): in its webhook URLs, so a late status of an earlier one is told apart.
+    attempt: int = 1
     detect_machines: bool = False
 
 

@@ -320,6 +320,7 @@ class Dispatcher:
                 to=callback.phone,
                 from_=callback.from_number,
                 timeout=self._settings.callbacks.ring_timeout,
+                attempt=callback.attempts,
                 detect_machines=self._settings.callbacks.detect_machines,
             )
         ]

@@ -54,6 +54,11 @@ def number(args: Form, field: str) -> int:
     return int(raw)
 
 
+def optional_number(args: Form, field: str) -> int | None:
+    """One of our own ids that URLs placed before it existed do not carry."""
+    return number(args, field) if args.get(field, "") else None
+
+
 def optional_float(form: Form, field: str) -> float | None:
     raw = form.get(field, "").strip()
     if not raw:

@@ -296,14 +296,16 @@ class QueueService(Service):
 
     # --- callbacks ------------------------------------------------------------------------------------------------
 
-    def callback_answered(self, callback_id: int, *, call_sid: str, answered_by: str | None = None) -> Reply:
+    def callback_answered(
+        self, callback_id: int, *, call_sid: str, answered_by: str | None = None, attempt: int | None = None
+    ) -> Reply:
         """The customer picked up our callback: say who is calling, then ring the rep reserved for them.
 
         ``answered_by``: what answering machine detection heard, when it was asked for. A voicemail box or a fax
         is an unanswered attempt (tried again later, keeping the caller's place): no rep is rung for a recording.
         """
         if answered_by is not None and answered_by.startswith(MACHINE_ANSWERS):
-            return self._machine_answered(callback_id, call_sid=call_sid, answered_by=answered_by)
+            return self._machine_answered(callback_id, call_sid=call_sid, answered_by=answered_by, attempt=attempt)
         with self._store.unit_of_work() as session:
             callback = _require_callback(session, callback_id)
             interaction = callback.interaction
@@ -341,13 +343,17 @@ class QueueService(Service):
             interaction.status = InteractionStatus.IN_FLOW
             return self._calls.reroute(session, interaction, flow, say=(greeting,))
 
-    def _machine_answered(self, callback_id: int, *, call_sid: str, answered_by: str) -> Reply:
+    def _machine_answered(self, callback_id: int, *, call_sid: str, answered_by: str, attempt: int | None) -> Reply:
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
             callback = _require_callback(session, callback_id)
             flow = self._flow_of(callback.interaction)
             language = callback.interaction.language or flow.language
-            if callback.state is CallbackState.CALLING and callback.call_sid in (None, call_sid):
+            if (
+                callback.state is CallbackState.CALLING
+                and callback.call_sid in (None, call_sid)
+                and _current_attempt(callback, attempt)
+            ):
                 log.info("callback %s reached a machine (%s)", callback_id, answered_by)
                 actions = self.missed_callback(session, callback, result=answered_by)
         self._after_commit(actions)
@@ -357,15 +363,19 @@ class QueueService(Service):
         note = flow.phrase("callback_machine_note", language)
         return Goodbye(say=(note,), language=language, voice=flow.voice_for(language))
 
-    def callback_status(self, callback_id: int, *, call_sid: str, call_status: str, duration: int | None) -> Reply:
+    def callback_status(
+        self, callback_id: int, *, call_sid: str, call_status: str, duration: int | None, attempt: int | None = None
+    ) -> Reply:
         """Status of a callback we placed: unanswered → try again later (keeping the place), or file a task."""
         if call_status not in FINAL_CALL_STATUSES:
             return Acknowledge()
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
             callback = _require_callback(session, callback_id)
-            if callback.call_sid not in (None, call_sid):
-                return Acknowledge()  # about an earlier attempt, already settled
+            if callback.call_sid not in (None, call_sid) or not _current_attempt(callback, attempt):
+                # About an earlier attempt, already settled. Its SID alone cannot tell: between placing the next
+                # attempt and its answer, the callback knows no SID at all.
+                return Acknowledge()
             interaction = callback.interaction
             if callback.state is CallbackState.CALLING:
                 actions.extend(self.missed_callback(session, callback, result=call_status))
@@ -465,3 +475,8 @@ def _can_call_back(interaction: Interaction) -> bool:
 def _last_digits(number: str) -> str:
     digits = re.sub(r"\D", "", number)
     return " ".join(digits[-4:])
+
+
+def _current_attempt(callback: Callback, attempt: int | None) -> bool:
+    """Whether a webhook is about the callback's latest attempt (``None``: a URL from before attempts were named)."""
+    return attempt is None or attempt == callback.attempts

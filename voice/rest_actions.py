@@ -59,8 +59,10 @@ class RestActions:
                     self.rest.create_call(
                         to=action.to,
                         from_=action.from_,
-                        url=self.urls("voice.callback_answer", callback=action.callback_id),
-                        status_callback=self.urls("voice.callback_status", callback=action.callback_id),
+                        url=self.urls("voice.callback_answer", callback=action.callback_id, attempt=action.attempt),
+                        status_callback=self.urls(
+                            "voice.callback_status", callback=action.callback_id, attempt=action.attempt
+                        ),
                         timeout=action.timeout,
                         detect_machines=action.detect_machines,
                     )

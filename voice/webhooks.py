@@ -104,10 +104,14 @@ def queue_exit() -> Response:
 
 @bp.post("/callback/answer")
 def callback_answer() -> Response:
-    callback_id = forms.number(request.args, "callback")
     form = request.form
     return respond(
-        _queue().callback_answered(callback_id, call_sid=forms.call_sid(form), answered_by=form.get("AnsweredBy"))
+        _queue().callback_answered(
+            forms.number(request.args, "callback"),
+            attempt=forms.optional_number(request.args, "attempt"),
+            call_sid=forms.call_sid(form),
+            answered_by=form.get("AnsweredBy"),
+        )
     )
 
 
@@ -117,6 +121,7 @@ def callback_status() -> Response:
     return respond(
         _queue().callback_status(
             forms.number(request.args, "callback"),
+            attempt=forms.optional_number(request.args, "attempt"),
             call_sid=forms.call_sid(form),
             call_status=form.get("CallStatus", ""),
             duration=forms.optional_seconds(form, "CallDuration"),

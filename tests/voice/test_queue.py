@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from crm_sync import service as crm
 from crm_sync.models import CallbackState, InteractionStatus, Outcome, RepState, TaskState, utcnow
-from tests.conftest import PhoneSystem
+from tests.conftest import PhoneSystem, signed_post
+from voice.actions import PlaceCallback
+from voice.dispatch import Dispatcher
 from voice.emulator import CallerScript, Digits, EmulatedCall, RepScript, Speech
 
 ALICE = "+15550100001"
@@ -167,6 +169,32 @@ def test_a_callback_answered_by_a_voicemail_box_rings_no_rep_and_is_tried_again(
         assert callback.attempts == 1 and callback.last_result == "machine_start"
         assert crm.find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
     assert record.status is InteractionStatus.CALLBACK
+
+
+def test_a_late_status_of_an_earlier_callback_attempt_does_not_count_against_the_next_one(
+    phone_system_factory: Callable[..., PhoneSystem],
+) -> None:
+    # No housekeeping thread: the test starts the second attempt itself, and places no call for it, so that
+    # attempt stays ringing (no SID known yet) for as long as the test needs.
+    system = phone_system_factory(callbacks={"retries": 2, "retry_after": 60}, routing={"sweep_interval": 0})
+    waiting, first, placed, _answered = callback_attempt(system, CallerScript(answered_by="machine_start"))
+    assert placed["Url"].endswith("attempt=1") and placed["StatusCallback"].endswith("attempt=1")
+    warmline = system.app.extensions["warmline"]
+    warmline.clock.source = lambda: utcnow() + timedelta(seconds=61)  # the retry is due
+    dispatcher = Dispatcher(settings=warmline.settings, clock=warmline.clock)  # the app's, minus the REST calls
+    with system.store.unit_of_work() as session:
+        second = dispatcher.next_caller_for(session, crm.find_rep(session, "Alice Rivera").id)
+    assert len(second) == 1 and isinstance(second[0], PlaceCallback) and second[0].attempt == 2
+
+    # Only now does the first attempt's own final status arrive (Twilio sends it after the machine's goodbye).
+    late = {"CallSid": first.sid, "CallStatus": "completed", "CallDuration": "4"}
+    path = f"/voice/callback/status?callback={second[0].callback_id}&attempt=1"
+    assert signed_post(system.app.test_client(), path, late, base=system.url).status_code == 200
+    with system.store.unit_of_work() as session:
+        callback = crm.callback_for(session, record_of(system, waiting.sid).id)
+        assert callback is not None and callback.state is CallbackState.CALLING
+        assert callback.attempts == 2 and callback.last_result == "machine_start"
+        assert crm.find_rep(session, "Alice Rivera").state is RepState.RESERVED
 
 
 def test_without_machine_detection_the_callback_asks_twilio_for_none(
