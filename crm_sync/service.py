@@ -238,6 +238,24 @@ def call_row(db: Db, call_sid: str, *, for_update: bool = False) -> CallRow | No
     return CallRow(*row) if row else None
 
 
+@dataclass(frozen=True)
+class CallSpeech:
+    """Which flow version a call runs on and the language its caller chose (None: the flow's own)."""
+
+    flow_name: str
+    flow_version: str
+    language: str | None
+
+
+def call_speech(db: Db, call_sid: str) -> CallSpeech | None:
+    row = _connection(db).execute(
+        select(Interaction.flow_name, Interaction.flow_version, Interaction.language).where(
+            Interaction.call_sid == call_sid
+        )
+    ).first()
+    return CallSpeech(*row) if row else None
+
+
 _OPEN_CALL = {
     name: HotStatement(
         dialect_insert(Interaction).on_conflict_do_nothing(index_elements=["call_sid"]).returning(Interaction.id)

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ivr_flows.schema import (
+    BUILTIN_PHRASES,
     GENERAL_DEPARTMENT,
     AskNode,
     BranchNode,
@@ -226,12 +227,14 @@ class Record:
 
     ``prompt_said_already``: the instructions are in ``Step.say``; the app adds nothing but the beep.
     ``reason``: why the caller is leaving a message, for the follow-up task it becomes.
+    ``no_message``: said (in the step's language) when the caller leaves no message and Twilio goes on.
     """
 
     prompt_said_already: bool = True
     max_length: int = 120
     transcribe: bool = True
     reason: Literal["voicemail", "after_hours"] = "voicemail"
+    no_message: str = BUILTIN_PHRASES["no_message"]["en"]
 
 
 @dataclass(frozen=True)
@@ -486,7 +489,12 @@ def _walk(flow: Flow, state: CallState, *, say: list[str], now: datetime | None)
             return state, _step(flow, state, say=say, action=_survey_gather(flow, state, node))
         elif isinstance(node, VoicemailNode):
             say.append(_text(flow, state, node.prompt))
-            action = Record(max_length=node.max_length, transcribe=node.transcribe, reason=node.reason)
+            action = Record(
+                max_length=node.max_length,
+                transcribe=node.transcribe,
+                reason=node.reason,
+                no_message=flow.phrase("no_message", _language(flow, state)),
+            )
             return state, _step(flow, state, say=say, action=action)
         elif isinstance(node, TransferNode):
             department = node.department or state.department or GENERAL_DEPARTMENT

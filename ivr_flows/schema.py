@@ -145,8 +145,13 @@ BUILTIN_PHRASES: Mapping[str, Mapping[str, str]] = {
         "en": "Sorry to keep you waiting.",
         "es": "Disculpe la espera.",
     },
-    # The next four are config.yaml's (queue.hold_intro, queue.hold_message, queue.hold_message_no_estimate,
-    # fallback.voicemail_prompt) for English-speaking callers; these texts are what everyone else hears.
+    # The next five are config.yaml's (fallback.apology, queue.hold_intro, queue.hold_message,
+    # queue.hold_message_no_estimate, fallback.voicemail_prompt) for English-speaking callers; these texts are
+    # what everyone else hears.
+    "apology": {
+        "en": "We're sorry, something went wrong on our side. Let me get you to someone who can help.",
+        "es": "Lo sentimos, algo falló de nuestro lado. Permítame comunicarle con alguien que pueda ayudarle.",
+    },
     "hold_intro": {
         "en": "All of our team members are helping other callers. Please stay on the line and we'll be with you "
         "shortly.",
@@ -193,6 +198,10 @@ BUILTIN_PHRASES: Mapping[str, Mapping[str, str]] = {
         "en": "Thanks, we've got your message and will call you back. Goodbye.",
         "es": "Gracias, recibimos su mensaje y le devolveremos la llamada. Adiós.",
     },
+    "no_message": {
+        "en": "We didn't get a message. Goodbye.",
+        "es": "No recibimos ningún mensaje. Adiós.",
+    },
     "callback_machine_note": {
         "en": "Hello, this is {company} returning your call. We will try you again shortly.",
         "es": "Hola, le llama {company} para devolverle la llamada. Volveremos a intentarlo en breve.",
@@ -214,7 +223,7 @@ PHRASE_VARIABLES: Mapping[str, frozenset[str]] = {
 #: App phrases that config.yaml also sets (the key there): its text is what English-speaking callers hear unless
 #: the flow's own ``phrases:`` says otherwise; other languages keep the flow's or the built-in text.
 CONFIGURED_PHRASES: frozenset[str] = frozenset(
-    {"hold_intro", "hold_message", "hold_message_no_estimate", "voicemail_prompt"}
+    {"apology", "hold_intro", "hold_message", "hold_message_no_estimate", "voicemail_prompt"}
 )
 
 # Twilio <Gather hints>: at most 500 phrases of at most 100 characters, comma-separated on the
@@ -516,6 +525,7 @@ class Phrases(_Model):
     key_not_understood: Prompt | None = None
     connecting_after_wait: Prompt | None = None
     sorry_to_keep_you: Prompt | None = None
+    apology: Prompt | None = None
     hold_intro: Prompt | None = None
     hold_message: Prompt | None = None
     hold_message_no_estimate: Prompt | None = None
@@ -528,6 +538,7 @@ class Phrases(_Model):
     find_someone_after_handoff: Prompt | None = None
     hold_for_transfer: Prompt | None = None
     message_taken: Prompt | None = None
+    no_message: Prompt | None = None
 
 
 def builtin_phrase(key: str, language: str) -> str | None:

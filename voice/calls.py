@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crm_sync import service as crm
@@ -61,6 +62,7 @@ from voice.priority import CallerSignals
 from voice.replies import (
     Acknowledge,
     Bridge,
+    Fallback,
     FlowReply,
     Goodbye,
     JoinConference,
@@ -543,6 +545,38 @@ class CallService(Service):
             )
 
     # --- the end of a call -----------------------------------------------------------------------------------------
+
+    def fallback(self, *, call_sid: str | None, called: str | None) -> Fallback:
+        """What a caller hears when a webhook of their call failed: config.yaml's fallback, in their language.
+
+        The language is the one the call runs in when the store can still tell (a caller who chose Spanish hears
+        the apology in Spanish), else the language of the flow that answers the number. Reads only.
+        """
+        settings = self._settings.fallback
+        flow, language = self._flow_and_language(call_sid=call_sid, called=called)
+        return Fallback(
+            apology=flow.phrase("apology", language, configured=settings.apology),
+            number=settings.number or None,
+            voicemail_prompt=flow.phrase("voicemail_prompt", language, configured=settings.voicemail_prompt),
+            voicemail_max_length=settings.voicemail_max_length,
+            language=language,
+            voice=flow.voice_for(language),
+            no_message=flow.phrase("no_message", language),
+        )
+
+    def _flow_and_language(self, *, call_sid: str | None, called: str | None) -> tuple[Flow, str]:
+        speech = None
+        if call_sid:
+            try:
+                with self._store.reading() as db:
+                    speech = crm.call_speech(db, call_sid)
+            except SQLAlchemyError:  # the store may be what failed: the number's flow still knows its language
+                log.warning("fallback for %s: the call's language could not be read", call_sid, exc_info=True)
+        if speech is not None:
+            flow = self._flows.version(speech.flow_version, name=speech.flow_name)
+            return flow, speech.language or flow.language
+        flow = self._flows.for_number(called) if called else self._flows.current()
+        return flow, flow.language
 
     def call_status(self, call_sid: str, *, call_status: str, duration_seconds: int | None) -> Reply:
         """Status callback: close the interaction once, whatever order and however often callbacks arrive."""

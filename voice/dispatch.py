@@ -237,6 +237,7 @@ class Dispatcher:
             max_length=self._settings.fallback.voicemail_max_length,
             language=language,
             voice=flow.voice_for(language),
+            no_message=flow.phrase("no_message", language),
         )
 
     # --- an offer ends: free the rep, and let them take the next caller at once -------------------------------------

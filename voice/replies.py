@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ivr_flows import Step
+from ivr_flows.schema import BUILTIN_PHRASES
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class Voicemail:
     max_length: int
     language: str = "en-US"
     voice: str | None = None
+    no_message: str = BUILTIN_PHRASES["no_message"]["en"]  # when the caller leaves none
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,9 @@ class Fallback:
     number: str | None
     voicemail_prompt: str
     voicemail_max_length: int
+    language: str | None = None
+    voice: str | None = None
+    no_message: str = BUILTIN_PHRASES["no_message"]["en"]
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             elif isinstance(action, HangupAction):
                 response.hangup()
             elif isinstance(action, RecordAction):
-                _record(response, action.max_length, url_for)
+                no_message, longest = action.no_message, action.max_length
+                _record(response, longest, url_for, no_message, language=step.language, voice=step.voice)
         case DialRep():
             _say_all(response, reply.say, reply.language, reply.voice)
             dial = Dial(
@@ -157,14 +158,15 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             response.hangup()
         case Voicemail():
             _say_all(response, reply.say, reply.language, reply.voice)
-            _record(response, reply.max_length, url_for)
+            _record(response, reply.max_length, url_for, reply.no_message, language=reply.language, voice=reply.voice)
         case Fallback():
-            response.say(reply.apology)
+            response.say(reply.apology, language=reply.language, voice=reply.voice)
             if reply.number:
                 response.dial(reply.number)
             else:
-                response.say(reply.voicemail_prompt)
-                _record(response, reply.voicemail_max_length, url_for)
+                response.say(reply.voicemail_prompt, language=reply.language, voice=reply.voice)
+                longest = reply.voicemail_max_length
+                _record(response, longest, url_for, reply.no_message, language=reply.language, voice=reply.voice)
     return str(response)
 
 
@@ -201,8 +203,16 @@ def _gather(response: VoiceResponse, action: GatherAction, language: str, voice:
     response.redirect(target, method="POST")
 
 
-def _record(response: VoiceResponse, max_length: int, url_for: UrlFor) -> None:
+def _record(
+    response: VoiceResponse,
+    max_length: int,
+    url_for: UrlFor,
+    no_message: str,
+    *,
+    language: str | None,
+    voice: str | None,
+) -> None:
     response.record(action=url_for("voice.voicemail"), method="POST", max_length=max_length, play_beep=True)
     # No recording (silence): Twilio goes on to the next verb.
-    response.say("We didn't get a message. Goodbye.")
+    response.say(no_message, language=language, voice=voice)
     response.hangup()

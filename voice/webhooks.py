@@ -262,11 +262,21 @@ def on_error(error: Exception) -> Response:
     elif endpoint in _QUIET_ENDPOINTS:
         reply = Acknowledge()
     else:
-        fallback = _warmline().settings.fallback
-        reply = Fallback(
-            apology=fallback.apology,
-            number=fallback.number or None,
-            voicemail_prompt=fallback.voicemail_prompt,
-            voicemail_max_length=fallback.voicemail_max_length,
-        )
+        reply = _caller_fallback()
     return respond(reply)
+
+
+def _caller_fallback() -> Fallback:
+    """config.yaml's fallback in the caller's language; exactly as configured if even that cannot be worked out."""
+    try:
+        form = request.form
+        return _warmline().calls.fallback(call_sid=form.get("CallSid"), called=form.get("To"))
+    except Exception:  # the last resort must not fail: the caller would hear Twilio's "application error"
+        log.exception("fallback for %s could not be localised; using config.yaml's text", request.path)
+    settings = _warmline().settings.fallback
+    return Fallback(
+        apology=settings.apology,
+        number=settings.number or None,
+        voicemail_prompt=settings.voicemail_prompt,
+        voicemail_max_length=settings.voicemail_max_length,
+    )

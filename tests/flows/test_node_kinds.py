@@ -305,6 +305,13 @@ def test_voicemail_from_the_menu_is_a_plain_voicemail(support: Flow) -> None:
     assert state.department is None  # this key chose no department
 
 
+def test_a_spanish_caller_who_leaves_no_message_hears_so_in_spanish(support: Flow) -> None:
+    state = CallState(node="keypad", caller=STRANGER, language="es-MX")
+    state, step = advance(support, state, DigitsPressed("9"))
+    assert isinstance(step.action, Record) and step.language == "es-MX"
+    assert step.action.no_message == "No recibimos ningún mensaje. Adiós."
+
+
 # --- transfer, after, survey ----------------------------------------------------------------
 
 

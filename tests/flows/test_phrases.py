@@ -54,8 +54,10 @@ def test_a_language_without_a_built_in_goodbye_needs_the_flows_own(tmp_path: Pat
     complete = FRENCH.replace("start: lang\n", f"phrases:\n{given}\nstart: lang\n")
     # Without `after:`, the transfer ends with the flow's goodbye, which has no built-in French.
     without_after = complete.replace("    kind: transfer\n    after: bye\n", "    kind: transfer\n")
+    out_line = 1 + without_after.splitlines().index("  out:")  # the node's keys start on the next line
     assert lint_text(tmp_path, without_after) == [
-        "t.yaml:54:5 error: node 'out': key 'after': if the rep hangs up first the caller hears the flow's goodbye, "
+        f"t.yaml:{out_line + 1}:5 error: node 'out': key 'after': if the rep hangs up first the caller hears the "
+        "flow's goodbye, "
         "which is built in for English and Spanish only: set `after:` here, or a top-level `goodbye:` for each of "
         "en-US, es-MX, fr-CA",
     ]

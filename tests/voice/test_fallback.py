@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from tests.conftest import app_config, seed_demo, signed_post
+from crm_sync.models import RepState, utcnow
+from tests.conftest import PhoneSystem, app_config, seed_demo, signed_post
 from tests.twiml import parse_twiml, said, verbs
 from voice import create_app
+from voice.emulator import CallerScript, Digits, Speech
+
+WAIT = 15
+MONDAY_MORNING_IN_NEW_YORK = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # support_hours is open
 
 CALL = {"CallSid": "CA" + "2" * 32, "From": "+15551230001", "To": "+15550009999", "CallStatus": "ringing"}
 
@@ -104,3 +111,41 @@ def test_garbled_numbers_in_a_webhook_are_a_malformed_request_not_a_500(client: 
     response = signed_post(client, "/voice/hold", {"CallSid": CALL["CallSid"], "QueueTime": "soon"})
     assert response.status_code == 200
     assert verbs(parse_twiml(response.data)) == ["Leave"]
+
+
+def test_a_caller_who_chose_spanish_hears_the_fallback_in_spanish(
+    phone_system_factory: Callable[..., PhoneSystem],
+) -> None:
+    system = phone_system_factory(flows={"reload_interval": 0, "numbers": {"+15550001234": "support_hours"}})
+    started = utcnow()
+    system.app.extensions["warmline"].clock.source = lambda: MONDAY_MORNING_IN_NEW_YORK + (utcnow() - started)
+    system.app.extensions["warmline"].presence.set_presence("Alice Rivera", RepState.AWAY)  # billing: nobody free
+    waiting = system.twilio.place_call(
+        from_="+15550000001",
+        to="+15550001234",
+        script=CallerScript([Digits("2"), Speech("tengo una pregunta sobre mi factura"), Digits("1")]),
+        status_callback="/voice/status",
+    )
+    assert waiting.wait_finished(timeout=WAIT) and waiting.errors == []
+
+    # Something under the webhook breaks (a real failure: a table it needs is gone), not the call's own record.
+    store = system.app.extensions["warmline"].store
+    with store.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE offers RENAME TO offers_gone"))
+    try:
+        exit_form = {"CallSid": waiting.sid, "QueueResult": "leave", "To": "+15550001234"}
+        response = signed_post(system.app.test_client(), "/voice/queue-exit", exit_form, base=system.url)
+    finally:
+        with store.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE offers_gone RENAME TO offers"))
+    assert response.status_code == 200
+    root = parse_twiml(response.data)
+    assert verbs(root) == ["Say", "Say", "Record", "Say", "Hangup"]
+    assert said(root) == [
+        "Lo sentimos, algo falló de nuestro lado. Permítame comunicarle con alguien que pueda ayudarle.",
+        "Por favor, deje su nombre, su número y un breve mensaje después del tono, y le devolveremos la llamada.",
+        "No recibimos ningún mensaje. Adiós.",  # when she leaves none
+    ]
+    says = root.findall("Say")
+    assert {(say.get("language"), say.get("voice")) for say in says} == {("es-MX", "Polly.Mia")}
+
