@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeout
 from sqlalchemy.orm import Session
 
 from crm_sync import service as crm
@@ -546,13 +547,18 @@ class CallService(Service):
 
     # --- the end of a call -----------------------------------------------------------------------------------------
 
-    def fallback(self, *, call_sid: str | None, called: str | None) -> Fallback:
-        """What a caller hears when a webhook of their call failed: config.yaml's fallback, in their language.
+    def fallback(self, *, call_sid: str | None, called: str | None, cause: BaseException | None = None) -> Fallback:
+        """What a caller hears when a webhook of their call failed (``cause``): config.yaml's fallback, in their
+        language.
 
         The language is the one the call runs in when the store can still tell (a caller who chose Spanish hears
-        the apology in Spanish), else the language of the flow that answers the number. Reads only.
+        the apology in Spanish), else the language of the flow that answers the number. Reads only, and not at
+        all when the store could not hand out or keep a connection: that read would only wait for the same fault
+        while Twilio's webhook timeout runs.
         """
         settings = self._settings.fallback
+        if not store_may_answer(cause):
+            call_sid = None
         flow, language = self._flow_and_language(call_sid=call_sid, called=called)
         return Fallback(
             apology=flow.phrase("apology", language, configured=settings.apology),
@@ -655,6 +661,17 @@ class CallService(Service):
                 "survey": record.survey or None,
                 "flow": f"{record.flow_name}@{record.flow_version}",
             }
+
+
+def store_may_answer(cause: BaseException | None) -> bool:
+    """Whether one more quick read of the store is worth trying after ``cause`` broke a webhook.
+
+    Not after the pool ran out of connections (the read would queue for pool_timeout) or a connection was lost;
+    yes after anything else, a missing table or a bug included: those fail fast or do not touch the read.
+    """
+    if isinstance(cause, SqlAlchemyTimeout):
+        return False
+    return not (isinstance(cause, DBAPIError) and cause.connection_invalidated)
 
 
 def _caller_facts(customer: crm.CallerView | None, *, now: datetime) -> CallerFacts:

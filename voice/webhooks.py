@@ -262,15 +262,15 @@ def on_error(error: Exception) -> Response:
     elif endpoint in _QUIET_ENDPOINTS:
         reply = Acknowledge()
     else:
-        reply = _caller_fallback()
+        reply = _caller_fallback(error)
     return respond(reply)
 
 
-def _caller_fallback() -> Fallback:
+def _caller_fallback(error: Exception) -> Fallback:
     """config.yaml's fallback in the caller's language; exactly as configured if even that cannot be worked out."""
     try:
         form = request.form
-        return _warmline().calls.fallback(call_sid=form.get("CallSid"), called=form.get("To"))
+        return _warmline().calls.fallback(call_sid=form.get("CallSid"), called=form.get("To"), cause=error)
     except Exception:  # the last resort must not fail: the caller would hear Twilio's "application error"
         log.exception("fallback for %s could not be localised; using config.yaml's text", request.path)
     settings = _warmline().settings.fallback

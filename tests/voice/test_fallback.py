@@ -11,11 +11,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeout
 
 from crm_sync.models import RepState, utcnow
 from tests.conftest import PhoneSystem, app_config, seed_demo, signed_post
 from tests.twiml import parse_twiml, said, verbs
 from voice import create_app
+from voice.calls import store_may_answer
 from voice.emulator import CallerScript, Digits, Speech
 
 WAIT = 15
@@ -149,3 +152,11 @@ def test_a_caller_who_chose_spanish_hears_the_fallback_in_spanish(
     says = root.findall("Say")
     assert {(say.get("language"), say.get("voice")) for say in says} == {("es-MX", "Polly.Mia")}
 
+
+
+def test_the_fallback_reads_the_store_again_only_when_that_cannot_wait_on_the_same_fault() -> None:
+    lost = OperationalError("SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True)
+    assert not store_may_answer(SqlAlchemyTimeout("QueuePool limit of size 10 overflow 10 reached"))
+    assert not store_may_answer(lost)
+    assert store_may_answer(OperationalError("SELECT 1", {}, Exception("no such table: offers")))
+    assert store_may_answer(ZeroDivisionError()) and store_may_answer(None)
