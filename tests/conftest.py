@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,18 @@ class PhoneSystem:
 
 
 COMPANY_NUMBER = "+15550009999"
+#: A second number, answered by the support_hours flow (languages, business hours) in the systems below.
+SUPPORT_LINE = "+15550001234"
+MONDAY_MORNING_IN_NEW_YORK = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 10:00 there: support_hours is open
+
+
+def support_line_open(phone_system_factory: Callable[..., PhoneSystem], **settings: Any) -> PhoneSystem:
+    """A phone system whose SUPPORT_LINE runs support_hours, its clock running from a Monday morning (open)."""
+    flows = {"reload_interval": 0, "numbers": {SUPPORT_LINE: "support_hours"}}
+    system = phone_system_factory(flows=flows, **settings)
+    started = utcnow()
+    system.app.extensions["warmline"].clock.source = lambda: MONDAY_MORNING_IN_NEW_YORK + (utcnow() - started)
+    return system
 
 
 def serve_in_thread(shim: Any) -> tuple[BaseWSGIServer, threading.Thread]:

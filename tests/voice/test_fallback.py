@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +13,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeout
 
-from crm_sync.models import RepState, utcnow
-from tests.conftest import PhoneSystem, app_config, seed_demo, signed_post
+from crm_sync.models import RepState
+from tests.conftest import SUPPORT_LINE, PhoneSystem, app_config, seed_demo, signed_post, support_line_open
 from tests.twiml import parse_twiml, said, verbs
 from voice import create_app
 from voice.calls import store_may_answer
 from voice.emulator import CallerScript, Digits, Speech
 
 WAIT = 15
-MONDAY_MORNING_IN_NEW_YORK = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # support_hours is open
 
 CALL = {"CallSid": "CA" + "2" * 32, "From": "+15551230001", "To": "+15550009999", "CallStatus": "ringing"}
 
@@ -119,13 +117,11 @@ def test_garbled_numbers_in_a_webhook_are_a_malformed_request_not_a_500(client: 
 def test_a_caller_who_chose_spanish_hears_the_fallback_in_spanish(
     phone_system_factory: Callable[..., PhoneSystem],
 ) -> None:
-    system = phone_system_factory(flows={"reload_interval": 0, "numbers": {"+15550001234": "support_hours"}})
-    started = utcnow()
-    system.app.extensions["warmline"].clock.source = lambda: MONDAY_MORNING_IN_NEW_YORK + (utcnow() - started)
+    system = support_line_open(phone_system_factory)
     system.app.extensions["warmline"].presence.set_presence("Alice Rivera", RepState.AWAY)  # billing: nobody free
     waiting = system.twilio.place_call(
         from_="+15550000001",
-        to="+15550001234",
+        to=SUPPORT_LINE,
         script=CallerScript([Digits("2"), Speech("tengo una pregunta sobre mi factura"), Digits("1")]),
         status_callback="/voice/status",
     )
@@ -136,7 +132,7 @@ def test_a_caller_who_chose_spanish_hears_the_fallback_in_spanish(
     with store.engine.begin() as connection:
         connection.execute(text("ALTER TABLE offers RENAME TO offers_gone"))
     try:
-        exit_form = {"CallSid": waiting.sid, "QueueResult": "leave", "To": "+15550001234"}
+        exit_form = {"CallSid": waiting.sid, "QueueResult": "leave", "To": SUPPORT_LINE}
         response = signed_post(system.app.test_client(), "/voice/queue-exit", exit_form, base=system.url)
     finally:
         with store.engine.begin() as connection:

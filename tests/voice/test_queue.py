@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from crm_sync import service as crm
 from crm_sync.models import CallbackState, InteractionStatus, Outcome, RepState, TaskState, utcnow
-from tests.conftest import PhoneSystem, signed_post
+from tests.conftest import SUPPORT_LINE, PhoneSystem, signed_post, support_line_open
 from voice.actions import PlaceCallback
 from voice.dispatch import Dispatcher
 from voice.emulator import CallerScript, Digits, EmulatedCall, RepScript, Speech
@@ -218,20 +218,17 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
     return predicate()
 
 
-MONDAY_MORNING_IN_NEW_YORK = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 10:00 in New York: support is open
 
 
 def test_a_caller_who_chose_spanish_hears_the_queue_and_the_callback_in_spanish(
     phone_system_factory: Callable[..., PhoneSystem],
 ) -> None:
-    system = phone_system_factory(flows={"reload_interval": 0, "numbers": {"+15550001234": "support_hours"}})
-    started = utcnow()
-    system.app.extensions["warmline"].clock.source = lambda: MONDAY_MORNING_IN_NEW_YORK + (utcnow() - started)
+    system = support_line_open(phone_system_factory)
     first = alice_busy_with_omar(system)
     system.twilio.register_callee(JANE, CallerScript(talk_seconds=5))
     waiting = system.twilio.place_call(
         from_=JANE,
-        to="+15550001234",
+        to=SUPPORT_LINE,
         script=CallerScript([Digits("2"), Speech("tengo una pregunta sobre mi factura"), Digits("1")]),
         status_callback="/voice/status",
     )
