@@ -303,6 +303,8 @@ class QueueService(Service):
 
         ``answered_by``: what answering machine detection heard, when it was asked for. A voicemail box or a fax
         is an unanswered attempt (tried again later, keeping the caller's place): no rep is rung for a recording.
+        ``attempt``: which attempt's call this is; only a machine's answer is checked against it (a person who
+        picks up is served, whichever attempt reached them).
         """
         if answered_by is not None and answered_by.startswith(MACHINE_ANSWERS):
             return self._machine_answered(callback_id, call_sid=call_sid, answered_by=answered_by, attempt=attempt)
