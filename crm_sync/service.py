@@ -128,11 +128,18 @@ class PastContact:
     issue_text: str | None
 
 
-def last_contact(session: Session, customer_id: int, *, before_interaction_id: int) -> PastContact | None:
-    """The customer's previous call (the one before this one), for the whisper."""
+def last_contact(
+    session: Session, *, customer_id: int | None, caller_number: str, before_interaction_id: int
+) -> PastContact | None:
+    """The caller's previous call (the one before this one), for the whisper: the customer's, from any of their
+    numbers, or for a caller the CRM does not know, the number's."""
+    if customer_id is not None:
+        whose = Interaction.customer_id == customer_id
+    else:
+        whose = Interaction.caller_number == caller_number
     row = session.execute(
         select(Interaction.started_at, Interaction.department, Interaction.issue_text)
-        .where(Interaction.customer_id == customer_id, Interaction.id < before_interaction_id)
+        .where(whose, Interaction.id < before_interaction_id)
         .order_by(Interaction.id.desc())
         .limit(1)
     ).first()
@@ -188,11 +195,29 @@ def caller_view(db: Db, phone_e164: str) -> CallerView | None:
     if row is None:
         return None
     customer_id, name, tier, custom_fields, last, open_tasks = row
-    if isinstance(last, str):  # SQLite returns an aggregate of a typed column untyped
-        last = datetime.fromisoformat(last)
-    if last is not None and last.tzinfo is None:
-        last = last.replace(tzinfo=UTC)
-    return CallerView(customer_id, name, tier, custom_fields or {}, last, bool(open_tasks))
+    return CallerView(customer_id, name, tier, custom_fields or {}, _aggregate_time(last), bool(open_tasks))
+
+
+# A number's calls, whoever the CRM says made them: a caller it does not know who rang before is a repeat caller
+# too (cut off, or calling back about the same thing). Not this call itself (a retried Voice URL).
+_LAST_CALL_FROM = select(func.max(Interaction.started_at)).where(
+    Interaction.caller_number == bindparam("number"), Interaction.call_sid != bindparam("call_sid")
+)
+_LAST_CALL_FROM_HOT = HotStatement(_LAST_CALL_FROM)
+
+
+def last_call_from(db: Db, number: str, *, other_than: str) -> datetime | None:
+    """When ``number`` last called (any call but ``other_than``), by the indexed ``caller_number``."""
+    row = _LAST_CALL_FROM_HOT.first(_connection(db), {"number": number, "call_sid": other_than})
+    return _aggregate_time(row[0]) if row else None
+
+
+def _aggregate_time(value: datetime | str | None) -> datetime | None:
+    if isinstance(value, str):  # SQLite returns an aggregate of a typed column untyped
+        value = datetime.fromisoformat(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
 
 
 @dataclass(frozen=True)

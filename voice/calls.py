@@ -134,7 +134,8 @@ class CallService(Service):
             # Who is calling and what the flow says first are worked out before the write transaction: on SQLite
             # it holds the one writer lock every worker queues on, so it should hold it for the INSERT only.
             customer = crm.caller_view(connection, number)
-            state, step = start_call(flow, _caller_facts(customer, now=now), now=now)
+            last_call = None if customer else crm.last_call_from(connection, number, other_than=call.call_sid)
+            state, step = start_call(flow, _caller_facts(customer, now=now, last_call_at=last_call), now=now)
             flow_state = with_city(state, call.caller_city)
             with self._store.writing(connection) as session:
                 row, created = crm.insert_interaction(
@@ -344,7 +345,12 @@ class CallService(Service):
     ) -> str:
         """The summary a rep hears before taking the call (``handoff_*``: a colleague is handing it over)."""
         customer = interaction.customer
-        past = crm.last_contact(session, customer.id, before_interaction_id=interaction.id) if customer else None
+        past = crm.last_contact(
+            session,
+            customer_id=customer.id if customer else None,
+            caller_number=interaction.caller_number,
+            before_interaction_id=interaction.id,
+        )
         return compose_whisper(
             WhisperFacts(
                 customer_name=customer.name if customer else None,
@@ -674,12 +680,15 @@ def store_may_answer(cause: BaseException | None) -> bool:
     return not (isinstance(cause, DBAPIError) and cause.connection_invalidated)
 
 
-def _caller_facts(customer: crm.CallerView | None, *, now: datetime) -> CallerFacts:
+def _caller_facts(
+    customer: crm.CallerView | None, *, now: datetime, last_call_at: datetime | None = None
+) -> CallerFacts:
+    """What the flow may ask about the caller. ``last_call_at``: the number's previous call, for one the CRM does
+    not know (a known customer's comes with the record, across all their numbers)."""
     if customer is None:
-        return CallerFacts(known=False)
+        return CallerFacts(known=False, days_since_last_contact=_days_since(last_call_at, now))
     custom = {str(key): str(value) for key, value in customer.custom_fields.items()}
-    # Clamped: another worker's call may have started a moment "after" this worker's now.
-    since = max(0, (now - customer.last_contact_at).days) if customer.last_contact_at else None
+    since = _days_since(customer.last_contact_at, now)
     return CallerFacts(
         known=True,
         first_name=customer.first_name or None,
@@ -689,6 +698,11 @@ def _caller_facts(customer: crm.CallerView | None, *, now: datetime) -> CallerFa
         days_since_last_contact=since,
         custom=custom,
     )
+
+
+def _days_since(moment: datetime | None, now: datetime) -> int | None:
+    # Clamped: another worker's call may have started a moment "after" this worker's now.
+    return max(0, (now - moment).days) if moment else None
 
 
 def _outcome_at_end(interaction: Interaction, call_status: str) -> Outcome:

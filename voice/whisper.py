@@ -60,12 +60,14 @@ def _who(facts: WhisperFacts) -> str:
     if facts.customer_name:
         tier = f", {facts.tier} customer" if facts.tier and facts.tier.lower() != "standard" else ""
         return f"{facts.customer_name}{tier}"
+    # Not in the CRM: "new" unless this number has called before (then the history follows).
+    caller = "A returning caller" if facts.last_contact_when is not None else "A new caller"
     if facts.caller_city:
-        return f"A new caller from {facts.caller_city.title()}"
+        return f"{caller} from {facts.caller_city.title()}"
     digits = re.sub(r"\D", "", facts.caller_number)
     if len(digits) >= 4:
-        return f"A new caller from a number ending in {' '.join(digits[-4:])}"
-    return f"A new caller ({mask_phone(facts.caller_number)})"
+        return f"{caller} from a number ending in {' '.join(digits[-4:])}"
+    return f"{caller} ({mask_phone(facts.caller_number)})"
 
 
 def first_sentence(text: str | None) -> str:

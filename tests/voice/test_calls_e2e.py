@@ -15,7 +15,7 @@ from crm_sync import service as crm
 from crm_sync.models import InteractionStatus, OfferState, Outcome, RepState, utcnow
 from tests.conftest import PhoneSystem, seed_demo
 from voice.cli import main
-from voice.emulator import CallerScript, Digits, Recording, RepScript, Silence, Speech
+from voice.emulator import CallerScript, Digits, EmulatedCall, Recording, RepScript, Silence, Speech
 
 ALICE, BOB, CARMEN = "+15550100001", "+15550100002", "+15550100003"
 JANE = "+15551230001"
@@ -90,6 +90,30 @@ def test_unknown_caller_is_greeted_generically_and_whispered_by_city(phone_syste
     record = interaction(phone_system, call.sid)
     assert record.customer is None and record.caller_number == "+15557654321"
     assert record.outcome is Outcome.ANSWERED and record.rep is not None and record.rep.name == "Bob Chen"
+
+
+def test_an_unknown_number_that_called_before_is_a_returning_caller(phone_system: PhoneSystem) -> None:
+    phone_system.twilio.register_rep(BOB, RepScript.accepts(talk_seconds=10))
+
+    def call(words: str) -> EmulatedCall:
+        placed = phone_system.twilio.place_call(
+            from_="+1 (555) 765-4321",
+            to="+15550009999",
+            script=CallerScript([Speech(words)]),
+            status_callback="/voice/status",
+        )
+        assert placed.wait_finished(timeout=WAIT)
+        return placed
+
+    first = call("the app keeps crashing when I open it")
+    assert " ".join(first.heard("rep")).startswith("A new caller from ")
+    again = call("the app is still crashing")
+    whisper = " ".join(again.heard("rep"))
+    assert whisper.startswith("A returning caller from ")
+    assert "Last contact earlier today about the app keeps crashing when I open it." in whisper
+    record = interaction(phone_system, again.sid)
+    assert record.customer is None
+    assert record.flow_state["caller"]["days_since_last_contact"] == 0  # a repeat caller for branches and priority
 
 
 def test_silence_reprompts_once_then_the_keypad_then_general(phone_system: PhoneSystem) -> None:
