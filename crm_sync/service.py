@@ -175,7 +175,12 @@ class CallerView:
         return self.name.split()[0] if self.name.strip() else ""
 
 
-_LAST_CONTACT = select(func.max(Interaction.started_at)).where(Interaction.customer_id == Customer.id).scalar_subquery()
+# Not this call itself: a retried Voice URL (same CallSid) is not a second contact.
+_LAST_CONTACT = (
+    select(func.max(Interaction.started_at))
+    .where(Interaction.customer_id == Customer.id, Interaction.call_sid != bindparam("call_sid"))
+    .scalar_subquery()
+)
 _OPEN_TASKS = (
     select(func.count(Task.id)).where(Task.customer_id == Customer.id, Task.state == TaskState.OPEN).scalar_subquery()
 )
@@ -190,8 +195,9 @@ _CALLER_BY_PHONE = select(
 _CALLER_BY_PHONE_HOT = HotStatement(_CALLER_BY_PHONE)
 
 
-def caller_view(db: Db, phone_e164: str) -> CallerView | None:
-    row = _CALLER_BY_PHONE_HOT.first(_connection(db), {"phone": phone_e164})
+def caller_view(db: Db, phone_e164: str, *, call_sid: str = "") -> CallerView | None:
+    """The customer with this number, if any; ``last_contact_at`` leaves out the call ``call_sid`` itself."""
+    row = _CALLER_BY_PHONE_HOT.first(_connection(db), {"phone": phone_e164, "call_sid": call_sid})
     if row is None:
         return None
     customer_id, name, tier, custom_fields, last, open_tasks = row
@@ -199,7 +205,7 @@ def caller_view(db: Db, phone_e164: str) -> CallerView | None:
 
 
 # A number's calls, whoever the CRM says made them: a caller it does not know who rang before is a repeat caller
-# too (cut off, or calling back about the same thing). Not this call itself (a retried Voice URL).
+# too (cut off, or calling back about the same thing). Not this call itself, as above.
 _LAST_CALL_FROM = select(func.max(Interaction.started_at)).where(
     Interaction.caller_number == bindparam("number"), Interaction.call_sid != bindparam("call_sid")
 )

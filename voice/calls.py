@@ -133,7 +133,7 @@ class CallService(Service):
         with self._store.connection() as connection:
             # Who is calling and what the flow says first are worked out before the write transaction: on SQLite
             # it holds the one writer lock every worker queues on, so it should hold it for the INSERT only.
-            customer = crm.caller_view(connection, number)
+            customer = crm.caller_view(connection, number, call_sid=call.call_sid)
             last_call = None if customer else crm.last_call_from(connection, number, other_than=call.call_sid)
             state, step = start_call(flow, _caller_facts(customer, now=now, last_call_at=last_call), now=now)
             flow_state = with_city(state, call.caller_city)

@@ -1,4 +1,5 @@
-"""Status callbacks close the interaction once, whatever their order and however often they come."""
+"""Twilio's requests repeated or out of order: status callbacks close the interaction once, whatever their order
+and however often they come, and a repeated Voice URL is not a second contact."""
 
 from __future__ import annotations
 
@@ -82,3 +83,22 @@ def test_status_for_an_unknown_call_is_acknowledged(client: FlaskClient) -> None
     response = signed_post(client, "/voice/status", {"CallSid": "CA" + "7" * 32, "CallStatus": "completed"})
     assert response.status_code == 200
     assert list(parse_twiml(response.data)) == []
+
+
+def test_a_retried_voice_url_is_not_a_second_contact(app: Flask, client: FlaskClient) -> None:
+    # When the first request times out and the number's fallback URL is this same endpoint, Twilio asks again with
+    # the same CallSid: that must not make a first-time caller a "repeat caller" (branches, queue priority).
+    store = app.extensions["warmline"].store
+    with store.unit_of_work() as session:
+        crm.upsert_customer(
+            session, name="Nia Brooks", phone_e164="+15551239999", email=None, tier="standard", notes=None,
+            custom_fields={},
+        )
+    for caller in ("+15551239999", "+15557770000"):  # a customer, and a number the CRM does not know
+        sid = "CA" + caller[-4:] * 8
+        for _ in range(2):
+            form = {"CallSid": sid, "From": caller, "To": "+15550009999"}
+            assert signed_post(client, "/voice/incoming", form).status_code == 200
+        with store.unit_of_work() as session:
+            facts = crm.require_interaction(session, sid).flow_state["caller"]
+            assert facts["days_since_last_contact"] is None, caller
