@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from crm_sync import service as crm
 from crm_sync.models import (
     CallbackState,
+    Handoff,
     HandoffState,
     Interaction,
     InteractionStatus,
@@ -76,8 +77,6 @@ if TYPE_CHECKING:  # the speech stack (numpy, pocketsphinx) loads only when a vo
     from voice.recordings import VoicemailTranscript
 
 log = logging.getLogger(__name__)
-
-CALLER_HUNG_UP_DURING_HANDOFF = "the caller hung up during the transfer"
 
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
@@ -563,9 +562,7 @@ class CallService(Service):
         while Twilio's webhook timeout runs.
         """
         settings = self._settings.fallback
-        if not store_may_answer(cause):
-            call_sid = None
-        flow, language = self._flow_and_language(call_sid=call_sid, called=called)
+        flow, language = self._flow_and_language(call_sid=call_sid if store_may_answer(cause) else None, called=called)
         return Fallback(
             apology=flow.phrase("apology", language, configured=settings.apology),
             number=settings.number or None,
@@ -639,9 +636,7 @@ class CallService(Service):
         # hand-off must already read "cancelled", not "the target rep failed to take it".
         handoff = crm.active_handoff(session, interaction.id)
         if handoff is not None:
-            crm.cancel_handoff(handoff, reason=CALLER_HUNG_UP_DURING_HANDOFF, now=self._clock())
-            if handoff.to_call_sid and handoff.to_joined_at is None:
-                actions.append(EndCall(call_sid=handoff.to_call_sid))  # stop ringing the target
+            actions.extend(cancel_handoff_without_caller(handoff, now=self._clock()))
         for offer in crm.live_offers(session, interaction.id):
             if offer.state is not OfferState.ACCEPTED:
                 offer.state = OfferState.CANCELLED
@@ -667,6 +662,12 @@ class CallService(Service):
                 "survey": record.survey or None,
                 "flow": f"{record.flow_name}@{record.flow_version}",
             }
+
+
+def cancel_handoff_without_caller(handoff: Handoff, *, now: datetime) -> list[Action]:
+    """The caller hung up during a hand-off: it is cancelled, and a target rep still ringing stops ringing."""
+    crm.cancel_handoff(handoff, reason="the caller hung up during the transfer", now=now)
+    return [EndCall(call_sid=handoff.to_call_sid)] if handoff.to_call_sid and handoff.to_joined_at is None else []
 
 
 def store_may_answer(cause: BaseException | None) -> bool:

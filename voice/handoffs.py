@@ -43,11 +43,10 @@ from voice.actions import (
     Action,
     AnnounceToParticipant,
     DialHandoffTarget,
-    EndCall,
     HoldParticipant,
     RedirectCall,
 )
-from voice.calls import CALLER_HUNG_UP_DURING_HANDOFF, FINAL_CALL_STATUSES, CallService
+from voice.calls import FINAL_CALL_STATUSES, CallService, cancel_handoff_without_caller
 from voice.context import Service, ServiceContext
 from voice.replies import Acknowledge, Announcement, Goodbye, HandoffWhisper, HoldMusic, JoinConference, Reply
 
@@ -274,9 +273,7 @@ class HandoffService(Service):
             actions.extend(self._release_from_rep(session, handoff))
             actions.extend(self._maybe_complete(session, handoff, now))
         elif leg == "caller" and handoff.state in (HandoffState.MOVING, HandoffState.DIALING, HandoffState.CONSULTING):
-            crm.cancel_handoff(handoff, reason=CALLER_HUNG_UP_DURING_HANDOFF, now=now)
-            if handoff.to_call_sid and handoff.to_joined_at is None:
-                actions.append(EndCall(call_sid=handoff.to_call_sid))  # stop ringing the target
+            actions.extend(cancel_handoff_without_caller(handoff, now=now))
         elif leg == "to" and handoff.state is HandoffState.CONSULTING:
             # The target rep hung up while the reps were speaking: the caller stays with the first rep.
             actions.extend(self._fail(session, handoff, f"{self._to_name(handoff)} hung up", now))

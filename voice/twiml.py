@@ -73,8 +73,10 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             elif isinstance(action, HangupAction):
                 response.hangup()
             elif isinstance(action, RecordAction):
-                no_message, longest = action.no_message, action.max_length
-                _record(response, longest, url_for, no_message, language=step.language, voice=step.voice)
+                _record(
+                    response, url_for, action.max_length, no_message=action.no_message, language=step.language,
+                    voice=step.voice,
+                )
         case DialRep():
             _say_all(response, reply.say, reply.language, reply.voice)
             dial = Dial(
@@ -158,15 +160,20 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             response.hangup()
         case Voicemail():
             _say_all(response, reply.say, reply.language, reply.voice)
-            _record(response, reply.max_length, url_for, reply.no_message, language=reply.language, voice=reply.voice)
+            _record(
+                response, url_for, reply.max_length, no_message=reply.no_message, language=reply.language,
+                voice=reply.voice,
+            )
         case Fallback():
             response.say(reply.apology, language=reply.language, voice=reply.voice)
             if reply.number:
                 response.dial(reply.number)
             else:
                 response.say(reply.voicemail_prompt, language=reply.language, voice=reply.voice)
-                longest = reply.voicemail_max_length
-                _record(response, longest, url_for, reply.no_message, language=reply.language, voice=reply.voice)
+                _record(
+                    response, url_for, reply.voicemail_max_length, no_message=reply.no_message,
+                    language=reply.language, voice=reply.voice,
+                )
     return str(response)
 
 
@@ -205,10 +212,10 @@ def _gather(response: VoiceResponse, action: GatherAction, language: str, voice:
 
 def _record(
     response: VoiceResponse,
-    max_length: int,
     url_for: UrlFor,
-    no_message: str,
+    max_length: int,
     *,
+    no_message: str,
     language: str | None,
     voice: str | None,
 ) -> None:
