@@ -31,7 +31,10 @@ APOLOGY = "We're sorry, something went wrong on our side."
 
 
 def run_bench(*extra: str) -> tuple[int, dict[str, Any], str]:
-    tiny_load = ["--concurrency", "5", "--warmup", "0.2", "--duration", "0.6"]
+    # A fixed number of calls, not a time window: on a slow, busy CI machine one stall of a second (seen once, with
+    # gthread workers and no CPU used by anyone) left a 0.6 s window without a completed request. What this test
+    # checks is that the harness and the app answer correctly, which a count of calls checks whatever the timing.
+    tiny_load = ["--concurrency", "5", "--warmup", "0.2", "--calls", "40", "--max-seconds", "30"]
     command = [sys.executable, "bench/webhook.py", "--json", *tiny_load, *extra]
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False)
     try:
@@ -46,7 +49,7 @@ def assert_valid_run(returncode: int, result: dict[str, Any], report: str) -> No
     assert result["ok"] is True and result["failures"] == 0, report
     for name in ("floor", "app"):
         target = result[name]
-        assert target["failures"] == 0, report
+        assert target["failures"] == 0 and not target["hit_time_bound"], report
         assert target["requests_per_s"] > 0 and target["calls_per_s"] > 0, report
         assert target["p50_ms"] > 0 and target["p99_ms"] >= target["p50_ms"], report
     gather = result["app"]["steps"]["gather"]
