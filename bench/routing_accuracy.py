@@ -43,7 +43,7 @@ embed the 7,500 training phrases for ``spread``.
 
     .venv/bin/python bench/routing_accuracy.py                          # the engines, a table
     .venv/bin/python bench/routing_accuracy.py --json                   # the same figures as JSON
-    .venv/bin/python bench/routing_accuracy.py --engines tfidf          # the light install only
+    .venv/bin/python bench/routing_accuracy.py --engines tfidf          # TF-IDF only (no NumPy needed)
     .venv/bin/python bench/routing_accuracy.py --descriptions topics    # with one-line department descriptions
 
 The exit status is 0 when the run completed (whether or not a classifier meets the target), 2 when an engine asked
@@ -157,7 +157,7 @@ def spread_dense(vectors: Any, count: int) -> list[int]:
 
 
 def spread_sparse(texts: Sequence[str], count: int) -> list[int]:
-    """:func:`spread_dense` over TF-IDF vectors, in pure Python (the light install has no NumPy).
+    """:func:`spread_dense` over TF-IDF vectors, in pure Python (TF-IDF alone needs no NumPy).
 
     TF-IDF cosines are never negative and mostly 0, so a row's gain is summed over the rows it shares a word with.
     """
@@ -415,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the engines, print a table or JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the clinc150 folder (default: %(default)s)")
-    parser.add_argument("--engines", default="tfidf,minilm", help=f"comma-separated: {', '.join(ENGINES)}")
+    parser.add_argument("--engines", default="tfidf,wordllama,minilm", help=f"comma-separated: {', '.join(ENGINES)}")
     parser.add_argument("--per-department", type=int, default=8, help="example phrases per department (max 8)")
     parser.add_argument("--select", choices=("spread", "random"), default="spread", help="how examples are picked")
     parser.add_argument("--descriptions", choices=("none", "topics"), default="none", help="one line per department")

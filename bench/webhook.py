@@ -864,8 +864,8 @@ def write_bench_config(workdir: Path) -> Path:
     flows = dict(data.get("flows") or {})
     directory = Path(flows.get("directory", "ivr_flows"))
     flows["directory"] = str(directory if directory.is_absolute() else source.parent / directory)
-    # What `make run` serves: the light install routes speech with TF-IDF (MiniLM is an optional extra).
-    flows["classifier"] = "tfidf"
+    # What `make run` serves: the default install routes speech with WordLlama (MiniLM is an optional extra).
+    flows["classifier"] = "wordllama"
     data["flows"] = flows
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -54,7 +54,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "ENGINE_ENV",
@@ -277,8 +277,10 @@ def description_topics(description: str) -> list[str]:
 
 
 #: Which classifier :func:`build_classifier` makes: ``auto`` picks the best one that can run here.
-Engine = Literal["auto", "tfidf", "minilm"]
-_ENGINES: tuple[Engine, ...] = ("auto", "tfidf", "minilm")
+Engine = Literal["auto", "tfidf", "wordllama", "minilm"]
+_ENGINES: tuple[Engine, ...] = ("auto", "tfidf", "wordllama", "minilm")
+#: What ``auto`` tries, best first (CLINC150 in-scope accuracy ~87 / ~79 / ~65 %, bench/routing_accuracy.py).
+_AUTO_ORDER: tuple[Engine, ...] = ("minilm", "wordllama")
 
 _choice_logged = False
 _choice_lock = threading.Lock()
@@ -321,14 +323,16 @@ def build_classifier(
     """The classifier for a flow's departments: department id -> example phrases, plus each one's spoken name.
 
     ``engine="minilm"`` builds :class:`ivr_flows.embedding.MiniLMClassifier` (sentence embeddings: routes by
-    meaning, ~8 ms per utterance on one core, needs the optional ``requirements-embeddings.txt``) and raises
-    :class:`ClassifierUnavailable` when those packages or the model are missing. ``engine="tfidf"`` builds
+    meaning, ~8 ms per utterance on one core, needs the optional ``requirements-embeddings.txt``).
+    ``engine="wordllama"`` builds :class:`ivr_flows.wordllama.WordLlamaClassifier` (averaged token embeddings:
+    by meaning too, less well, ~0.03 ms; ``requirements-routing.txt``, part of the default install). Either raises
+    :class:`ClassifierUnavailable` when its packages or model are missing. ``engine="tfidf"`` builds
     :class:`TfidfClassifier` (words only, dependency-free, microseconds), with each name as one more example, as
-    flows always did. ``engine="auto"`` is MiniLM when it can load and TF-IDF
-    otherwise, so the light install keeps working and the extra is a pure upgrade. The choice is logged once per
-    process. ``$WARMLINE_CLASSIFIER`` (``tfidf`` or ``minilm``) pins what ``auto`` means; pinned to MiniLM, a
-    missing extra raises as above (an operator who asked for it should hear so at start-up).
-    The embedding imports are lazy: a TF-IDF-only process never imports NumPy.
+    flows always did. ``engine="auto"`` is the best of MiniLM, WordLlama, TF-IDF that can load, so a lighter
+    install keeps working and each extra is a pure upgrade. The choice is logged once per process.
+    ``$WARMLINE_CLASSIFIER`` (an engine name) pins what ``auto`` means; pinned to an engine that cannot load, it
+    raises as above (an operator who asked for it should hear so at start-up). The embedding imports are lazy: a
+    TF-IDF-only process never imports NumPy.
 
     ``descriptions`` (department id -> one line listing what it handles, optional) adds each topic of the line
     (:func:`description_topics`) as one more example, for every engine.
@@ -340,25 +344,22 @@ def build_classifier(
         raise ValueError(f"unknown classifier engine {engine!r}: use {', '.join(_ENGINES)}")
     if engine == "auto":
         engine = _engine_from_environment()
-    if engine != "tfidf":
-        try:  # imported here, not at the top: optional, and NumPy plus the model are heavy
-            from ivr_flows.embedding import MiniLMClassifier
-        except ImportError as exc:
-            if engine == "minilm":
-                raise ClassifierUnavailable(
-                    f"the MiniLM classifier needs the packages in requirements-embeddings.txt: {exc}"
-                ) from exc
-            _log_choice_once("speech routing: TF-IDF (MiniLM packages not installed: %s)", exc)
+    candidates = _AUTO_ORDER if engine == "auto" else () if engine == "tfidf" else (engine,)
+    tried: list[str] = []
+    for candidate in candidates:
+        try:
+            classifier = _embedding_classifier(
+                candidate, phrases, names=names, descriptions=descriptions, default=default
+            )
+        except ClassifierUnavailable as exc:
+            if engine != "auto":
+                raise
+            tried.append(f"{_ENGINE_LABELS[candidate]}: {exc}")
         else:
-            try:
-                classifier = MiniLMClassifier(phrases, names=names, descriptions=descriptions, default=default)
-            except ClassifierUnavailable as exc:
-                if engine == "minilm":
-                    raise
-                _log_choice_once("speech routing: TF-IDF (MiniLM model unavailable: %s)", exc)
-            else:
-                _log_choice_once("speech routing: MiniLM sentence embeddings")
-                return classifier
+            _log_choice_once("speech routing: %s", _ENGINE_LABELS[candidate])
+            return classifier
+    if tried:
+        _log_choice_once("speech routing: TF-IDF (%s)", "; ".join(tried))
     named = {
         department: (
             *((names[department],) if names and names.get(department) else ()),
@@ -368,3 +369,34 @@ def build_classifier(
         for department, texts in phrases.items()
     }
     return TfidfClassifier(named, default=default)
+
+
+_ENGINE_LABELS: Mapping[str, str] = {
+    "minilm": "MiniLM sentence embeddings",
+    "wordllama": "WordLlama token embeddings",
+    "tfidf": "TF-IDF",
+}
+
+
+def _embedding_classifier(
+    engine: Engine,
+    phrases: Mapping[str, Sequence[str]],
+    *,
+    names: Mapping[str, str] | None,
+    descriptions: Mapping[str, str] | None,
+    default: str | None,
+) -> Classifier:
+    """The embedding engine's classifier; :class:`ClassifierUnavailable` when its packages or model are missing.
+
+    Imported here, not at the top: optional, and NumPy plus a model are heavy."""
+    requirements = "requirements-embeddings.txt" if engine == "minilm" else "requirements-routing.txt"
+    classifier_class: Any
+    try:
+        if engine == "minilm":
+            from ivr_flows.embedding import MiniLMClassifier as classifier_class
+        else:
+            from ivr_flows.wordllama import WordLlamaClassifier as classifier_class
+    except ImportError as exc:
+        raise ClassifierUnavailable(f"the packages in {requirements} are not installed: {exc}") from exc
+    built: Classifier = classifier_class(phrases, names=names, descriptions=descriptions, default=default)
+    return built

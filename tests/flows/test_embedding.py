@@ -238,8 +238,9 @@ def test_model_is_unpacked_once_into_the_chosen_folder(
 # --- no model needed ---------------------------------------------------------------------------------------------
 
 
-def test_tfidf_is_the_fallback_when_the_extra_cannot_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "ivr_flows.embedding", None)  # makes the import fail like a light install
+def test_tfidf_is_the_fallback_when_no_embedding_engine_can_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("ivr_flows.embedding", "ivr_flows.wordllama"):
+        monkeypatch.setitem(sys.modules, module, None)  # makes the import fail as without NumPy and the extras
     monkeypatch.delenv(ENGINE_ENV, raising=False)
     phrases = {"billing": ["I was charged twice"], "general": ["operator"]}
     classifier = build_classifier(phrases, names={"billing": "billing"}, default="general")
@@ -247,6 +248,8 @@ def test_tfidf_is_the_fallback_when_the_extra_cannot_be_imported(monkeypatch: py
     assert classifier.classify("billing please").department == "billing"  # the name is an example too
     with pytest.raises(ClassifierUnavailable, match=r"requirements-embeddings\.txt"):
         build_classifier(phrases, default="general", engine="minilm")
+    with pytest.raises(ClassifierUnavailable, match=r"requirements-routing\.txt"):
+        build_classifier(phrases, default="general", engine="wordllama")
     with pytest.raises(ValueError, match="unknown classifier engine"):
         build_classifier(phrases, default="general", engine="bert")  # type: ignore[arg-type]
 
