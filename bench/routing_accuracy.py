@@ -9,16 +9,24 @@ Protocol (``../shared/data/clinc150/README.md``), fixed so every run and every c
 * at most ``--per-department`` (8) example phrases per department, drawn from ``train`` only and deterministically,
   by one procedure applied identically to every department (``--select``):
 
-  - ``spread`` (the default) does what an admin writing a handful of examples aims at: cover the department's
+  - ``discriminative`` (the default) is what ``warmline flows suggest-examples`` does with a history of calls
+    labelled by department (``ivr_flows/example_picker.py``): first the ``spread`` picks below, then, slot by slot,
+    each is swapped for the department's training phrase that makes the most of all 7,500 training phrases (every
+    domain, each phrase never its own example) route to their own domain, under the classifier's own scoring (the
+    domain's name, and its description topics with ``--descriptions topics``, count as examples). Domain labels of
+    ``train`` are read; nothing of val or test. MiniLM sentence vectors when the extra is installed, else
+    WordLlama's; without either, the TF-IDF ``spread`` picks. ~30 s.
+  - ``spread`` does what an admin writing a handful of examples aims at: cover the department's
     range of reasons with typical phrasings. Among the department's 750 training phrases it greedily picks the N
     that best represent all of them (facility location: each pick maximises the sum, over every training phrase
     of the department, of its similarity to the closest pick so far), so the first pick is the most central
-    phrase and each next one covers what the previous ones did not. Similarity is the cosine of MiniLM sentence
-    vectors when the extra is installed, else of TF-IDF vectors (the table says which); intent labels are not
-    used. The same examples are given to every engine of a run.
+    phrase and each next one covers what the previous ones did not. Similarity is the cosine of sentence vectors
+    when an embedding engine is installed, else of TF-IDF vectors (the table says which); intent labels are not
+    used.
   - ``random``: the domain's intents are shuffled with ``--seed`` and the first N each give one random training
     phrase (the protocol before ``spread``; MiniLM scores ~12 points lower with it);
 
+  The same examples are given to every engine of a run.
 * ``--descriptions topics`` also gives each department a one-line description, as an admin may write one: the
   domain's name and its intents' names from ``domains.json`` ("banking: freeze account, routing, pin change, …"),
   used as extra examples topic by topic (``ivr_flows.classifier.description_topics``), as a department's
@@ -79,6 +87,7 @@ from ivr_flows.classifier import (  # noqa: E402
     ClassifierUnavailable,
     Engine,
     build_classifier,
+    description_topics,
     tokenize,
 )
 
@@ -137,27 +146,8 @@ def pick_random_examples(data: Dataset, per_department: int, seed: int) -> dict[
     return examples
 
 
-def spread_dense(vectors: Any, count: int) -> list[int]:
-    """Greedy facility location over unit row vectors (a NumPy matrix): indices of ``count`` rows covering the rest.
-
-    Each step adds the row that most raises the sum, over all rows, of the cosine to the closest chosen row.
-    """
-    import numpy as np
-
-    similarity = vectors @ vectors.T
-    best = np.full(similarity.shape[0], -1.0, dtype=similarity.dtype)
-    chosen: list[int] = []
-    for _ in range(min(count, similarity.shape[0])):
-        gains = np.maximum(similarity, best[None, :]).sum(axis=1)
-        gains[chosen] = -np.inf
-        pick = int(np.argmax(gains))
-        chosen.append(pick)
-        best = np.maximum(best, similarity[pick])
-    return chosen
-
-
 def spread_sparse(texts: Sequence[str], count: int) -> list[int]:
-    """:func:`spread_dense` over TF-IDF vectors, in pure Python (TF-IDF alone needs no NumPy).
+    """:func:`ivr_flows.example_picker.cover` over TF-IDF vectors, in pure Python (TF-IDF alone needs no NumPy).
 
     TF-IDF cosines are never negative and mostly 0, so a row's gain is summed over the rows it shares a word with.
     """
@@ -197,27 +187,71 @@ def spread_sparse(texts: Sequence[str], count: int) -> list[int]:
     return chosen
 
 
-def pick_spread_examples(data: Dataset, per_department: int) -> tuple[dict[str, list[str]], str]:
-    """``per_department`` training phrases per domain that cover its training phrases best, and what measured it.
-
-    Only ``train`` is read, and intent labels only to gather the domain's phrases. MiniLM sentence vectors when the
-    extra is installed (meaning, not words), TF-IDF otherwise.
-    """
-    encode: Callable[[Sequence[str]], Any] | None
+def _sentence_encoder() -> tuple[Any, str] | tuple[None, str]:
+    """The best sentence encoder installed (MiniLM, else WordLlama), and its name; (None, "TF-IDF") without one."""
     try:
         from ivr_flows.embedding import get_encoder
 
-        encode = get_encoder().encode
-        measure = "MiniLM cosine"
+        return get_encoder(), "MiniLM"
     except (ImportError, ClassifierUnavailable):
-        encode = None
-        measure = "TF-IDF cosine"
+        pass
+    try:
+        from ivr_flows.wordllama import get_wordllama_encoder
+
+        return get_wordllama_encoder(), "WordLlama"
+    except (ImportError, ClassifierUnavailable):
+        return None, "TF-IDF"
+
+
+def pick_spread_examples(data: Dataset, per_department: int) -> tuple[dict[str, list[str]], str]:
+    """``per_department`` training phrases per domain that cover its training phrases best, and what measured it.
+
+    Only ``train`` is read, and intent labels only to gather the domain's phrases. Sentence vectors when an
+    embedding engine is installed (meaning, not words), TF-IDF otherwise.
+    """
+    encoder, measure = _sentence_encoder()
     examples: dict[str, list[str]] = {}
     for domain, intents in sorted(data.domains.items()):
         pool = list(dict.fromkeys(text for intent in sorted(intents) for text in data.train_by_intent[intent]))
-        picks = spread_dense(encode(pool), per_department) if encode else spread_sparse(pool, per_department)
+        if encoder is not None:
+            from ivr_flows.example_picker import cover
+
+            picks = cover(encoder.encode(pool), per_department)
+        else:
+            picks = spread_sparse(pool, per_department)
         examples[domain] = [pool[i] for i in picks]
-    return examples, measure
+    return examples, f"{measure} cosine"
+
+
+def pick_discriminative_examples(
+    data: Dataset, per_department: int, descriptions: Mapping[str, str] | None
+) -> tuple[dict[str, list[str]], str]:
+    """``per_department`` training phrases per domain chosen by :func:`ivr_flows.example_picker.suggest_examples`:
+    covering picks, then swapped for the phrases that route the most of ``train`` (all domains, leave-one-out) to
+    the right domain, with each domain's name and description topics counted as examples as the classifier does.
+    Only ``train`` and its domain labels are read. Without a sentence encoder, the covering TF-IDF picks."""
+    encoder, measure = _sentence_encoder()
+    if encoder is None:
+        examples, measure = pick_spread_examples(data, per_department)
+        return examples, f"spread by {measure} (no sentence encoder installed)"
+    from ivr_flows.example_picker import suggest_examples
+
+    domain_of = {intent: domain for domain, intents in data.domains.items() for intent in intents}
+    phrases, labels = [], []
+    for intent in sorted(data.train_by_intent):
+        for text in data.train_by_intent[intent]:
+            phrases.append(text)
+            labels.append(domain_of[intent])
+    extras = {
+        domain: [domain.replace("_", " "), *(description_topics(descriptions[domain]) if descriptions else ())]
+        for domain in data.domains
+    }
+    suggestion = suggest_examples(phrases, labels, encoder=encoder, per_department=per_department, extras=extras)
+    examples = {domain: list(suggestion.examples[domain]) for domain in sorted(data.domains)}
+    return examples, (
+        f"discriminative by {measure} (train routed right, leave-one-out: "
+        f"{suggestion.routed_right_before:.1%} covering -> {suggestion.routed_right:.1%})"
+    )
 
 
 def topic_descriptions(data: Dataset) -> dict[str, str]:
@@ -417,7 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the clinc150 folder (default: %(default)s)")
     parser.add_argument("--engines", default="tfidf,wordllama,minilm", help=f"comma-separated: {', '.join(ENGINES)}")
     parser.add_argument("--per-department", type=int, default=8, help="example phrases per department (max 8)")
-    parser.add_argument("--select", choices=("spread", "random"), default="spread", help="how examples are picked")
+    parser.add_argument(
+        "--select", choices=("discriminative", "spread", "random"), default="discriminative", help="example choice"
+    )
     parser.add_argument("--descriptions", choices=("none", "topics"), default="none", help="one line per department")
     parser.add_argument("--seed", type=int, default=0, help="for --select random")
     parser.add_argument("--oos-target", type=float, default=TARGET_OOS, help="oos_val share to reach (threshold)")
@@ -437,12 +473,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     data = load_dataset(args.data)
-    if args.select == "spread":
+    descriptions = topic_descriptions(data) if args.descriptions == "topics" else None
+    if args.select == "discriminative":
+        examples, selection = pick_discriminative_examples(data, args.per_department, descriptions)
+    elif args.select == "spread":
         examples, measure = pick_spread_examples(data, args.per_department)
         selection = f"spread by {measure}"
     else:
         examples, selection = pick_random_examples(data, args.per_department, args.seed), f"random, seed {args.seed}"
-    descriptions = topic_descriptions(data) if args.descriptions == "topics" else None
     reports: list[Report] = []
     for engine in engines:
         try:

@@ -17,6 +17,7 @@ from crm_sync.service import UnknownRep
 from ivr_flows.cli import flows
 from voice import create_app
 from voice.emulator import RepScript
+from voice.flows_suggest import suggest_examples_command
 from voice.flows_try import try_flow
 from voice.twilio_rest import InlineRunner
 from voice.wiring import LOCAL_BASE_URL, Warmline, assemble
@@ -77,6 +78,7 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
 
 main.add_command(flows)
 flows.add_command(try_flow)
+flows.add_command(suggest_examples_command)
 
 
 @main.group()
