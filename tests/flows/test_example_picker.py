@@ -162,7 +162,8 @@ def write_calls(path: Path, extra_rows: str = "") -> Path:
 def test_cli_prints_yaml_to_paste_and_reports_bad_rows_by_line(
     encoder: wordllama.WordLlamaEncoder, tmp_path: Path
 ) -> None:
-    calls = write_calls(tmp_path / "calls.csv", "travel,where is my luggage\nbilling,\n,no department here\nbilling,a comma, unquoted\n")
+    bad_rows = "travel,where is my luggage\nbilling,\n,no department here\nbilling,a comma, unquoted\n"
+    calls = write_calls(tmp_path / "calls.csv", bad_rows)
     result = CliRunner().invoke(
         main,
         ["flows", "suggest-examples", "main", str(calls), "--per-department", "3", "--directory", str(FLOWS)],
