@@ -133,8 +133,9 @@ def app_config(database_url: str, instance: Path, **overrides: Any) -> dict[str,
         "public_url": PUBLIC_URL,
         "instance_path": instance,
         "twilio_api_url": "http://127.0.0.1:9",  # nothing listens: REST must never be on the response path
-        # Tests that want reloading turn it on; speech routes with the light default engine (what `make run`
-        # installs), MiniLM has tests of its own.
+        # Tests that want reloading turn it on; speech routes with TF-IDF, the word matching the scenarios' phrases
+        # were written for (the embedding engines have tests of their own, and test_calls_e2e one call with
+        # WordLlama, what `make run` installs).
         "flows": {"reload_interval": 0, "classifier": "tfidf"},
         "routing": routing,
         **overrides,

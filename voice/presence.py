@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from crm_sync import service as crm
+from crm_sync.db import Store
 from crm_sync.models import (
     LIVE_OFFER_STATES,
     InteractionStatus,
@@ -221,11 +222,13 @@ class Housekeeper(Service):
 
 
 class SweepThread:
-    """Runs ``Housekeeper.sweep`` every few seconds in the background of one app process."""
+    """Runs ``Housekeeper.sweep`` every few seconds in the background of one app process, and checkpoints the
+    store's SQLite WAL after each pass when the store leaves that to it (``Store.background_checkpoints``)."""
 
-    def __init__(self, housekeeper: Housekeeper, *, interval: float) -> None:
+    def __init__(self, housekeeper: Housekeeper, *, interval: float, store: Store | None = None) -> None:
         self._housekeeper = housekeeper
         self._interval = interval
+        self._store = store if store is not None and store.background_checkpoints else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="warmline-sweep", daemon=True)
 
@@ -235,10 +238,22 @@ class SweepThread:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                self._housekeeper.sweep()
-            except Exception:  # keep sweeping: the next pass may well succeed (a locked database, a restart)
-                log.exception("housekeeping sweep failed")
+            self.run_once()
+
+    def run_once(self) -> tuple[int, int, int] | None:
+        """One pass: the sweep, then the checkpoint (if any: its SQLite figures). Failures are logged, not raised:
+        the next pass may well succeed (a locked database, a restart)."""
+        try:
+            self._housekeeper.sweep()
+        except Exception:
+            log.exception("housekeeping sweep failed")
+        if self._store is None:
+            return None
+        try:
+            return self._store.checkpoint()
+        except Exception:
+            log.exception("WAL checkpoint failed")
+            return None
 
     def stop(self) -> None:
         self._stop.set()

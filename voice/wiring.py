@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 # Used for pull URLs when WARMLINE_PUBLIC_URL is unset (local runs): where `warmline serve` listens by default.
 LOCAL_BASE_URL = "http://127.0.0.1:5000"
+#: Longest sweep interval (s) at which the sweep thread, not webhooks' commits, checkpoints the WAL: beyond it the
+#: WAL would grow for too long between checkpoints (several MB a second under bench/webhook.py's load).
+MAX_CHECKPOINT_INTERVAL = 5.0
 
 
 class TranscriberCache:
@@ -85,7 +88,10 @@ def assemble(
     app: Flask, settings: Settings, *, runner: BackgroundRunner | None = None, background: bool = True
 ) -> Warmline:
     """One app instance's parts. ``background=False``: no flow watcher, no housekeeping thread (the CLI)."""
-    store = Store(settings.database_url)
+    # With a housekeeping thread sweeping at least every few seconds, it also checkpoints SQLite's WAL, so that
+    # no webhook's commit does (see Store); with none (the CLI, or sweeping switched off) commits do, as usual.
+    sweeping = background and 0 < settings.routing.sweep_interval <= MAX_CHECKPOINT_INTERVAL
+    store = Store(settings.database_url, background_checkpoints=sweeping)
     flows = FlowLibrary(
         settings.flows_directory,
         default=settings.flows.default,
@@ -140,7 +146,7 @@ def assemble(
     # Built after the services it reports failures to; `perform` only runs once requests are being served.
     rest_actions = RestActions(rest=rest, urls=urls, queue=queue, calls=calls, handoffs=handoffs, settings=settings)
     sweeper = (
-        SweepThread(housekeeper, interval=settings.routing.sweep_interval).start()
+        SweepThread(housekeeper, interval=settings.routing.sweep_interval, store=store).start()
         if background and settings.routing.sweep_interval
         else None
     )

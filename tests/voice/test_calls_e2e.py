@@ -149,6 +149,24 @@ def test_garbage_words_go_to_general(phone_system: PhoneSystem) -> None:
     assert record.department == "general" and record.issue_text == "blorf zzzt wibble"
 
 
+@pytest.mark.parametrize(
+    ("engine", "department", "rep"), [("wordllama", "technical_support", "Bob Chen"), ("tfidf", "general", None)]
+)
+def test_the_default_installs_engine_routes_words_that_share_none_with_the_examples(
+    phone_system_factory: Callable[..., PhoneSystem], engine: str, department: str, rep: str | None
+) -> None:
+    """`make run` routes with WordLlama: a caller who shares no word with any example still reaches the team."""
+    system = phone_system_factory(flows={"reload_interval": 0, "classifier": engine})
+    system.twilio.register_rep(BOB, RepScript.accepts(talk_seconds=5))
+    system.twilio.register_rep(ALICE, RepScript.accepts(talk_seconds=5))
+    call = system.call(JANE, Speech("the modem keeps disconnecting"))
+    assert call.wait_finished(timeout=WAIT)
+    record = interaction(system, call.sid)
+    assert record.department == department
+    if rep is not None:
+        assert record.rep is not None and record.rep.name == rep and record.outcome is Outcome.ANSWERED
+
+
 def test_rep_declines_then_the_next_rep_takes_it(phone_system: PhoneSystem) -> None:
     phone_system.twilio.register_rep(ALICE, RepScript.declines())
     phone_system.twilio.register_rep(BOB, RepScript.accepts(talk_seconds=5))
