@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ivr_flows.embedding import SentenceEncoder
 
 TEXT_COLUMNS = ("text", "issue_text")
+#: Rejected rows listed one by one; beyond, a count per reason.
+MAX_REPORTED = 20
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,13 @@ def suggest_examples_command(
 
     loaded = resolve_flow(flow, directory=directory)
     labelled = read_labelled_calls(calls, loaded)
-    for problem in labelled.rejected:
+    for problem in labelled.rejected[:MAX_REPORTED]:
         click.echo(f"{calls}: {problem}", err=True)
+    if len(labelled.rejected) > MAX_REPORTED:  # an export has many calls without words (keypad, silence)
+        reasons = Counter(problem.split(": ", 1)[1].split(" (")[0] for problem in labelled.rejected)
+        summary = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common())
+        more = len(labelled.rejected) - MAX_REPORTED
+        click.echo(f"{calls}: ... and {more} more; all {len(labelled.rejected)} rejected rows: {summary}", err=True)
     if not labelled.phrases:
         raise click.ClickException(f"{calls}: no usable rows")
     encoder = _encoder(engine)

@@ -202,3 +202,17 @@ def test_cli_json_and_a_file_it_cannot_use(encoder: wordllama.WordLlamaEncoder, 
     )
     assert refused.exit_code == 1
     assert "needs a header with 'department' and 'text'" in refused.output and "'team'" in refused.output
+
+
+def test_cli_lists_the_first_rejected_rows_then_counts_the_rest_by_reason(
+    encoder: wordllama.WordLlamaEncoder, tmp_path: Path
+) -> None:
+    """An export of interactions has many calls without words (keypad, silence): a count, not a thousand lines."""
+    calls = write_calls(tmp_path / "calls.csv", "billing,\n" * 30 + "travel,lost bag\n")
+    result = CliRunner().invoke(main, ["flows", "suggest-examples", "main", str(calls), "--directory", str(FLOWS)])
+    assert result.exit_code == 0, result.output
+    listed = [line for line in result.stderr.splitlines() if ": line " in line]
+    assert len(listed) == 20 and listed[0].endswith("line 42: no words for 'billing'")
+    assert result.stderr.splitlines()[-1].endswith(
+        "... and 11 more; all 31 rejected rows: 30 x no words for 'billing'; 1 x department 'travel' is not in the flow"
+    )
