@@ -14,8 +14,11 @@ Protocol (``../shared/data/clinc150/README.md``), fixed so every run and every c
     each is swapped for the department's training phrase that makes the most of all 7,500 training phrases (every
     domain, each phrase never its own example) route to their own domain, under the classifier's own scoring (the
     domain's name, and its description topics with ``--descriptions topics``, count as examples). Domain labels of
-    ``train`` are read; nothing of val or test. MiniLM sentence vectors when the extra is installed, else
-    WordLlama's; without either, the TF-IDF ``spread`` picks. ~30 s.
+    ``train`` are read; nothing of val or test. Each embedding engine gets the examples chosen with its own
+    vectors (as an admin runs ``suggest-examples``
+    with the engine that routes; MiniLM's choice cost WordLlama 7 points without descriptions), TF-IDF its own
+    covering picks (``spread`` by TF-IDF). The table's "examples chosen by" row gives the share of ``train``
+    routed right with the covering picks, then with the chosen ones. ~30 s per embedding engine.
   - ``spread`` does what an admin writing a handful of examples aims at: cover the department's
     range of reasons with typical phrasings. Among the department's 750 training phrases it greedily picks the N
     that best represent all of them (facility location: each pick maximises the sum, over every training phrase
@@ -26,7 +29,7 @@ Protocol (``../shared/data/clinc150/README.md``), fixed so every run and every c
   - ``random``: the domain's intents are shuffled with ``--seed`` and the first N each give one random training
     phrase (the protocol before ``spread``; MiniLM scores ~12 points lower with it);
 
-  The same examples are given to every engine of a run.
+  With ``spread`` and ``random`` the same examples are given to every engine of a run.
 * ``--descriptions topics`` also gives each department a one-line description, as an admin may write one: the
   domain's name and its intents' names from ``domains.json`` ("banking: freeze account, routing, pin change, …"),
   used as extra examples topic by topic (``ivr_flows.classifier.description_topics``), as a department's
@@ -187,29 +190,34 @@ def spread_sparse(texts: Sequence[str], count: int) -> list[int]:
     return chosen
 
 
-def _sentence_encoder() -> tuple[Any, str] | tuple[None, str]:
-    """The best sentence encoder installed (MiniLM, else WordLlama), and its name; (None, "TF-IDF") without one."""
-    try:
-        from ivr_flows.embedding import get_encoder
+def _sentence_encoder(engine: Engine | None = None) -> tuple[Any, str] | tuple[None, str]:
+    """``engine``'s sentence encoder and its name, or the best one installed (MiniLM, else WordLlama) for None;
+    (None, "TF-IDF") for TF-IDF or when none can load."""
+    wanted = ("minilm", "wordllama") if engine is None else (engine,)
+    for name in wanted:
+        try:
+            if name == "minilm":
+                from ivr_flows.embedding import get_encoder
 
-        return get_encoder(), "MiniLM"
-    except (ImportError, ClassifierUnavailable):
-        pass
-    try:
-        from ivr_flows.wordllama import get_wordllama_encoder
+                return get_encoder(), "MiniLM"
+            if name == "wordllama":
+                from ivr_flows.wordllama import get_wordllama_encoder
 
-        return get_wordllama_encoder(), "WordLlama"
-    except (ImportError, ClassifierUnavailable):
-        return None, "TF-IDF"
+                return get_wordllama_encoder(), "WordLlama"
+        except (ImportError, ClassifierUnavailable):
+            continue
+    return None, "TF-IDF"
 
 
-def pick_spread_examples(data: Dataset, per_department: int) -> tuple[dict[str, list[str]], str]:
+def pick_spread_examples(
+    data: Dataset, per_department: int, *, engine: Engine | None = None
+) -> tuple[dict[str, list[str]], str]:
     """``per_department`` training phrases per domain that cover its training phrases best, and what measured it.
 
     Only ``train`` is read, and intent labels only to gather the domain's phrases. Sentence vectors when an
-    embedding engine is installed (meaning, not words), TF-IDF otherwise.
+    embedding engine is installed (meaning, not words; ``engine``'s when given), TF-IDF otherwise.
     """
-    encoder, measure = _sentence_encoder()
+    encoder, measure = _sentence_encoder(engine)
     examples: dict[str, list[str]] = {}
     for domain, intents in sorted(data.domains.items()):
         pool = list(dict.fromkeys(text for intent in sorted(intents) for text in data.train_by_intent[intent]))
@@ -224,16 +232,18 @@ def pick_spread_examples(data: Dataset, per_department: int) -> tuple[dict[str, 
 
 
 def pick_discriminative_examples(
-    data: Dataset, per_department: int, descriptions: Mapping[str, str] | None
+    data: Dataset, per_department: int, descriptions: Mapping[str, str] | None, *, engine: Engine
 ) -> tuple[dict[str, list[str]], str]:
     """``per_department`` training phrases per domain chosen by :func:`ivr_flows.example_picker.suggest_examples`:
     covering picks, then swapped for the phrases that route the most of ``train`` (all domains, leave-one-out) to
     the right domain, with each domain's name and description topics counted as examples as the classifier does.
-    Only ``train`` and its domain labels are read. Without a sentence encoder, the covering TF-IDF picks."""
-    encoder, measure = _sentence_encoder()
+    Only ``train`` and its domain labels are read. Chosen with ``engine``'s own vectors, as ``warmline flows
+    suggest-examples --engine`` does for the engine that routes (MiniLM's choice cost WordLlama 7 points without
+    descriptions); for TF-IDF, which has no sentence vectors, its own covering picks."""
+    encoder, measure = _sentence_encoder(engine)
     if encoder is None:
-        examples, measure = pick_spread_examples(data, per_department)
-        return examples, f"spread by {measure} (no sentence encoder installed)"
+        examples, _measure = pick_spread_examples(data, per_department, engine="tfidf")
+        return examples, "TF-IDF covering"
     from ivr_flows.example_picker import suggest_examples
 
     domain_of = {intent: domain for domain, intents in data.domains.items() for intent in intents}
@@ -248,10 +258,8 @@ def pick_discriminative_examples(
     }
     suggestion = suggest_examples(phrases, labels, encoder=encoder, per_department=per_department, extras=extras)
     examples = {domain: list(suggestion.examples[domain]) for domain in sorted(data.domains)}
-    return examples, (
-        f"discriminative by {measure} (train routed right, leave-one-out: "
-        f"{suggestion.routed_right_before:.1%} covering -> {suggestion.routed_right:.1%})"
-    )
+    # Share of train routed right (leave-one-out) with the covering picks, then with the chosen ones.
+    return examples, f"{measure} {suggestion.routed_right_before:.1%}->{suggestion.routed_right:.1%}"
 
 
 def topic_descriptions(data: Dataset) -> dict[str, str]:
@@ -303,6 +311,7 @@ class Report:
 
     engine: str
     classifier: str
+    examples_by: str  # how this engine's examples were chosen
     threshold: float
     val: Outcome
     test: Outcome
@@ -356,6 +365,7 @@ def run_engine(
     data: Dataset,
     examples: Mapping[str, Sequence[str]],
     *,
+    examples_by: str,
     descriptions: Mapping[str, str] | None,
     oos_target: float,
     flow_threshold: float,
@@ -392,6 +402,7 @@ def run_engine(
     return Report(
         engine=engine,
         classifier=type(classifier).__name__,
+        examples_by=examples_by,
         threshold=threshold,
         val=val,
         test=test,
@@ -416,6 +427,7 @@ def print_table(reports: Sequence[Report], meta: Mapping[str, Any]) -> None:
     )
     rows: list[tuple[str, Callable[[Report], str]]] = [
         ("classifier", lambda r: r.classifier),
+        ("examples chosen by", lambda r: r.examples_by),
         ("threshold (from val)", lambda r: f"{r.threshold:.3f}"),
         ("val: in-scope top-1 / oos->general", lambda r: f"{r.val.in_scope:.1%} / {r.val.oos_to_general:.1%}"),
         ("TEST in-scope top-1", lambda r: f"{r.test.in_scope:.1%}"),
@@ -434,7 +446,7 @@ def print_table(reports: Sequence[Report], meta: Mapping[str, Any]) -> None:
         ),
         ("classify p50 / p99 ms (wall)", lambda r: f"{r.p50_ms:.2f} / {r.p99_ms:.2f}"),
         ("classify p50 ms (CPU)", lambda r: f"{r.p50_cpu_ms:.2f}"),
-        ("load s (import+model+examples)", lambda r: f"{r.load_s:.2f}"),
+        ("load s (examples; model unless loaded)", lambda r: f"{r.load_s:.2f}"),
         (
             f"meets target ({TARGET_IN_SCOPE:.0%} / {TARGET_OOS:.0%})",
             lambda r: "yes" if r.meets_target else "no",
@@ -442,7 +454,7 @@ def print_table(reports: Sequence[Report], meta: Mapping[str, Any]) -> None:
     ]
     width = max(len(label) for label, _ in rows)
     for label, cell in rows:
-        print(f"  {label:<{width}}  " + "  ".join(f"{cell(r):>18}" for r in reports))
+        print(f"  {label:<{width}}  " + "  ".join(f"{cell(r):>22}" for r in reports))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -474,21 +486,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     data = load_dataset(args.data)
     descriptions = topic_descriptions(data) if args.descriptions == "topics" else None
-    if args.select == "discriminative":
-        examples, selection = pick_discriminative_examples(data, args.per_department, descriptions)
-    elif args.select == "spread":
+    shared: tuple[dict[str, list[str]], str] | None = None
+    if args.select == "spread":
         examples, measure = pick_spread_examples(data, args.per_department)
-        selection = f"spread by {measure}"
-    else:
-        examples, selection = pick_random_examples(data, args.per_department, args.seed), f"random, seed {args.seed}"
+        shared = examples, f"spread, {measure}"
+    elif args.select == "random":
+        shared = pick_random_examples(data, args.per_department, args.seed), f"random, seed {args.seed}"
+    selection = shared[1] if shared else "discriminative, by each engine's own measure"
     reports: list[Report] = []
+    chosen: dict[str, dict[str, list[str]]] = {}
     for engine in engines:
         try:
+            if shared is None:
+                examples, examples_by = pick_discriminative_examples(
+                    data, args.per_department, descriptions, engine=engine
+                )
+            else:
+                examples, examples_by = shared
+            chosen[engine] = examples
             reports.append(
                 run_engine(
                     engine,
                     data,
                     examples,
+                    examples_by=examples_by,
                     descriptions=descriptions,
                     oos_target=args.oos_target,
                     flow_threshold=args.flow_threshold,
@@ -499,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{engine}: unavailable: {exc}", file=sys.stderr)
             return 2
     meta = {
-        "departments": len(examples),
+        "departments": len(data.domains),
         "examples_per_department": args.per_department,
         "selection": selection,
         "descriptions": args.descriptions,
@@ -512,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.json:
         engines_out = [asdict(r) for r in reports]
-        output = {"meta": meta, "examples": examples, "descriptions": descriptions, "engines": engines_out}
+        output = {"meta": meta, "examples": chosen, "descriptions": descriptions, "engines": engines_out}
         print(json.dumps(output, indent=2))
     else:
         print_table(reports, meta)
