@@ -91,6 +91,7 @@ from ivr_flows.classifier import (  # noqa: E402
     Engine,
     build_classifier,
     description_topics,
+    sentence_encoder,
     tokenize,
 )
 
@@ -191,22 +192,12 @@ def spread_sparse(texts: Sequence[str], count: int) -> list[int]:
 
 
 def _sentence_encoder(engine: Engine | None = None) -> tuple[Any, str] | tuple[None, str]:
-    """``engine``'s sentence encoder and its name, or the best one installed (MiniLM, else WordLlama) for None;
-    (None, "TF-IDF") for TF-IDF or when none can load."""
-    wanted = ("minilm", "wordllama") if engine is None else (engine,)
-    for name in wanted:
-        try:
-            if name == "minilm":
-                from ivr_flows.embedding import get_encoder
-
-                return get_encoder(), "MiniLM"
-            if name == "wordllama":
-                from ivr_flows.wordllama import get_wordllama_encoder
-
-                return get_wordllama_encoder(), "WordLlama"
-        except (ImportError, ClassifierUnavailable):
-            continue
-    return None, "TF-IDF"
+    """``engine``'s sentence encoder and its name, or the best one installed for None; (None, "TF-IDF") for
+    TF-IDF or when none can load."""
+    try:
+        return sentence_encoder(engine or "auto")
+    except ClassifierUnavailable:
+        return None, "TF-IDF"
 
 
 def pick_spread_examples(

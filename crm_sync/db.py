@@ -130,7 +130,7 @@ class Store:
     """The database handle the whole app shares: one engine, one session factory.
 
     ``background_checkpoints=True`` (SQLite): webhooks' commits never copy the WAL back into the database file;
-    the process's housekeeping thread calls :meth:`checkpoint` every second instead. By default SQLite checkpoints
+    the process's housekeeping thread calls :meth:`checkpoint` after each pass instead. By default SQLite checkpoints
     inside the commit that fills the WAL past 1,000 pages, and that commit still holds the writer flock, so every
     other webhook waits for the copy and its two fsyncs: about three times a second under ``bench/webhook.py``'s
     load (strace: 24 fdatasync in 4 s), ~0.1 ms each on this disk but hundreds of milliseconds on a slow or busy

@@ -65,6 +65,7 @@ __all__ = [
     "TfidfClassifier",
     "build_classifier",
     "description_topics",
+    "sentence_encoder",
     "tokenize",
 ]
 
@@ -400,3 +401,23 @@ def _embedding_classifier(
         raise ClassifierUnavailable(f"the packages in {requirements} are not installed: {exc}") from exc
     built: Classifier = classifier_class(phrases, names=names, descriptions=descriptions, default=default)
     return built
+
+
+def sentence_encoder(engine: Engine = "auto") -> tuple[Any, str]:
+    """The process's sentence encoder of ``engine`` and its label (``auto``: MiniLM when it loads, else WordLlama),
+    for tools that compare phrases by meaning (``ivr_flows.example_picker``). Raises
+    :class:`ClassifierUnavailable` saying why for each engine tried; TF-IDF has no sentence vectors."""
+    problems: list[str] = []
+    for candidate in _AUTO_ORDER if engine == "auto" else (engine,):
+        try:  # imported here, not at the top: optional, and NumPy plus a model are heavy
+            if candidate == "minilm":
+                from ivr_flows.embedding import get_encoder
+
+                return get_encoder(), "MiniLM"
+            if candidate == "wordllama":
+                from ivr_flows.wordllama import get_wordllama_encoder
+
+                return get_wordllama_encoder(), "WordLlama"
+        except (ImportError, ClassifierUnavailable) as exc:
+            problems.append(f"{_ENGINE_LABELS[candidate]}: {exc}")
+    raise ClassifierUnavailable("; ".join(problems) or f"{engine!r} has no sentence vectors")

@@ -15,17 +15,14 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import cast
 
 import click
 import yaml
 
 from ivr_flows import Flow
-from ivr_flows.classifier import ClassifierUnavailable, description_topics
+from ivr_flows.classifier import ClassifierUnavailable, Engine, description_topics, sentence_encoder
 from voice.flows_try import resolve_flow
-
-if TYPE_CHECKING:
-    from ivr_flows.embedding import SentenceEncoder
 
 TEXT_COLUMNS = ("text", "issue_text")
 #: Rejected rows listed one by one; beyond, a count per reason.
@@ -113,7 +110,10 @@ def suggest_examples_command(
         click.echo(f"{calls}: ... and {more} more; all {len(labelled.rejected)} rejected rows: {summary}", err=True)
     if not labelled.phrases:
         raise click.ClickException(f"{calls}: no usable rows")
-    encoder = _encoder(engine)
+    try:
+        encoder, _label = sentence_encoder(cast(Engine, engine))
+    except ClassifierUnavailable as exc:
+        raise click.ClickException(f"suggesting examples needs a sentence encoder ({engine}): {exc}") from None
     extras = {
         key: [loaded.department_name(key), *description_topics(department.description or "")]
         for key, department in loaded.departments.items()
@@ -147,21 +147,3 @@ def suggest_examples_command(
     chosen = {key: {"examples": list(texts)} for key in loaded.departments if (texts := suggestion.examples.get(key))}
     snippet = {"departments": chosen}
     click.echo(yaml.safe_dump(snippet, sort_keys=False, allow_unicode=True, width=sys.maxsize).rstrip())
-
-
-def _encoder(engine: str) -> SentenceEncoder:
-    """The sentence encoder asked for; a clear error when it is not installed."""
-    try:
-        if engine in ("auto", "minilm"):
-            try:
-                from ivr_flows.embedding import get_encoder
-
-                return get_encoder()
-            except (ImportError, ClassifierUnavailable):
-                if engine == "minilm":
-                    raise
-        from ivr_flows.wordllama import get_wordllama_encoder
-
-        return get_wordllama_encoder()
-    except (ImportError, ClassifierUnavailable) as exc:
-        raise click.ClickException(f"suggesting examples needs a sentence encoder ({engine}): {exc}") from None
