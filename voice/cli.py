@@ -23,8 +23,15 @@ from voice.twilio_rest import InlineRunner
 from voice.wiring import LOCAL_BASE_URL, Warmline, assemble
 
 
-def _warmline() -> Warmline:
+def _warmline(*, require_schema: bool = True) -> Warmline:
+    """The app's parts; with ``require_schema``, first makes sure the database has been migrated, so that a new
+    admin who runs a command before ``warmline db upgrade`` hears what to do instead of a SQL traceback."""
     warmline: Warmline = current_app.extensions["warmline"]
+    if require_schema and not warmline.store.is_migrated():
+        raise click.ClickException(
+            f"the database {warmline.store.engine.url.render_as_string(hide_password=True)} is not set up for this "
+            "version of Warmline: run `warmline db upgrade` first (`make run` does)"
+        )
     return warmline
 
 
@@ -55,7 +62,7 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
     """Apply pending migrations, then serve the webhooks with gunicorn."""
     from gunicorn.app.base import BaseApplication
 
-    warmline = _warmline()
+    warmline = _warmline(require_schema=False)
     warmline.store.upgrade()
     warmline.store.dispose()  # the workers open their own connections after fork
 
@@ -90,7 +97,7 @@ def db() -> None:
 @with_appcontext
 def db_upgrade() -> None:
     """Apply pending migrations."""
-    _warmline().store.upgrade()
+    _warmline(require_schema=False).store.upgrade()
     click.echo("database is up to date")
 
 

@@ -11,10 +11,11 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ivr_flows import Flow, FlowError, load_flow
-from ivr_flows.classifier import Engine
+from ivr_flows.classifier import DeferredClassifier, Engine
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,16 @@ class FlowLibrary:
         default: str,
         numbers: Mapping[str, str] | None = None,
         classifier: Engine = "tfidf",
+        defer_classifiers: bool = False,
     ) -> None:
         self.directory = directory
         self.default = default
         # Which speech classifier the flows in service route with (config.yaml flows.classifier).
         self.classifier = classifier
+        # Build each flow's classifier on its first caller instead of on load: for CLI commands, which load the
+        # app but route nobody. The service builds them on load, so no caller waits for a model and a pinned
+        # engine that cannot load stops start-up.
+        self.defer_classifiers = defer_classifiers
         # Called number (E.164) → flow name, for lines that answer with another flow than the default.
         self.numbers = dict(numbers or {})
         self._lock = threading.Lock()
@@ -86,7 +92,11 @@ class FlowLibrary:
 
     def add(self, flow: Flow) -> None:
         if self.classifier != "tfidf":  # the loader built TF-IDF (cheap, for lint and try); serve with the chosen one
-            flow = flow.with_classifier(flow.build_classifier(self.classifier))
+            engine = self.classifier
+            if self.defer_classifiers:
+                flow = flow.with_classifier(DeferredClassifier(partial(flow.build_classifier, engine)))
+            else:
+                flow = flow.with_classifier(flow.build_classifier(engine))
         with self._lock:
             self._by_name[flow.name] = flow
             self._by_version[flow.version] = flow

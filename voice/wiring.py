@@ -97,6 +97,7 @@ def assemble(
         default=settings.flows.default,
         numbers=settings.flows.numbers,
         classifier=settings.flows.classifier,
+        defer_classifiers=not background,
     )
     flows.load_all()
     watcher = (

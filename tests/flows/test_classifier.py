@@ -183,3 +183,34 @@ def test_a_description_routes_topics_no_example_covers() -> None:
     assert described.classify("my luggage got lost").department == "travel"
     assert described.classify("do I need a visa for Japan").department == "travel"
     assert described.classify("I was charged twice") == plain.classify("I was charged twice")
+
+
+def test_a_deferred_classifier_is_built_once_on_first_use_and_retried_after_a_failure() -> None:
+    import threading
+
+    from ivr_flows.classifier import ClassifierUnavailable, DeferredClassifier
+
+    builds: list[int] = []
+    failures = [ClassifierUnavailable("model still unpacking")]
+
+    def build() -> TfidfClassifier:
+        if failures:
+            raise failures.pop()
+        builds.append(1)
+        return TfidfClassifier({"billing": ["I was charged twice"], "general": ["operator"]}, default="general")
+
+    deferred = DeferredClassifier(build)
+    assert not deferred.built and not builds
+    with pytest.raises(ClassifierUnavailable, match="still unpacking"):
+        deferred.classify("charged twice")
+    assert not deferred.built
+    answers: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(deferred.classify("I was charged twice").department))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == ["billing"] * 8 and builds == [1] and deferred.built

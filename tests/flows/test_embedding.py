@@ -211,6 +211,7 @@ def test_build_classifier_auto_picks_minilm_when_available(
 ) -> None:
     phrases = {"billing": ["I was charged twice"], "general": ["operator"]}
     monkeypatch.delenv(ENGINE_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "ivr_flows.mpnet", None)  # the heavier extra missing (test_mpnet.py has it)
     assert isinstance(build_classifier(phrases, default="general"), embedding.MiniLMClassifier)
     assert isinstance(build_classifier(phrases, default="general", engine="minilm"), embedding.MiniLMClassifier)
     assert isinstance(build_classifier(phrases, default="general", engine="tfidf"), TfidfClassifier)
@@ -239,7 +240,7 @@ def test_model_is_unpacked_once_into_the_chosen_folder(
 
 
 def test_tfidf_is_the_fallback_when_no_embedding_engine_can_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in ("ivr_flows.embedding", "ivr_flows.wordllama"):
+    for module in ("ivr_flows.embedding", "ivr_flows.mpnet", "ivr_flows.wordllama"):
         monkeypatch.setitem(sys.modules, module, None)  # makes the import fail as without NumPy and the extras
     monkeypatch.delenv(ENGINE_ENV, raising=False)
     phrases = {"billing": ["I was charged twice"], "general": ["operator"]}

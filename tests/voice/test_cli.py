@@ -12,6 +12,8 @@ from flask.testing import FlaskCliRunner
 
 from crm_sync import service as crm
 from crm_sync.models import RepState
+from tests.conftest import app_config
+from voice import create_app
 from voice.cli import main
 
 DEMO = Path(__file__).resolve().parents[2] / "crm_sync" / "demo"
@@ -72,3 +74,18 @@ def test_export_interactions_as_json_and_csv(app: Flask, runner: FlaskCliRunner,
     assert runner.invoke(main, ["crm", "export", "interactions", "--format", "csv", "-o", str(out)]).exit_code == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert rows[0]["issue_text"] == "I need a refund" and rows[0]["customer_name"] == "Jane Doe"
+
+
+def test_a_command_run_before_the_database_is_set_up_says_what_to_run(tmp_path: Path) -> None:
+    fresh = create_app(app_config(f"sqlite:///{tmp_path}/fresh.sqlite3", tmp_path / "instance"), background=False)
+    try:
+        runner = fresh.test_cli_runner()
+        refused = runner.invoke(main, ["reps", "import", str(DEMO / "reps.csv")])
+        assert refused.exit_code == 1
+        assert "is not set up for this version of Warmline: run `warmline db upgrade` first" in refused.output
+        assert "Traceback" not in refused.output and "no such table" not in refused.output
+        assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
+        loaded = runner.invoke(main, ["reps", "import", str(DEMO / "reps.csv")])
+        assert loaded.exit_code == 0, loaded.output
+    finally:
+        fresh.extensions["warmline"].close()

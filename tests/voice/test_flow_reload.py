@@ -109,3 +109,22 @@ def test_the_running_service_notices_a_saved_file_by_itself(database_url: str, t
         assert first_question(app.test_client(), "CA" + "d" * 32) == NEW_QUESTION
     finally:
         app.extensions["warmline"].close()
+
+
+def test_cli_processes_build_the_speech_classifier_on_first_use_and_the_service_on_load(flows_dir: Path) -> None:
+    """`warmline crm import` loads the app and its flows but routes nobody: it must not pay for a model."""
+    from ivr_flows.classifier import DeferredClassifier
+    from ivr_flows.wordllama import WordLlamaClassifier
+    from voice.flow_library import FlowLibrary
+
+    service = FlowLibrary(flows_dir, default="main", classifier="wordllama")
+    service.load_all()
+    assert isinstance(service.current().classifier, WordLlamaClassifier)
+
+    cli = FlowLibrary(flows_dir, default="main", classifier="wordllama", defer_classifiers=True)
+    cli.load_all()
+    deferred = cli.current().classifier
+    assert isinstance(deferred, DeferredClassifier) and not deferred.built
+    said_by_caller = "the modem keeps disconnecting"
+    assert deferred.classify(said_by_caller) == service.current().classifier.classify(said_by_caller)
+    assert deferred.built
