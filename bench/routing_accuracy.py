@@ -30,11 +30,13 @@ Protocol (``../shared/data/clinc150/README.md``), fixed so every run and every c
     phrase (the protocol before ``spread``; MiniLM scores ~12 points lower with it);
 
   With ``spread`` and ``random`` the same examples are given to every engine of a run.
-* ``--descriptions topics`` also gives each department a one-line description, as an admin may write one: the
-  domain's name and its intents' names from ``domains.json`` ("banking: freeze account, routing, pin change, …"),
-  used as extra examples topic by topic (``ivr_flows.classifier.description_topics``), as a department's
-  ``description:`` in a flow is. The default is ``none`` (examples and names only), the stricter reading of the
-  protocol: the topics list every intent of the domain, more than an admin may think of;
+* ``--descriptions topics`` (the default) also gives each department a one-line description, as the sample flow
+  gives each of its departments and as the flow README advises: the domain's name and its intents' names from
+  ``domains.json`` ("banking: freeze account, routing, pin change, …"), used as extra examples topic by topic
+  (``ivr_flows.classifier.description_topics``), as a department's ``description:`` in a flow is.
+  ``--descriptions none`` (examples and names only) is the stricter reading of the protocol: the topics list
+  every intent of the domain, likely more than an admin would think of. (The default was ``none`` until
+  December 2026; both are in ``ivr_flows/README.md``.)
 * the route threshold is chosen on ``val`` + ``oos_val`` only (never on test): the one at which both targets
   (90 % in scope, 70 % out of scope to ``general``) hold with the most margin on validation, each margin counted
   in standard errors of its own set (:func:`choose_balanced_threshold`: ``val`` has 3,000 utterances, ``oos_val``
@@ -59,7 +61,7 @@ engines; MiniLM+MPNet adds ~10 minutes (its examples are chosen over the 7,500 t
     .venv/bin/python bench/routing_accuracy.py                          # the engines, a table
     .venv/bin/python bench/routing_accuracy.py --json                   # the same figures as JSON
     .venv/bin/python bench/routing_accuracy.py --engines tfidf          # TF-IDF only (no NumPy needed)
-    .venv/bin/python bench/routing_accuracy.py --descriptions topics    # with one-line department descriptions
+    .venv/bin/python bench/routing_accuracy.py --descriptions none      # examples and names only
 
 The exit status is 0 when the run completed (whether or not a classifier meets the target), 2 when an engine asked
 for explicitly cannot run here.
@@ -505,7 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--select", choices=("discriminative", "spread", "random"), default="discriminative", help="example choice"
     )
-    parser.add_argument("--descriptions", choices=("none", "topics"), default="none", help="one line per department")
+    parser.add_argument(
+        "--descriptions", choices=("none", "topics"), default="topics", help="one line per department, or none"
+    )
     parser.add_argument("--seed", type=int, default=0, help="for --select random")
     parser.add_argument("--flow-threshold", type=float, default=0.3, help="also report at this fixed threshold")
     parser.add_argument("--timing-sample", type=int, default=300, help="utterances timed one by one")

@@ -62,7 +62,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -85,6 +85,7 @@ __all__ = [
     "TransformerEncoder",
     "ensure_model",
     "get_encoder",
+    "load_transformer",
     "model_dir",
     "one_blas_thread",
     "unpack_once",
@@ -495,6 +496,7 @@ class MiniLMEncoder(TransformerEncoder):
         return _layer_norm_(np.ascontiguousarray(x.T), *self._emb_norm, self._eps)
 
 
+_Transformer = TypeVar("_Transformer", bound=TransformerEncoder)
 _encoder: MiniLMEncoder | None = None
 _encoder_lock = threading.Lock()
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -529,13 +531,21 @@ def get_encoder() -> MiniLMEncoder:
     if _encoder is None:
         with _encoder_lock:
             if _encoder is None:
-                directory = ensure_model()
-                one_blas_thread()
-                try:
-                    _encoder = MiniLMEncoder(directory)
-                except Exception as exc:  # corrupt, truncated or foreign files: any error means "not available"
-                    raise ClassifierUnavailable(f"cannot load the MiniLM model from {directory}: {exc}") from exc
+                _encoder = load_transformer(MiniLMEncoder, ensure_model(), label="MiniLM")
     return _encoder
+
+
+def load_transformer(encoder_class: type[_Transformer], directory: Path, *, label: str) -> _Transformer:
+    """``encoder_class`` loaded from ``directory``, with NumPy's BLAS on one thread (:func:`one_blas_thread`).
+
+    Raises :class:`ClassifierUnavailable` naming the model (``label``) on any failure: corrupt, truncated or foreign
+    files all mean "not available here", which ``auto`` answers by trying the next engine.
+    """
+    one_blas_thread()
+    try:
+        return encoder_class(directory)
+    except Exception as exc:
+        raise ClassifierUnavailable(f"cannot load the {label} model from {directory}: {exc}") from exc
 
 
 class EmbeddingClassifier:

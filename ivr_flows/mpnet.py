@@ -52,7 +52,7 @@ from ivr_flows.embedding import (
     Vectors,
     _layer_norm_,
     get_encoder,
-    one_blas_thread,
+    load_transformer,
     unpack_once,
 )
 
@@ -229,12 +229,7 @@ def get_mpnet_encoder() -> MPNetEncoder:
     if _mpnet is None:
         with _lock:
             if _mpnet is None:
-                directory = ensure_mpnet_model()
-                one_blas_thread()
-                try:
-                    _mpnet = MPNetEncoder(directory)
-                except Exception as exc:  # corrupt, truncated or foreign files: any error means "not available"
-                    raise ClassifierUnavailable(f"cannot load the MPNet model from {directory}: {exc}") from exc
+                _mpnet = load_transformer(MPNetEncoder, ensure_mpnet_model(), label="MPNet")
     return _mpnet
 
 
