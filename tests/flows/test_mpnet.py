@@ -7,6 +7,7 @@ The last tests need no model and always run.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -210,6 +211,7 @@ def test_model_is_joined_and_unpacked_once_into_the_chosen_folder(
     assert (target / "model.safetensors").stat().st_mtime_ns == written  # not unpacked again
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["model"]  # no staging folder left
     np.testing.assert_allclose(mpnet.MPNetEncoder(target).encode(["refund"]), mpnet_encoder.encode(["refund"]))
+    shutil.rmtree(target)  # 440 MB: pytest keeps the temporary folders of the last three runs
 
 
 # --- no model needed ---------------------------------------------------------------------------------------------
