@@ -55,7 +55,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "ENGINE_ENV",
@@ -84,6 +84,9 @@ class Classification:
     scores: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
 
+_Loaded = TypeVar("_Loaded")
+
+
 @runtime_checkable
 class Classifier(Protocol):
     """Anything that maps a caller's words to a department. Must never raise on odd input."""
@@ -95,6 +98,30 @@ class ClassifierUnavailable(RuntimeError):
     """A classifier engine was asked for but cannot run here (its optional packages or model are missing)."""
 
 
+class LoadOnce(Generic[_Loaded]):
+    """A value made on first use by ``load`` and then shared by every thread of the process (models, classifiers).
+
+    A ``load`` that raises leaves nothing behind, so the next use tries again: the operator may have installed the
+    missing package meanwhile.
+    """
+
+    def __init__(self, load: Callable[[], _Loaded]) -> None:
+        self._load = load
+        self._value: _Loaded | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._value is not None
+
+    def get(self) -> _Loaded:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._load()
+        return self._value
+
+
 class DeferredClassifier:
     """A classifier built the first time it is asked to classify, then kept.
 
@@ -104,21 +131,15 @@ class DeferredClassifier:
     """
 
     def __init__(self, build: Callable[[], Classifier]) -> None:
-        self._build = build
-        self._built: Classifier | None = None
-        self._lock = threading.Lock()
+        self._classifier = LoadOnce(build)
 
     @property
     def built(self) -> bool:
         """Whether the classifier has been built (a test's and a curious operator's question)."""
-        return self._built is not None
+        return self._classifier.loaded
 
     def classify(self, text: str) -> Classification:
-        if self._built is None:
-            with self._lock:
-                if self._built is None:
-                    self._built = self._build()
-        return self._built.classify(text)
+        return self._classifier.get().classify(text)
 
 
 # Function words and call-centre filler that say nothing about *why* someone calls. "not" (also

@@ -69,7 +69,7 @@ import numpy.typing as npt
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
-from ivr_flows.classifier import Classification, ClassifierUnavailable, description_topics, tokenize
+from ivr_flows.classifier import Classification, ClassifierUnavailable, LoadOnce, description_topics, tokenize
 
 __all__ = [
     "BERT_LAYER_NAMES",
@@ -78,6 +78,7 @@ __all__ = [
     "DEFAULT_MODEL_DIR",
     "MODEL_DIR_ENV",
     "OTHERS_WEIGHT",
+    "UNPACKED_STAMP",
     "EmbeddingClassifier",
     "MiniLMClassifier",
     "MiniLMEncoder",
@@ -109,7 +110,8 @@ DEFAULT_MODEL_DIR = Path("~/.cache/warmline/all-minilm-l6-v2")
 #: imported: importing it prints a banner.
 MODEL_PACKAGE = "all_minilm_l6_v2"
 _MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-_STAMP = ".warmline-unpacked.json"
+#: The file that records which archive an unpacked model folder came from (absent: placed by hand).
+UNPACKED_STAMP = ".warmline-unpacked.json"
 
 #: sentence-transformers truncates this model's input to 256 word pieces; so do we, to give identical vectors.
 MAX_TOKENS = 256
@@ -172,7 +174,7 @@ def _zip_fingerprint(archive: zipfile.ZipFile) -> dict[str, int]:
 def _unpacked_from(target: Path, fingerprint: Mapping[str, object], files: Sequence[str]) -> bool:
     """Whether ``target`` holds a complete copy (``files``) unpacked from the zip with this ``fingerprint``."""
     try:
-        stamp = json.loads((target / _STAMP).read_text())
+        stamp = json.loads((target / UNPACKED_STAMP).read_text())
     except (OSError, ValueError):
         return False
     return bool(stamp == dict(fingerprint) and all((target / name).is_file() for name in files))
@@ -202,7 +204,7 @@ def ensure_model(directory: Path | None = None) -> Path:
     """
     target = (directory or model_dir()).expanduser()
     have_files = all((target / name).is_file() for name in _MODEL_FILES)
-    if have_files and not (target / _STAMP).exists():
+    if have_files and not (target / UNPACKED_STAMP).exists():
         return target  # placed by hand
     archive_path = _package_zip()
     if archive_path is None:
@@ -238,7 +240,7 @@ def unpack_once(
         old = target.with_name(f".{target.name}-old-{os.getpid()}")
         try:
             extract(staging)
-            (staging / _STAMP).write_text(json.dumps(dict(fingerprint)))
+            (staging / UNPACKED_STAMP).write_text(json.dumps(dict(fingerprint)))
             staging.chmod(0o755)
             if target.exists():
                 target.rename(old)
@@ -497,8 +499,6 @@ class MiniLMEncoder(TransformerEncoder):
 
 
 _Transformer = TypeVar("_Transformer", bound=TransformerEncoder)
-_encoder: MiniLMEncoder | None = None
-_encoder_lock = threading.Lock()
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -527,12 +527,7 @@ def get_encoder() -> MiniLMEncoder:
     Raises :class:`ClassifierUnavailable` when the model cannot be had; a later call tries again (the operator may
     have installed it meanwhile). Also limits NumPy's BLAS to one thread (see :func:`one_blas_thread`).
     """
-    global _encoder
-    if _encoder is None:
-        with _encoder_lock:
-            if _encoder is None:
-                _encoder = load_transformer(MiniLMEncoder, ensure_model(), label="MiniLM")
-    return _encoder
+    return _minilm.get()
 
 
 def load_transformer(encoder_class: type[_Transformer], directory: Path, *, label: str) -> _Transformer:
@@ -546,6 +541,9 @@ def load_transformer(encoder_class: type[_Transformer], directory: Path, *, labe
         return encoder_class(directory)
     except Exception as exc:
         raise ClassifierUnavailable(f"cannot load the {label} model from {directory}: {exc}") from exc
+
+
+_minilm = LoadOnce(lambda: load_transformer(MiniLMEncoder, ensure_model(), label="MiniLM"))
 
 
 class EmbeddingClassifier:

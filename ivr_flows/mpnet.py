@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import shutil
-import threading
 import zipfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -44,8 +43,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import numpy.typing as npt
 
-from ivr_flows.classifier import ClassifierUnavailable
+from ivr_flows.classifier import ClassifierUnavailable, LoadOnce
 from ivr_flows.embedding import (
+    UNPACKED_STAMP,
     EmbeddingClassifier,
     SentenceEncoder,
     TransformerEncoder,
@@ -183,7 +183,7 @@ def ensure_mpnet_model(directory: Path | None = None) -> Path:
     """
     target = (directory or mpnet_model_dir()).expanduser()
     have_files = all((target / name).is_file() for name in _MODEL_FILES)
-    if have_files and not (target / ".warmline-unpacked.json").exists():
+    if have_files and not (target / UNPACKED_STAMP).exists():
         return target  # placed by hand
     pieces = _installed_pieces()
     if pieces is None:
@@ -218,19 +218,12 @@ def ensure_mpnet_model(directory: Path | None = None) -> Path:
     return target
 
 
-_mpnet: MPNetEncoder | None = None
-_stacked: StackedEncoder | None = None
-_lock = threading.Lock()
+_mpnet = LoadOnce(lambda: load_transformer(MPNetEncoder, ensure_mpnet_model(), label="MPNet"))
 
 
 def get_mpnet_encoder() -> MPNetEncoder:
     """The process's one MPNet encoder, loaded on first use (unpacking first if needed); retried after a failure."""
-    global _mpnet
-    if _mpnet is None:
-        with _lock:
-            if _mpnet is None:
-                _mpnet = load_transformer(MPNetEncoder, ensure_mpnet_model(), label="MPNet")
-    return _mpnet
+    return _mpnet.get()
 
 
 class StackedEncoder(SentenceEncoder):
@@ -257,15 +250,12 @@ class StackedEncoder(SentenceEncoder):
         return stacked
 
 
+_stacked = LoadOnce(lambda: StackedEncoder((get_encoder(), get_mpnet_encoder())))
+
+
 def get_minilm_mpnet_encoder() -> StackedEncoder:
     """The process's MiniLM + MPNet encoder (each model loaded once and shared with any other user of it)."""
-    global _stacked
-    if _stacked is None:
-        parts = (get_encoder(), get_mpnet_encoder())  # outside the lock: get_mpnet_encoder takes it
-        with _lock:
-            if _stacked is None:
-                _stacked = StackedEncoder(parts)
-    return _stacked
+    return _stacked.get()
 
 
 class MiniLMMPNetClassifier(EmbeddingClassifier):

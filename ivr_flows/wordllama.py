@@ -31,14 +31,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ivr_flows.classifier import ClassifierUnavailable
+from ivr_flows.classifier import ClassifierUnavailable, LoadOnce
 from ivr_flows.embedding import MAX_CHARS, EmbeddingClassifier, SentenceEncoder, Vectors, one_blas_thread
 
 __all__ = ["WordLlamaClassifier", "WordLlamaEncoder", "get_wordllama_encoder", "wordllama_installed"]
@@ -126,18 +125,12 @@ def load_wordllama() -> WordLlamaEncoder:
     return WordLlamaEncoder(model.embedding, model.tokenizer)
 
 
-_encoder: WordLlamaEncoder | None = None
-_encoder_lock = threading.Lock()
+_wordllama = LoadOnce(load_wordllama)
 
 
 def get_wordllama_encoder() -> WordLlamaEncoder:
     """The process's one WordLlama encoder, loaded on first use (~0.1 s); a failed load is retried next time."""
-    global _encoder
-    if _encoder is None:
-        with _encoder_lock:
-            if _encoder is None:
-                _encoder = load_wordllama()
-    return _encoder
+    return _wordllama.get()
 
 
 class WordLlamaClassifier(EmbeddingClassifier):
