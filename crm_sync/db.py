@@ -8,6 +8,9 @@ SQLite is the embedded default. Several gunicorn workers write to the same file,
 from __future__ import annotations
 
 import fcntl
+import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +25,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+#: How long a thread keeps its webhook connection before handing it back to the pool (see ``Store.connection``):
+#: short enough that PostgreSQL's pool_recycle and an engine's dispose still reach it within minutes.
+HELD_CONNECTION_SECONDS = 60.0
 
 
 def make_engine(url: str, *, echo: bool = False, immediate: bool = True, autocheckpoint: bool = True) -> Engine:
@@ -115,6 +122,31 @@ def _end_then_unlock(connection: Connection, *, commit: bool) -> None:
         _drop_writer_lock(info)
 
 
+def _end_transaction(connection: Connection, *, commit: bool) -> None:
+    """End ``Store.writing``'s transaction: through SQLAlchemy if it knows of it (its events then end it on the
+    driver and hand the flock on), else on the driver, then hand the flock on."""
+    if connection.in_transaction():
+        connection.commit() if commit else connection.rollback()
+        return
+    driver = connection.connection.driver_connection
+    try:
+        if driver is not None:
+            driver.commit() if commit else driver.rollback()
+    finally:
+        _drop_writer_lock(connection.connection.info)
+
+
+class _Held:
+    """A connection a thread keeps between webhooks: in which process, and until when."""
+
+    __slots__ = ("connection", "pid", "until")
+
+    def __init__(self, connection: Connection, pid: int, until: float) -> None:
+        self.connection = connection
+        self.pid = pid
+        self.until = until
+
+
 def _take_writer_lock(info: dict[str, Any], lock_path: Path) -> None:
     handle = info.get("writer_lock")
     if handle is None:
@@ -150,6 +182,10 @@ class Store:
         self._writer_lock = writer_lock_path(url)
         # Reads that need no lock: on SQLite a plain (deferred) BEGIN, so they never wait for the write lock.
         self._read_engine = make_engine(url, echo=echo, immediate=False) if self._sqlite else self.engine
+        # Each thread's webhook connection (see ``connection``), and all of them, so that ``dispose`` closes them.
+        self._held = threading.local()
+        self._held_lock = threading.Lock()
+        self._all_held: set[Connection] = set()
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
@@ -189,13 +225,61 @@ class Store:
         Its reads before ``writing`` take no lock on SQLite (each is its own snapshot), so a webhook can look the
         call up and run the flow engine before it queues for the one writer lock, and hold that lock for its
         writes only. On PostgreSQL the reads open the transaction that ``writing`` then commits.
+
+        Each thread keeps its connection checked out between webhooks (for ``HELD_CONNECTION_SECONDS``): a pool
+        checkout and check-in cost ~25 µs, a third of what a webhook spent on transaction plumbing
+        (bench/profile_webhook.py). Whatever a block leaves open is rolled back when it ends, as the pool's check-in
+        would; a block that raises hands its connection back to the pool, which discards it if it broke.
         """
-        with self.engine.connect() as connection:
+        connection = self._held_connection()
+        try:
             yield connection
+        except BaseException:
+            self._unhold(connection)
+            raise
+        try:
+            if connection.in_transaction():  # a read went through SQLAlchemy and nothing wrote: end it
+                connection.rollback()
+            driver = connection.connection.driver_connection
+            if driver is not None:
+                driver.rollback()  # PostgreSQL's reads opened a transaction; a no-op when none is open
+        except BaseException:
+            self._unhold(connection)
+            raise
+        finally:
+            _drop_writer_lock(connection.connection.info)
+
+    def _held_connection(self) -> Connection:
+        held: _Held | None = getattr(self._held, "value", None)
+        if held is not None:
+            if held.pid != os.getpid():
+                # Inherited through fork: the parent's, not ours to use or close (SQLite forbids both).
+                self._held.value = None
+            elif not held.connection.closed and time.monotonic() < held.until:
+                return held.connection
+            else:
+                self._unhold(held.connection)
+        connection = self.engine.connect()
+        self._held.value = _Held(connection, os.getpid(), time.monotonic() + HELD_CONNECTION_SECONDS)
+        with self._held_lock:
+            self._all_held.add(connection)
+        return connection
+
+    def _unhold(self, connection: Connection) -> None:
+        """Give this thread's connection back to the pool (which rolls back and, if it broke, discards it)."""
+        self._held.value = None
+        with self._held_lock:
+            self._all_held.discard(connection)
+        connection.close()
 
     @contextmanager
     def writing(self, connection: Connection) -> Iterator[Connection]:
-        """The write transaction of ``transaction``, on a connection from ``connection``."""
+        """The write transaction of ``transaction``, on a connection from ``connection``.
+
+        It is begun and ended on the driver: SQLAlchemy's own begin and commit cost more than the hot webhooks'
+        statements. Should anything go through SQLAlchemy meanwhile (``connection.execute``, or an ORM session
+        that first made sure SQLAlchemy knows the transaction, see ``joined``), SQLAlchemy ends it instead.
+        """
         if connection.in_transaction():
             # A read went through SQLAlchemy and began the transaction already (on SQLite with the writer lock,
             # see ``_on_begin``): carry on in it.
@@ -217,10 +301,20 @@ class Store:
             except BaseException:
                 _drop_writer_lock(pooled.info)
                 raise
-        # SQLAlchemy is told too (its begin listener sees the transaction is open and does nothing more), so that
-        # an ORM Session bound to this connection joins the transaction instead of owning and ending it.
-        with connection.begin():
+        try:
             yield connection
+        except BaseException:
+            _end_transaction(connection, commit=False)
+            raise
+        _end_transaction(connection, commit=True)
+
+    @staticmethod
+    def joined(connection: Connection) -> Connection:
+        """Make sure SQLAlchemy knows the transaction ``writing`` began on the driver, so that an ORM Session bound
+        to ``connection`` joins it (without, the Session would begin and own one, and roll it all back on close)."""
+        if not connection.in_transaction():
+            connection.begin()  # on SQLite ``_on_begin`` sees the driver's transaction and sends nothing
+        return connection
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -258,6 +352,10 @@ class Store:
         return current == set(ScriptDirectory.from_config(alembic_config(self.engine)).get_heads())
 
     def dispose(self) -> None:
+        with self._held_lock:
+            held, self._all_held = list(self._all_held), set()
+        for connection in held:
+            connection.close()
         self.engine.dispose()
         self._read_engine.dispose()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.sql.elements import ColumnElement
 
+from crm_sync.db import Store
 from crm_sync.hot import HotStatement
 from crm_sync.models import (
     ACTIVE_HANDOFF_STATES,
@@ -152,6 +154,17 @@ Db = Session | Connection
 
 def _connection(db: Db) -> Connection:
     return db.connection() if isinstance(db, Session) else db
+
+
+@contextmanager
+def orm_session(db: Db) -> Iterator[Session]:
+    """An ORM session inside the transaction ``db`` is in: ``db`` itself, or one bound to the webhook connection
+    that joins (never owns) the transaction ``Store.writing`` began on the driver."""
+    if isinstance(db, Session):
+        yield db
+        return
+    with Session(bind=Store.joined(db)) as session:
+        yield session
 
 
 # --- the hot path: plain rows, no ORM unit of work ------------------------------------------------------------------

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeout
 from sqlalchemy.orm import Session
@@ -258,7 +256,7 @@ class CallService(Service):
             return Goodbye(say=(), language=flow.language, voice=flow.voice), []
         actions: list[Action] = []
         # Rare path: an ORM session joined to the same transaction.
-        with Session(bind=db) if isinstance(db, Connection) else nullcontext(db) as session:
+        with crm.orm_session(db) as session:
             for offer in crm.live_offers(session, call.id):
                 if offer.state is not OfferState.ACCEPTED:
                     offer.state = OfferState.CANCELLED
