@@ -9,6 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from voice.config import load_settings
 from voice.logs import configure_logging
+from voice.signature import WebhookRequest
 
 
 def create_app(test_config: dict[str, Any] | None = None, *, background: bool = True) -> Flask:
@@ -24,6 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, background: bool = 
     settings = load_settings(test_config)
     configure_logging(settings.log_level)
     app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.request_class = WebhookRequest
     app.extensions["warmline"] = assemble(app, settings, background=background)
     if settings.proxy.trust_forwarded_headers:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]

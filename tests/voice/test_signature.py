@@ -151,3 +151,19 @@ def test_a_whole_call_signed_with_a_shared_key(phone_system_factory: Callable[..
     # Every webhook of the call, the rep's whisper leg included, passed the check.
     assert len(call.webhooks) >= 4
     assert all(exchange.status_code == 200 for exchange in call.webhooks)
+
+
+def test_every_value_of_a_repeated_field_is_signed(client: FlaskClient) -> None:
+    from werkzeug.datastructures import MultiDict
+
+    from voice.signature import SignedParams
+
+    fields = MultiDict([*CALL.items(), ("Tag", "b"), ("Tag", "a")])
+    url = PUBLIC_URL + "/voice/incoming"
+    both = RequestValidator(AUTH_TOKEN).compute_signature(url, fields)
+    one = RequestValidator(AUTH_TOKEN).compute_signature(url, {**CALL, "Tag": "a"})
+    assert both != one
+    # The app's form answers RequestValidator's ``getall`` with every value, as the MultiDict it signed did.
+    assert SignedParams(fields).getall("Tag") == ["b", "a"]
+    assert client.post("/voice/incoming", data=fields, headers={"X-Twilio-Signature": both}).status_code == 200
+    assert client.post("/voice/incoming", data=fields, headers={"X-Twilio-Signature": one}).status_code == 403
