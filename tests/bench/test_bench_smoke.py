@@ -171,3 +171,16 @@ def test_raw_sender_reads_chunked_and_closed_answers_and_reconnects() -> None:
     ok = (200, b"<Response/>")
     assert asyncio.run(scenario()) == [ok, ok, ok, (201, b"ok")]
     assert connections == 3
+
+
+def test_the_profiler_times_the_apps_own_work_straight_through_wsgi(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import profile_webhook
+
+    assert profile_webhook.main(["--calls", "20", "--top", "0"]) == 0
+    report = capsys.readouterr().out
+    floor_line, app_line = (line for line in report.splitlines() if line.startswith(("floor ", "warmline ")))
+    floor_ms = [float(value) for value in floor_line.split()[1:]]
+    app_ms = [float(value) for value in app_line.split()[1:]]
+    # Every answer was checked as TwiML of the expected shape (a wrong one exits); the app does real work.
+    assert len(floor_ms) == len(app_ms) == 2
+    assert all(app > floor for app, floor in zip(app_ms, floor_ms, strict=True))
