@@ -24,7 +24,7 @@ N times and reports the median round, which keeps a busy machine from skewing on
     .venv/bin/python bench/webhook.py                          # SQLite, 50 lines, 10 s after a 2 s warm-up
     .venv/bin/python bench/webhook.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/warmline_bench
     .venv/bin/python bench/webhook.py --rounds 3 --worker-class gthread --threads 4 --json
-    .venv/bin/python bench/profile_webhook.py                  # where a request's time goes (cProfile)
+    .venv/bin/python bench/profile_webhook.py                  # where a request's time goes (WSGI, cProfile)
 """
 
 from __future__ import annotations

@@ -139,12 +139,13 @@ def _end_transaction(connection: Connection, *, commit: bool) -> None:
 class _Held:
     """A connection a thread keeps between webhooks: in which process, and until when."""
 
-    __slots__ = ("connection", "pid", "until")
+    __slots__ = ("busy", "connection", "pid", "until")
 
     def __init__(self, connection: Connection, pid: int, until: float) -> None:
         self.connection = connection
         self.pid = pid
         self.until = until
+        self.busy = False  # inside a ``Store.connection`` block
 
 
 def _take_writer_lock(info: dict[str, Any], lock_path: Path) -> None:
@@ -229,14 +230,25 @@ class Store:
         Each thread keeps its connection checked out between webhooks (for ``HELD_CONNECTION_SECONDS``): a pool
         checkout and check-in cost ~25 µs, a third of what a webhook spent on transaction plumbing
         (bench/profile_webhook.py). Whatever a block leaves open is rolled back when it ends, as the pool's check-in
-        would; a block that raises hands its connection back to the pool, which discards it if it broke.
+        would; a block that raises hands its connection back to the pool, which discards it if it broke. A thread
+        holds one connection at most, so the pool needs no more than it did (one per request being served), and a
+        block nested in another gets a pooled connection of its own.
         """
-        connection = self._held_connection()
+        held = self._held_connection()
+        if held.busy:
+            # A block inside another on the same thread: ending it must not end the outer block's transaction.
+            with self.engine.connect() as connection:
+                yield connection
+            return
+        connection = held.connection
+        held.busy = True
         try:
             yield connection
         except BaseException:
             self._unhold(connection)
             raise
+        finally:
+            held.busy = False
         try:
             if connection.in_transaction():  # a read went through SQLAlchemy and nothing wrote: end it
                 connection.rollback()
@@ -249,21 +261,21 @@ class Store:
         finally:
             _drop_writer_lock(connection.connection.info)
 
-    def _held_connection(self) -> Connection:
+    def _held_connection(self) -> _Held:
         held: _Held | None = getattr(self._held, "value", None)
         if held is not None:
             if held.pid != os.getpid():
                 # Inherited through fork: the parent's, not ours to use or close (SQLite forbids both).
                 self._held.value = None
-            elif not held.connection.closed and time.monotonic() < held.until:
-                return held.connection
+            elif held.busy or (not held.connection.closed and time.monotonic() < held.until):
+                return held
             else:
                 self._unhold(held.connection)
         connection = self.engine.connect()
-        self._held.value = _Held(connection, os.getpid(), time.monotonic() + HELD_CONNECTION_SECONDS)
+        held = self._held.value = _Held(connection, os.getpid(), time.monotonic() + HELD_CONNECTION_SECONDS)
         with self._held_lock:
             self._all_held.add(connection)
-        return connection
+        return held
 
     def _unhold(self, connection: Connection) -> None:
         """Give this thread's connection back to the pool (which rolls back and, if it broke, discards it)."""

@@ -188,3 +188,15 @@ def test_the_sqlite_writer_lock_is_free_after_every_block(tmp_path: object, sqli
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     finally:
         store.dispose()
+
+
+def test_a_block_nested_in_another_leaves_the_outer_transaction_alone(store: Store) -> None:
+    with store.connection() as outer, store.writing(outer):
+        _open_call(outer, "CA" + "a" * 32)
+        with store.connection() as inner:
+            assert inner is not outer
+            assert crm.call_row(inner, "CA" + "b" * 32) is None
+        _open_call(outer, "CA" + "b" * 32)  # still in the outer transaction, which commits both
+    assert _count(store, Interaction) == 2
+    with store.connection() as again:
+        assert again is outer
