@@ -127,6 +127,18 @@ class BenchConfig:
     # signature, the least any Twilio webhook must do (an analysis aid, see bench/floor_app.py)
     # "minimal": also the least CRM work of a call (a lookup, one INSERT), see bench/floor_app.py
     floor: Literal["bare", "checked", "minimal"] = "bare"
+    # "both": each emulated call posts /voice/incoming then the gather (the default, and the stricter reading of
+    # the target); "incoming": only /voice/incoming, the endpoint the issue's target names
+    steps: Literal["both", "incoming"] = "both"
+
+    def posted(self, call: EmulatedCall) -> tuple[PreparedRequest, ...]:
+        """The requests each emulated call posts under these settings."""
+        return call.requests() if self.steps == "both" else (call.incoming,)
+
+    @property
+    def last_step(self) -> Step:
+        """The step that completes a call (what ``calls/s`` counts)."""
+        return "gather" if self.steps == "both" else "incoming"
 
     def describe_server(self) -> str:
         kind = f"gthread x {self.threads} threads" if self.worker_class == "gthread" else "sync"
@@ -493,7 +505,7 @@ async def drive(
     async def line(sender: Sender) -> None:
         try:
             while (call := claim()) is not None:
-                for request in call.requests():
+                for request in cfg.posted(call):
                     started = time.perf_counter()
                     try:
                         status, body = await sender.send(request)
@@ -580,9 +592,9 @@ def _summarise(
         name=name,
         window_s=span,
         requests=len(measured),
-        calls=steps["gather"].requests,
+        calls=steps[cfg.last_step].requests,
         requests_per_s=len(measured) / span,
-        calls_per_s=steps["gather"].requests / span,
+        calls_per_s=steps[cfg.last_step].requests / span,
         p50_ms=percentile(latencies, 50),
         p99_ms=percentile(latencies, 99),
         steps=steps,
@@ -1117,9 +1129,11 @@ def format_report(result: BenchResult) -> str:
     cfg = result.config
     measured = f"{cfg['calls']} calls" if cfg["calls"] is not None else f"{cfg['duration']:g} s"
     rounds = f", {len(result.rounds)} rounds alternating floor/app (median shown)" if len(result.rounds) > 1 else ""
+    both = cfg.get("steps", "both") == "both"
+    posted = "signed POST /voice/incoming, then POST /voice/gather" if both else "signed POST /voice/incoming only"
     lines = [
         f"Warmline webhook benchmark: {cfg['concurrency']} concurrent emulated calls "
-        f"(signed POST /voice/incoming, then POST /voice/gather), {measured} after {cfg['warmup']:g} s warm-up{rounds}",
+        f"({posted}), {measured} after {cfg['warmup']:g} s warm-up{rounds}",
         f"server: {result.server}, keep-alive {'on' if cfg['keepalive'] else 'off'}; database: {result.database}; "
         f"load generator: {cfg['client']} client, 1 process; {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "",
@@ -1144,13 +1158,15 @@ def format_report(result: BenchResult) -> str:
         suffix = f" #{number}" if many else ""
         lines.append(row(f"{floor_label}{suffix}", current.floor))
         lines.append(row(f"warmline{suffix}", current.app))
-        for step in STEPS:
+        shown: tuple[Step, ...] = STEPS if both else ("incoming",)
+        for step in shown:
             lines.append(step_row(f"  {PATHS[step]}", current.app, current.app.steps[step]))
     floor, app = result.floor, result.app
     outcomes = ", ".join(f"{verb} {count}" for verb, count in sorted(app.gather_outcomes.items(), key=lambda i: -i[1]))
+    lines += [""]
+    if both:
+        lines.append(f"gather step answered: {outcomes or 'nothing'}")
     lines += [
-        "",
-        f"gather step answered: {outcomes or 'nothing'}",
         f"CPU busy: servers {floor.server_cpu_cores:.2f} / {app.server_cpu_cores:.2f} cores, load generator "
         f"{floor.client_cpu_cores:.2f} / {app.client_cpu_cores:.2f} cores (floor / warmline)",
         f"server CPU per request: warmline {app.server_cpu_ms_per_request:.2f} ms = "
@@ -1222,6 +1238,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
         "(a caller lookup, one INSERT)",
     )
     parser.add_argument(
+        "--steps",
+        choices=["both", "incoming"],
+        default="both",
+        help="both: each call posts /voice/incoming then /voice/gather (default); incoming: only /voice/incoming",
+    )
+    parser.add_argument(
         "--client",
         choices=["raw", "aiohttp"],
         default="raw",
@@ -1256,6 +1278,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
         threads=args.threads,
         keepalive=not args.no_keepalive,
         floor=args.floor,
+        steps=args.steps,
         client=args.client,
         database_url=args.database_url,
         target=args.target,

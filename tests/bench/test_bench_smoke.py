@@ -62,6 +62,18 @@ def test_benchmark_runs_end_to_end_on_sqlite() -> None:
     assert_valid_run(*run_bench())
 
 
+def test_incoming_alone_posts_only_the_incoming_webhook() -> None:
+    returncode, result, report = run_bench("--steps", "incoming")
+    assert returncode == 0 and result["ok"] is True, report
+    assert result["config"]["steps"] == "incoming"
+    for name in ("floor", "app"):
+        steps = result[name]["steps"]
+        assert steps["gather"]["requests"] == 0, report
+        assert steps["incoming"]["requests"] == result[name]["requests"] == result[name]["calls"] >= 40, report
+    assert result["app"]["gather_outcomes"] == {}, report
+    assert "POST /voice/incoming only" in report and "gather step answered" not in report
+
+
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_the_minimal_floor_answers_every_request_and_is_only_a_reference(worker_class: str) -> None:
     returncode, result, report = run_bench("--floor", "minimal", "--worker-class", worker_class)
