@@ -11,9 +11,10 @@ loaded one after the other by the same load generator, with the same concurrency
 An emulated call is a signed ``POST /voice/incoming`` followed by a signed ``POST /voice/gather`` carrying a
 ``SpeechResult``, as Twilio sends them; each of the concurrent lines places one call after another
 (``--steps incoming``: ``/voice/incoming`` alone, the endpoint the issue's target names; both steps are the
-stricter default). Request bytes and signatures are computed before the timed window. Every response must be HTTP 200 with a TwiML ``<Response>``
-of the expected shape (the app answers its own errors with fallback TwiML and status 200, so that is checked too),
-and the servers must log no error while serving; any failure makes the run invalid and the exit status 1.
+stricter default). Request bytes and signatures are computed before the timed window. Every response must be HTTP
+200 with a TwiML ``<Response>`` of the expected shape (the app answers its own errors with fallback TwiML and status
+200, so that is checked too), and the servers must log no error while serving; any failure makes the run invalid
+and the exit status 1.
 
 Throughput counts the requests that complete inside the window (``--duration`` seconds after ``--warmup``; with
 ``--calls N`` the window closes when the N calls started after the warm-up are done); latencies are those of the
