@@ -74,6 +74,17 @@ def test_incoming_alone_posts_only_the_incoming_webhook() -> None:
     assert "POST /voice/incoming only" in report and "gather step answered" not in report
 
 
+@pytest.mark.parametrize("reference", ["checked", "minimal"])
+def test_a_reference_floor_can_take_the_apps_place_and_is_never_judged(reference: str) -> None:
+    returncode, result, report = run_bench("--app", reference)
+    assert returncode == 0 and result["ok"] is True and result["failures"] == 0, report
+    assert result["config"]["app"] == reference
+    assert result["app"]["steps"]["gather"]["requests"] > 0, report
+    assert set(result["app"]["gather_outcomes"]) == {"Gather"}, report  # the reference answers, not Warmline
+    assert result["meets_target"] is False, report  # whatever the ratio: only Warmline is judged
+    assert "a reference, not judged" in report and "gather step answered" not in report
+
+
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_the_minimal_floor_answers_every_request_and_is_only_a_reference(worker_class: str) -> None:
     returncode, result, report = run_bench("--floor", "minimal", "--worker-class", worker_class)
