@@ -94,8 +94,6 @@ def replay(
     spent: dict[str, float] = dict.fromkeys(STEPS, 0.0)
     for step, environ in requests:
         statuses: list[str] = []
-        body = environ["wsgi.input"].read()
-        environ = {**environ, "wsgi.input": io.BytesIO(body)}
         started = time.process_time()
         chunks = app(environ, functools.partial(_start_response, statuses))
         try:

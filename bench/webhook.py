@@ -70,6 +70,8 @@ APP_SPEC = "voice:create_app()"
 FLOOR_SPEC = "bench.floor_app:create_app()"
 CHECKED_FLOOR_SPEC = "bench.floor_app:create_app(checked=True)"
 MINIMAL_FLOOR_SPEC = "bench.floor_app:create_app(checked=True, minimal=True)"
+#: The reference floors, by the name ``--floor`` and ``--app`` give them.
+REFERENCE_SPECS = {"checked": CHECKED_FLOOR_SPEC, "minimal": MINIMAL_FLOOR_SPEC}
 TARGET_RATIO = 0.60
 
 Step = Literal["incoming", "gather"]
@@ -1033,8 +1035,8 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 rng=rng,
             )
 
-        floor_spec = {"checked": CHECKED_FLOOR_SPEC, "minimal": MINIMAL_FLOOR_SPEC}.get(cfg.floor, FLOOR_SPEC)
-        app_spec = {"checked": CHECKED_FLOOR_SPEC, "minimal": MINIMAL_FLOOR_SPEC}.get(cfg.app, APP_SPEC)
+        floor_spec = REFERENCE_SPECS.get(cfg.floor, FLOOR_SPEC)
+        app_spec = REFERENCE_SPECS.get(cfg.app, APP_SPEC)
         app_expects = APP_EXPECTS if cfg.app == "warmline" else FLOOR_EXPECTS
         servers = [server("floor", floor_spec, floor_port), server("warmline", app_spec, app_port)]
         floor_server, app_server = servers

@@ -292,20 +292,12 @@ class Store:
         statements. Should anything go through SQLAlchemy meanwhile (``connection.execute``, or an ORM session
         that first made sure SQLAlchemy knows the transaction, see ``joined``), SQLAlchemy ends it instead.
         """
-        if connection.in_transaction():
-            # A read went through SQLAlchemy and began the transaction already (on SQLite with the writer lock,
-            # see ``_on_begin``): carry on in it.
-            try:
-                yield connection
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
-            return
         pooled = connection.connection
         driver = pooled.driver_connection
         assert driver is not None
-        if self._sqlite:  # PostgreSQL's driver opens the transaction by itself with the first statement
+        # A read that went through SQLAlchemy began the transaction already (on SQLite with the writer lock, see
+        # ``_on_begin``): carry on in it. PostgreSQL's driver opens one by itself with the first statement.
+        if self._sqlite and not connection.in_transaction():
             if self._writer_lock is not None:
                 _take_writer_lock(pooled.info, self._writer_lock)
             try:
