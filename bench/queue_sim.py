@@ -1,8 +1,9 @@
 """Queue simulation: the real routing, presence and queue code driven through a simulated day, against Erlang C.
 
-Warmline's own services (``voice.calls``, ``voice.queueing``, ``voice.presence``, ``voice.dispatch``) run on a
-fresh SQLite database with the app's clock replaced by a simulated one and its REST actions (pulling a caller out of
-the queue) delivered back as events: nothing is a copy of the app's logic. Per load it simulates:
+Warmline's own services (``voice.services.calls``, ``voice.services.queue``, ``voice.services.presence``,
+``voice.services.dispatch``) run on a fresh SQLite database with the app's clock replaced by a simulated one and its
+REST actions (pulling a caller out of the queue) delivered back as events: nothing is a copy of the app's logic. Per
+load it simulates:
 
 * Poisson arrivals at rate λ = occupancy · reps / AHT to one department (keypad "1", billing), for ``--hours``;
 * exponential talk times with mean ``--aht`` seconds, no wrap-up, and reps who answer and accept at once, so the
@@ -49,11 +50,11 @@ from crm_sync import service as crm  # noqa: E402
 from crm_sync.db import Store  # noqa: E402
 from crm_sync.models import RepState  # noqa: E402
 from voice import create_app  # noqa: E402
-from voice.actions import Action, PullCaller  # noqa: E402
-from voice.calls import CallerInput, IncomingCall  # noqa: E402
-from voice.replies import DialRep, EnqueueCaller, HoldLoop, LeaveQueue, Reply  # noqa: E402
-from voice.wait_estimate import erlang_c  # noqa: E402
-from voice.wiring import Warmline  # noqa: E402
+from voice.bootstrap import Warmline  # noqa: E402
+from voice.domain.actions import Action, PullCaller  # noqa: E402
+from voice.domain.replies import DialRep, EnqueueCaller, HoldLoop, LeaveQueue, Reply  # noqa: E402
+from voice.domain.wait_estimate import erlang_c  # noqa: E402
+from voice.services.calls import CallerInput, IncomingCall  # noqa: E402
 
 START = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 COMPANY_NUMBER = "+15550009999"

@@ -4,11 +4,11 @@ For every department of the sample flow, caller phrases that are *not* among the
 benchmark, as callers would put it) are spoken by flite, rotating through its voices, and recorded twice:
 
 * telephone band, as Twilio records a call: ``sox ... -r 8000 -e u-law ... sinc 300-3400`` (8 kHz µ-law WAV,
-  300-3400 Hz). :func:`voice.speech.decode_wav` reads µ-law WAVs itself, so the transcriber gets exactly those
+  300-3400 Hz). :func:`voice.adapters.speech.decode_wav` reads µ-law WAVs itself, so the transcriber gets exactly those
   bytes, no conversion back;
 * wideband (flite's own 16 kHz PCM), for comparison only: real calls are never this clean.
 
-Each recording is transcribed by :class:`voice.speech.SphinxTranscriber` with the domain language model of the
+Each recording is transcribed by :class:`voice.adapters.speech.SphinxTranscriber` with the domain language model of the
 flow (built fresh in a temporary directory unless ``--workdir`` is given), then routed like the flow's route node
 does: ``flow.classifier`` and the node's threshold, else its fallback. Printed per band: the share routed to the
 right department (target >= 85 % on telephone band), the word error rate against the phrase text, and the
@@ -45,7 +45,7 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from ivr_flows import Flow, RouteNode, load_flow  # noqa: E402
-from voice.speech import SphinxTranscriber, domain_phrases, normalise_text  # noqa: E402
+from voice.adapters.speech import SphinxTranscriber, domain_phrases, normalise_text  # noqa: E402
 
 DEFAULT_FLOW = PROJECT_ROOT / "ivr_flows" / "main.yaml"
 VOICES = ("slt", "rms", "awb", "kal16")

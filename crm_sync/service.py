@@ -1112,7 +1112,7 @@ def stale_callbacks(session: Session) -> Sequence[Callback]:
     return session.scalars(select(Callback).where(_STALE_CALLBACK).with_for_update(skip_locked=True)).all()
 
 
-# --- housekeeping (voice.presence.Housekeeper) --------------------------------------------------------------------
+# --- housekeeping (voice.services.presence.Housekeeper) ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)

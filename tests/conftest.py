@@ -28,9 +28,11 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from crm_sync import service as crm
 from crm_sync.db import Store
 from crm_sync.models import Base, RepState, utcnow
+from ivr_flows import Flow, load_flow
 from voice import create_app
 from voice.emulator import CallerInput, CallerScript, EmulatedCall, SharedKey, TwilioEmulator
 
+SAMPLE_FLOW = Path(__file__).resolve().parents[1] / "ivr_flows" / "main.yaml"
 POSTGRES_ADMIN_URL = os.environ.get("WARMLINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ACCOUNT_SID = "AC" + "a1" * 16
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -46,6 +48,12 @@ DEMO_REPS = [
     ("Bob Chen", "+15550100002", ["technical_support", "general"]),
     ("Carmen Ortiz", "+15550100003", ["sales", "account", "general"]),
 ]
+
+
+@pytest.fixture(scope="session")
+def sample_flow() -> Flow:
+    """The shipped main.yaml, loaded once (flows are immutable, so sharing is safe)."""
+    return load_flow(SAMPLE_FLOW)
 
 
 # --- databases -----------------------------------------------------------------------------------------------------

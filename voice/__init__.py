@@ -9,7 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from voice.config import load_settings
 from voice.logs import configure_logging
-from voice.signature import WebhookRequest
+from voice.web.signature import WebhookRequest
 
 
 def create_app(test_config: dict[str, Any] | None = None, *, background: bool = True) -> Flask:
@@ -19,8 +19,8 @@ def create_app(test_config: dict[str, Any] | None = None, *, background: bool = 
     The database schema is not migrated here (several gunicorn workers would race to do it): ``warmline serve`` and
     ``make run`` apply migrations before the workers start.
     """
-    from voice import api, health, webhooks
-    from voice.wiring import assemble
+    from voice.bootstrap import assemble
+    from voice.web import api, health, webhooks
 
     settings = load_settings(test_config)
     configure_logging(settings.log_level)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from ivr_flows import Flow, load_flow
 from ivr_flows.cli import flows
 from ivr_flows.graph import GraphvizMissing, flow_graph, render_flow
-from tests.flows.conftest import SAMPLE_FLOW
+from tests.conftest import SAMPLE_FLOW
 
 SUPPORT_FLOW = SAMPLE_FLOW.with_name("support_hours.yaml")
 HAS_DOT = shutil.which("dot") is not None

@@ -33,7 +33,7 @@ from ivr_flows import (
     parse_flow,
     start_call,
 )
-from tests.flows.conftest import SAMPLE_FLOW
+from tests.conftest import SAMPLE_FLOW
 
 SUPPORT_FLOW = SAMPLE_FLOW.with_name("support_hours.yaml")
 STRANGER = CallerFacts(known=False)

@@ -1,0 +1,124 @@
+"""Carrying out ``voice.domain.actions`` through Twilio's REST API, on the background pool, and feeding failures back.
+
+A pull whose call is already gone (the caller hung up and the queue's own callbacks were lost) closes the
+interaction and hands the rep the next caller; a callback Twilio refuses to place counts as an unanswered attempt;
+a call checked for a lost status callback is closed if Twilio says it is over.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from twilio.base.exceptions import TwilioRestException
+
+from voice.adapters.twilio_rest import TwilioRest, call_is_gone
+from voice.config import Settings
+from voice.domain.actions import (
+    Action,
+    AnnounceToParticipant,
+    CheckCall,
+    DialHandoffTarget,
+    EndCall,
+    HoldParticipant,
+    PlaceCallback,
+    PullCaller,
+    RedirectCall,
+)
+from voice.services.calls import FINAL_CALL_STATUSES, CallService
+from voice.services.handoffs import HandoffService
+from voice.services.queue import QueueService
+from voice.web.twiml import UrlFor
+
+log = logging.getLogger(__name__)
+
+
+def describe(action: Action) -> str:
+    return type(action).__name__ + (f" {action.call_sid}" if hasattr(action, "call_sid") else "")
+
+
+@dataclass
+class RestActions:
+    rest: TwilioRest
+    urls: UrlFor
+    queue: QueueService
+    calls: CallService
+    handoffs: HandoffService
+    settings: Settings
+
+    def perform(self, action: Action) -> None:
+        match action:
+            case PullCaller(call_sid=call_sid, offer_id=offer_id):
+                try:
+                    self.rest.redirect_call(call_sid, self.urls("voice.connect", offer=offer_id))
+                except TwilioRestException as exc:
+                    log.warning("pull of %s failed: %s", call_sid, exc.msg)
+                    self.queue.pull_failed(offer_id, call_gone=call_is_gone(exc))
+            case PlaceCallback():
+                try:
+                    self.rest.create_call(
+                        to=action.to,
+                        from_=action.from_,
+                        url=self.urls("voice.callback_answer", callback=action.callback_id, attempt=action.attempt),
+                        status_callback=self.urls(
+                            "voice.callback_status", callback=action.callback_id, attempt=action.attempt
+                        ),
+                        timeout=action.timeout,
+                        detect_machines=action.detect_machines,
+                    )
+                except TwilioRestException as exc:
+                    log.warning("callback %s could not be placed: %s", action.callback_id, exc.msg)
+                    self.queue.callback_failed(action.callback_id, reason=str(exc.code or exc.status))
+            case RedirectCall(call_sid=call_sid, endpoint=endpoint, params=params):
+                try:
+                    self.rest.redirect_call(call_sid, self.urls(endpoint, **params))
+                except TwilioRestException as exc:
+                    if endpoint == "voice.handoff_rep_joins":
+                        log.warning("hand-off %s: the rep's leg %s could not be moved: %s", params, call_sid, exc.msg)
+                        self.handoffs.move_failed(int(params["handoff"]), reason=exc.msg)
+                    elif call_is_gone(exc):  # the party hung up first: nothing left to redirect
+                        log.info("redirect of %s to %s skipped: the call is over", call_sid, endpoint)
+                    else:
+                        raise
+            case EndCall(call_sid=call_sid):
+                try:
+                    self.rest.hang_up(call_sid)
+                except TwilioRestException as exc:
+                    if not call_is_gone(exc):
+                        raise
+            case CheckCall(call_sid=call_sid):
+                facts = self.rest.fetch_call(call_sid)
+                if facts.status in FINAL_CALL_STATUSES:
+                    log.warning("call %s had ended (%s) without a status callback reaching us", call_sid, facts.status)
+                    self.calls.call_status(call_sid, call_status=facts.status, duration_seconds=facts.duration)
+            case HoldParticipant(conference=conference, call_sid=call_sid, hold=hold):
+                sid = self._conference_sid(conference)
+                if sid is not None:
+                    music = self.urls("voice.handoff_hold_music")
+                    self.rest.hold_participant(sid, call_sid, hold=hold, hold_url=music)
+            case AnnounceToParticipant(conference=conference, call_sid=call_sid, handoff_id=handoff_id):
+                sid = self._conference_sid(conference)
+                if sid is not None:
+                    url = self.urls("voice.handoff_announce", handoff=handoff_id)
+                    self.rest.announce_to_participant(sid, call_sid, url)
+            case DialHandoffTarget():
+                try:
+                    self.rest.create_call(
+                        to=action.to,
+                        from_=action.from_,
+                        url=self.urls("voice.handoff_whisper", handoff=action.handoff_id),
+                        status_callback=self.urls("voice.handoff_target_status", handoff=action.handoff_id),
+                        timeout=action.timeout,
+                    )
+                except TwilioRestException as exc:
+                    log.warning("hand-off %s: could not ring %s: %s", action.handoff_id, action.to, exc.msg)
+                    self.handoffs.target_unreachable(action.handoff_id, reason=exc.msg)
+
+    def _conference_sid(self, conference: str) -> str | None:
+        """Conferences are addressed by Sid; before its first status callback we only know its name."""
+        if conference.startswith("CF"):
+            return conference
+        sid = self.rest.conference_sid(conference)
+        if sid is None:
+            log.warning("conference %s is not live any more", conference)
+        return sid

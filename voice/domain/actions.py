@@ -1,0 +1,105 @@
+"""What the app must do to live calls through Twilio's REST API once a webhook's transaction has committed.
+
+Services decide inside one database transaction and return these; after the commit they are handed to an
+``ActionSink`` (``voice.bootstrap`` runs them on the background pool through ``voice.adapters.twilio_rest``; the
+queue simulation and tests collect them). Never on a webhook's response path: a REST round trip there would cap a
+worker at a few calls per second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PullCaller:
+    """A rep was reserved for a caller on hold: redirect their call to ``/voice/connect`` (out of the queue)."""
+
+    call_sid: str
+    offer_id: int
+
+
+@dataclass(frozen=True)
+class PlaceCallback:
+    """A callback's turn came and a rep is reserved: ring the customer, who then hears who is calling back."""
+
+    callback_id: int
+    offer_id: int
+    to: str
+    from_: str
+    timeout: int
+    # Which attempt this is (1, 2, ...): in its webhook URLs, so a late status of an earlier one is told apart.
+    attempt: int = 1
+    detect_machines: bool = False
+
+
+@dataclass(frozen=True)
+class RedirectCall:
+    """Make a live call fetch new TwiML from one of our endpoints (``endpoint`` names a Flask endpoint)."""
+
+    call_sid: str
+    endpoint: str
+    params: Mapping[str, str | int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EndCall:
+    """Hang up a live call, or cancel one still ringing."""
+
+    call_sid: str
+
+
+@dataclass(frozen=True)
+class HoldParticipant:
+    """Put a conference participant on hold (hold music from ``/voice/handoff/hold-music``) or take them off."""
+
+    conference: str
+    call_sid: str
+    hold: bool
+
+
+@dataclass(frozen=True)
+class AnnounceToParticipant:
+    """Say something to one conference participant (the others do not hear it)."""
+
+    conference: str
+    call_sid: str
+    handoff_id: int
+    message: str
+
+
+@dataclass(frozen=True)
+class DialHandoffTarget:
+    """Ring the rep a call is being handed to; their leg hears the whisper at ``/voice/handoff/whisper``."""
+
+    handoff_id: int
+    offer_id: int
+    to: str
+    from_: str
+    timeout: int
+
+
+@dataclass(frozen=True)
+class CheckCall:
+    """Ask Twilio how a call stands (a callback about it may have been lost); ``/voice/status`` logic follows."""
+
+    call_sid: str
+
+
+Action = (
+    PullCaller | PlaceCallback | RedirectCall | EndCall | HoldParticipant | AnnounceToParticipant | DialHandoffTarget
+) | CheckCall
+
+ActionSink = Callable[[Action], None]
+
+
+class ActionRelay:
+    """The one sink every service of an app hands its actions to; ``target`` is where they go (the REST runner in
+    the app, a list in tests and the queue simulation that look at what would be done)."""
+
+    def __init__(self, target: ActionSink) -> None:
+        self.target = target
+
+    def __call__(self, action: Action) -> None:
+        self.target(action)

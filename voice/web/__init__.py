@@ -1,0 +1,1 @@
+"""The HTTP edge: the only code that imports Flask or twilio.twiml (webhooks, the reps' API, health)."""
