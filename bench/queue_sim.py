@@ -46,9 +46,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from crm_sync import service as crm  # noqa: E402
 from crm_sync.db import Store  # noqa: E402
 from crm_sync.models import RepState  # noqa: E402
+from crm_sync.queries.interactions import require_interaction  # noqa: E402
+from crm_sync.queries.reps import upsert_rep  # noqa: E402
 from voice import create_app  # noqa: E402
 from voice.bootstrap import Warmline  # noqa: E402
 from voice.domain.actions import Action, PullCaller  # noqa: E402
@@ -157,17 +158,17 @@ class Simulation:
         )
         self.warmline: Warmline = app.extensions["warmline"]
         self.warmline.clock.source = self.clock
-        self.warmline.actions.target = self.on_action
+        self.warmline.actions.connect(self.on_action)
         with self.warmline.store.unit_of_work() as session:
             for index in range(reps):
-                rep, _ = crm.upsert_rep(
+                rep, _ = upsert_rep(
                     session,
                     name=f"Rep {index:03d}",
                     phone_e164=f"+1555010{index:04d}",
                     departments=["billing"],
                     languages=[],
                 )
-                crm.set_rep_presence(session, rep, RepState.AVAILABLE, now=self.clock())
+                rep.choose_presence(RepState.AVAILABLE, now=self.clock())
 
     def clock(self) -> datetime:
         return START + timedelta(seconds=self.now)
@@ -236,7 +237,7 @@ class Simulation:
             return
         if isinstance(reply, HoldLoop) and reply.announcement:
             with self.warmline.store.unit_of_work() as session:
-                announced = crm.require_interaction(session, caller.sid).announced_wait
+                announced = require_interaction(session, caller.sid).announced_wait
             if announced is not None:
                 caller.announcements.append((self.now, float(announced)))
         self.at(self.now + ANNOUNCE_INTERVAL, lambda: self.hold(caller))

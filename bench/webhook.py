@@ -837,9 +837,10 @@ def fresh_database(plan: DatabasePlan, departments: Sequence[str]) -> Iterator[D
 
 def _migrate_and_seed(url: str, departments: Sequence[str]) -> tuple[str, ...]:
     """Migrate; add customers (returns their numbers) and reps with every department's skill, all available."""
-    from crm_sync import service as crm
     from crm_sync.db import Store
     from crm_sync.models import RepState, utcnow
+    from crm_sync.queries.customers import upsert_customer
+    from crm_sync.queries.reps import upsert_rep
 
     store = Store(url)
     try:
@@ -847,7 +848,7 @@ def _migrate_and_seed(url: str, departments: Sequence[str]) -> tuple[str, ...]:
         numbers = tuple(f"+1555123{index:04d}" for index in range(1, N_CUSTOMERS + 1))
         with store.unit_of_work() as session:
             for index, phone in enumerate(numbers):
-                crm.upsert_customer(
+                upsert_customer(
                     session,
                     name=f"Customer{index} Bench",
                     phone_e164=phone,
@@ -857,14 +858,14 @@ def _migrate_and_seed(url: str, departments: Sequence[str]) -> tuple[str, ...]:
                     custom_fields={},
                 )
             for index in range(1, N_REPS + 1):
-                rep, _ = crm.upsert_rep(
+                rep, _ = upsert_rep(
                     session,
                     name=f"Rep {index}",
                     phone_e164=f"+1555010{index:04d}",
                     departments=list(departments),
                     languages=["en-US"],
                 )
-                crm.set_rep_presence(session, rep, RepState.AVAILABLE, now=utcnow())
+                rep.choose_presence(RepState.AVAILABLE, now=utcnow())
         return numbers
     finally:
         store.dispose()

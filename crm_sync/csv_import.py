@@ -25,9 +25,9 @@ from typing import TextIO
 
 import phonenumbers
 
-from crm_sync import service
 from crm_sync.db import Store
 from crm_sync.phones import InvalidPhoneNumber, to_e164
+from crm_sync.queries import customers, reps
 
 __all__ = [
     "CUSTOMER_COLUMNS",
@@ -440,7 +440,7 @@ def import_customers(store: Store, source: TextIO, *, source_name: str, default_
     extra_columns = [name for name in header if name and name not in required and name not in optional]
 
     errors: list[RowError] = []
-    records: list[service.CustomerFields] = []
+    records: list[customers.CustomerFields] = []
     line_of_phone: dict[str, int] = {}
     for row in rows:
         problems = list(row.problems)
@@ -457,16 +457,16 @@ def import_customers(store: Store, source: TextIO, *, source_name: str, default_
         if problems or name is None or phone is None:
             errors.append(RowError(source_name, row.line, "; ".join(problems)))
             continue
-        records.append(service.CustomerFields(name, phone, email, tier, notes, custom_fields))
+        records.append(customers.CustomerFields(name, phone, email, tier, notes, custom_fields))
 
     created, updated = _write_customers(store, records) if records else (0, 0)
     return ImportReport(created=created, updated=updated, errors=errors, names=tuple(r.name for r in records))
 
 
-def _write_customers(store: Store, records: Sequence[service.CustomerFields]) -> tuple[int, int]:
+def _write_customers(store: Store, records: Sequence[customers.CustomerFields]) -> tuple[int, int]:
     """Upsert every validated row in one transaction; returns (created, updated)."""
     with store.unit_of_work() as session:
-        return service.upsert_customers(session, records)
+        return customers.upsert_customers(session, records)
 
 
 # --- reps ---------------------------------------------------------------------------------------------------------
@@ -494,7 +494,7 @@ def import_reps(
     call, so it is a row error listing the known ones. Departments and languages are ``;``-separated; a department
     may carry a skill level from 1 to 10 (``billing:8``; default 5): free reps with the higher level are offered that
     department's calls first. Names are
-    matched case-insensitively, like ``service.upsert_rep`` does, so "ann lee" twice in a file is a duplicate.
+    matched case-insensitively, like ``reps.upsert_rep`` does, so "ann lee" twice in a file is a duplicate.
     An upsert replaces the rep's departments and languages with the file's, and leaves presence alone.
 
     Raises CsvFormatError for a file that cannot be imported at all; nothing is written then.
@@ -531,7 +531,7 @@ def _write_reps(store: Store, records: Sequence[_RepRecord]) -> tuple[int, int]:
     created = 0
     with store.unit_of_work() as session:
         for record in records:
-            _, was_created = service.upsert_rep(
+            _, was_created = reps.upsert_rep(
                 session,
                 name=record.name,
                 phone_e164=record.phone_e164,

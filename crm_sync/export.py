@@ -11,7 +11,8 @@ Field conventions, the same in both formats so that consumers can switch formats
 * a missing value is ``null`` in JSON and an empty cell in CSV;
 * the few list-like fields are one readable string, so both formats stay flat: ``survey`` is
   ``question=key; question=key`` in the flow's order, ``handoffs`` lists the rep-to-rep transfers in order as
-  ``From Rep -> To Rep (completed)`` or ``From Rep -> department (failed: why)``, joined by ``; ``.
+  ``From Rep -> To Rep (completed)`` or ``From Rep -> department (failed: why)``, each followed by the first rep's
+  note when there is one (``note: "…"``), joined by ``; ``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from typing import Literal, TextIO
 
 from sqlalchemy.orm import Session
 
-from crm_sync import service
 from crm_sync.db import Store
 from crm_sync.models import Handoff, Interaction
+from crm_sync.queries.handoffs import handoffs_of_interactions
+from crm_sync.queries.interactions import iter_interactions
 
 __all__ = ["EXPORT_FIELDS", "ExportFormat", "export_interactions", "interaction_record"]
 
@@ -80,7 +82,8 @@ def _survey(answers: dict[str, object] | None) -> str | None:
 def _handoff(handoff: Handoff) -> str:
     target = handoff.to_rep.name if handoff.to_rep is not None else handoff.to_department or "?"
     outcome = handoff.state.value + (f": {handoff.failure}" if handoff.failure else "")
-    return f"{handoff.from_rep.name} -> {target} ({outcome})"
+    note = " ".join(handoff.note.split())
+    return f"{handoff.from_rep.name} -> {target} ({outcome})" + (f' note: "{note}"' if note else "")
 
 
 def interaction_record(interaction: Interaction, handoffs: Sequence[Handoff] = ()) -> dict[str, Scalar]:
@@ -125,8 +128,8 @@ def export_interactions(store: Store, out: TextIO, *, fmt: ExportFormat) -> int:
     """
     if fmt not in ("json", "csv"):
         raise ValueError(f"unknown export format {fmt!r}: expected 'json' or 'csv'")
-    with store.unit_of_work() as session:
-        records = _records(session, service.iter_interactions(session))
+    with store.unit_of_work(read_only=True) as session:
+        records = _records(session, iter_interactions(session))
         return _write_json(records, out) if fmt == "json" else _write_csv(records, out)
 
 
@@ -134,7 +137,7 @@ def _records(session: Session, interactions: Iterable[Interaction]) -> Iterator[
     """Records in the order given, each with its hand-offs: read per batch of interactions, not per interaction."""
     stream = iter(interactions)
     while batch := list(islice(stream, _BATCH)):
-        handoffs = service.handoffs_of_interactions(session, [interaction.id for interaction in batch])
+        handoffs = handoffs_of_interactions(session, [interaction.id for interaction in batch])
         for interaction in batch:
             yield interaction_record(interaction, handoffs.get(interaction.id, ()))
 

@@ -1,14 +1,21 @@
-"""The CRM store's tables, as typed SQLAlchemy 2.0 models.
+"""The CRM store's tables, as typed SQLAlchemy 2.0 models, and the rules of their lifecycles.
 
 Everything a call needs to survive a worker restart lives here (the interaction's flow state, rep presence, offers),
 so that any worker of any host can serve any webhook of any call.
+
+This is the domain model: every change of a state field (an interaction's status and outcome, an offer's, a rep's,
+a hand-off's, a callback's, a task's state) happens in one method of its class, named for what happened in the
+call (``Offer.accept``, ``Rep.settle``, ``Interaction.close``, ``Handoff.fail``). Services load rows, call these
+methods and let the unit of work write them; nothing else assigns a state field (``tests/unit/test_layers.py``
+checks it). A method refuses a transition its state does not allow (``InvalidTransition``) unless the call's
+callbacks can legitimately race into it, where it answers False and changes nothing.
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
-from typing import Any, ClassVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from crm_sync.errors import PresenceRefused, Refused
 
 
 def utcnow() -> datetime:
@@ -67,6 +76,15 @@ def _enum(enum_cls: type[enum.StrEnum]) -> Enum:
     )
 
 
+class InvalidTransition(Refused):
+    """A state change the current state does not allow (a programming error or a lost race, never user input)."""
+
+
+def _seconds_between(start: datetime | None, end: datetime) -> int:
+    """Whole seconds from ``start`` to ``end``, never negative (another worker's clock may run a moment ahead)."""
+    return 0 if start is None else max(0, int((end - start).total_seconds()))
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
 
@@ -82,6 +100,12 @@ class RepState(enum.StrEnum):
 
 #: States in which a rep counts as on duty: they will take calls now or soon.
 ON_DUTY_STATES = (RepState.AVAILABLE, RepState.RESERVED, RepState.ON_CALL, RepState.WRAP_UP)
+#: What a person (the rep, a supervisor, an admin) may set; the others are set by calls.
+CHOSEN_STATES = (RepState.AVAILABLE, RepState.AWAY, RepState.OFFLINE)
+
+
+#: The department of a call nobody routed yet (or whose words were unclear): every flow has it.
+GENERAL_DEPARTMENT = "general"
 
 
 class InteractionStatus(enum.StrEnum):
@@ -118,6 +142,23 @@ class OfferState(enum.StrEnum):
 
 #: Offers still in play: a rep is held for them.
 LIVE_OFFER_STATES = (OfferState.PENDING, OfferState.RINGING, OfferState.ACCEPTED)
+
+
+class OfferEnd(enum.StrEnum):
+    """How an offer ended, for the rep it was made to (``Rep.settle``)."""
+
+    TALKED = "talked"  # the rep took the call and it is over: wrap-up
+    MISSED = "missed"  # rang out, or the whisper got no key: counts towards being set away
+    DECLINED = "declined"  # the rep pressed another key: back to available, no penalty
+    CANCELLED = "cancelled"  # withdrawn (the caller hung up, another rep of the ring group answered)
+
+
+class OfferPurpose(enum.StrEnum):
+    """What an offer is for."""
+
+    CALL = "call"  # the caller on the line
+    CALLBACK = "callback"  # a callback we place
+    HANDOFF = "handoff"  # a rep-to-rep warm transfer
 
 
 class Customer(Base):
@@ -172,6 +213,124 @@ class Rep(Base):
     def departments(self) -> list[str]:
         return sorted(skill.department for skill in self.skills)
 
+    def held_for(self, offer_id: int) -> bool:
+        """Whether the rep is ringing or talking on this offer (and not on another one since)."""
+        return self.current_offer_id == offer_id and self.state in (RepState.RESERVED, RepState.ON_CALL)
+
+    def reserve(self, *, now: datetime, until: datetime) -> None:
+        """Hold an available rep for a call; the hold lapses at ``until`` unless the call is answered.
+
+        The caller must have locked the row while it was available (``FOR UPDATE SKIP LOCKED``, or SQLite's one
+        writer): two workers never reserve the same rep.
+        """
+        if self.state is not RepState.AVAILABLE:
+            raise InvalidTransition(f"rep {self.name} is {self.state.value}, not available")
+        self._become(RepState.RESERVED, now)
+        self.reserved_until = until
+        self.last_offered_at = now
+        self.current_offer_id = None
+
+    def hold_for(self, offer_id: int) -> None:
+        """Name the offer a reservation is for: only a release that names it can free the rep."""
+        if self.state is not RepState.RESERVED:
+            raise InvalidTransition(f"rep {self.name} is {self.state.value}, not reserved")
+        self.current_offer_id = offer_id
+
+    def extend_reservation(self, offer_id: int, *, until: datetime) -> bool:
+        """Keep a reservation alive while its call is being put through. False when it lapsed or moved on."""
+        if self.state is not RepState.RESERVED or self.current_offer_id != offer_id:
+            return False
+        self.reserved_until = until
+        return True
+
+    def take_call(self, offer_id: int, *, now: datetime) -> bool:
+        """The rep pressed 1. False when the reservation was already released (too late: passed on)."""
+        if self.state is not RepState.RESERVED or self.current_offer_id != offer_id:
+            return False
+        self._become(RepState.ON_CALL, now)
+        self.reserved_until = None
+        self.missed_offers = 0
+        return True
+
+    def settle(
+        self, offer_id: int, end: OfferEnd, *, now: datetime, wrap_up_seconds: int, away_after_missed: int
+    ) -> RepState | None:
+        """Free the rep from one offer: wrap-up after a call, away after too many missed offers, else available
+        (or the presence they asked for during the call).
+
+        Only while the rep is still held for ``offer_id``: a late or repeated callback about an older offer never
+        frees a rep who has moved on, nor cuts a wrap-up short. Returns the new state, or None if nothing changed.
+        """
+        if not self.held_for(offer_id):
+            return None
+        asked_for = self.after_call_state
+        state: RepState
+        if end is OfferEnd.TALKED or self.state is RepState.ON_CALL:
+            self.missed_offers = 0
+            if asked_for is not None:
+                state = asked_for
+            elif wrap_up_seconds > 0:
+                state = RepState.WRAP_UP
+                self.wrap_up_until = now + timedelta(seconds=wrap_up_seconds)
+            else:
+                state = RepState.AVAILABLE
+                self.available_since = now
+        elif end is OfferEnd.MISSED:
+            self.missed_offers += 1
+            state = RepState.AWAY if self.missed_offers >= away_after_missed else (asked_for or RepState.AVAILABLE)
+        else:
+            # Declined or withdrawn: back where they were, keeping their place in the idle order.
+            state = asked_for or RepState.AVAILABLE
+        self.current_offer_id = None
+        self.reserved_until = None
+        self.after_call_state = None
+        self._become(state, now)
+        return state
+
+    def expire_orphan_reservation(self, *, now: datetime) -> bool:
+        """A reservation that names no offer (its transaction died half-way): back to available."""
+        if self.state is not RepState.RESERVED or self.current_offer_id is not None:
+            return False
+        self._become(RepState.AVAILABLE, now)
+        self.reserved_until = None
+        return True
+
+    def end_wrap_up(self, *, now: datetime) -> bool:
+        """After-call work time is over: available, idle from now."""
+        if self.state is not RepState.WRAP_UP or self.wrap_up_until is None or self.wrap_up_until > now:
+            return False
+        self._become(RepState.AVAILABLE, now)
+        self.available_since = now
+        self.wrap_up_until = None
+        return True
+
+    def choose_presence(self, state: RepState, *, now: datetime) -> bool:
+        """A person sets the rep's presence. Returns False when it takes effect only after the current call.
+
+        Available restarts the idle clock and ends a wrap-up early. Away or offline asked for while ringing or
+        talking on a Warmline call is kept for when the call ends, so a rep is never pulled off a live call.
+        """
+        if state not in CHOSEN_STATES:
+            choices = ", ".join(choice.value for choice in CHOSEN_STATES)
+            raise PresenceRefused(f"{state.value} is set by calls; choose one of {choices}")
+        if self.state in (RepState.RESERVED, RepState.ON_CALL) and self.current_offer_id is not None:
+            self.after_call_state = None if state is RepState.AVAILABLE else state
+            return False
+        self.after_call_state = None
+        if self.state == state:
+            return True
+        self._become(state, now)
+        self.wrap_up_until = None
+        if state is RepState.AVAILABLE:
+            self.available_since = now
+            self.missed_offers = 0
+        return True
+
+    def _become(self, state: RepState, now: datetime) -> None:
+        if state is not self.state:
+            self.state = state
+            self.state_changed_at = now
+
 
 class RepSkill(Base):
     __tablename__ = "rep_skills"
@@ -199,9 +358,7 @@ class Interaction(Base):
     flow_name: Mapped[str] = mapped_column(String(100))
     flow_version: Mapped[str] = mapped_column(String(64))
     flow_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[InteractionStatus] = mapped_column(
-        _enum(InteractionStatus), default=InteractionStatus.IN_FLOW
-    )
+    status: Mapped[InteractionStatus] = mapped_column(_enum(InteractionStatus), default=InteractionStatus.IN_FLOW)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     answered_at: Mapped[datetime | None] = mapped_column()
     ended_at: Mapped[datetime | None] = mapped_column()
@@ -240,6 +397,195 @@ class Interaction(Base):
     # Loaded only where needed (the whisper, exports): the hot webhooks never touch them.
     customer: Mapped[Customer | None] = relationship()
     rep: Mapped[Rep | None] = relationship()
+
+    # --- the IVR ---------------------------------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self.status is InteractionStatus.ENDED
+
+    @property
+    def routed_department(self) -> str:
+        """The department the call is for: what the flow chose, else the general one."""
+        return self.department or GENERAL_DEPARTMENT
+
+    @property
+    def has_place_in_line(self) -> bool:
+        """Whether the caller joined a department's line before (they keep that place when sent back to it)."""
+        return self.enqueued_at is not None
+
+    def record_flow(
+        self,
+        flow_state: dict[str, Any],
+        *,
+        issue_text: str | None,
+        capture_method: str | None,
+        speech_confidence: float | None,
+        language: str | None,
+        survey: dict[str, Any] | None,
+    ) -> None:
+        """Where the flow is and what the caller said so far."""
+        self.flow_state = flow_state
+        self.issue_text = issue_text
+        self.capture_method = capture_method
+        self.speech_confidence = speech_confidence
+        if language:
+            self.language = language
+        if survey:
+            self.survey = dict(survey)
+
+    def route_to(self, department: str, *, confidence: float | None) -> None:
+        """The flow handed the caller to a department (what was detected, and how sure it was)."""
+        self.department = department
+        self.confidence = confidence
+
+    def return_to_flow(self) -> None:
+        """Nobody is offered the caller any more (an offer nobody took, a hand-off that failed): the call is back
+        with Warmline, to be routed again."""
+        self._live()
+        self.status = InteractionStatus.IN_FLOW
+        self.rep_id = None
+
+    def hand_back_to(self, department: str) -> None:
+        """A failed hand-off returns the caller to Warmline, for ``department`` this time."""
+        self.return_to_flow()
+        self.department = department
+
+    # --- offers, the line, callbacks -------------------------------------------------------------------------------
+
+    def offer(self) -> None:
+        """One or more reps are being offered the caller (ringing, or reserved while the caller is pulled)."""
+        self._live()
+        self.status = InteractionStatus.OFFERING
+        self.rep_id = None
+
+    def join_line(self, *, now: datetime, head_start_seconds: float = 0.0, reasons: tuple[str, ...] = ()) -> None:
+        """Wait in the department's line. A caller joining for the first time ranks ``head_start_seconds`` ahead of
+        their arrival (priority); one sent back keeps the place they had."""
+        self._live()
+        self.status = InteractionStatus.QUEUED
+        self.rep_id = None
+        if self.enqueued_at is None:
+            self.enqueued_at = now
+            self.rank_at = now - timedelta(seconds=head_start_seconds)
+            self.priority_seconds = int(head_start_seconds)
+            self.priority_reasons = list(reasons)
+        elif self.rank_at is None:
+            self.rank_at = self.enqueued_at
+
+    def back_in_line(self) -> bool:
+        """A rep reserved for a caller on hold never got them (the pull was lost): the caller waits on, in place."""
+        if self.status is not InteractionStatus.OFFERING:
+            return False
+        self.status = InteractionStatus.QUEUED
+        self.rep_id = None
+        return True
+
+    def leave_line_for(self, reason: str) -> None:
+        """The caller pressed a key to leave the hold loop: ``callback`` or ``voicemail``."""
+        self.leave_reason = reason
+
+    def announced(self, *, now: datetime, wait_seconds: float | None) -> None:
+        """The caller heard their place and this estimate."""
+        self.announced_at = now
+        self.announced_wait = round(wait_seconds) if wait_seconds is not None else None
+
+    def wait_for_callback(self, *, held_seconds: int) -> None:
+        """The caller hung up keeping their place: we call them back when it is their turn."""
+        self._live()
+        self.status = InteractionStatus.CALLBACK
+        self.hold_seconds = held_seconds
+        self.leave_reason = None
+
+    def retry_callback(self, *, rank_at: datetime) -> None:
+        """Nobody answered our callback: wait for the retry, ranked ``rank_at``."""
+        self._live()
+        self.status = InteractionStatus.CALLBACK
+        self.rep_id = None
+        self.rank_at = rank_at
+
+    def carried_by(self, call_sid: str) -> None:
+        """The caller is on another call now (the callback we placed)."""
+        self.live_call_sid = call_sid
+
+    def whispered(self, summary: str) -> None:
+        """What the rep heard before taking the call."""
+        self.summary = summary
+
+    def waited_seconds(self, now: datetime) -> int:
+        """How long the caller has waited in line (0 if they never queued)."""
+        return _seconds_between(self.enqueued_at, now)
+
+    def connect(self, rep_id: int, *, now: datetime, callback: bool = False) -> None:
+        """A rep took the call (pressed 1): the caller is talking to them now."""
+        self._live()
+        self.status = InteractionStatus.CONNECTED
+        self.rep_id = rep_id
+        self.answered_at = self.answered_at or now
+        if callback:
+            # hold_seconds stays what the caller spent on hold before choosing the callback.
+            self.outcome = Outcome.CALLBACK
+        else:
+            self.outcome = Outcome.ANSWERED
+            self.hold_seconds = self.waited_seconds(now)
+
+    def hand_to(self, rep_id: int) -> None:
+        """A warm transfer completed: the caller is with another rep."""
+        if self.status is InteractionStatus.CONNECTED:
+            self.rep_id = rep_id
+
+    # --- outcomes --------------------------------------------------------------------------------------------------
+
+    def no_rep(self) -> None:
+        """Nobody could take the caller: they are offered voicemail instead."""
+        self.rep_id = None
+        self.outcome = Outcome.NO_REP
+
+    def voicemail_left(self, recording_url: str) -> None:
+        self.recording_url = recording_url
+        self.outcome = Outcome.VOICEMAIL
+
+    def record_transcript(self, text: str | None, *, engine: str, confidence: float | None, error: str | None) -> None:
+        """The voicemail's words (or why there are none; the recording link stays)."""
+        self.transcript = text
+        self.transcript_engine = engine
+        self.transcript_confidence = confidence
+        self.transcript_error = error
+
+    def note_call_status(self, call_status: str) -> None:
+        """A status callback that does not end the interaction (ringing, in-progress, or the caller hanging up
+        while they wait for a callback)."""
+        if not self.ended:
+            self.last_call_status = call_status
+
+    def outcome_when_call_ends(self, call_status: str) -> Outcome:
+        """What the call's final status means for an interaction that has no outcome yet."""
+        if self.outcome is not None:
+            return self.outcome
+        if self.answered_at is not None:
+            return Outcome.ANSWERED
+        if call_status in ("failed", "busy", "no-answer", "canceled") and self.status is InteractionStatus.IN_FLOW:
+            return Outcome.FAILED
+        return Outcome.ABANDONED
+
+    def close(self, *, outcome: Outcome, call_status: str | None, duration_seconds: int | None, now: datetime) -> bool:
+        """Close once. A repeated or late status callback changes nothing (it may only add a missing duration)."""
+        if self.ended:
+            if duration_seconds is not None and self.duration_seconds is None:
+                self.duration_seconds = duration_seconds
+            return False
+        if self.enqueued_at is not None and self.answered_at is None:
+            self.hold_seconds = _seconds_between(self.enqueued_at, now)
+        self.status = InteractionStatus.ENDED
+        self.outcome = self.outcome or outcome
+        self.ended_at = now
+        self.duration_seconds = duration_seconds
+        self.last_call_status = call_status
+        return True
+
+    def _live(self) -> None:
+        if self.ended:
+            raise InvalidTransition(f"interaction {self.call_sid} has ended")
 
     # Every index is written on every commit that touches its columns, and on SQLite each written page costs the
     # commit a WAL frame: a new call used to dirty ten pages, which made the commit most of /voice/incoming's
@@ -288,6 +634,29 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     due_at: Mapped[datetime | None] = mapped_column()
 
+    @classmethod
+    def file(
+        cls, interaction: Interaction, *, kind: str, note: str, now: datetime, due_at: datetime | None = None
+    ) -> Task:
+        """A follow-up on the customer's record about ``interaction`` (a voicemail to return, a callback to make)."""
+        return cls(
+            customer_id=interaction.customer_id,
+            interaction_id=interaction.id,
+            kind=kind,
+            department=interaction.department,
+            note=note,
+            state=TaskState.OPEN,
+            created_at=now,
+            due_at=due_at,
+        )
+
+    @property
+    def open(self) -> bool:
+        return self.state is TaskState.OPEN
+
+    def add_to_note(self, text: str) -> None:
+        self.note = f"{self.note}\n{text}" if self.note else text
+
 
 class Offer(Base):
     """A rep reserved for a call: one row per attempt, so "who already declined this caller" is a query."""
@@ -311,6 +680,85 @@ class Offer(Base):
 
     rep: Mapped[Rep] = relationship(lazy="joined")
     interaction: Mapped[Interaction] = relationship()
+
+    @property
+    def live(self) -> bool:
+        """Whether a rep is still held for this offer."""
+        return self.state in LIVE_OFFER_STATES
+
+    @property
+    def ringing(self) -> bool:
+        return self.state is OfferState.RINGING
+
+    @property
+    def pending(self) -> bool:
+        return self.state is OfferState.PENDING
+
+    @property
+    def taken(self) -> bool:
+        """The rep took the call (it may be over)."""
+        return self.state in (OfferState.ACCEPTED, OfferState.ENDED)
+
+    def ring(self) -> None:
+        """The rep's phone rings now (a caller pulled from the line, or a callback or hand-off put through)."""
+        if self.state not in (OfferState.PENDING, OfferState.RINGING):
+            raise InvalidTransition(f"offer {self.id} is {self.state.value}: it cannot ring")
+        self.state = OfferState.RINGING
+
+    def whisper_heard(self, rep_call_sid: str | None, *, now: datetime) -> None:
+        """The rep answered and hears the whisper on their own leg (``rep_call_sid``: what a transfer moves)."""
+        self.whispered_at = now
+        self.rep_call_sid = rep_call_sid
+
+    def accept(self) -> None:
+        """The rep pressed 1."""
+        if self.state is not OfferState.RINGING:
+            raise InvalidTransition(f"offer {self.id} is {self.state.value}: it cannot be accepted")
+        self.state = OfferState.ACCEPTED
+
+    def decline(self, *, now: datetime) -> bool:
+        """The rep pressed another key (or the offer rang out). False when it was no longer ringing."""
+        if self.state is not OfferState.RINGING:
+            return False
+        self.state = OfferState.DECLINED
+        self.ended_at = now
+        return True
+
+    def withdraw(self, *, now: datetime) -> bool:
+        """Nobody needs this rep for this call any more (the caller hung up, another rep of the ring group
+        answered, the reservation lapsed before the key press). False when it had already ended."""
+        if not self.live or self.state is OfferState.ACCEPTED:
+            return False
+        self.state = OfferState.CANCELLED
+        self.ended_at = now
+        return True
+
+    def close(self, *, now: datetime, caller_gone: bool = False) -> OfferEnd:
+        """The Dial or conference leg this offer rang is over: how it ended, for the rep (``Rep.settle``).
+
+        A taken call ends as talked; one still ringing or pending rang out (missed), unless ``caller_gone``: the
+        caller hung up first, which withdraws it and costs the rep nothing.
+        """
+        if caller_gone:
+            self.withdraw(now=now)
+        end: OfferEnd
+        if self.taken:
+            self.state, end = OfferState.ENDED, OfferEnd.TALKED
+        elif self.state in (OfferState.RINGING, OfferState.PENDING):
+            self.state, end = OfferState.DECLINED, OfferEnd.MISSED
+        elif self.state is OfferState.DECLINED:
+            end = OfferEnd.DECLINED
+        else:
+            end = OfferEnd.CANCELLED
+        self.ended_at = self.ended_at or now
+        return end
+
+    def expire(self, *, now: datetime) -> OfferEnd:
+        """The rep's reservation ran out unanswered: a missed offer."""
+        if self.live and self.state is not OfferState.ACCEPTED:
+            self.state = OfferState.DECLINED
+            self.ended_at = now
+        return OfferEnd.MISSED
 
 
 class CallbackState(enum.StrEnum):
@@ -342,6 +790,48 @@ class Callback(Base):
     ended_at: Mapped[datetime | None] = mapped_column()
 
     interaction: Mapped[Interaction] = relationship()
+
+    @property
+    def calling(self) -> bool:
+        return self.state is CallbackState.CALLING
+
+    def is_attempt(self, call_sid: str, attempt: int | None) -> bool:
+        """Whether a webhook about ``call_sid`` (and attempt number ``attempt``, when its URL carries one) is about
+        the attempt under way. Its SID alone cannot tell: between placing an attempt and its answer, the callback
+        knows no SID at all, hence the attempt number in every URL."""
+        return self.call_sid in (None, call_sid) and (attempt is None or attempt == self.attempts)
+
+    def start_attempt(self, offer_id: int) -> None:
+        """A rep is reserved for this callback: we ring the customer now."""
+        if self.state is not CallbackState.WAITING:
+            raise InvalidTransition(f"callback {self.id} is {self.state.value}: it cannot be placed")
+        self.state = CallbackState.CALLING
+        self.attempts += 1
+        self.offer_id = offer_id
+        self.call_sid = None
+        self.next_attempt_at = None
+
+    def answered(self, call_sid: str) -> None:
+        """The customer picked up (this is the call carrying them now)."""
+        self.call_sid = call_sid
+        self.state = CallbackState.CONNECTED
+
+    def missed(self, result: str, *, now: datetime, retry_at: datetime | None) -> None:
+        """An attempt went unanswered (``result``: what happened). With ``retry_at`` the customer keeps their place
+        and is called again from then; without, the callback is given up (a follow-up task takes over)."""
+        self.last_result = result[:32]
+        self.call_sid = None
+        if retry_at is not None:
+            self.state = CallbackState.WAITING
+            self.next_attempt_at = retry_at
+        else:
+            self.state = CallbackState.MISSED
+            self.ended_at = now
+
+    def done(self, *, now: datetime) -> None:
+        """The call we placed is over after the customer was put through."""
+        self.state = CallbackState.DONE
+        self.ended_at = now
 
 
 class HandoffState(enum.StrEnum):
@@ -386,3 +876,84 @@ class Handoff(Base):
     interaction: Mapped[Interaction] = relationship()
     from_rep: Mapped[Rep] = relationship(foreign_keys=[from_rep_id])
     to_rep: Mapped[Rep | None] = relationship(foreign_keys=[to_rep_id])
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_HANDOFF_STATES
+
+    @property
+    def target_name(self) -> str:
+        return self.to_rep.name if self.to_rep else "your colleague"
+
+    @property
+    def room(self) -> str:
+        """How the REST API addresses the conference: its Sid once a status callback told us, else its name."""
+        return self.conference_sid or self.conference
+
+    @property
+    def first_rep_in_conference(self) -> bool:
+        return self.from_joined_at is not None and self.from_left_at is None
+
+    def leg(self, call_sid: str) -> Literal["caller", "from", "to"] | None:
+        """Whose leg of the conference ``call_sid`` is."""
+        if call_sid == self.caller_call_sid:
+            return "caller"
+        if call_sid and call_sid == self.from_call_sid:
+            return "from"
+        if call_sid and call_sid == self.to_call_sid:
+            return "to"
+        return None
+
+    def conference_known_as(self, conference_sid: str | None) -> None:
+        if conference_sid and not self.conference_sid:
+            self.conference_sid = conference_sid
+
+    def first_rep_joined(self, *, now: datetime) -> None:
+        self.from_joined_at = self.from_joined_at or now
+
+    def first_rep_left(self, *, now: datetime) -> None:
+        self.from_left_at = self.from_left_at or now
+
+    def target_answered(self, call_sid: str) -> None:
+        """The target rep picked up the call we placed to them (their leg)."""
+        self.to_call_sid = call_sid
+
+    def target_joined(self, *, now: datetime) -> None:
+        self.to_joined_at = self.to_joined_at or now
+
+    def caller_joined(self, *, now: datetime) -> bool:
+        """The caller is in the conference (on hold). True when that starts ringing the target rep now."""
+        if self.caller_joined_at is not None:
+            return False
+        self.caller_joined_at = now
+        if self.state is not HandoffState.MOVING:
+            return False
+        self.state = HandoffState.DIALING
+        return True
+
+    def try_complete(self, *, now: datetime) -> bool:
+        """The target rep is in: the reps consult while the first one is still there; the hand-off is complete once
+        the first rep has left (or never came). True when it completed now."""
+        if self.to_joined_at is None or self.state not in (HandoffState.DIALING, HandoffState.CONSULTING):
+            return False
+        if self.first_rep_in_conference:
+            self.state = HandoffState.CONSULTING
+            return False
+        self.state = HandoffState.COMPLETED
+        self.ended_at = now
+        return True
+
+    def fail(self, reason: str, *, now: datetime) -> None:
+        """The target did not take the call."""
+        self._end(HandoffState.FAILED, reason, now)
+
+    def cancel(self, reason: str, *, now: datetime) -> None:
+        """The hand-off can no longer happen (its caller is gone)."""
+        self._end(HandoffState.CANCELLED, reason, now)
+
+    def _end(self, state: HandoffState, reason: str, now: datetime) -> None:
+        if not self.active:
+            raise InvalidTransition(f"hand-off {self.id} is already {self.state.value}")
+        self.state = state
+        self.ended_at = now
+        self.failure = reason[:200]

@@ -108,6 +108,8 @@ class CallerFacts:
     #: Custom CRM fields as text. Excluded from the hash (a dict cannot be hashed); equality
     #: still compares it.
     custom: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: Where the call comes from, as the carrier says (``FromCity``): the whisper mentions it.
+    city: str | None = None
 
 
 class CallState(BaseModel):

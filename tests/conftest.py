@@ -25,9 +25,10 @@ from sqlalchemy.engine import make_url
 from twilio.request_validator import RequestValidator
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from crm_sync import service as crm
 from crm_sync.db import Store
 from crm_sync.models import Base, RepState, utcnow
+from crm_sync.queries.customers import upsert_customer
+from crm_sync.queries.reps import upsert_rep
 from ivr_flows import Flow, load_flow
 from voice import create_app
 from voice.emulator import CallerInput, CallerScript, EmulatedCall, SharedKey, TwilioEmulator
@@ -119,13 +120,13 @@ def store(database_url: str) -> Iterator[Store]:
 def seed_demo(store: Store, *, reps_available: bool = True) -> None:
     with store.unit_of_work() as session:
         for name, phone, tier in DEMO_CUSTOMERS:
-            crm.upsert_customer(
+            upsert_customer(
                 session, name=name, phone_e164=phone, email=None, tier=tier, notes=None, custom_fields={}
             )
         for name, phone, departments in DEMO_REPS:
-            rep, _ = crm.upsert_rep(session, name=name, phone_e164=phone, departments=departments, languages=["en-US"])
+            rep, _ = upsert_rep(session, name=name, phone_e164=phone, departments=departments, languages=["en-US"])
             if reps_available:
-                crm.set_rep_presence(session, rep, RepState.AVAILABLE, now=utcnow())
+                rep.choose_presence(RepState.AVAILABLE, now=utcnow())
 
 
 # --- the app -------------------------------------------------------------------------------------------------------

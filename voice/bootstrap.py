@@ -1,60 +1,33 @@
-"""What one app instance is made of, assembled once by ``create_app``."""
+"""What one app instance is made of, assembled once by ``create_app``: plain construction, in dependency order."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from flask import Flask
 
 from crm_sync.db import Store
-from ivr_flows import Flow
-from voice.adapters.action_runner import RestActions, describe
+from voice.adapters.action_runner import ActionRunner
 from voice.adapters.flow_library import FlowLibrary, FlowWatcher
+from voice.adapters.transcription import Transcription
 from voice.adapters.twilio_rest import BackgroundRunner, TwilioRest
 from voice.config import Settings
-from voice.domain.actions import Action, ActionRelay
-from voice.services.calls import CallService, VoicemailJob
+from voice.domain.actions import ActionRelay
+from voice.services.calls import CallService
 from voice.services.context import Clock, ServiceContext
 from voice.services.dispatch import Dispatcher
 from voice.services.handoffs import HandoffService
-from voice.services.presence import Housekeeper, PresenceService, SweepThread
+from voice.services.housekeeping import Housekeeper, SweepThread
+from voice.services.presence import PresenceService
 from voice.services.queue import QueueService
+from voice.services.voicemail import VoicemailService
 from voice.web.urls import url_builder
-
-if TYPE_CHECKING:
-    from voice.adapters.speech import Transcriber
 
 # Used for pull URLs when WARMLINE_PUBLIC_URL is unset (local runs): where `warmline serve` listens by default.
 LOCAL_BASE_URL = "http://127.0.0.1:5000"
 #: Longest sweep interval (s) at which the sweep thread, not webhooks' commits, checkpoints the WAL: beyond it the
 #: WAL would grow for too long between checkpoints (several MB a second under bench/webhook.py's load).
 MAX_CHECKPOINT_INTERVAL = 5.0
-
-
-class TranscriberCache:
-    """One transcriber per flow version: the offline engine's language model is built from the flow's own words,
-    so a changed flow gets a new one, and an unchanged flow reuses its decoder."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._lock = threading.Lock()
-        self._by_version: dict[str, Transcriber] = {}
-
-    def for_flow(self, flow: Flow) -> Transcriber:
-        from voice.adapters.speech import make_transcriber  # numpy and pocketsphinx load only when a voicemail arrives
-
-        with self._lock:
-            transcriber = self._by_version.get(flow.version)
-            if transcriber is None:
-                transcriber = self._by_version[flow.version] = make_transcriber(
-                    self._settings.speech.engine,
-                    flow,
-                    workdir=self._settings.instance_path / "speech",
-                    options=self._settings.speech.options,
-                )
-            return transcriber
 
 
 @dataclass
@@ -66,6 +39,7 @@ class Warmline:
     actions: ActionRelay
     calls: CallService
     queue: QueueService
+    voicemail: VoicemailService
     presence: PresenceService
     handoffs: HandoffService
     housekeeper: Housekeeper
@@ -109,43 +83,36 @@ def assemble(
         account_sid=settings.account_sid, auth_token=settings.auth_token, base_url=settings.twilio_api_url
     )
     runner = runner or BackgroundRunner()
-    urls = url_builder(app.url_map, settings.public_url or LOCAL_BASE_URL)
     clock = Clock()
-    dispatcher = Dispatcher(settings=settings, clock=clock)
-    transcribers = TranscriberCache(settings)
-
-    def run_in_background(action: Action) -> None:
-        runner.submit(describe(action), perform, action)
-
-    act = ActionRelay(run_in_background)
-
-    def perform(action: Action) -> None:
-        rest_actions.perform(action)
-
-    def transcribe(job: VoicemailJob) -> None:
-        def run() -> None:
-            from voice.adapters.recordings import transcribe_recording
-
-            transcript = transcribe_recording(
-                job.recording_url,
-                transcriber=transcribers.for_flow(job.flow),
-                account_sid=settings.account_sid,
-                auth_token=settings.auth_token,
-            )
-            calls.store_transcript(job.call_sid, transcript)
-
-        runner.submit(f"transcription of {job.call_sid}", run)
-
+    # Services hand their REST actions to the relay; the runner that carries them out reports failures back to the
+    # services, so it is built after them and connected to the relay last.
+    relay = ActionRelay()
     context = ServiceContext(
-        store=store, flows=flows, settings=settings, dispatcher=dispatcher, act=act, clock=clock
+        store=store,
+        flows=flows,
+        settings=settings,
+        dispatcher=Dispatcher(settings=settings, clock=clock),
+        act=relay,
+        clock=clock,
     )
-    calls = CallService(context, transcribe=transcribe)
+    calls = CallService(context)
     queue = QueueService(context, calls=calls)
+    voicemail = VoicemailService(context)
     presence = PresenceService(context)
     handoffs = HandoffService(context, calls=calls)
     housekeeper = Housekeeper(context, queue=queue)
-    # Built after the services it reports failures to; `perform` only runs once requests are being served.
-    rest_actions = RestActions(rest=rest, urls=urls, queue=queue, calls=calls, handoffs=handoffs, settings=settings)
+    action_runner = ActionRunner(
+        pool=runner,
+        rest=rest,
+        urls=url_builder(app.url_map, settings.public_url or LOCAL_BASE_URL),
+        flows=flows,
+        transcription=Transcription(settings),
+        queue=queue,
+        calls=calls,
+        handoffs=handoffs,
+        voicemail=voicemail,
+    )
+    relay.connect(action_runner.submit)
     sweeper = (
         SweepThread(housekeeper, interval=settings.routing.sweep_interval, store=store).start()
         if background and settings.routing.sweep_interval
@@ -156,9 +123,10 @@ def assemble(
         store=store,
         flows=flows,
         clock=clock,
-        actions=act,
+        actions=relay,
         calls=calls,
         queue=queue,
+        voicemail=voicemail,
         presence=presence,
         handoffs=handoffs,
         housekeeper=housekeeper,

@@ -10,8 +10,9 @@ from pathlib import Path
 from flask import Flask
 from flask.testing import FlaskCliRunner
 
-from crm_sync import service as crm
 from crm_sync.models import RepState
+from crm_sync.queries.customers import find_customer_by_phone
+from crm_sync.queries.reps import find_rep, list_reps
 from tests.conftest import app_config
 from voice import create_app
 from voice.cli import main
@@ -44,17 +45,17 @@ def test_bad_rows_are_reported_by_line_and_the_good_ones_load(
     assert f"{path}:4: " in result.output and "email" in result.output
     assert "customers: 1 created, 0 updated, 2 rows rejected" in result.output
     with app.extensions["warmline"].store.unit_of_work() as session:
-        assert crm.find_customer_by_phone(session, "+15551230101") is not None
+        assert find_customer_by_phone(session, "+15551230101") is not None
 
 
 def test_reps_status_changes_presence_and_names_unknown_reps(app: Flask, runner: FlaskCliRunner) -> None:
     runner.invoke(main, ["reps", "import", str(DEMO / "reps.csv")])
     with app.extensions["warmline"].store.unit_of_work() as session:
-        name = crm.list_reps(session)[0].name
+        name = list_reps(session)[0].name
     result = runner.invoke(main, ["reps", "status", name, "away"])
     assert result.exit_code == 0, result.output
     with app.extensions["warmline"].store.unit_of_work() as session:
-        assert crm.find_rep(session, name).state is RepState.AWAY
+        assert find_rep(session, name).state is RepState.AWAY
     result = runner.invoke(main, ["reps", "status", "Nobody Here", "available"])
     assert result.exit_code != 0 and "no rep named 'Nobody Here'" in result.output
 

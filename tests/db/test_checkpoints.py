@@ -16,7 +16,7 @@ from sqlalchemy import text
 from crm_sync.db import Store
 from tests.conftest import app_config
 from voice import create_app
-from voice.services.presence import SweepThread
+from voice.services.housekeeping import SweepThread
 
 PAGE_FILLER = "x" * 3000  # about one WAL frame per row
 
@@ -27,8 +27,8 @@ def store_factory(tmp_path: Path) -> Iterator[Callable[..., Store]]:
 
     def make(*, background: bool) -> Store:
         store = Store(f"sqlite:///{tmp_path}/wal-{len(made)}.sqlite3", background_checkpoints=background)
-        with store.transaction() as connection:
-            connection.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+        with store.unit_of_work() as session:
+            session.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
         made.append(store)
         return store
 
@@ -39,8 +39,8 @@ def store_factory(tmp_path: Path) -> Iterator[Callable[..., Store]]:
 
 def write_pages(store: Store, rows: int) -> None:
     for start in range(0, rows, 100):  # in several commits, as webhooks write
-        with store.transaction() as connection:
-            connection.execute(
+        with store.unit_of_work() as session:
+            session.execute(
                 text("INSERT INTO notes (body) VALUES (:body)"),
                 [{"body": f"{n} {PAGE_FILLER}"} for n in range(start, min(rows, start + 100))],
             )
@@ -70,8 +70,8 @@ def test_with_background_checkpoints_no_commit_checkpoints_and_the_sweep_does(
     write_pages(store, 200)  # the next writer starts the WAL over: it stays as short as one sweep's writes
     after = store.checkpoint()
     assert after is not None and after[1] < 400
-    with store.reading() as connection:
-        assert connection.execute(text("SELECT count(*) FROM notes")).scalar() == 2700
+    with store.unit_of_work(read_only=True) as session:
+        assert session.execute(text("SELECT count(*) FROM notes")).scalar() == 2700
 
 
 def test_the_sweep_thread_checkpoints_only_a_store_that_leaves_it_to_the_sweep(

@@ -15,10 +15,11 @@ import pytest
 import yaml
 from sqlalchemy import event
 
-from crm_sync import service
 from crm_sync.csv_import import CsvFormatError, ImportReport, RowError, import_customers, import_reps
 from crm_sync.db import Store
 from crm_sync.models import Customer, Rep, RepState, utcnow
+from crm_sync.queries.customers import find_customer_by_phone
+from crm_sync.queries.reps import find_rep, list_reps
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "crm_sync" / "demo"
@@ -58,12 +59,12 @@ def load_reps(store: Store, tmp_path: Path, content: str | bytes, *, name: str =
 
 def customer(store: Store, phone: str) -> Customer | None:
     with store.unit_of_work() as session:
-        return service.find_customer_by_phone(session, phone)
+        return find_customer_by_phone(session, phone)
 
 
 def reps(store: Store) -> dict[str, Rep]:
     with store.unit_of_work() as session:
-        return {rep.name: rep for rep in service.list_reps(session)}
+        return {rep.name: rep for rep in list_reps(session)}
 
 
 def errors_by_line(report: ImportReport) -> dict[int, str]:
@@ -411,12 +412,12 @@ def test_reps_skill_levels(store: Store, tmp_path: Path) -> None:
         RowError("reps.csv", 4, "skill level 'high' for sales is not a whole number from 1 to 10"),
     ]
     with store.unit_of_work() as session:
-        ann = service.find_rep(session, "Ann Lee")
+        ann = find_rep(session, "Ann Lee")
         assert {skill.department: skill.level for skill in ann.skills} == {"billing": 9, "general": 5}
     # A re-import without levels keeps the levels already set.
     load_reps(store, tmp_path, "name,phone,departments\nAnn Lee,555 010 0001,billing;general:7\n")
     with store.unit_of_work() as session:
-        ann = service.find_rep(session, "Ann Lee")
+        ann = find_rep(session, "Ann Lee")
         assert {skill.department: skill.level for skill in ann.skills} == {"billing": 9, "general": 7}
 
 
@@ -431,7 +432,7 @@ def test_unknown_department_message_names_it_and_the_known_ones(sqlite_store: St
 def test_reps_reimport_replaces_skills_and_keeps_presence(store: Store, tmp_path: Path) -> None:
     assert load_reps(store, tmp_path, "name,phone,departments\nAnn Lee,555 010 0001,billing;sales\n").created == 1
     with store.unit_of_work() as session:
-        service.set_rep_presence(session, service.find_rep(session, "Ann Lee"), RepState.AVAILABLE, now=utcnow())
+        find_rep(session, "Ann Lee").choose_presence(RepState.AVAILABLE, now=utcnow())
 
     report = load_reps(
         store,

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from crm_sync import service
 from crm_sync.db import Store
 from crm_sync.export import EXPORT_FIELDS, export_interactions
-from crm_sync.models import Handoff, HandoffState, InteractionStatus, Outcome
+from crm_sync.models import Handoff, HandoffState, Interaction, InteractionStatus, Outcome
+from crm_sync.queries.customers import upsert_customer
+from crm_sync.queries.reps import upsert_rep
 
 STARTED = datetime(2025, 3, 4, 15, 6, 7, tzinfo=UTC)
 ISSUE = 'Mi factura está mal — cobrado dos veces ☕\u2028(line separator) and "quotes", commas'
@@ -82,7 +83,7 @@ def seed(store: Store) -> None:
     """Two calls: a finished one with every field set (times given in a non-UTC zone), and one still in the IVR."""
     plus_two = timezone(timedelta(hours=2))
     with store.unit_of_work() as session:
-        jane, _ = service.upsert_customer(
+        jane, _ = upsert_customer(
             session,
             name="Jane Doe",
             phone_e164="+15551230001",
@@ -91,18 +92,13 @@ def seed(store: Store) -> None:
             notes=None,
             custom_fields={},
         )
-        alice, _ = service.upsert_rep(
+        alice, _ = upsert_rep(
             session, name="Alice Morgan", phone_e164="+15550100001", departments=["billing"], languages=["en-US"]
         )
-        call, _ = service.open_interaction(
-            session,
-            call_sid="CA0001",
-            caller_number="+15551230001",
-            customer=jane,
-            flow_name="main",
-            flow_version="3f2a9c",
-            flow_state={},
+        call = Interaction(
+            call_sid="CA0001", caller_number="+15551230001", customer=jane, flow_name="main", flow_version="3f2a9c"
         )
+        session.add(call)
         call.started_at = STARTED.astimezone(plus_two)
         call.answered_at = datetime(2025, 3, 4, 17, 7, 9, 250000, tzinfo=plus_two)
         call.issue_text = ISSUE
@@ -121,7 +117,7 @@ def seed(store: Store) -> None:
             ("Bruno Diaz", "+15550100002", HandoffState.FAILED, "no-answer"),
             ("Carla Reyes", "+15550100003", HandoffState.COMPLETED, None),
         ):
-            target, _ = service.upsert_rep(
+            target, _ = upsert_rep(
                 session, name=name, phone_e164=phone, departments=["billing"], languages=["es-MX"]
             )
             session.add(
@@ -135,25 +131,22 @@ def seed(store: Store) -> None:
                     caller_call_sid="CA0001",
                 )
             )
-        service.close_interaction(
-            session,
-            call,
+        call.close(
             outcome=Outcome.ANSWERED,
             call_status="completed",
             duration_seconds=353,
             now=datetime(2025, 3, 4, 15, 12, tzinfo=UTC),
         )
         call.hold_seconds = 42
-        anonymous, _ = service.open_interaction(
-            session,
+        anonymous = Interaction(
             call_sid="CA0002",
             caller_number="anonymous",
-            customer=None,
             flow_name="main",
             flow_version="3f2a9c",
-            flow_state={},
+            started_at=datetime(2025, 3, 4, 15, 30, tzinfo=UTC),
         )
-        anonymous.started_at = datetime(2025, 3, 4, 15, 30, tzinfo=UTC)
+        session.add(anonymous)
+        session.flush()
         assert anonymous.status is InteractionStatus.IN_FLOW
 
 

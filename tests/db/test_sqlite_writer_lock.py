@@ -16,8 +16,9 @@ import pytest
 import sqlalchemy
 from sqlalchemy import event
 
-from crm_sync.db import Store, writer_lock_path
+from crm_sync.db import Store
 from crm_sync.models import Rep
+from crm_sync.sqlite import writer_lock_path
 
 
 @contextmanager
@@ -48,28 +49,20 @@ def _next_writer_begins_at_once(store: Store) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("begun", ["by Store.writing", "by SQLAlchemy"])
 @pytest.mark.parametrize("ending", ["commit", "rollback"])
-def test_the_flock_is_released_only_after_the_transaction_ended(sqlite_store: Store, begun: str, ending: str) -> None:
+def test_the_flock_is_released_only_after_the_transaction_ended(sqlite_store: Store, ending: str) -> None:
     seen: list[Any] = []
 
-    # Listeners run in the order they were added: this one runs right after the store's own, which is the moment
-    # the flock used to be handed on.
-    @event.listens_for(sqlite_store.engine, ending)
-    def _right_after_the_store(_connection: Any) -> None:
+    # Listeners run in the order they were added: this one runs right after the store's own, the moment the flock
+    # is handed on.
+    @event.listens_for(sqlite_store.engine, "checkin")
+    def _right_after_the_store(_dbapi: Any, _record: Any) -> None:
         seen.extend(_next_writer_begins_at_once(sqlite_store))
 
-    insert = sqlalchemy.insert(Rep).values(name="Hand Over", phone="+15550009999")
-    with sqlite_store.engine.connect() as connection:
-        if begun == "by Store.writing":
-            failure = pytest.raises(LookupError) if ending == "rollback" else nullcontext()
-            with failure, sqlite_store.writing(connection):
-                connection.execute(insert)
-                if ending == "rollback":
-                    raise LookupError("the webhook failed")
-        else:
-            connection.begin()
-            connection.execute(insert)
-            connection.commit() if ending == "commit" else connection.rollback()
+    failure = pytest.raises(LookupError) if ending == "rollback" else nullcontext()
+    with failure, sqlite_store.unit_of_work() as session:
+        session.execute(sqlalchemy.insert(Rep).values(name="Hand Over", phone="+15550009999"))
+        if ending == "rollback":
+            raise LookupError("the webhook failed")
 
     assert seen == ([1] if ending == "commit" else [0])

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from crm_sync import service as crm
-from crm_sync.models import InteractionStatus, OfferState, Outcome, RepState, utcnow
+from crm_sync.models import CHOSEN_STATES, Interaction, InteractionStatus, Offer, OfferState, Outcome, RepState, utcnow
+from crm_sync.queries.interactions import require_interaction
+from crm_sync.queries.reps import find_rep
+from crm_sync.queries.tasks import tasks_for_interaction
 from ivr_flows.classifier import ClassifierUnavailable, sentence_encoder
 from tests.conftest import PhoneSystem, seed_demo
 from voice.cli import main
@@ -23,23 +25,23 @@ JANE = "+15551230001"
 WAIT = 15
 
 
-def interaction(system: PhoneSystem, call_sid: str) -> crm.Interaction:  # type: ignore[name-defined]
+def interaction(system: PhoneSystem, call_sid: str) -> Interaction:
     with system.store.unit_of_work() as session:
-        record = crm.require_interaction(session, call_sid)
+        record = require_interaction(session, call_sid)
         _ = (record.customer, record.rep)  # load them while the session is open
         return record
 
 
 def rep_state(system: PhoneSystem, name: str) -> RepState:
     with system.store.unit_of_work() as session:
-        return crm.find_rep(session, name).state
+        return find_rep(session, name).state
 
 
 def set_presence(system: PhoneSystem, name: str, state: RepState) -> None:
     with system.store.unit_of_work() as session:
-        rep = crm.find_rep(session, name)
-        if state in crm.CHOSEN_STATES:
-            crm.set_rep_presence(session, rep, state, now=utcnow())
+        rep = find_rep(session, name)
+        if state in CHOSEN_STATES:
+            rep.choose_presence(state, now=utcnow())
         else:  # on the phone outside Warmline: set directly, as no Warmline call would
             rep.state = state
 
@@ -111,7 +113,7 @@ def test_an_unknown_number_that_called_before_is_a_returning_caller(phone_system
     again = call("the app is still crashing")
     whisper = " ".join(again.heard("rep"))
     assert whisper.startswith("A returning caller from ")
-    assert "Last contact earlier today about the app keeps crashing when I open it." in whisper
+    assert 'Last contact earlier today, about technical support: "The app keeps crashing when I open it."' in whisper
     record = interaction(phone_system, again.sid)
     assert record.customer is None
     assert record.flow_state["caller"]["days_since_last_contact"] == 0  # a repeat caller for branches and priority
@@ -190,7 +192,7 @@ def test_rep_declines_then_the_next_rep_takes_it(phone_system: PhoneSystem) -> N
     record = interaction(phone_system, call.sid)
     assert record.outcome is Outcome.ANSWERED and record.rep is not None and record.rep.name == "Bob Chen"
     with phone_system.store.unit_of_work() as session:
-        offers = {offer.rep.name: offer.state for offer in session.query(crm.Offer).all()}  # type: ignore[attr-defined]
+        offers = {offer.rep.name: offer.state for offer in session.query(Offer).all()}
     assert offers == {"Alice Rivera": OfferState.DECLINED, "Bob Chen": OfferState.ENDED}
     assert rep_state(phone_system, "Alice Rivera") is RepState.AVAILABLE
 
@@ -200,7 +202,8 @@ def test_rep_who_does_not_answer_is_skipped(phone_system: PhoneSystem) -> None:
     phone_system.twilio.register_rep(BOB, RepScript.accepts(talk_seconds=5))
     call = phone_system.call(JANE, Digits("0"))
     assert call.wait_finished(timeout=WAIT)
-    assert interaction(phone_system, call.sid).rep.name == "Bob Chen"
+    rep = interaction(phone_system, call.sid).rep
+    assert rep is not None and rep.name == "Bob Chen"
 
 
 def test_all_reps_busy_then_one_frees_up_and_the_caller_is_pulled_at_once(phone_system: PhoneSystem) -> None:
@@ -326,7 +329,7 @@ def test_a_voicemail_is_filed_with_a_follow_up_task_and_transcribed_offline(
     assert record.transcript_engine == "sphinx"
     assert record.transcript and "charged" in record.transcript
     with system.store.unit_of_work() as session:
-        [task] = crm.tasks_for_interaction(session, record.id)
+        [task] = tasks_for_interaction(session, record.id)
         assert task.kind == "voicemail" and task.customer_id == record.customer_id
         assert "Jane Doe" in task.note and "charged" in task.note
 
@@ -365,5 +368,5 @@ def test_after_hours_the_flow_takes_a_message_in_the_chosen_language(
     spanish = [entry for entry in call.transcript if entry.party == "caller" and entry.verb == "Say"]
     assert spanish[-1].attrs.get("language") == "es-MX"
     with system.store.unit_of_work() as session:
-        [task] = crm.tasks_for_interaction(session, record.id)
+        [task] = tasks_for_interaction(session, record.id)
         assert task.kind == "voicemail" and "Jane Doe" in task.note

@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from crm_sync import service as crm
 from crm_sync.models import HandoffState, InteractionStatus, Outcome, RepState
+from crm_sync.queries.handoffs import handoffs_of
+from crm_sync.queries.interactions import require_interaction
+from crm_sync.queries.reps import find_rep
 from tests.conftest import PhoneSystem, signed_post
 from voice.cli import main
 from voice.emulator import EmulatedCall, RepScript, Speech
@@ -42,14 +44,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
 
 def handoff_state(system: PhoneSystem, call_sid: str) -> HandoffState | None:
     with system.store.unit_of_work() as session:
-        interaction = crm.require_interaction(session, call_sid)
-        handoffs = crm.handoffs_of(session, interaction.id)
+        interaction = require_interaction(session, call_sid)
+        handoffs = handoffs_of(session, interaction.id)
         return handoffs[-1].state if handoffs else None
 
 
 def rep_state(system: PhoneSystem, name: str) -> RepState:
     with system.store.unit_of_work() as session:
-        return crm.find_rep(session, name).state
+        return find_rep(session, name).state
 
 
 def jane_with_alice(system: PhoneSystem) -> EmulatedCall:
@@ -63,7 +65,7 @@ def jane_with_alice(system: PhoneSystem) -> EmulatedCall:
 def alice_leg(system: PhoneSystem, caller: EmulatedCall) -> EmulatedCall:
     """After the move, Alice's leg (the one the hand-off moved) runs as a call of its own in the emulator."""
     with system.store.unit_of_work() as session:
-        handoff = crm.handoffs_of(session, crm.require_interaction(session, caller.sid).id)[-1]
+        handoff = handoffs_of(session, require_interaction(session, caller.sid).id)[-1]
         moved = handoff.from_call_sid
     assert moved is not None
     found = system.twilio.wait_for_call(lambda c: c.sid == moved, timeout=WAIT)
@@ -96,9 +98,9 @@ def test_the_caller_is_handed_to_a_colleague_who_already_knows_the_story(phone_s
     assert "Please hold while I transfer you." in heard
     assert wait_for(lambda: rep_state(phone_system, "Alice Rivera") is RepState.AVAILABLE)
     with phone_system.store.unit_of_work() as session:
-        record = crm.require_interaction(session, caller.sid)
+        record = require_interaction(session, caller.sid)
         assert record.rep is not None and record.rep.name == "Bob Chen"
-        handoff = crm.handoffs_of(session, record.id)[-1]
+        handoff = handoffs_of(session, record.id)[-1]
         assert handoff.note == NOTE and handoff.to_department == "technical_support"
         assert handoff.from_rep.name == "Alice Rivera" and handoff.ended_at is not None
 
@@ -106,7 +108,7 @@ def test_the_caller_is_handed_to_a_colleague_who_already_knows_the_story(phone_s
     assert caller.wait_finished(timeout=WAIT)
     assert wait_for(lambda: rep_state(phone_system, "Bob Chen") is RepState.AVAILABLE)
     with phone_system.store.unit_of_work() as session:
-        record = crm.require_interaction(session, caller.sid)
+        record = require_interaction(session, caller.sid)
         assert record.status is InteractionStatus.ENDED and record.outcome is Outcome.ANSWERED
 
 
@@ -125,10 +127,10 @@ def test_a_target_who_does_not_answer_leaves_the_caller_with_the_first_rep(phone
     assert wait_for(lambda: rep_state(phone_system, "Bob Chen") is RepState.AVAILABLE)
     assert rep_state(phone_system, "Alice Rivera") is RepState.ON_CALL
     with phone_system.store.unit_of_work() as session:
-        record = crm.require_interaction(session, caller.sid)
+        record = require_interaction(session, caller.sid)
         assert record.rep is not None and record.rep.name == "Alice Rivera"
-        assert "Bob Chen" in (crm.handoffs_of(session, record.id)[-1].failure or "")
-        assert crm.find_rep(session, "Bob Chen").missed_offers == 1
+        assert "Bob Chen" in (handoffs_of(session, record.id)[-1].failure or "")
+        assert find_rep(session, "Bob Chen").missed_offers == 1
 
 
 def test_if_the_first_rep_hangs_up_early_the_caller_holds_until_the_target_joins(
@@ -144,7 +146,7 @@ def test_if_the_first_rep_hangs_up_early_the_caller_holds_until_the_target_joins
     assert caller.wait_until(lambda c: "to" in c.connected_with(), timeout=WAIT)
     assert caller.silence_seconds() == 0
     with system.store.unit_of_work() as session:
-        handoff = crm.handoffs_of(session, crm.require_interaction(session, caller.sid).id)[-1]
+        handoff = handoffs_of(session, require_interaction(session, caller.sid).id)[-1]
         assert handoff.to_joined_at is not None
         # The early hang-up really came first: Alice left (or never got into the conference) before Bob joined.
         assert handoff.from_joined_at is None or (
@@ -162,7 +164,7 @@ def test_a_caller_who_hangs_up_during_the_handoff_ends_it_for_everyone(phone_sys
     assert wait_for(lambda: rep_state(phone_system, "Alice Rivera") is RepState.AVAILABLE)
     assert wait_for(lambda: rep_state(phone_system, "Bob Chen") is RepState.AVAILABLE)
     with phone_system.store.unit_of_work() as session:
-        record = crm.require_interaction(session, caller.sid)
+        record = require_interaction(session, caller.sid)
         assert record.status is InteractionStatus.ENDED
 
 

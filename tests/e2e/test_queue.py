@@ -5,8 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from crm_sync import service as crm
-from crm_sync.models import CallbackState, InteractionStatus, Outcome, RepState, TaskState, utcnow
+from crm_sync.models import (
+    Callback,
+    CallbackState,
+    Interaction,
+    InteractionStatus,
+    Outcome,
+    RepState,
+    TaskState,
+    utcnow,
+)
+from crm_sync.queries.callbacks import callback_for
+from crm_sync.queries.interactions import require_interaction
+from crm_sync.queries.reps import find_rep
+from crm_sync.queries.tasks import tasks_for_interaction
 from tests.conftest import SUPPORT_LINE, PhoneSystem, signed_post, support_line_open
 from voice.domain.actions import PlaceCallback
 from voice.emulator import CallerScript, Digits, EmulatedCall, RepScript, Speech
@@ -17,9 +29,9 @@ JANE, OMAR = "+15551230001", "+15551230002"
 WAIT = 15
 
 
-def record_of(system: PhoneSystem, call_sid: str) -> crm.Interaction:  # type: ignore[name-defined]
+def record_of(system: PhoneSystem, call_sid: str) -> Interaction:
     with system.store.unit_of_work() as session:
-        record = crm.require_interaction(session, call_sid)
+        record = require_interaction(session, call_sid)
         _ = (record.customer, record.rep)
         return record
 
@@ -67,7 +79,7 @@ def test_a_caller_who_takes_the_callback_keeps_their_place_and_is_rung_back(phon
     record = record_of(phone_system, waiting.sid)
     assert record.status is InteractionStatus.CALLBACK and record.outcome is None
     with phone_system.store.unit_of_work() as session:
-        callback = crm.callback_for(session, record.id)
+        callback = callback_for(session, record.id)
         assert callback is not None and callback.state is CallbackState.WAITING and callback.phone == JANE
 
     first.hang_up()  # Alice is free: her next call is the callback to Jane
@@ -83,7 +95,7 @@ def test_a_caller_who_takes_the_callback_keeps_their_place_and_is_rung_back(phon
     assert record.status is InteractionStatus.ENDED and record.outcome is Outcome.CALLBACK
     assert record.rep is not None and record.rep.name == "Alice Rivera"
     with phone_system.store.unit_of_work() as session:
-        callback = crm.callback_for(session, record.id)
+        callback = callback_for(session, record.id)
         assert callback is not None and callback.state is CallbackState.DONE and callback.attempts == 1
 
 
@@ -104,9 +116,9 @@ def test_an_unanswered_callback_is_tried_again_then_filed_as_a_task(
     assert attempts()[0].wait_finished(timeout=WAIT)
     record = record_of(system, waiting.sid)
 
-    def callback_state() -> crm.Callback:  # type: ignore[name-defined]
+    def callback_state() -> Callback:
         with system.store.unit_of_work() as session:
-            callback = crm.callback_for(session, record.id)
+            callback = callback_for(session, record.id)
             assert callback is not None
             return callback
 
@@ -126,10 +138,10 @@ def test_an_unanswered_callback_is_tried_again_then_filed_as_a_task(
     record = record_of(system, waiting.sid)
     assert record.outcome is Outcome.CALLBACK_MISSED
     with system.store.unit_of_work() as session:
-        tasks = crm.tasks_for_interaction(session, record.id)
+        tasks = tasks_for_interaction(session, record.id)
         assert [task.kind for task in tasks] == ["callback"] and tasks[0].state is TaskState.OPEN
         assert "2 callback attempts went unanswered" in tasks[0].note and JANE in tasks[0].note
-        assert crm.find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
+        assert find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
 
 
 def callback_attempt(
@@ -164,10 +176,10 @@ def test_a_callback_answered_by_a_voicemail_box_rings_no_rep_and_is_tried_again(
 
     record = record_of(system, waiting.sid)
     with system.store.unit_of_work() as session:
-        callback = crm.callback_for(session, record.id)
+        callback = callback_for(session, record.id)
         assert callback is not None and callback.state is CallbackState.WAITING
         assert callback.attempts == 1 and callback.last_result == "machine_start"
-        assert crm.find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
+        assert find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
     assert record.status is InteractionStatus.CALLBACK
 
 
@@ -183,7 +195,7 @@ def test_a_late_status_of_an_earlier_callback_attempt_does_not_count_against_the
     warmline.clock.source = lambda: utcnow() + timedelta(seconds=61)  # the retry is due
     dispatcher = Dispatcher(settings=warmline.settings, clock=warmline.clock)  # the app's, minus the REST calls
     with system.store.unit_of_work() as session:
-        second = dispatcher.next_caller_for(session, crm.find_rep(session, "Alice Rivera").id)
+        second = dispatcher.next_caller_for(session, find_rep(session, "Alice Rivera"))
     assert len(second) == 1 and isinstance(second[0], PlaceCallback) and second[0].attempt == 2
 
     # Only now does the first attempt's own final status arrive (Twilio sends it after the machine's goodbye).
@@ -191,10 +203,10 @@ def test_a_late_status_of_an_earlier_callback_attempt_does_not_count_against_the
     path = f"/voice/callback/status?callback={second[0].callback_id}&attempt=1"
     assert signed_post(system.app.test_client(), path, late, base=system.url).status_code == 200
     with system.store.unit_of_work() as session:
-        callback = crm.callback_for(session, record_of(system, waiting.sid).id)
+        callback = callback_for(session, record_of(system, waiting.sid).id)
         assert callback is not None and callback.state is CallbackState.CALLING
         assert callback.attempts == 2 and callback.last_result == "machine_start"
-        assert crm.find_rep(session, "Alice Rivera").state is RepState.RESERVED
+        assert find_rep(session, "Alice Rivera").state is RepState.RESERVED
 
 
 def test_without_machine_detection_the_callback_asks_twilio_for_none(

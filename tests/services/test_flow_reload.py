@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from crm_sync import service as crm
+from crm_sync.queries.interactions import require_interaction
 from tests.conftest import app_config, seed_demo, signed_post
 from tests.twiml import parse_twiml, said
 from voice import create_app
@@ -76,8 +76,8 @@ def test_a_saved_change_is_served_to_new_calls_while_calls_in_progress_keep_thei
     response = signed_post(client, "/voice/gather", {"CallSid": "CA" + "a" * 32})
     assert "Sorry, I didn't catch that. " + OLD_QUESTION in said(parse_twiml(response.data))
     with app_with_flows.extensions["warmline"].store.unit_of_work() as session:
-        assert crm.require_interaction(session, "CA" + "a" * 32).flow_version == old_version
-        assert crm.require_interaction(session, "CA" + "b" * 32).flow_version == library.current().version
+        assert require_interaction(session, "CA" + "a" * 32).flow_version == old_version
+        assert require_interaction(session, "CA" + "b" * 32).flow_version == library.current().version
 
 
 def test_a_broken_file_never_reaches_a_caller(app_with_flows: Flask, flows_dir: Path) -> None:

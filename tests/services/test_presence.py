@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from crm_sync import service as crm
 from crm_sync.db import Store
-from crm_sync.models import InteractionStatus, OfferState, Rep, RepState
+from crm_sync.models import Interaction, InteractionStatus, Offer, OfferState, Rep, RepState
+from crm_sync.queries.customers import upsert_customer
+from crm_sync.queries.interactions import require_interaction
+from crm_sync.queries.offers import find_offer
+from crm_sync.queries.reps import Strategy, find_rep, free_reps, upsert_rep
 from tests.conftest import app_config, seed_demo, signed_post
 from tests.twiml import parse_twiml, said
 from voice import create_app
@@ -85,11 +88,11 @@ class Desk:
 
     def rep(self, name: str) -> Rep:
         with self.store.unit_of_work() as session:
-            return crm.find_rep(session, name)
+            return find_rep(session, name)
 
     def interaction(self, sid: str) -> Any:
         with self.store.unit_of_work() as session:
-            return crm.require_interaction(session, sid)
+            return require_interaction(session, sid)
 
     def sweep(self) -> list[Action]:
         return self.warmline.housekeeper.sweep()
@@ -118,7 +121,7 @@ def make_desk(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Desk]
         clock = ManualClock(START)
         warmline.clock.source = clock
         desk = Desk(client=app.test_client(), warmline=warmline, clock=clock)
-        warmline.actions.target = desk.actions.append
+        warmline.actions.connect(desk.actions.append)
         seed_demo(warmline.store)
         made.append(desk)
         return desk
@@ -142,7 +145,7 @@ def test_a_reservation_nobody_answers_is_released_by_itself(make_desk: Callable[
     alice = desk.rep("Alice Rivera")
     assert alice.state is RepState.AVAILABLE and alice.missed_offers == 1 and alice.current_offer_id is None
     with desk.store.unit_of_work() as session:
-        assert crm.get_offer(session, offer).state is OfferState.DECLINED  # type: ignore[union-attr]
+        assert find_offer(session, offer).state is OfferState.DECLINED  # type: ignore[union-attr]
 
 
 def test_missed_offers_in_a_row_set_a_rep_away(make_desk: Callable[..., Desk]) -> None:
@@ -239,7 +242,7 @@ def test_ring_all_rings_every_free_rep_and_the_first_to_answer_takes_it(make_des
     }
     desk.hang_up(sid, offer_of(twiml))
     with desk.store.unit_of_work() as session:
-        ended = {crm.get_offer(session, offer).state for offer in offers}  # type: ignore[union-attr]
+        ended = {find_offer(session, offer).state for offer in offers}  # type: ignore[union-attr]
     assert ended == {OfferState.ENDED, OfferState.CANCELLED}
     assert desk.interaction(sid).rep_id == desk.rep("Bob Chen").id
 
@@ -249,7 +252,7 @@ def test_a_vip_and_a_frustrated_caller_go_ahead_and_the_freed_rep_takes_the_firs
 ) -> None:
     desk = make_desk()
     with desk.store.unit_of_work() as session:
-        crm.upsert_customer(
+        upsert_customer(
             session, name="Vera Ip", phone_e164="+15551239999", email=None, tier="vip", notes=None, custom_fields={}
         )
     busy, twiml = desk.call("+15557650000", digits="1")
@@ -373,7 +376,7 @@ def _reps(store: Store, *specs: tuple[str, dict[str, int], datetime | None, date
     ids: dict[str, int] = {}
     with store.unit_of_work() as session:
         for name, skills, available_since, last_offered in specs:
-            rep, _ = crm.upsert_rep(
+            rep, _ = upsert_rep(
                 session, name=name, phone_e164=f"+1555010{len(ids):04d}", departments=list(skills), languages=[]
             )
             for skill in rep.skills:
@@ -386,18 +389,10 @@ def _reps(store: Store, *specs: tuple[str, dict[str, int], datetime | None, date
     return ids
 
 
-def _pick(store: Store, strategy: crm.Strategy, department: str = "billing") -> int | None:
-    with store.unit_of_work() as session:
-        rep = crm.reserve_rep(
-            session,
-            department=department,
-            now=START,
-            until=START + timedelta(minutes=1),
-            strategy=strategy,
-            day_start=START.replace(hour=0),
-        )
-        session.rollback()  # only the choice matters here
-        return rep.id if rep else None
+def _pick(store: Store, strategy: Strategy, department: str = "billing") -> int | None:
+    with store.unit_of_work(read_only=True) as session:  # only the choice matters here
+        free = free_reps(session, department=department, strategy=strategy, day_start=START.replace(hour=0))
+        return free[0].id if free else None
 
 
 def test_strategies_pick_the_rep_they_promise(store: Store) -> None:
@@ -409,13 +404,13 @@ def test_strategies_pick_the_rep_they_promise(store: Store) -> None:
         ("Fewest Calls", {"billing": 5}, late, START - timedelta(minutes=30)),
     )
     with store.unit_of_work() as session:  # two calls today for the first two, none for the third
-        session.add(crm.Interaction(call_sid="CAx", caller_number="+15557650000", flow_name="m", flow_version="v"))  # type: ignore[attr-defined]
+        interaction = Interaction(call_sid="CAx", caller_number="+15557650000", flow_name="m", flow_version="v")
+        session.add(interaction)
         session.flush()
-        interaction_id = session.query(crm.Interaction).one().id  # type: ignore[attr-defined]
         for name in ("Idle Longest", "Offered Longest Ago"):
             for _ in range(2):
-                crm.insert_offer(
-                    session, interaction_id=interaction_id, rep_id=ids[name], state=OfferState.ENDED, now=late
+                session.add(
+                    Offer(interaction_id=interaction.id, rep_id=ids[name], state=OfferState.ENDED, created_at=late)
                 )
     assert _pick(store, "longest_idle") == ids["Idle Longest"]
     assert _pick(store, "round_robin") == ids["Offered Longest Ago"]

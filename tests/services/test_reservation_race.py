@@ -9,9 +9,11 @@ from datetime import timedelta
 from flask import Flask
 from flask.testing import FlaskClient
 
-from crm_sync import service as crm
 from crm_sync.db import Store
 from crm_sync.models import RepState, utcnow
+from crm_sync.queries.interactions import require_interaction
+from crm_sync.queries.offers import live_offers
+from crm_sync.queries.reps import find_rep, free_reps, list_reps, upsert_rep
 from tests.conftest import signed_post
 from tests.twiml import parse_twiml
 
@@ -20,10 +22,10 @@ THREADS = 8
 
 def one_available_rep(store: Store) -> None:
     with store.unit_of_work() as session:
-        rep, _ = crm.upsert_rep(
+        rep, _ = upsert_rep(
             session, name="Only Rep", phone_e164="+15550100009", departments=["billing"], languages=[]
         )
-        crm.set_rep_presence(session, rep, RepState.AVAILABLE, now=utcnow())
+        rep.choose_presence(RepState.AVAILABLE, now=utcnow())
 
 
 def test_threads_racing_for_one_rep_get_it_once(store: Store) -> None:
@@ -34,14 +36,17 @@ def test_threads_racing_for_one_rep_get_it_once(store: Store) -> None:
         barrier.wait()
         with store.unit_of_work() as session:
             now = utcnow()
-            rep = crm.reserve_rep(session, department="billing", now=now, until=now + timedelta(seconds=60))
-            return rep.id if rep else None
+            free = free_reps(session, department="billing")
+            if not free:
+                return None
+            free[0].reserve(now=now, until=now + timedelta(seconds=60))
+            return free[0].id
 
     with ThreadPoolExecutor(THREADS) as pool:
         winners = [rep_id for rep_id in pool.map(try_to_reserve, range(THREADS)) if rep_id is not None]
     assert len(winners) == 1
     with store.unit_of_work() as session:
-        assert crm.find_rep(session, "Only Rep").state is RepState.RESERVED
+        assert find_rep(session, "Only Rep").state is RepState.RESERVED
 
 
 def test_concurrent_callers_one_rep_one_dial_the_rest_queue(app: Flask, client: FlaskClient) -> None:
@@ -71,10 +76,10 @@ def test_a_duplicated_gather_never_leaves_two_reps_held(app: Flask, client: Flas
     store = app.extensions["warmline"].store
     one_available_rep(store)
     with store.unit_of_work() as session:
-        rep, _ = crm.upsert_rep(
+        rep, _ = upsert_rep(
             session, name="Second Rep", phone_e164="+15550100008", departments=["billing"], languages=[]
         )
-        crm.set_rep_presence(session, rep, RepState.AVAILABLE, now=utcnow())
+        rep.choose_presence(RepState.AVAILABLE, now=utcnow())
     sid = "CA" + "9" * 32
     signed_post(client, "/voice/incoming", {"CallSid": sid, "From": "+15557650000", "To": "+15550009999"})
     barrier = threading.Barrier(2)
@@ -90,7 +95,7 @@ def test_a_duplicated_gather_never_leaves_two_reps_held(app: Flask, client: Flas
         verbs = list(pool.map(answer, range(2)))
     assert verbs == ["Dial", "Dial"], verbs
     with store.unit_of_work() as session:
-        interaction = crm.require_interaction(session, sid)
-        live = crm.live_offers(session, interaction.id)
-        reserved = [each for each in crm.list_reps(session) if each.state is RepState.RESERVED]
+        interaction = require_interaction(session, sid)
+        live = live_offers(session, interaction.id)
+        reserved = [each for each in list_reps(session) if each.state is RepState.RESERVED]
         assert len(live) == 1 and [each.id for each in reserved] == [live[0].rep_id]

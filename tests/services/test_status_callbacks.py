@@ -6,8 +6,10 @@ from __future__ import annotations
 from flask import Flask
 from flask.testing import FlaskClient
 
-from crm_sync import service as crm
 from crm_sync.models import InteractionStatus, Outcome, RepState
+from crm_sync.queries.customers import upsert_customer
+from crm_sync.queries.interactions import require_interaction
+from crm_sync.queries.reps import find_rep
 from tests.conftest import seed_demo, signed_post
 from tests.twiml import parse_twiml
 
@@ -38,19 +40,19 @@ def test_repeated_and_out_of_order_callbacks_close_once(app: Flask, client: Flas
     signed_post(client, "/voice/dial-ended?offer=1", {"CallSid": SID, "DialCallStatus": "completed"})
 
     with store.unit_of_work() as session:
-        interaction = crm.require_interaction(session, SID)
+        interaction = require_interaction(session, SID)
         assert interaction.status is InteractionStatus.ENDED
         assert interaction.outcome is Outcome.ANSWERED
         assert interaction.duration_seconds == 75
         assert interaction.last_call_status == "completed"
         assert interaction.ended_at is not None and interaction.answered_at is not None
         ended_at = interaction.ended_at
-        rep = crm.find_rep(session, "Alice Rivera")
+        rep = find_rep(session, "Alice Rivera")
         assert rep.state is RepState.AVAILABLE  # released exactly once, not stuck on_call
 
     signed_post(client, "/voice/status", completed)
     with store.unit_of_work() as session:
-        assert crm.require_interaction(session, SID).ended_at == ended_at
+        assert require_interaction(session, SID).ended_at == ended_at
 
 
 def test_hang_up_during_the_ivr_is_abandoned(app: Flask, client: FlaskClient) -> None:
@@ -59,7 +61,7 @@ def test_hang_up_during_the_ivr_is_abandoned(app: Flask, client: FlaskClient) ->
     signed_post(client, "/voice/incoming", {"CallSid": SID, "From": "+15557654321", "To": "+15550009999"})
     signed_post(client, "/voice/status", {"CallSid": SID, "CallStatus": "completed", "CallDuration": "4"})
     with store.unit_of_work() as session:
-        interaction = crm.require_interaction(session, SID)
+        interaction = require_interaction(session, SID)
         assert interaction.outcome is Outcome.ABANDONED
         assert interaction.customer_id is None
         assert interaction.caller_number == "+15557654321"
@@ -75,8 +77,8 @@ def test_caller_hangs_up_while_the_rep_hears_the_whisper(app: Flask, client: Fla
     root = parse_twiml(response.data)
     assert root.find("Hangup") is not None
     with store.unit_of_work() as session:
-        assert crm.find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
-        assert crm.require_interaction(session, SID).outcome is Outcome.ABANDONED
+        assert find_rep(session, "Alice Rivera").state is RepState.AVAILABLE
+        assert require_interaction(session, SID).outcome is Outcome.ABANDONED
 
 
 def test_status_for_an_unknown_call_is_acknowledged(client: FlaskClient) -> None:
@@ -90,7 +92,7 @@ def test_a_retried_voice_url_is_not_a_second_contact(app: Flask, client: FlaskCl
     # the same CallSid: that must not make a first-time caller a "repeat caller" (branches, queue priority).
     store = app.extensions["warmline"].store
     with store.unit_of_work() as session:
-        crm.upsert_customer(
+        upsert_customer(
             session, name="Nia Brooks", phone_e164="+15551239999", email=None, tier="standard", notes=None,
             custom_fields={},
         )
@@ -100,5 +102,5 @@ def test_a_retried_voice_url_is_not_a_second_contact(app: Flask, client: FlaskCl
             form = {"CallSid": sid, "From": caller, "To": "+15550009999"}
             assert signed_post(client, "/voice/incoming", form).status_code == 200
         with store.unit_of_work() as session:
-            facts = crm.require_interaction(session, sid).flow_state["caller"]
+            facts = require_interaction(session, sid).flow_state["caller"]
             assert facts["days_since_last_contact"] is None, caller

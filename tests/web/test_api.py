@@ -7,8 +7,8 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from crm_sync import service as crm
 from crm_sync.models import RepState
+from crm_sync.queries.reps import find_rep
 from tests.conftest import seed_demo, signed_post
 from voice.cli import main
 
@@ -50,9 +50,9 @@ def test_a_rep_sees_and_sets_their_presence(app: Flask, client: FlaskClient) -> 
     response = client.put("/api/me/presence", json={"state": "away"}, headers=auth(token))
     assert response.status_code == 200 and response.get_json()["state"] == "away"
     with store.unit_of_work() as session:
-        assert crm.find_rep(session, "Bob Chen").state is RepState.AWAY
+        assert find_rep(session, "Bob Chen").state is RepState.AWAY
         # Only the digest is kept.
-        assert crm.find_rep(session, "Bob Chen").api_token_hash not in (None, token)
+        assert find_rep(session, "Bob Chen").api_token_hash not in (None, token)
 
     # A new token replaces the old one.
     newer = token_for(app, "Bob Chen")

@@ -1,4 +1,5 @@
-"""Carrying out ``voice.domain.actions`` through Twilio's REST API, on the background pool, and feeding failures back.
+"""Carrying out ``voice.domain.actions`` after their transaction committed, on the background pool: Twilio's REST
+API, and voicemail transcription; failures are fed back to the services.
 
 A pull whose call is already gone (the caller hung up and the queue's own callbacks were lost) closes the
 interaction and hands the rep the next caller; a callback Twilio refuses to place counts as an unanswered attempt;
@@ -12,22 +13,26 @@ from dataclasses import dataclass
 
 from twilio.base.exceptions import TwilioRestException
 
-from voice.adapters.twilio_rest import TwilioRest, call_is_gone
-from voice.config import Settings
+from voice.adapters.transcription import Transcription
+from voice.adapters.twilio_rest import BackgroundRunner, TwilioRest, call_is_gone
 from voice.domain.actions import (
     Action,
     AnnounceToParticipant,
     CheckCall,
     DialHandoffTarget,
     EndCall,
+    HandoffStep,
     HoldParticipant,
     PlaceCallback,
     PullCaller,
-    RedirectCall,
+    RedirectHandoffLeg,
+    TranscribeVoicemail,
 )
 from voice.services.calls import FINAL_CALL_STATUSES, CallService
+from voice.services.context import Flows
 from voice.services.handoffs import HandoffService
 from voice.services.queue import QueueService
+from voice.services.voicemail import VoicemailService
 from voice.web.twiml import UrlFor
 
 log = logging.getLogger(__name__)
@@ -37,14 +42,29 @@ def describe(action: Action) -> str:
     return type(action).__name__ + (f" {action.call_sid}" if hasattr(action, "call_sid") else "")
 
 
+#: Where each step of a hand-off fetches its TwiML.
+_HANDOFF_ENDPOINTS = {
+    HandoffStep.JOIN_CONFERENCE: "voice.handoff_rep_joins",
+    HandoffStep.AFTER_CONVERSATION: "voice.handoff_after",
+    HandoffStep.FIND_SOMEONE_ELSE: "voice.handoff_fallback",
+}
+
+
 @dataclass
-class RestActions:
+class ActionRunner:
+    pool: BackgroundRunner
     rest: TwilioRest
     urls: UrlFor
+    flows: Flows
+    transcription: Transcription
     queue: QueueService
     calls: CallService
     handoffs: HandoffService
-    settings: Settings
+    voicemail: VoicemailService
+
+    def submit(self, action: Action) -> None:
+        """Carry ``action`` out on the background pool (never on a webhook's response path)."""
+        self.pool.submit(describe(action), self.perform, action)
 
     def perform(self, action: Action) -> None:
         match action:
@@ -69,15 +89,15 @@ class RestActions:
                 except TwilioRestException as exc:
                     log.warning("callback %s could not be placed: %s", action.callback_id, exc.msg)
                     self.queue.callback_failed(action.callback_id, reason=str(exc.code or exc.status))
-            case RedirectCall(call_sid=call_sid, endpoint=endpoint, params=params):
+            case RedirectHandoffLeg(call_sid=call_sid, handoff_id=handoff_id, to=step):
                 try:
-                    self.rest.redirect_call(call_sid, self.urls(endpoint, **params))
+                    self.rest.redirect_call(call_sid, self.urls(_HANDOFF_ENDPOINTS[step], handoff=handoff_id))
                 except TwilioRestException as exc:
-                    if endpoint == "voice.handoff_rep_joins":
-                        log.warning("hand-off %s: the rep's leg %s could not be moved: %s", params, call_sid, exc.msg)
-                        self.handoffs.move_failed(int(params["handoff"]), reason=exc.msg)
+                    if step is HandoffStep.JOIN_CONFERENCE:
+                        log.warning("hand-off %s: rep leg %s could not be moved: %s", handoff_id, call_sid, exc.msg)
+                        self.handoffs.move_failed(handoff_id, reason=exc.msg)
                     elif call_is_gone(exc):  # the party hung up first: nothing left to redirect
-                        log.info("redirect of %s to %s skipped: the call is over", call_sid, endpoint)
+                        log.info("redirect of %s to %s skipped: the call is over", call_sid, step)
                     else:
                         raise
             case EndCall(call_sid=call_sid):
@@ -101,6 +121,15 @@ class RestActions:
                 if sid is not None:
                     url = self.urls("voice.handoff_announce", handoff=handoff_id)
                     self.rest.announce_to_participant(sid, call_sid, url)
+            case TranscribeVoicemail(call_sid=call_sid, recording_url=url, flow_name=name, flow_version=version):
+                transcript = self.transcription.transcribe(url, self.flows.version(version, name=name))
+                self.voicemail.store_transcript(
+                    call_sid,
+                    text=transcript.text,
+                    engine=transcript.engine,
+                    confidence=transcript.confidence,
+                    error=transcript.error,
+                )
             case DialHandoffTarget():
                 try:
                     self.rest.create_call(

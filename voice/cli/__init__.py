@@ -11,9 +11,9 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from crm_sync import csv_import, export
+from crm_sync.errors import UnknownRep
 from crm_sync.models import RepState
 from crm_sync.phones import mask_phone
-from crm_sync.service import UnknownRep
 from ivr_flows.cli import flows
 from voice import create_app
 from voice.adapters.twilio_rest import InlineRunner

@@ -8,8 +8,9 @@ worker at a few calls per second.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,21 @@ class PlaceCallback:
     detect_machines: bool = False
 
 
+class HandoffStep(enum.StrEnum):
+    """Where a redirected leg of a hand-off goes next."""
+
+    JOIN_CONFERENCE = "join_conference"  # the first rep's leg, into the conference
+    AFTER_CONVERSATION = "after_conversation"  # the caller, whose rep hung up: the flow's goodbye or survey
+    FIND_SOMEONE_ELSE = "find_someone_else"  # the caller, left alone by a failed hand-off: the next rep or the line
+
+
 @dataclass(frozen=True)
-class RedirectCall:
-    """Make a live call fetch new TwiML from one of our endpoints (``endpoint`` names a Flask endpoint)."""
+class RedirectHandoffLeg:
+    """Make a live leg of a hand-off fetch its next TwiML (``to`` says which step)."""
 
     call_sid: str
-    endpoint: str
-    params: Mapping[str, str | int] = field(default_factory=dict)
+    handoff_id: int
+    to: HandoffStep
 
 
 @dataclass(frozen=True)
@@ -87,19 +96,44 @@ class CheckCall:
     call_sid: str
 
 
+@dataclass(frozen=True)
+class TranscribeVoicemail:
+    """A voicemail was filed: download and transcribe it (the flow version's words tune the recogniser), then add
+    the words to the interaction and its task."""
+
+    call_sid: str
+    recording_url: str
+    flow_name: str
+    flow_version: str
+
+
 Action = (
-    PullCaller | PlaceCallback | RedirectCall | EndCall | HoldParticipant | AnnounceToParticipant | DialHandoffTarget
-) | CheckCall
+    PullCaller
+    | PlaceCallback
+    | RedirectHandoffLeg
+    | EndCall
+    | HoldParticipant
+    | AnnounceToParticipant
+    | DialHandoffTarget
+    | CheckCall
+    | TranscribeVoicemail
+)
 
 ActionSink = Callable[[Action], None]
 
 
 class ActionRelay:
-    """The one sink every service of an app hands its actions to; ``target`` is where they go (the REST runner in
-    the app, a list in tests and the queue simulation that look at what would be done)."""
+    """The one sink every service of an app hands its actions to. Where they go is connected once the app is
+    assembled (``voice.bootstrap``: the background runner, which needs the services to report failures to, so it
+    comes after them); tests and the queue simulation connect a list, to look at what would be done."""
 
-    def __init__(self, target: ActionSink) -> None:
-        self.target = target
+    def __init__(self, target: ActionSink | None = None) -> None:
+        self._target = target
+
+    def connect(self, target: ActionSink) -> None:
+        self._target = target
 
     def __call__(self, action: Action) -> None:
-        self.target(action)
+        if self._target is None:
+            raise RuntimeError("ActionRelay used before it was connected")
+        self._target(action)

@@ -9,6 +9,8 @@ from datetime import datetime
 from crm_sync.phones import mask_phone
 
 MAX_ISSUE_WORDS = 30
+#: The previous call's words are a reminder, not the story: shorter.
+MAX_PAST_WORDS = 12
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,9 @@ class WhisperFacts:
     department_name: str
     issue_text: str | None
     last_contact_when: datetime | None
-    last_contact_topic: str | None
+    #: What the previous call was about: its department, and the caller's own words then.
+    last_contact_department: str | None
+    last_contact_words: str | None
     waited_seconds: int
     #: We are calling the customer back (they chose a callback instead of holding).
     callback: bool = False
@@ -47,13 +51,23 @@ def compose_whisper(facts: WhisperFacts, *, now: datetime) -> str:
     if issue:
         parts.append(f"In their words: {issue}")
     if facts.last_contact_when is not None:
-        topic = f" about {facts.last_contact_topic}" if facts.last_contact_topic else ""
-        parts.append(f"Last contact {spoken_date(facts.last_contact_when, now=now)}{topic}.")
+        parts.append(_last_contact(facts, now=now))
     if facts.waited_seconds >= 30:
         waited = f"They waited {spoken_duration(facts.waited_seconds)}"
         parts.append(f"{waited} for this callback." if facts.callback else f"{waited}.")
     parts.append("Press 1 to take the call.")
     return " ".join(parts)
+
+
+def _last_contact(facts: WhisperFacts, *, now: datetime) -> str:
+    """'Last contact yesterday, about Billing: "I was charged twice."' (their words quoted, never run into the
+    sentence as if they were ours)."""
+    assert facts.last_contact_when is not None
+    said = f"Last contact {spoken_date(facts.last_contact_when, now=now)}"
+    if facts.last_contact_department:
+        said += f", about {facts.last_contact_department}"
+    words = first_sentence(facts.last_contact_words, max_words=MAX_PAST_WORDS)
+    return f'{said}: "{words}"' if words else f"{said}."
 
 
 def _who(facts: WhisperFacts) -> str:
@@ -70,14 +84,14 @@ def _who(facts: WhisperFacts) -> str:
     return f"{caller} ({mask_phone(facts.caller_number)})"
 
 
-def first_sentence(text: str | None) -> str:
-    """The caller's words trimmed to one sentence of at most MAX_ISSUE_WORDS words, ending with a period."""
+def first_sentence(text: str | None, *, max_words: int = MAX_ISSUE_WORDS) -> str:
+    """The caller's words trimmed to one sentence of at most ``max_words`` words, ending with a period."""
     if not text or not text.strip():
         return ""
     sentence = re.split(r"(?<=[.!?])\s+", " ".join(text.split()), maxsplit=1)[0]
     words = sentence.split()
-    if len(words) > MAX_ISSUE_WORDS:
-        sentence = " ".join(words[:MAX_ISSUE_WORDS]) + "…"
+    if len(words) > max_words:
+        sentence = " ".join(words[:max_words]) + "…"
     sentence = sentence[0].upper() + sentence[1:]
     return sentence if sentence[-1] in ".!?…" else sentence + "."
 

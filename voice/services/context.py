@@ -5,14 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from crm_sync.db import Store
 from crm_sync.models import Interaction, utcnow
 from ivr_flows import Flow
-from voice.adapters.flow_library import FlowLibrary
 from voice.config import Settings
 from voice.domain.actions import Action, ActionSink
 from voice.services.dispatch import Dispatcher
+
+
+class Flows(Protocol):
+    """The flows in service (``voice.adapters.flow_library.FlowLibrary`` in the app)."""
+
+    def current(self, name: str | None = None) -> Flow: ...
+
+    def for_number(self, called: str) -> Flow: ...
+
+    def version(self, version: str, *, name: str) -> Flow: ...
 
 
 class Clock:
@@ -28,7 +38,7 @@ class Clock:
 @dataclass(frozen=True)
 class ServiceContext:
     store: Store
-    flows: FlowLibrary
+    flows: Flows
     settings: Settings
     dispatcher: Dispatcher
     #: Where REST actions go after a transaction commits (the background runner in the app).

@@ -1,7 +1,7 @@
 """Matching callers and reps: who takes a caller now, who waits, and which waiting caller a freed rep takes next.
 
 Shared by every service that hands a caller on (the IVR's transfer, the queue, callbacks, hand-offs). Everything
-here runs inside the caller's transaction and returns what to render plus the REST ``Action``s to run after the
+here runs inside the caller's unit of work and returns what to render plus the REST ``Action``s to run after the
 commit; nothing here talks to Twilio or commits.
 
 The rules (README "Who goes first"):
@@ -20,23 +20,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from crm_sync import service as crm
-from crm_sync.models import (
-    Interaction,
-    InteractionStatus,
-    Offer,
-    OfferState,
-    Outcome,
-    Rep,
-    RepState,
-)
+from crm_sync.models import Interaction, InteractionStatus, Offer, OfferEnd, OfferPurpose, OfferState, Rep, RepState
+from crm_sync.queries import callbacks, line, offers, reps
 from ivr_flows import CallState, Flow
 from voice.config import Settings
 from voice.domain.actions import Action, PlaceCallback, PullCaller
@@ -51,14 +41,6 @@ PUSH_GRACE_SECONDS = 10
 WHISPER_SPEECH_SECONDS = 45
 
 
-@dataclass(frozen=True)
-class Routed:
-    """What becomes of a caller handed to a department: the reply, and the interaction's new column values."""
-
-    reply: Reply
-    values: dict[str, object]
-
-
 class Dispatcher:
     def __init__(self, *, settings: Settings, clock: Callable[[], datetime]) -> None:
         self._settings = settings
@@ -71,7 +53,7 @@ class Dispatcher:
             frustrated=priority.frustrated,
             callback=priority.callback,
             **(
-                {"frustration_phrases": _with_defaults(priority.frustration_phrases)}
+                {"frustration_phrases": (*DEFAULT_FRUSTRATION_PHRASES, *priority.frustration_phrases)}
                 if priority.frustration_phrases
                 else {}
             ),
@@ -80,9 +62,6 @@ class Dispatcher:
     @property
     def settings(self) -> Settings:
         return self._settings
-
-    def now(self) -> datetime:
-        return self._clock()
 
     # --- leases: how long a rep may stay reserved without an answer -------------------------------------------------
 
@@ -103,116 +82,118 @@ class Dispatcher:
 
     # --- a caller to a rep, or into line ----------------------------------------------------------------------------
 
-    def route_caller(
+    def route(
         self,
-        db: crm.Db,
-        *,
-        interaction_id: int,
-        department: str,
+        session: Session,
+        interaction: Interaction,
         flow: Flow,
+        *,
         say: tuple[str, ...],
-        enqueued_at: datetime | None,
-        rank_at: datetime | None,
-        offered: bool = True,
         signals: CallerSignals | None = None,
-        language: str | None = None,
-    ) -> Routed:
-        """Ring the best free rep with the skill, or put the caller in line (or take a message if nobody is on duty).
+    ) -> Reply:
+        """Ring the best free rep with the skill of the interaction's department, or put the caller in line (or
+        take a message if nobody is on duty).
 
-        ``offered``: whether any rep may have been offered this call before (those are not offered it again).
-        ``signals``: what the caller's priority is computed from when they join the line for the first time.
-        ``language``: the one the caller chose in the flow (default: the flow's).
+        ``signals``: what the caller's priority is computed from when they join the line for the first time (by
+        default, what the stored call state knows).
         """
-        now = self._clock()
-        language = language or flow.language
+        department = interaction.routed_department
+        language = interaction.language or flow.language
         department_name = flow.department_name(department, language)
-        already_offered = crm.offered_rep_ids(db, interaction_id) if offered else set()
-        probe = crm.probe_department(db, department, exclude_rep_ids=already_offered)
+        declined = offers.declined_rep_ids(session, interaction.id)
+        probe = line.probe_department(session, department, exclude_rep_ids=declined)
         if probe.free and not probe.waiting:
             dial = self.ring_reps(
-                db,
-                interaction_id=interaction_id,
+                session,
+                interaction,
                 department=department,
                 flow=flow,
-                exclude=already_offered,
+                exclude=declined,
                 say=(*say, flow.phrase("connecting", language, department=department_name)),
-                language=language,
             )
             if dial is not None:
-                return Routed(dial, {"status": InteractionStatus.OFFERING, "rep_id": None})
+                return dial
         if not probe.on_duty:
             # Nobody on duty, or everyone on duty already let this caller's call ring out: waiting would be for
             # nothing, so say so and take a message rather than hold the caller until max_wait.
-            log.warning("no rep on duty for %s; offering voicemail (interaction %s)", department, interaction_id)
+            log.warning("no rep on duty for %s; offering voicemail (interaction %s)", department, interaction.id)
+            interaction.no_rep()
             sorry = flow.phrase("nobody_can_take", language, department=department_name)
-            return Routed(self.voicemail(flow, lead=(*say, sorry), language=language), {"outcome": Outcome.NO_REP})
-        values: dict[str, object] = {"status": InteractionStatus.QUEUED, "rep_id": None}
-        if enqueued_at is None:  # joining the line now; a caller sent back to it keeps their place
-            priority = caller_priority(
-                signals or CallerSignals(tier=None, days_since_last_contact=None, issue_text=None), self._weights
+            return self.voicemail(flow, lead=(*say, sorry), language=language)
+        if interaction.has_place_in_line:  # sent back to the line: they keep their place
+            interaction.join_line(now=self._clock())
+        else:
+            priority = caller_priority(signals or signals_of(interaction), self._weights)
+            interaction.join_line(
+                now=self._clock(), head_start_seconds=priority.head_start_seconds, reasons=tuple(priority.reasons)
             )
-            values.update(
-                enqueued_at=now,
-                rank_at=now - timedelta(seconds=priority.head_start_seconds),
-                priority_seconds=int(priority.head_start_seconds),
-                priority_reasons=list(priority.reasons),
-            )
-        elif rank_at is None:
-            values["rank_at"] = enqueued_at
-        queued = EnqueueCaller(
+        return EnqueueCaller(
             queue_name=department,
             say=(*say, flow.phrase("hold_intro", language, configured=self._settings.queue.hold_intro)),
             language=language,
             voice=flow.voice_for(language),
         )
-        return Routed(queued, values)
 
     def ring_reps(
         self,
-        db: crm.Db,
+        session: Session,
+        interaction: Interaction,
         *,
-        interaction_id: int,
         department: str,
         flow: Flow,
         exclude: set[int],
         say: tuple[str, ...],
-        state: OfferState = OfferState.RINGING,
-        purpose: str = "call",
-        language: str | None = None,
     ) -> DialRep | None:
         """Reserve the department's best free rep (or, for ring_all, a group) and dial them, or None if none is
         free. Each reserved rep gets an offer that names them; a group shares the first offer's id."""
         now = self._clock()
         strategy = self._settings.routing.strategy_for(department)
-        reps = crm.reserve_reps(
-            db,
+        taken = reps.free_reps(
+            session,
             department=department,
-            now=now,
-            until=self.ring_lease(now),
             strategy=strategy,
             count=self._settings.routing.ring_group_size if strategy == "ring_all" else 1,
             exclude_rep_ids=exclude,
             day_start=self.day_start(now),
         )
-        if not reps:
+        if not taken:
             return None
-        offer_ids: list[int] = []
-        for rep in reps:
-            offer_id = crm.insert_offer(
-                db,
-                interaction_id=interaction_id,
-                rep_id=rep.id,
-                state=state,
-                now=now,
-                group_id=offer_ids[0] if offer_ids else None,
-                purpose=purpose,
-            )
-            crm.attach_offer(db, rep.id, offer_id)
-            offer_ids.append(offer_id)
-        if len(offer_ids) > 1:
-            crm.set_offer_group(db, offer_ids[0], offer_ids)
-        targets = tuple(zip(offer_ids, (rep.phone for rep in reps), strict=True))
-        return self.dial(targets, flow, say=say, language=language)
+        for rep in taken:
+            rep.reserve(now=now, until=self.ring_lease(now))
+        group = [self.make_offer(session, interaction, rep, state=OfferState.RINGING, now=now) for rep in taken]
+        if len(group) > 1:
+            for offer in group:
+                offer.group_id = group[0].id
+        interaction.offer()
+        return self.dial(
+            tuple((offer.id, rep.phone) for offer, rep in zip(group, taken, strict=True)),
+            flow,
+            say=say,
+            language=interaction.language,
+        )
+
+    def offer_pending(self, session: Session, interaction: Interaction, rep: Rep, *, purpose: OfferPurpose) -> Offer:
+        """A rep just reserved for a caller who is not being dialled yet (on hold, or a callback to place)."""
+        offer = self.make_offer(session, interaction, rep, state=OfferState.PENDING, now=self._clock(), purpose=purpose)
+        interaction.offer()
+        return offer
+
+    def make_offer(
+        self,
+        session: Session,
+        interaction: Interaction,
+        rep: Rep,
+        *,
+        state: OfferState,
+        now: datetime,
+        purpose: OfferPurpose = OfferPurpose.CALL,
+    ) -> Offer:
+        """An offer of ``interaction`` to ``rep``, who is reserved for it (the reservation names the offer)."""
+        offer = Offer(interaction_id=interaction.id, rep=rep, state=state, created_at=now, purpose=purpose)
+        session.add(offer)
+        session.flush()  # the offer's id, which the rep's reservation names
+        rep.hold_for(offer.id)
+        return offer
 
     def dial(
         self, targets: tuple[tuple[int, str], ...], flow: Flow, *, say: tuple[str, ...], language: str | None = None
@@ -229,6 +210,17 @@ class Dispatcher:
             voice=flow.voice_for(language),
         )
 
+    def put_through(self, session: Session, offer: Offer, flow: Flow, *, say: tuple[str, ...]) -> DialRep | None:
+        """Dial the rep held by a pending offer (a caller pulled from the line, a callback answered): None when the
+        reservation lapsed or the offer was withdrawn meanwhile."""
+        if not offer.live or offer.taken:
+            return None
+        if not offer.rep.extend_reservation(offer.id, until=self.ring_lease(self._clock())):
+            return None
+        offer.ring()
+        offer.interaction.offer()
+        return self.dial(((offer.id, offer.rep.phone),), flow, say=say, language=offer.interaction.language)
+
     def voicemail(self, flow: Flow, *, lead: tuple[str, ...], language: str | None = None) -> Voicemail:
         """Take a message after ``lead``, spoken in ``language`` (default: the flow's)."""
         language = language or flow.language
@@ -242,82 +234,63 @@ class Dispatcher:
 
     # --- an offer ends: free the rep, and let them take the next caller at once -------------------------------------
 
-    def settle(self, session: Session, offer: Offer, end: crm.OfferEnd) -> list[Action]:
+    def close_offer(self, session: Session, offer: Offer, *, caller_gone: bool = False) -> list[Action]:
+        """The one way an offer ends: close it (``Offer.close`` says how it went), then free its rep by that."""
+        end = offer.close(now=self._clock(), caller_gone=caller_gone)
+        return self.free_rep(session, offer, end)
+
+    def expire_offer(self, session: Session, offer: Offer) -> list[Action]:
+        """The rep's reservation for ``offer`` ran out unanswered."""
+        return self.free_rep(session, offer, offer.expire(now=self._clock()))
+
+    def free_rep(self, session: Session, offer: Offer, end: OfferEnd) -> list[Action]:
         """Free the rep from ``offer`` (wrap-up, away after missed offers, or available) and, if they are available
         now, reserve them for the first caller in line they can take."""
         routing = self._settings.routing
-        state = crm.settle_rep(
-            session,
-            offer.rep_id,
-            offer_id=offer.id,
-            end=end,
+        rep = reps.lock_rep(session, offer.rep_id)
+        state = rep.settle(
+            offer.id,
+            end,
             now=self._clock(),
             wrap_up_seconds=routing.wrap_up,
             away_after_missed=routing.missed_offers_before_away,
         )
         if state is RepState.AWAY:
-            log.warning("rep %s set away after %s missed offers", offer.rep_id, routing.missed_offers_before_away)
-        return self.next_caller_for(session, offer.rep_id) if state is RepState.AVAILABLE else []
+            log.warning("rep %s set away after %s missed offers", rep.id, routing.missed_offers_before_away)
+        return self.next_caller_for(session, rep) if state is RepState.AVAILABLE else []
 
-    def next_caller_for(self, session: Session, rep_id: int) -> list[Action]:
+    def next_caller_for(self, session: Session, rep: Rep) -> list[Action]:
         """A rep just became available: reserve them for the first caller in line they can take (push dequeue)."""
-        now = self._clock()
-        rep = session.get(Rep, rep_id, populate_existing=True)
-        if rep is None or rep.state is not RepState.AVAILABLE:
+        if rep.state is not RepState.AVAILABLE:
             return []
+        now = self._clock()
         skills = set(rep.departments)
         overflow = [
-            crm.Overflow(department, now - timedelta(seconds=rule.overflow_after))
+            line.Overflow(department, tuple(rule.overflow_to), now - timedelta(seconds=rule.overflow_after))
             for department, rule in self._settings.routing.departments.items()
             if department not in skills and skills & set(rule.overflow_to)
         ]
-        waiting = crm.next_in_line(session, departments=skills, overflow=overflow, rep_id=rep.id, now=now)
+        waiting = line.next_in_line(session, departments=skills, overflow=overflow, rep_id=rep.id, now=now)
         if waiting is None:
             return []
-        department = waiting.department or "general"
-        # A rep taking another department's overflow is reserved through the skill that makes them eligible.
-        via = (
-            department
-            if department in skills
-            else next(
-                target for target in self._settings.routing.for_department(department).overflow_to if target in skills
-            )
-        )
         if waiting.status is InteractionStatus.CALLBACK:
-            return self._start_callback(session, waiting, rep_id=rep.id, via=via, now=now)
-        taken = crm.reserve_rep(session, department=via, now=now, until=self.pull_lease(now), only_rep_id=rep.id)
-        if taken is None:
-            return []
-        offer_id = self.offer_pending(session, waiting, taken.id, purpose="call")
-        return [PullCaller(call_sid=waiting.call_sid, offer_id=offer_id)]
+            return self._start_callback(session, waiting, rep, now=now)
+        rep.reserve(now=now, until=self.pull_lease(now))
+        offer = self.offer_pending(session, waiting, rep, purpose=OfferPurpose.CALL)
+        return [PullCaller(call_sid=waiting.call_sid, offer_id=offer.id)]
 
-    def offer_pending(self, session: crm.Db, interaction: Interaction, rep_id: int, *, purpose: str) -> int:
-        """A rep reserved for a caller who is not being dialled yet (on hold, or a callback to place)."""
-        now = self._clock()
-        offer_id = crm.insert_offer(
-            session, interaction_id=interaction.id, rep_id=rep_id, state=OfferState.PENDING, now=now, purpose=purpose
-        )
-        crm.attach_offer(session, rep_id, offer_id)
-        interaction.status = InteractionStatus.OFFERING
-        interaction.rep_id = rep_id
-        return offer_id
-
-    def _start_callback(
-        self, session: Session, interaction: Interaction, *, rep_id: int, via: str, now: datetime
-    ) -> list[Action]:
-        callback = crm.callback_for(session, interaction.id)
+    def _start_callback(self, session: Session, interaction: Interaction, rep: Rep, *, now: datetime) -> list[Action]:
+        callback = callbacks.callback_for(session, interaction.id)
         if callback is None:  # pragma: no cover - a CALLBACK interaction always has its row
             log.error("interaction %s waits for a callback but has none", interaction.id)
             return []
-        taken = crm.reserve_rep(session, department=via, now=now, until=self.callback_lease(now), only_rep_id=rep_id)
-        if taken is None:
-            return []
-        offer_id = self.offer_pending(session, interaction, taken.id, purpose="callback")
-        crm.start_callback_attempt(session, callback, offer_id=offer_id, now=now)
+        rep.reserve(now=now, until=self.callback_lease(now))
+        offer = self.offer_pending(session, interaction, rep, purpose=OfferPurpose.CALLBACK)
+        callback.start_attempt(offer.id)
         return [
             PlaceCallback(
                 callback_id=callback.id,
-                offer_id=offer_id,
+                offer_id=offer.id,
                 to=callback.phone,
                 from_=callback.from_number,
                 timeout=self._settings.callbacks.ring_timeout,
@@ -331,48 +304,13 @@ class Dispatcher:
         base = min(rank_at, now) if rank_at is not None else now
         return base - timedelta(seconds=self._weights.callback)
 
-    def signals_from_state(self, flow_state: dict[str, Any], issue_text: str | None) -> CallerSignals:
-        try:
-            caller = CallState.model_validate(without_city(flow_state)).caller
-        except ValueError:
-            return CallerSignals(tier=None, days_since_last_contact=None, issue_text=issue_text)
-        return CallerSignals(
-            tier=caller.tier, days_since_last_contact=caller.days_since_last_contact, issue_text=issue_text
-        )
 
-
-def _with_defaults(extra: list[str]) -> tuple[str, ...]:
-    return (*DEFAULT_FRUSTRATION_PHRASES, *extra)
-
-
-# The caller's city is not part of the engine's state, but the whisper wants it; it rides along in the JSON.
-CITY_KEY = "_caller_city"
-
-
-def with_city(state: CallState, city: str | None) -> dict[str, object]:
-    data: dict[str, object] = state.model_dump(mode="json")
-    if city:
-        data[CITY_KEY] = city
-    return data
-
-
-def without_city(data: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in data.items() if key != CITY_KEY}
-
-
-def city_of(data: dict[str, Any]) -> str | None:
-    value = data.get(CITY_KEY)
-    return value if isinstance(value, str) else None
-
-
-def waited_seconds(interaction: Interaction, now: datetime) -> int:
-    if interaction.enqueued_at is None:
-        return 0
-    return max(0, int((now - interaction.enqueued_at).total_seconds()))
-
-
-def require_offer(session: Session, offer_id: int) -> Offer:
-    offer = crm.get_offer(session, offer_id)
-    if offer is None:
-        raise crm.UnknownInteraction(f"offer {offer_id}")
-    return offer
+def signals_of(interaction: Interaction) -> CallerSignals:
+    """What the caller's priority is computed from, as the stored call state knows it."""
+    try:
+        caller = CallState.model_validate(interaction.flow_state).caller
+    except ValueError:
+        return CallerSignals(tier=None, days_since_last_contact=None, issue_text=interaction.issue_text)
+    return CallerSignals(
+        tier=caller.tier, days_since_last_contact=caller.days_since_last_contact, issue_text=interaction.issue_text
+    )

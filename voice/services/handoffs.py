@@ -13,10 +13,11 @@ How it goes on Twilio (every REST request after the commit, on the background po
    B with ``/voice/handoff/whisper`` (who, why, A's note, "press 1").
 4. B presses 1 and joins: A and B speak; the caller holds. When A leaves, the caller comes off hold with B.
 
-Failures: B declines or does not answer → the caller comes off hold, back with A (who is told). A hangs up before B
+Failures: B declines or does not answer → the caller comes off hold, back with A (who is told); when A then hangs
+up, the caller goes on to the flow's goodbye (or survey), never left alone in the conference. A hangs up before B
 joined → the caller keeps holding, and is with B as soon as B joins; if B then fails too, the caller is sent back
 to the department's line (or the next free rep), never left alone. The caller hangs up → the conference ends for
-everyone, B's ringing is cancelled, both reps are freed. Every step is recorded on the ``Handoff`` row.
+everyone, B's ringing is cancelled, both reps are freed. Every step is a method of ``Handoff``.
 """
 
 from __future__ import annotations
@@ -28,23 +29,27 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from crm_sync import service as crm
+from crm_sync.errors import Refused
 from crm_sync.models import (
     Handoff,
     HandoffState,
     Interaction,
     InteractionStatus,
     Offer,
+    OfferPurpose,
     OfferState,
     Rep,
+    RepState,
 )
+from crm_sync.queries import handoffs, interactions, offers, reps
 from ivr_flows import Flow
 from voice.domain.actions import (
     Action,
     AnnounceToParticipant,
     DialHandoffTarget,
+    HandoffStep,
     HoldParticipant,
-    RedirectCall,
+    RedirectHandoffLeg,
 )
 from voice.domain.replies import Acknowledge, Announcement, Goodbye, HandoffWhisper, HoldMusic, JoinConference, Reply
 from voice.services.calls import FINAL_CALL_STATUSES, CallService, cancel_handoff_without_caller
@@ -53,7 +58,7 @@ from voice.services.context import Service, ServiceContext
 log = logging.getLogger(__name__)
 
 
-class HandoffRefused(Exception):
+class HandoffRefused(Refused):
     """The transfer cannot start (not the rep's call, nobody free, already being transferred); says why."""
 
 
@@ -89,44 +94,33 @@ class HandoffService(Service):
         if bool(to_department) == bool(to_rep):
             raise HandoffRefused("name either a department or a rep to transfer to")
         with self._store.unit_of_work() as session:
-            interaction = crm.get_interaction(session, call_sid, for_update=True)
-            if interaction is None:
-                raise crm.UnknownInteraction(call_sid)
+            interaction = interactions.require_interaction(session, call_sid, for_update=True)
             current = self._current_offer(session, interaction, rep_id)
-            if crm.active_handoff(session, interaction.id) is not None:
+            if handoffs.active_handoff(session, interaction.id) is not None:
                 raise HandoffRefused("this call is already being transferred")
             flow = self._flow_of(interaction)
             target, department = self._reserve_target(session, interaction, flow, rep_id, to_department, to_rep)
-            now = self._clock()
             handoff = Handoff(
                 interaction_id=interaction.id,
                 from_rep_id=rep_id,
-                to_rep_id=target.id,
+                to_rep=target,
                 to_department=department,
                 note=note.strip()[:1000],
                 state=HandoffState.MOVING,
                 conference=f"handoff-{uuid.uuid4().hex[:16]}",
                 caller_call_sid=interaction.live_call_sid or interaction.call_sid,
                 from_call_sid=current.rep_call_sid,
-                created_at=now,
+                created_at=self._clock(),
             )
             session.add(handoff)
-            session.flush()
-            offer_id = crm.insert_offer(
-                session,
-                interaction_id=interaction.id,
-                rep_id=target.id,
-                state=OfferState.PENDING,
-                now=now,
-                purpose="handoff",
+            # The caller stays connected with the first rep meanwhile: the interaction itself does not change.
+            offer = self._dispatch.make_offer(
+                session, interaction, target, state=OfferState.PENDING, now=self._clock(), purpose=OfferPurpose.HANDOFF
             )
-            crm.attach_offer(session, target.id, offer_id)
-            handoff.to_offer_id = offer_id
+            handoff.to_offer_id = offer.id
             session.flush()
             view = handoff_view(handoff)
-            move = RedirectCall(
-                call_sid=current.rep_call_sid or "", endpoint="voice.handoff_rep_joins", params={"handoff": handoff.id}
-            )
+            move = RedirectHandoffLeg(current.rep_call_sid or "", handoff.id, HandoffStep.JOIN_CONFERENCE)
             log.info("hand-off %s of interaction %s to %s started", handoff.id, interaction.id, view.to_rep)
         self._after_commit([move])
         return view
@@ -137,7 +131,7 @@ class HandoffService(Service):
         offer = next(
             (
                 offer
-                for offer in crm.live_offers(session, interaction.id)
+                for offer in offers.live_offers(session, interaction.id)
                 if offer.rep_id == rep_id and offer.state is OfferState.ACCEPTED
             ),
             None,
@@ -158,47 +152,42 @@ class HandoffService(Service):
         now = self._clock()
         until = self._dispatch.ring_lease(now)
         if to_rep:
-            rep = crm.find_rep(session, to_rep)
+            rep = reps.lock_rep(session, reps.find_rep(session, to_rep).id)
             if rep.id == rep_id:
                 raise HandoffRefused("you cannot transfer a call to yourself")
-            if crm.reserve_named_rep(session, rep.id, now=now, until=until) is None:
+            if rep.state is not RepState.AVAILABLE:
                 raise HandoffRefused(f"{rep.name} is not available ({rep.state.value})")
-            session.refresh(rep)
-            department = to_department or interaction.department or "general"
-            return rep, department
+            rep.reserve(now=now, until=until)
+            return rep, to_department or interaction.routed_department
         assert to_department is not None
         if to_department not in flow.departments:
             raise HandoffRefused(f"there is no department {to_department!r}")
-        taken = crm.reserve_rep(
+        free = reps.free_reps(
             session,
             department=to_department,
-            now=now,
-            until=until,
             strategy=self._settings.routing.strategy_for(to_department),
             exclude_rep_ids={rep_id},
             day_start=self._dispatch.day_start(now),
         )
-        if taken is None:
+        if not free:
             raise HandoffRefused(f"nobody in {flow.department_name(to_department)} is free right now")
-        picked = session.get(Rep, taken.id, populate_existing=True)
-        assert picked is not None
-        return picked, to_department
+        free[0].reserve(now=now, until=until)
+        return free[0], to_department
 
     # --- 2. the legs join ---------------------------------------------------------------------------------------------
 
     def rep_joins(self, handoff_id: int) -> Reply:
         """The first rep's leg, redirected: into the conference (it starts it; the rep may leave without ending it)."""
         with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
+            handoff = handoffs.require_handoff(session, handoff_id)
             flow = self._flow_of(handoff.interaction)
             if handoff.state not in (HandoffState.MOVING, HandoffState.DIALING):
                 return Goodbye(say=("This transfer is over.",), language=flow.language)
-            target = handoff.to_rep.name if handoff.to_rep else "your colleague"
             return JoinConference.leg(
                 "from",
                 handoff_id=handoff.id,
                 room=handoff.conference,
-                say=f"Calling {target}. The caller will hold while you two speak.",
+                say=f"Calling {handoff.target_name}. The caller will hold while you two speak.",
                 language=flow.language,
                 voice=flow.voice,
             )
@@ -213,11 +202,10 @@ class HandoffService(Service):
         """The conference's status callback: who joined or left decides the hand-off's next step."""
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
+            handoff = handoffs.require_handoff(session, handoff_id)
             now = self._clock()
-            if conference_sid and not handoff.conference_sid:
-                handoff.conference_sid = conference_sid
-            leg = self._leg(handoff, call_sid)
+            handoff.conference_known_as(conference_sid)
+            leg = handoff.leg(call_sid)
             if event == "participant-join":
                 actions.extend(self._joined(session, handoff, leg, now))
             elif event == "participant-leave":
@@ -225,43 +213,29 @@ class HandoffService(Service):
         self._after_commit(actions)
         return Acknowledge()
 
-    @staticmethod
-    def _leg(handoff: Handoff, call_sid: str) -> str | None:
-        if call_sid == handoff.caller_call_sid:
-            return "caller"
-        if call_sid and call_sid == handoff.from_call_sid:
-            return "from"
-        if call_sid and call_sid == handoff.to_call_sid:
-            return "to"
-        return None
-
     def _joined(self, session: Session, handoff: Handoff, leg: str | None, now: datetime) -> list[Action]:
         if leg == "from":
-            handoff.from_joined_at = handoff.from_joined_at or now
+            handoff.first_rep_joined(now=now)
             return []
         if leg == "to":
-            handoff.to_joined_at = handoff.to_joined_at or now
+            handoff.target_joined(now=now)
             return self._maybe_complete(session, handoff, now)
-        if leg != "caller" or handoff.caller_joined_at is not None:
+        if leg != "caller" or not handoff.caller_joined(now=now):
             return []
-        handoff.caller_joined_at = now
-        if handoff.state is not HandoffState.MOVING:
-            return []
-        handoff.state = HandoffState.DIALING
-        interaction = handoff.interaction
-        offer = crm.get_offer(session, handoff.to_offer_id) if handoff.to_offer_id else None
+        # The caller is holding in the conference: ring the target rep now.
+        offer = offers.find_offer(session, handoff.to_offer_id)
         target = handoff.to_rep
-        if offer is None or target is None or offer.state is not OfferState.PENDING:
+        if offer is None or target is None or not offer.pending:
             return self._fail(session, handoff, "the target rep was no longer held", now)
-        offer.state = OfferState.RINGING
-        crm.extend_reservation(session, target.id, offer_id=offer.id, until=self._dispatch.ring_lease(now))
+        offer.ring()
+        target.extend_reservation(offer.id, until=self._dispatch.ring_lease(now))
         return [
-            HoldParticipant(conference=self._conference(handoff), call_sid=handoff.caller_call_sid, hold=True),
+            HoldParticipant(conference=handoff.room, call_sid=handoff.caller_call_sid, hold=True),
             DialHandoffTarget(
                 handoff_id=handoff.id,
                 offer_id=offer.id,
                 to=target.phone,
-                from_=interaction.called_number or self._settings.transfer.caller_id,
+                from_=handoff.interaction.called_number or self._settings.transfer.caller_id,
                 timeout=self._settings.transfer.ring_timeout,
             ),
         ]
@@ -269,103 +243,83 @@ class HandoffService(Service):
     def _left(self, session: Session, handoff: Handoff, leg: str | None, now: datetime) -> list[Action]:
         actions: list[Action] = []
         if leg == "from":
-            handoff.from_left_at = handoff.from_left_at or now
-            actions.extend(self._release_from_rep(session, handoff))
+            handoff.first_rep_left(now=now)
+            actions.extend(self._release_first_rep(session, handoff))
             actions.extend(self._maybe_complete(session, handoff, now))
-        elif leg == "caller" and handoff.state in (HandoffState.MOVING, HandoffState.DIALING, HandoffState.CONSULTING):
+            if handoff.state is HandoffState.FAILED and not handoff.interaction.ended:
+                # The target did not take the call, the caller was back with the first rep, and now the first
+                # rep hung up: the conversation is over; the caller must not stay alone in the conference.
+                actions.append(RedirectHandoffLeg(handoff.caller_call_sid, handoff.id, HandoffStep.AFTER_CONVERSATION))
+        elif leg == "caller" and handoff.active:
             actions.extend(cancel_handoff_without_caller(handoff, now=now))
         elif leg == "to" and handoff.state is HandoffState.CONSULTING:
             # The target rep hung up while the reps were speaking: the caller stays with the first rep.
-            actions.extend(self._fail(session, handoff, f"{self._to_name(handoff)} hung up", now))
+            actions.extend(self._fail(session, handoff, f"{handoff.target_name} hung up", now))
         elif leg == "to" and handoff.state is HandoffState.COMPLETED:
             # The new rep ended the call and the caller is alone in the conference: the flow's goodbye (or survey).
-            actions.append(RedirectCall(handoff.caller_call_sid, "voice.handoff_after", {"handoff": handoff.id}))
+            actions.append(RedirectHandoffLeg(handoff.caller_call_sid, handoff.id, HandoffStep.AFTER_CONVERSATION))
         return actions
 
     def _maybe_complete(self, session: Session, handoff: Handoff, now: datetime) -> list[Action]:
         """The target rep is in: the hand-off is complete once the first rep has left (or never came)."""
-        if handoff.to_joined_at is None or handoff.state not in (HandoffState.DIALING, HandoffState.CONSULTING):
+        if not handoff.try_complete(now=now):
             return []
-        first_rep_gone = handoff.from_left_at is not None or handoff.from_joined_at is None
-        if not first_rep_gone:
-            handoff.state = HandoffState.CONSULTING
-            return []
-        handoff.state = HandoffState.COMPLETED
-        handoff.ended_at = now
-        interaction = handoff.interaction
-        interaction.rep_id = handoff.to_rep_id
-        log.info("hand-off %s complete: interaction %s is with rep %s", handoff.id, interaction.id, handoff.to_rep_id)
-        actions: list[Action] = [
-            HoldParticipant(conference=self._conference(handoff), call_sid=handoff.caller_call_sid, hold=False)
-        ]
-        actions.extend(self._release_from_rep(session, handoff))
+        if handoff.to_rep_id is not None:
+            handoff.interaction.hand_to(handoff.to_rep_id)
+        log.info(
+            "hand-off %s complete: interaction %s is with rep %s", handoff.id, handoff.interaction_id, handoff.to_rep_id
+        )
+        actions: list[Action] = [HoldParticipant(conference=handoff.room, call_sid=handoff.caller_call_sid, hold=False)]
+        actions.extend(self._release_first_rep(session, handoff))
         return actions
 
-    def _release_from_rep(self, session: Session, handoff: Handoff) -> list[Action]:
+    def _release_first_rep(self, session: Session, handoff: Handoff) -> list[Action]:
         """The first rep is out of the call: wrap-up, then their next caller."""
-        for offer in crm.live_offers(session, handoff.interaction_id):
+        for offer in offers.live_offers(session, handoff.interaction_id):
             if offer.rep_id == handoff.from_rep_id and offer.id != handoff.to_offer_id:
-                offer.state = OfferState.ENDED
-                offer.ended_at = self._clock()
-                session.flush()
-                return self._dispatch.settle(session, offer, crm.OfferEnd.TALKED)
+                return self._dispatch.close_offer(session, offer)
         return []
 
     def _fail(self, session: Session, handoff: Handoff, reason: str, now: datetime) -> list[Action]:
-        """The target did not take the call: the caller back with the first rep, or back in line if they left."""
-        handoff.state = HandoffState.FAILED
-        handoff.ended_at = now
-        handoff.failure = reason[:200]
+        """The target did not take the call: the caller back with the first rep, or on to someone else if that rep
+        already left."""
+        handoff.fail(reason, now=now)
         log.warning("hand-off %s failed: %s", handoff.id, reason)
         actions: list[Action] = []
-        offer = crm.get_offer(session, handoff.to_offer_id) if handoff.to_offer_id else None
-        if offer is not None and offer.state in (OfferState.PENDING, OfferState.RINGING, OfferState.ACCEPTED):
-            talked = offer.state is OfferState.ACCEPTED
-            offer.state = OfferState.ENDED if talked else OfferState.DECLINED
-            offer.ended_at = now
-            session.flush()
-            end = crm.OfferEnd.TALKED if talked else crm.OfferEnd.MISSED
-            actions.extend(self._dispatch.settle(session, offer, end))
-        conference = self._conference(handoff)
-        if handoff.from_left_at is None and handoff.from_joined_at is not None:
-            actions.append(HoldParticipant(conference=conference, call_sid=handoff.caller_call_sid, hold=False))
+        offer = offers.find_offer(session, handoff.to_offer_id)
+        if offer is not None:
+            # Declined, rang out, or hung up while consulting: the target rep is free again either way.
+            actions.extend(self._dispatch.close_offer(session, offer))
+        if handoff.first_rep_in_conference:
+            actions.append(HoldParticipant(conference=handoff.room, call_sid=handoff.caller_call_sid, hold=False))
             if handoff.from_call_sid:
                 actions.append(
                     AnnounceToParticipant(
-                        conference=conference,
+                        conference=handoff.room,
                         call_sid=handoff.from_call_sid,
                         handoff_id=handoff.id,
-                        message=f"{self._to_name(handoff)} could not take the call. The caller is back with you.",
+                        message=_back_with_you(handoff),
                     )
                 )
         elif handoff.caller_joined_at is not None:
             # Nobody left to talk to: take the caller out of the conference and find them someone else.
-            actions.append(RedirectCall(handoff.caller_call_sid, "voice.handoff_fallback", {"handoff": handoff.id}))
+            actions.append(RedirectHandoffLeg(handoff.caller_call_sid, handoff.id, HandoffStep.FIND_SOMEONE_ELSE))
         return actions
-
-    @staticmethod
-    def _conference(handoff: Handoff) -> str:
-        return handoff.conference_sid or handoff.conference
-
-    @staticmethod
-    def _to_name(handoff: Handoff) -> str:
-        return handoff.to_rep.name if handoff.to_rep else "your colleague"
 
     # --- 4. the target rep --------------------------------------------------------------------------------------------
 
     def whisper(self, handoff_id: int, *, call_sid: str) -> Reply:
         """The target rep answered: who is calling, why, and the first rep's note; press 1 to join."""
         with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
+            handoff = handoffs.require_handoff(session, handoff_id)
             interaction = handoff.interaction
             flow = self._flow_of(interaction)
-            offer = crm.get_offer(session, handoff.to_offer_id) if handoff.to_offer_id else None
-            if handoff.state is not HandoffState.DIALING or offer is None or offer.state is not OfferState.RINGING:
+            offer = offers.find_offer(session, handoff.to_offer_id)
+            if handoff.state is not HandoffState.DIALING or offer is None or not offer.ringing:
                 return Goodbye(say=("Sorry, this transfer is over.",), language=flow.language)
             now = self._clock()
-            handoff.to_call_sid = call_sid
-            offer.rep_call_sid = call_sid
-            offer.whispered_at = now
+            handoff.target_answered(call_sid)
+            offer.whisper_heard(call_sid, now=now)
             summary = self._calls.whisper_text(
                 session,
                 interaction,
@@ -385,20 +339,19 @@ class HandoffService(Service):
 
     def whisper_answer(self, handoff_id: int, *, digits: str | None) -> Reply:
         with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
+            handoff = handoffs.require_handoff(session, handoff_id)
             flow = self._flow_of(handoff.interaction)
-            offer = crm.get_offer(session, handoff.to_offer_id) if handoff.to_offer_id else None
+            offer = offers.find_offer(session, handoff.to_offer_id)
             now = self._clock()
-            if handoff.state is not HandoffState.DIALING or offer is None or offer.state is not OfferState.RINGING:
+            if handoff.state is not HandoffState.DIALING or offer is None or not offer.ringing:
                 return Goodbye(say=("Sorry, this transfer is over.",), language=flow.language)
             if (digits or "").strip() != "1":
-                offer.state = OfferState.DECLINED
-                offer.ended_at = now
+                offer.decline(now=now)
                 return Goodbye(say=("OK, the caller stays with your colleague.",), language=flow.language)
-            if not crm.mark_rep_on_call(session, offer.rep_id, offer_id=offer.id, now=now):
-                offer.state = OfferState.CANCELLED
+            if not reps.lock_rep(session, offer.rep_id).take_call(offer.id, now=now):
+                offer.withdraw(now=now)
                 return Goodbye(say=("Sorry, this transfer has already ended.",), language=flow.language)
-            offer.state = OfferState.ACCEPTED
+            offer.accept()
             return JoinConference.leg(
                 "to",
                 handoff_id=handoff.id,
@@ -414,20 +367,15 @@ class HandoffService(Service):
             return Acknowledge()
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
+            handoff = handoffs.require_handoff(session, handoff_id)
             now = self._clock()
-            offer = crm.get_offer(session, handoff.to_offer_id) if handoff.to_offer_id else None
+            offer = offers.find_offer(session, handoff.to_offer_id)
             if handoff.state in (HandoffState.MOVING, HandoffState.DIALING):
                 why = "declined" if offer is not None and offer.state is OfferState.DECLINED else call_status
-                actions.extend(self._fail(session, handoff, f"{self._to_name(handoff)}: {why}", now))
-            elif offer is not None and offer.state in (OfferState.ACCEPTED, OfferState.RINGING, OfferState.PENDING):
+                actions.extend(self._fail(session, handoff, f"{handoff.target_name}: {why}", now))
+            elif offer is not None and offer.live:
                 # The target rep's own call is over (the hand-off finished earlier, or was cancelled).
-                talked = offer.state is OfferState.ACCEPTED
-                offer.state = OfferState.ENDED if talked else OfferState.CANCELLED
-                offer.ended_at = now
-                session.flush()
-                end = crm.OfferEnd.TALKED if talked else crm.OfferEnd.CANCELLED
-                actions.extend(self._dispatch.settle(session, offer, end))
+                actions.extend(self._dispatch.close_offer(session, offer, caller_gone=True))
         self._after_commit(actions)
         return Acknowledge()
 
@@ -435,9 +383,9 @@ class HandoffService(Service):
         """Twilio refused to ring the target rep (REST error)."""
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
+            handoff = handoffs.require_handoff(session, handoff_id)
             if handoff.state is HandoffState.DIALING:
-                why = f"could not ring {self._to_name(handoff)}: {reason}"
+                why = f"could not ring {handoff.target_name}: {reason}"
                 actions.extend(self._fail(session, handoff, why, self._clock()))
         self._after_commit(actions)
 
@@ -445,7 +393,7 @@ class HandoffService(Service):
         """The first rep's leg could not be moved into the conference (it had just ended): nothing moved."""
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
+            handoff = handoffs.require_handoff(session, handoff_id)
             if handoff.state is HandoffState.MOVING and handoff.caller_joined_at is None:
                 actions.extend(self._fail(session, handoff, f"could not move the call: {reason}", self._clock()))
         self._after_commit(actions)
@@ -462,43 +410,37 @@ class HandoffService(Service):
 
     def after_conversation(self, handoff_id: int) -> Reply:
         with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
-            interaction = handoff.interaction
+            interaction = handoffs.require_handoff(session, handoff_id).interaction
             flow = self._flow_of(interaction)
-            if interaction.status is InteractionStatus.ENDED:
+            if interaction.ended:
                 return Goodbye(say=(), language=flow.language)
             return self._calls.after_conversation(interaction, flow)
 
     def fallback(self, handoff_id: int) -> Reply:
         """The hand-off failed with nobody left in the conference: the caller goes to the next rep or back in line."""
         with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
+            handoff = handoffs.require_handoff(session, handoff_id)
             interaction = handoff.interaction
             flow = self._flow_of(interaction)
-            if interaction.status is InteractionStatus.ENDED:
+            if interaction.ended:
                 return Goodbye(say=(), language=flow.language)
-            interaction.status = InteractionStatus.IN_FLOW
-            interaction.department = handoff.to_department or interaction.department
+            interaction.hand_back_to(handoff.to_department or interaction.routed_department)
             sorry = flow.phrase("find_someone_after_handoff", interaction.language)
             return self._calls.reroute(session, interaction, flow, say=(sorry,))
 
     def announcement(self, handoff_id: int) -> Reply:
         with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
+            handoff = handoffs.require_handoff(session, handoff_id)
             flow = self._flow_of(handoff.interaction)
-            text = f"{self._to_name(handoff)} could not take the call. The caller is back with you."
-            return Announcement(text=text, language=flow.language, voice=flow.voice)
+            return Announcement(text=_back_with_you(handoff), language=flow.language, voice=flow.voice)
 
     def status_of(self, handoff_id: int, *, rep_id: int) -> HandoffView:
-        with self._store.unit_of_work() as session:
-            handoff = self._require(session, handoff_id)
+        with self._store.unit_of_work(read_only=True) as session:
+            handoff = handoffs.require_handoff(session, handoff_id)
             if rep_id not in (handoff.from_rep_id, handoff.to_rep_id):
                 raise HandoffRefused("this transfer is not yours")
             return handoff_view(handoff)
 
-    @staticmethod
-    def _require(session: Session, handoff_id: int) -> Handoff:
-        handoff = crm.get_handoff(session, handoff_id, for_update=True)
-        if handoff is None:
-            raise crm.UnknownInteraction(f"hand-off {handoff_id}")
-        return handoff
+
+def _back_with_you(handoff: Handoff) -> str:
+    return f"{handoff.target_name} could not take the call. The caller is back with you."

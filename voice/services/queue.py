@@ -21,23 +21,24 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from crm_sync import service as crm
 from crm_sync.models import (
     Callback,
     CallbackState,
     Interaction,
     InteractionStatus,
-    OfferState,
+    OfferPurpose,
     Outcome,
     RepState,
+    Task,
 )
+from crm_sync.queries import callbacks, interactions, line, offers, reps
 from ivr_flows import CallState, Flow, fill_queue_message, queue_message
 from voice.domain.actions import Action
 from voice.domain.replies import Acknowledge, Goodbye, HoldLoop, LeaveQueue, Reply
 from voice.domain.wait_estimate import RepLoad, estimate_wait, spoken_wait
 from voice.services.calls import FINAL_CALL_STATUSES, CallService
 from voice.services.context import Service, ServiceContext
-from voice.services.dispatch import PUSH_GRACE_SECONDS, require_offer, without_city
+from voice.services.dispatch import PUSH_GRACE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +62,18 @@ class QueueService(Service):
         with self._store.unit_of_work() as session:
             # No row lock here: the loop runs every few seconds for every waiting caller, and a lock held by it
             # would make a freed rep's push (which skips locked callers) pass this caller over.
-            interaction = crm.require_interaction(session, call_sid)
+            interaction = interactions.require_interaction(session, call_sid)
             flow = self._flow_of(interaction)
             now = self._clock()
-            offer = crm.open_offer(session, interaction.id)
-            if offer is not None and offer.state is OfferState.PENDING:
+            offer = offers.open_offer(session, interaction.id)
+            if offer is not None and offer.pending:
                 if (now - offer.created_at).total_seconds() >= PUSH_GRACE_SECONDS:
                     return LeaveQueue()  # the REST pull did not arrive; connect through the Enqueue action
                 return self._music(flow)  # being pulled right now: no announcement over the connection
-            department = interaction.department or "general"
+            department = interaction.routed_department
             if interaction.status is InteractionStatus.QUEUED:
-                declined = crm.offered_rep_ids(session, interaction.id)
-                probe = crm.probe_department(session, department, exclude_rep_ids=declined)
+                declined = offers.declined_rep_ids(session, interaction.id)
+                probe = line.probe_department(session, department, exclude_rep_ids=declined)
                 # Look before locking: normally nobody is free (a freed rep pulls the caller by push), and a lock
                 # taken on every turn of the loop would make that push skip this caller.
                 if probe.free and self._reserve_for_queued(session, interaction, declined=declined):
@@ -80,7 +81,7 @@ class QueueService(Service):
                 if not probe.on_duty:
                     # Everyone went off duty (or already let this caller ring out) while they waited: do not hold
                     # them for nobody, as a caller arriving now would not be.
-                    interaction.leave_reason = "voicemail"
+                    interaction.leave_line_for("voicemail")
                     language = interaction.language or flow.language
                     return LeaveQueue(
                         say=(
@@ -115,13 +116,10 @@ class QueueService(Service):
     def _announce(
         self, session: Session, interaction: Interaction, flow: Flow, *, now: datetime, waited: int
     ) -> HoldLoop:
-        department = interaction.department or "general"
-        position = crm.line_position(
-            session, department=department, rank_at=interaction.rank_at, interaction_id=interaction.id
-        )
+        department = interaction.routed_department
+        position = line.line_position(session, interaction)
         estimate = self.estimate(session, department, position=position, now=now)
-        interaction.announced_at = now
-        interaction.announced_wait = round(estimate) if estimate is not None else None
+        interaction.announced(now=now, wait_seconds=estimate)
         language = interaction.language or flow.language
         announcement = self._position_message(interaction, flow, position=position, estimate=estimate)
         choice = None
@@ -140,7 +138,7 @@ class QueueService(Service):
         template = None
         if estimate is not None:
             try:
-                template = queue_message(flow, CallState.model_validate(without_city(interaction.flow_state)))
+                template = queue_message(flow, CallState.model_validate(interaction.flow_state))
             except ValueError:
                 template = None
         language = interaction.language or flow.language
@@ -149,7 +147,7 @@ class QueueService(Service):
             queue = self._settings.queue
             key = "hold_message" if estimate is not None else "hold_message_no_estimate"
             configured = getattr(queue, key).replace("{position}", "{queue_position}")
-            department = flow.department_name(interaction.department or "general", language)
+            department = flow.department_name(interaction.routed_department, language)
             return flow.phrase(
                 key,
                 language,
@@ -160,10 +158,10 @@ class QueueService(Service):
             )
         return fill_queue_message(template, estimated_wait=said, queue_position=position)
 
-    def estimate(self, db: crm.Db, department: str, *, position: int, now: datetime) -> float | None:
+    def estimate(self, session: Session, department: str, *, position: int, now: datetime) -> float | None:
         """Expected seconds until the caller at ``position`` is answered, from the reps on duty now."""
         loads: list[RepLoad] = []
-        for rep in crm.staffed_reps(db, department):
+        for rep in reps.staffed_reps(session, department):
             if rep.state is RepState.AVAILABLE:
                 loads.append(RepLoad(busy_for=None, free_in=0.0))
             elif rep.state is RepState.WRAP_UP and rep.wrap_up_until is not None:
@@ -171,12 +169,12 @@ class QueueService(Service):
             else:
                 loads.append(RepLoad(busy_for=max(0.0, (now - rep.state_changed_at).total_seconds())))
         return estimate_wait(
-            position=position, reps=loads, mean_handle_seconds=self.mean_handle_seconds(db, department)
+            position=position, reps=loads, mean_handle_seconds=self.mean_handle_seconds(session, department)
         )
 
-    def mean_handle_seconds(self, db: crm.Db, department: str) -> float:
+    def mean_handle_seconds(self, session: Session, department: str) -> float:
         """Talk time of the department's recent calls plus wrap-up: how long a rep is away per call."""
-        talks = crm.recent_talk_seconds(db, department)
+        talks = line.recent_talk_seconds(session, department)
         if len(talks) >= MIN_HANDLE_SAMPLES:
             talk = sum(talks) / len(talks)
         else:
@@ -189,31 +187,27 @@ class QueueService(Service):
         Only the head tries, so the hold loop never lets a later caller overtake; a rep who turned the head down
         is pulled to the next caller by the push when they were released.
         """
-        department = interaction.department or "general"
-        position = crm.line_position(
-            session, department=department, rank_at=interaction.rank_at, interaction_id=interaction.id
-        )
-        if position != 1 or not crm.lock_queued_interaction(session, interaction.id):
+        department = interaction.routed_department
+        if line.line_position(session, interaction) != 1 or not line.lock_queued_interaction(session, interaction.id):
             return False  # not the head, or a push is handing this caller a rep right now
         now = self._clock()
-        rep = crm.reserve_rep(
+        free = reps.free_reps(
             session,
             department=department,
-            now=now,
-            until=self._dispatch.pull_lease(now),
             strategy=self._settings.routing.strategy_for(department),
             exclude_rep_ids=declined,
             day_start=self._dispatch.day_start(now),
         )
-        if rep is None:
+        if not free:
             return False
-        self._dispatch.offer_pending(session, interaction, rep.id, purpose="call")
+        free[0].reserve(now=now, until=self._dispatch.pull_lease(now))
+        self._dispatch.offer_pending(session, interaction, free[0], purpose=OfferPurpose.CALL)
         return True
 
     def hold_choice(self, call_sid: str, *, digits: str | None) -> Reply:
         """The caller pressed a key during an announcement: 1 for a callback, 2 for voicemail (when offered)."""
         with self._store.unit_of_work() as session:
-            interaction = crm.require_interaction(session, call_sid, for_update=True)
+            interaction = interactions.require_interaction(session, call_sid, for_update=True)
             flow = self._flow_of(interaction)
             now = self._clock()
             key = (digits or "").strip()
@@ -221,14 +215,15 @@ class QueueService(Service):
             if interaction.status is not InteractionStatus.QUEUED:
                 return self._music(flow)  # a rep is being connected: nothing to choose any more
             if key == "1" and _can_call_back(interaction):
-                crm.create_callback(
-                    session,
-                    interaction,
-                    phone=interaction.caller_number,
-                    from_number=interaction.called_number or "",
-                    now=now,
-                )
-                interaction.leave_reason = "callback"
+                if callbacks.callback_for(session, interaction.id) is None:  # asking twice keeps the first request
+                    callback = Callback(
+                        interaction_id=interaction.id,
+                        phone=interaction.caller_number,
+                        from_number=interaction.called_number or "",
+                        requested_at=now,
+                    )
+                    session.add(callback)
+                interaction.leave_line_for("callback")
                 ending = _last_digits(interaction.caller_number)
                 return LeaveQueue(
                     say=(flow.phrase("callback_booked", language, number_ending=ending),),
@@ -236,7 +231,7 @@ class QueueService(Service):
                     voice=flow.voice_for(language),
                 )
             if key == "2":
-                interaction.leave_reason = "voicemail"
+                interaction.leave_line_for("voicemail")
                 return LeaveQueue()
             return self._music(flow, announcement=flow.phrase("key_not_understood", language), language=language)
 
@@ -244,14 +239,15 @@ class QueueService(Service):
         """The Enqueue action: the caller left the line (Leave), hung up, or the queue failed."""
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            interaction = crm.require_interaction(session, call_sid, for_update=True)
+            interaction = interactions.require_interaction(session, call_sid, for_update=True)
             flow = self._flow_of(interaction)
             reply: Reply = Acknowledge()
             if result in ("bridged", "redirected"):
                 pass  # the call already went on elsewhere (a pull, a hand-off)
             elif interaction.leave_reason == "callback":
                 # Whether they heard the goodbye (leave) or hung up on it (hangup): they asked to be called back.
-                self._wait_for_callback(interaction, held=queue_seconds)
+                interaction.wait_for_callback(held_seconds=queue_seconds)
+                log.info("interaction %s now waits for a callback", interaction.id)
                 if result == "leave":
                     reply = Goodbye(say=(), language=flow.language, voice=flow.voice)
             elif result == "hangup":
@@ -266,33 +262,20 @@ class QueueService(Service):
         return reply
 
     def _after_leaving(self, session: Session, interaction: Interaction, flow: Flow, *, result: str) -> Reply:
-        offer = crm.open_offer(session, interaction.id)
-        if result == "leave" and offer is not None and offer.state is OfferState.PENDING:
-            now = self._clock()
-            if crm.extend_reservation(session, offer.rep_id, offer_id=offer.id, until=self._dispatch.ring_lease(now)):
-                offer.state = OfferState.RINGING
-                interaction.status = InteractionStatus.OFFERING
-                interaction.rep_id = offer.rep_id
-                language = interaction.language or flow.language
-                return self._dispatch.dial(
-                    ((offer.id, offer.rep.phone),),
-                    flow,
-                    say=(flow.phrase("connecting_after_wait", language),),
-                    language=language,
-                )
+        offer = offers.open_offer(session, interaction.id)
+        if result == "leave" and offer is not None and offer.pending:
+            language = interaction.language or flow.language
+            say = (flow.phrase("connecting_after_wait", language),)
+            dial = self._dispatch.put_through(session, offer, flow, say=say)
+            if dial is not None:
+                return dial
         # Chose voicemail, max wait reached, nobody on duty any more, or Twilio's queue failed (queue-full, error):
         # do not strand the caller.
         if interaction.leave_reason != "voicemail":
             log.warning("caller %s left the queue (%s) without a rep", interaction.call_sid, result)
-        interaction.outcome = Outcome.NO_REP
+        interaction.no_rep()
         language = interaction.language or flow.language
         return self._dispatch.voicemail(flow, lead=(flow.phrase("sorry_to_keep_you", language),), language=language)
-
-    def _wait_for_callback(self, interaction: Interaction, *, held: int) -> None:
-        interaction.status = InteractionStatus.CALLBACK
-        interaction.hold_seconds = held
-        interaction.leave_reason = None
-        log.info("interaction %s now waits for a callback", interaction.id)
 
     # --- callbacks ------------------------------------------------------------------------------------------------
 
@@ -309,15 +292,13 @@ class QueueService(Service):
         if answered_by is not None and answered_by.startswith(MACHINE_ANSWERS):
             return self._machine_answered(callback_id, call_sid=call_sid, answered_by=answered_by, attempt=attempt)
         with self._store.unit_of_work() as session:
-            callback = _require_callback(session, callback_id)
+            callback = callbacks.require_callback(session, callback_id)
             interaction = callback.interaction
             flow = self._flow_of(interaction)
-            now = self._clock()
-            offer = require_offer(session, callback.offer_id) if callback.offer_id else None
-            callback.call_sid = call_sid
-            interaction.live_call_sid = call_sid
+            callback.answered(call_sid)
+            interaction.carried_by(call_sid)
             language = interaction.language or flow.language
-            department = flow.department_name(interaction.department or "general", language)
+            department = flow.department_name(interaction.routed_department, language)
             customer = interaction.customer
             if customer is not None and customer.first_name:
                 greeting = flow.phrase(
@@ -325,37 +306,22 @@ class QueueService(Service):
                 )
             else:
                 greeting = flow.phrase("callback_greeting", language, department=department)
-            callback.state = CallbackState.CONNECTED
-            if (
-                offer is not None
-                and offer.state is OfferState.PENDING
-                and crm.extend_reservation(
-                    session, offer.rep_id, offer_id=offer.id, until=self._dispatch.ring_lease(now)
-                )
-            ):
-                offer.state = OfferState.RINGING
-                interaction.rep_id = offer.rep_id
-                return self._dispatch.dial(
-                    ((offer.id, offer.rep.phone),),
-                    flow,
-                    say=(greeting, flow.phrase("callback_connecting", language)),
-                    language=language,
-                )
+            offer = offers.find_offer(session, callback.offer_id)
+            if offer is not None and offer.pending:
+                say = (greeting, flow.phrase("callback_connecting", language))
+                dial = self._dispatch.put_through(session, offer, flow, say=say)
+                if dial is not None:
+                    return dial
             # The rep held for this callback is gone (the reservation ran out): find another, or queue them.
-            interaction.status = InteractionStatus.IN_FLOW
             return self._calls.reroute(session, interaction, flow, say=(greeting,))
 
     def _machine_answered(self, callback_id: int, *, call_sid: str, answered_by: str, attempt: int | None) -> Reply:
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            callback = _require_callback(session, callback_id)
+            callback = callbacks.require_callback(session, callback_id)
             flow = self._flow_of(callback.interaction)
             language = callback.interaction.language or flow.language
-            if (
-                callback.state is CallbackState.CALLING
-                and callback.call_sid in (None, call_sid)
-                and _current_attempt(callback, attempt)
-            ):
+            if callback.calling and callback.is_attempt(call_sid, attempt):
                 log.info("callback %s reached a machine (%s)", callback_id, answered_by)
                 actions = self.missed_callback(session, callback, result=answered_by)
         self._after_commit(actions)
@@ -373,17 +339,14 @@ class QueueService(Service):
             return Acknowledge()
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            callback = _require_callback(session, callback_id)
-            if callback.call_sid not in (None, call_sid) or not _current_attempt(callback, attempt):
-                # About an earlier attempt, already settled. Its SID alone cannot tell: between placing the next
-                # attempt and its answer, the callback knows no SID at all.
-                return Acknowledge()
+            callback = callbacks.require_callback(session, callback_id)
+            if not callback.is_attempt(call_sid, attempt):
+                return Acknowledge()  # about an earlier attempt, already settled
             interaction = callback.interaction
-            if callback.state is CallbackState.CALLING:
+            if callback.calling:
                 actions.extend(self.missed_callback(session, callback, result=call_status))
-            elif callback.state is CallbackState.CONNECTED and interaction.status is not InteractionStatus.ENDED:
-                callback.state = CallbackState.DONE
-                callback.ended_at = self._clock()
+            elif callback.state is CallbackState.CONNECTED and not interaction.ended:
+                callback.done(now=self._clock())
                 outcome = Outcome.CALLBACK if interaction.answered_at is not None else Outcome.ABANDONED
                 actions.extend(
                     self._calls.end_interaction(
@@ -397,46 +360,32 @@ class QueueService(Service):
         """Twilio refused to place the callback (REST error): count it as an unanswered attempt."""
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            callback = _require_callback(session, callback_id)
-            if callback.state is CallbackState.CALLING and callback.call_sid is None:
-                actions.extend(self.missed_callback(session, callback, result=f"error: {reason}"[:32]))
+            callback = callbacks.require_callback(session, callback_id)
+            if callback.calling and callback.call_sid is None:
+                actions.extend(self.missed_callback(session, callback, result=f"error: {reason}"))
         self._after_commit(actions)
 
     def missed_callback(self, session: Session, callback: Callback, *, result: str) -> list[Action]:
         """An attempt went unanswered: retry later keeping the caller's place, or, out of retries, file a task."""
         interaction = callback.interaction
         now = self._clock()
-        callback.last_result = result
-        callback.call_sid = None
         actions: list[Action] = []
-        for offer in crm.live_offers(session, interaction.id):
-            offer.state = OfferState.CANCELLED
-            offer.ended_at = now
-            session.flush()
-            actions.extend(self._dispatch.settle(session, offer, crm.OfferEnd.CANCELLED))
+        for offer in offers.live_offers(session, interaction.id):
+            actions.extend(self._dispatch.close_offer(session, offer, caller_gone=True))
         settings = self._settings.callbacks
         if callback.attempts <= settings.retries:
-            callback.state = CallbackState.WAITING
-            callback.next_attempt_at = now + timedelta(seconds=settings.retry_after)
-            interaction.status = InteractionStatus.CALLBACK
-            interaction.rep_id = None
-            interaction.rank_at = self._dispatch.callback_retry_rank(interaction.rank_at, now)
+            callback.missed(result, now=now, retry_at=now + timedelta(seconds=settings.retry_after))
+            interaction.retry_callback(rank_at=self._dispatch.callback_retry_rank(interaction.rank_at, now))
             log.info("callback %s unanswered (%s); retrying after %ss", callback.id, result, settings.retry_after)
             return actions
-        callback.state = CallbackState.MISSED
-        callback.ended_at = now
+        callback.missed(result, now=now, retry_at=None)
         flow = self._flow_of(interaction)
         who = interaction.customer.name if interaction.customer else f"the caller ending {_last_digits(callback.phone)}"
-        crm.file_task(
-            session,
-            interaction=interaction,
-            kind="callback",
-            note=(
-                f"Call back {who} about {flow.department_name(interaction.department or 'general')}: "
-                f"{callback.attempts} callback attempts went unanswered (last: {result}). Number: {callback.phone}"
-            ),
-            due_at=now,
+        note = (
+            f"Call back {who} about {flow.department_name(interaction.routed_department)}: "
+            f"{callback.attempts} callback attempts went unanswered (last: {result}). Number: {callback.phone}"
         )
+        session.add(Task.file(interaction, kind="callback", note=note, now=now, due_at=now))
         actions.extend(
             self._calls.end_interaction(
                 session, interaction, outcome=Outcome.CALLBACK_MISSED, call_status=result, duration=None
@@ -451,22 +400,14 @@ class QueueService(Service):
             return  # a passing REST failure: the hold loop connects the caller after the grace period
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
-            offer = require_offer(session, offer_id)
-            interaction = offer.interaction
-            if interaction.status is not InteractionStatus.ENDED:
+            interaction = offers.require_offer(session, offer_id).interaction
+            if not interaction.ended:
                 actions.extend(
                     self._calls.end_interaction(
                         session, interaction, outcome=Outcome.ABANDONED, call_status="completed", duration=None
                     )
                 )
         self._after_commit(actions)
-
-
-def _require_callback(session: Session, callback_id: int) -> Callback:
-    callback = crm.get_callback(session, callback_id, for_update=True)
-    if callback is None:
-        raise crm.UnknownInteraction(f"callback {callback_id}")
-    return callback
 
 
 def _can_call_back(interaction: Interaction) -> bool:
@@ -477,8 +418,3 @@ def _can_call_back(interaction: Interaction) -> bool:
 def _last_digits(number: str) -> str:
     digits = re.sub(r"\D", "", number)
     return " ".join(digits[-4:])
-
-
-def _current_attempt(callback: Callback, attempt: int | None) -> bool:
-    """Whether a webhook is about the callback's latest attempt (``None``: a URL from before attempts were named)."""
-    return attempt is None or attempt == callback.attempts

@@ -18,8 +18,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from werkzeug.exceptions import HTTPException
 
+from crm_sync.errors import PresenceRefused, UnknownInteraction, UnknownRep
 from crm_sync.models import RepState
-from crm_sync.service import PresenceRefused, UnknownInteraction, UnknownRep
 from voice.bootstrap import Warmline
 from voice.services.handoffs import HandoffRefused, HandoffView
 from voice.services.presence import RepView

@@ -138,7 +138,7 @@ def connect() -> Response:
 def voicemail() -> Response:
     form = request.form
     url, length = form.get("RecordingUrl", ""), forms.seconds(form, "RecordingDuration")
-    return respond(_calls().voicemail_saved(forms.call_sid(form), recording_url=url, duration_seconds=length))
+    return respond(_warmline().voicemail.saved(forms.call_sid(form), recording_url=url, duration_seconds=length))
 
 
 @bp.post("/status")

@@ -1,0 +1,102 @@
+"""SQLite as the embedded store: its pragmas, write transactions that lock up front, and a writers' queue.
+
+Several gunicorn workers write to the same file, so every write transaction starts with ``BEGIN IMMEDIATE``: it
+takes the write lock at once and waits for it, instead of failing with "database is locked" when a read transaction
+later tries to write (a deferred transaction cannot always be upgraded). Reads still go in parallel under WAL, on an
+engine whose transactions begin deferred (``Store.unit_of_work(read_only=True)``).
+
+Writers queue on an ``flock()`` before ``BEGIN IMMEDIATE``: the kernel wakes the next writer the moment the lock is
+free, where SQLite's own busy handler sleeps in growing steps (1 ms, 2 ms, 5 ms, ... up to 100 ms) and wastes the
+wait. It works across threads and processes alike, since every connection has its own open file description.
+
+Everything here hangs on SQLAlchemy's own connection events: statements still go through SQLAlchemy (``echo``,
+events and error translation see all of them).
+"""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import make_url
+
+#: How long a statement waits for another writer before SQLite gives up with "database is locked" (ms).
+BUSY_TIMEOUT_MS = 30_000
+
+
+def writer_lock_path(url: str) -> Path | None:
+    """The file SQLite writers queue on; None for other databases and in-memory ones."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(f"{parsed.database}.writer-lock")
+
+
+def configure(engine: Engine, *, immediate: bool, lock_path: Path | None, autocheckpoint: bool) -> None:
+    """Pragmas on every new connection; each transaction begun by SQLAlchemy as ``BEGIN IMMEDIATE`` (or deferred
+    ``BEGIN`` for a read engine), behind the writers' flock when ``lock_path`` is given.
+
+    ``autocheckpoint=False``: commits never copy the WAL back into the database file; someone must run
+    :func:`checkpoint` regularly (``Store``'s docstring says why).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (the "begin" listener below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Read pages through a shared memory map: when another worker process commits, this connection's page
+        # cache is invalidated, and without the map every transaction would copy its pages in again with read().
+        cursor.execute("PRAGMA mmap_size=268435456")
+        if not autocheckpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if lock_path is not None:
+            _take_writer_lock(connection.connection.info, lock_path)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        except BaseException:
+            _drop_writer_lock(connection.connection.info)
+            raise
+
+    if lock_path is not None:
+        # The flock is given up when the connection goes back to the pool, which a unit of work does the moment
+        # its transaction has ended (committed or rolled back on the driver): never before SQLite's own write lock
+        # is released, so the next writer's BEGIN IMMEDIATE never meets SQLITE_BUSY and sleeps in the busy handler.
+        event.listen(engine, "checkin", lambda _dbapi, record: _drop_writer_lock(record.info))
+
+
+def checkpoint(engine: Engine) -> tuple[int, int, int]:
+    """Copy what it can of the WAL back into the database file without blocking writers (PASSIVE).
+
+    Returns SQLite's (busy, WAL frames, frames checkpointed). A checkpoint runs outside any transaction, so on the
+    pooled driver connection itself: a SQLAlchemy ``Connection`` would begin one first.
+    """
+    connection = engine.raw_connection()
+    try:
+        busy, frames, copied = connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    finally:
+        connection.close()
+    return int(busy), int(frames), int(copied)
+
+
+def _take_writer_lock(info: dict[str, Any], lock_path: Path) -> None:
+    handle = info.get("writer_lock")
+    if handle is None:
+        handle = info["writer_lock"] = open(lock_path, "a+b")  # noqa: SIM115 - lives as long as the connection
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    info["writer_locked"] = True
+
+
+def _drop_writer_lock(info: dict[str, Any]) -> None:
+    if info.pop("writer_locked", False):
+        fcntl.flock(info["writer_lock"].fileno(), fcntl.LOCK_UN)
