@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ivr_flows.routing.base import Classifier
 from ivr_flows.schema import (
     BUILTIN_PHRASES,
     GENERAL_DEPARTMENT,
@@ -254,34 +255,41 @@ class Step:
 # --- entry points ---------------------------------------------------------------------------
 
 
-def start_call(flow: Flow, caller: CallerFacts, *, now: datetime | None = None) -> tuple[CallState, Step]:
+def start_call(
+    flow: Flow, caller: CallerFacts, *, now: datetime | None = None, classifier: Classifier
+) -> tuple[CallState, Step]:
     """The state and first step of a new call (greeting, first question).
 
-    ``now`` (timezone-aware) is needed by ``hours`` nodes; a flow without one may leave it out.
+    ``now`` (timezone-aware) is needed by ``hours`` nodes; a flow without one may leave it out. ``classifier`` routes
+    the caller's words at ``route`` nodes: the caller builds it for the flow (``ivr_flows.routing.factory``) and
+    keeps it; the engine only asks it.
     """
-    return _walk(flow, CallState(node=flow.start, caller=caller), say=[], now=now)
+    return _walk(flow, CallState(node=flow.start, caller=caller), say=[], now=now, classifier=classifier)
 
 
-def advance(flow: Flow, state: CallState, event: Event, *, now: datetime | None = None) -> tuple[CallState, Step]:
-    """Apply what happened at the node the call is waiting on; return the next step."""
+def advance(
+    flow: Flow, state: CallState, event: Event, *, now: datetime | None = None, classifier: Classifier
+) -> tuple[CallState, Step]:
+    """Apply what happened at the node the call is waiting on; return the next step (``now`` and ``classifier`` as
+    for :func:`start_call`: the same classifier for the whole call)."""
     if isinstance(event, TransferEnded):
         node = _node(flow, state.node)
         if not (state.finished and isinstance(node, TransferNode)):
             raise FlowRuntimeError(f"TransferEnded at node {state.node!r}, which is not a finished transfer")
-        return _after_transfer(flow, state, node, now=now)
+        return _after_transfer(flow, state, node, now=now, classifier=classifier)
     if state.finished:
         raise FlowRuntimeError(f"call already finished at node {state.node!r}; no more caller events expected")
     node = _node(flow, state.node)
     if isinstance(node, AskNode):
-        return _answer_ask(flow, state, node, event, now=now)
+        return _answer_ask(flow, state, node, event, now=now, classifier=classifier)
     if isinstance(node, MenuNode):
-        return _answer_menu(flow, state, node, event, now=now)
+        return _answer_menu(flow, state, node, event, now=now, classifier=classifier)
     if isinstance(node, LanguageNode):
-        return _answer_language(flow, state, node, event, now=now)
+        return _answer_language(flow, state, node, event, now=now, classifier=classifier)
     if isinstance(node, VoicemailNode):
-        return _answer_voicemail(flow, state, node, event, now=now)
+        return _answer_voicemail(flow, state, node, event, now=now, classifier=classifier)
     if isinstance(node, SurveyNode):
-        return _answer_survey(flow, state, node, event, now=now)
+        return _answer_survey(flow, state, node, event, now=now, classifier=classifier)
     raise FlowRuntimeError(f"node {state.node!r} ({node.kind}) does not wait for the caller")
 
 
@@ -303,7 +311,7 @@ def fill_queue_message(text: str, *, estimated_wait: str, queue_position: int | 
 
 
 def _answer_ask(
-    flow: Flow, state: CallState, node: AskNode, event: Event, *, now: datetime | None
+    flow: Flow, state: CallState, node: AskNode, event: Event, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     no_match = False
     if isinstance(event, SpeechHeard):
@@ -318,7 +326,7 @@ def _answer_ask(
                     "node": node.next,
                 }
             )
-            return _walk(flow, state, say=[], now=now)
+            return _walk(flow, state, say=[], now=now, classifier=classifier)
         no_match = bool(text)
     elif isinstance(event, DigitsPressed):
         department = _department_for_digits(flow, event.digits, tuple(flow.departments))
@@ -332,7 +340,7 @@ def _answer_ask(
                     "node": node.next,
                 }
             )
-            return _walk(flow, state, say=[], now=now)
+            return _walk(flow, state, say=[], now=now, classifier=classifier)
         no_match = bool(event.digits.strip()) if isinstance(event.digits, str) else False
     elif not isinstance(event, NoInput):
         raise FlowRuntimeError(f"unexpected event {event!r} at ask node {state.node!r}")
@@ -342,11 +350,11 @@ def _answer_ask(
         state = state.model_copy(update={"attempts": attempts})
         return state, _step(flow, state, say=[], action=_ask_gather(flow, state, node, retry=True))
     target = node.on_no_match if no_match and node.on_no_match is not None else node.on_no_input
-    return _walk(flow, state.model_copy(update={"attempts": 0, "node": target}), say=[], now=now)
+    return _walk(flow, state.model_copy(update={"attempts": 0, "node": target}), say=[], now=now, classifier=classifier)
 
 
 def _answer_menu(
-    flow: Flow, state: CallState, node: MenuNode, event: Event, *, now: datetime | None
+    flow: Flow, state: CallState, node: MenuNode, event: Event, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     if not isinstance(event, SpeechHeard | DigitsPressed | NoInput):
         raise FlowRuntimeError(f"unexpected event {event!r} at menu node {state.node!r}")
@@ -365,11 +373,12 @@ def _answer_menu(
             state = state.model_copy(update={"attempts": attempts})
             return state, _step(flow, state, say=[], action=_menu_gather(flow, state, node, retry=True))
         update = {"department": node.fallback, "capture": "none", "confidence": 0.0}
-    return _walk(flow, state.model_copy(update={**update, "attempts": 0, "node": target}), say=[], now=now)
+    state = state.model_copy(update={**update, "attempts": 0, "node": target})
+    return _walk(flow, state, say=[], now=now, classifier=classifier)
 
 
 def _answer_language(
-    flow: Flow, state: CallState, node: LanguageNode, event: Event, *, now: datetime | None
+    flow: Flow, state: CallState, node: LanguageNode, event: Event, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     if not isinstance(event, SpeechHeard | DigitsPressed | NoInput):
         raise FlowRuntimeError(f"unexpected event {event!r} at language node {state.node!r}")
@@ -384,11 +393,11 @@ def _answer_language(
     if chosen is not None:
         update["language"] = chosen
     # Nothing chosen after the retries: carry on in the language the call is already in.
-    return _walk(flow, state.model_copy(update=update), say=[], now=now)
+    return _walk(flow, state.model_copy(update=update), say=[], now=now, classifier=classifier)
 
 
 def _answer_voicemail(
-    flow: Flow, state: CallState, node: VoicemailNode, event: Event, *, now: datetime | None
+    flow: Flow, state: CallState, node: VoicemailNode, event: Event, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     url = event.recording_url.strip() if isinstance(event, Recorded) and isinstance(event.recording_url, str) else ""
     if url:
@@ -396,11 +405,11 @@ def _answer_voicemail(
     else:
         # Silence, hang-up-before-the-beep, or the caller pressed a key instead: no message.
         state = state.model_copy(update={"node": node.on_no_input or node.next})
-    return _walk(flow, state, say=[], now=now)
+    return _walk(flow, state, say=[], now=now, classifier=classifier)
 
 
 def _answer_survey(
-    flow: Flow, state: CallState, node: SurveyNode, event: Event, *, now: datetime | None
+    flow: Flow, state: CallState, node: SurveyNode, event: Event, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     if not isinstance(event, SpeechHeard | DigitsPressed | NoInput):
         raise FlowRuntimeError(f"unexpected event {event!r} at survey node {state.node!r}")
@@ -415,23 +424,23 @@ def _answer_survey(
         state = state.model_copy(update={"survey": survey, "question": index + 1})
         return state, _step(flow, state, say=[], action=_survey_gather(flow, state, node))
     state = state.model_copy(update={"survey": survey, "question": 0, "node": node.next})
-    return _walk(flow, state, say=[], now=now)
+    return _walk(flow, state, say=[], now=now, classifier=classifier)
 
 
 def _after_transfer(
-    flow: Flow, state: CallState, node: TransferNode, *, now: datetime | None
+    flow: Flow, state: CallState, node: TransferNode, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     if node.after is not None:
         state = state.model_copy(update={"node": node.after, "finished": False, "attempts": 0})
-        return _walk(flow, state, say=[], now=now)
+        return _walk(flow, state, say=[], now=now, classifier=classifier)
     goodbye = _text(flow, state, flow.goodbye_template(state.language))
     return state, _step(flow, state, say=[goodbye], action=Hangup())
 
 
-def _route(flow: Flow, state: CallState, node: RouteNode) -> CallState:
+def _route(flow: Flow, state: CallState, node: RouteNode, classifier: Classifier) -> CallState:
     if state.department is not None:  # already chosen (a keypad digit during an ask)
         return state.model_copy(update={"node": node.next})
-    result = flow.classifier.classify(state.issue_text or "")
+    result = classifier.classify(state.issue_text or "")
     confidence = _unit_interval(result.confidence) or 0.0
     if confidence >= node.threshold and result.department in flow.departments:
         department = result.department
@@ -455,7 +464,9 @@ def _hours(state: CallState, node: HoursNode, now: datetime | None) -> str:
     return node.open if node.is_open(now.astimezone(node.zone)) else node.closed
 
 
-def _walk(flow: Flow, state: CallState, *, say: list[str], now: datetime | None) -> tuple[CallState, Step]:
+def _walk(
+    flow: Flow, state: CallState, *, say: list[str], now: datetime | None, classifier: Classifier
+) -> tuple[CallState, Step]:
     """Follow pass-through nodes from ``state.node`` until the caller is asked or the call ends."""
     for _ in range(len(flow.nodes) + 1):
         node = _node(flow, state.node)
@@ -466,7 +477,7 @@ def _walk(flow: Flow, state: CallState, *, say: list[str], now: datetime | None)
             say.append(_text(flow, state, text))
             state = state.model_copy(update={"node": node.next, "attempts": 0})
         elif isinstance(node, RouteNode):
-            state = _route(flow, state, node)
+            state = _route(flow, state, node, classifier)
         elif isinstance(node, BranchNode):
             state = state.model_copy(update={"node": _branch(state, node)})
         elif isinstance(node, HoursNode):

@@ -28,7 +28,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from crm_sync import service as crm
 from crm_sync.db import Store
 from crm_sync.models import Base, RepState, utcnow
-from ivr_flows import Flow, load_flow
+from ivr_flows import Classifier, Flow, build_flow_classifier, load_flow
 from voice import create_app
 from voice.emulator import CallerInput, CallerScript, EmulatedCall, SharedKey, TwilioEmulator
 
@@ -54,6 +54,12 @@ DEMO_REPS = [
 def sample_flow() -> Flow:
     """The shipped main.yaml, loaded once (flows are immutable, so sharing is safe)."""
     return load_flow(SAMPLE_FLOW)
+
+
+def tfidf(flow: Flow) -> Classifier:
+    """``flow``'s TF-IDF classifier: what the engine's tests route speech with (words only: no model, no NumPy, the
+    same answers on every machine). Built per call of the engine; it costs about a millisecond."""
+    return build_flow_classifier(flow, engine="tfidf")
 
 
 # --- databases -----------------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pytest
 
 from crm_sync import service as crm
 from crm_sync.models import InteractionStatus, OfferState, Outcome, RepState, utcnow
-from ivr_flows.classifier import ClassifierUnavailable, sentence_encoder
+from ivr_flows.routing.base import ClassifierUnavailable
+from ivr_flows.routing.factory import sentence_encoder
 from tests.conftest import PhoneSystem, seed_demo
 from voice.cli import main
 from voice.emulator import CallerScript, Digits, EmulatedCall, Recording, RepScript, Silence, Speech

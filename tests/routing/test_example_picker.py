@@ -1,4 +1,5 @@
-"""Choosing examples from labelled past calls (``ivr_flows.example_picker``) and ``warmline flows suggest-examples``.
+"""Choosing examples from labelled past calls (``ivr_flows.routing.example_picker``) and ``warmline flows
+suggest-examples``.
 
 Sentence vectors come from WordLlama (the default install: fast, and what ``make test`` always has).
 """
@@ -19,7 +20,7 @@ from voice.cli import main
 try:
     import numpy as np
 
-    from ivr_flows import example_picker, wordllama
+    from ivr_flows.routing import example_picker, wordllama
 except ImportError as exc:
     _MISSING: str | None = f"routing packages not installed ({exc}); pip install --no-deps -r requirements-routing.txt"
 else:

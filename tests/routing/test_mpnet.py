@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 
 from ivr_flows import Flow
-from ivr_flows.classifier import ENGINE_ENV, Classification, ClassifierUnavailable, TfidfClassifier, build_classifier
+from ivr_flows.routing.base import Classification, ClassifierUnavailable
+from ivr_flows.routing.factory import ENGINE_ENV, build_classifier
+from ivr_flows.routing.tfidf import TfidfClassifier
 
-from .test_embedding import FRESH, GIBBERISH, route_threshold
+from .test_minilm import FRESH, GIBBERISH, route_threshold
 
 try:
     import numpy as np
 
-    from ivr_flows import embedding, mpnet
+    from ivr_flows.routing import minilm, mpnet
 except ImportError as exc:  # the light install: NumPy / tokenizers / safetensors missing
     _MISSING: str | None = f"embedding extras not installed ({exc}); see requirements-mpnet.txt"
 else:
@@ -110,7 +112,7 @@ def test_stacked_vectors_average_the_models_cosines(
     both = stacked.encode(texts)
     assert both.shape == (3, 384 + 768)
     np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
-    minilm_vectors, mpnet_vectors = embedding.get_encoder().encode(texts), mpnet_encoder.encode(texts)
+    minilm_vectors, mpnet_vectors = minilm.get_encoder().encode(texts), mpnet_encoder.encode(texts)
     expected = (minilm_vectors @ minilm_vectors.T + mpnet_vectors @ mpnet_vectors.T) / 2
     np.testing.assert_allclose(both @ both.T, expected, atol=1e-5)
     np.testing.assert_allclose(stacked.encode_one(texts[0]), both[0], atol=1e-5)
@@ -170,13 +172,13 @@ def test_one_utterance_costs_a_forward_pass_of_each_model_and_no_more(
 def test_auto_prefers_minilm_mpnet_then_minilm_then_wordllama_then_tfidf(
     classifier: mpnet.MiniLMMPNetClassifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ivr_flows import wordllama
+    from ivr_flows.routing import wordllama
 
     phrases = {"billing": ["I was charged twice"], "general": ["operator"]}
     monkeypatch.delenv(ENGINE_ENV, raising=False)
     assert isinstance(build_classifier(phrases, default="general"), mpnet.MiniLMMPNetClassifier)
     monkeypatch.setenv(ENGINE_ENV, "minilm")
-    assert isinstance(build_classifier(phrases, default="general"), embedding.MiniLMClassifier)
+    assert isinstance(build_classifier(phrases, default="general"), minilm.MiniLMClassifier)
     monkeypatch.setenv(ENGINE_ENV, "minilm+mpnet")
     assert isinstance(build_classifier(phrases, default="general"), mpnet.MiniLMMPNetClassifier)
     monkeypatch.delenv(ENGINE_ENV)
@@ -185,13 +187,13 @@ def test_auto_prefers_minilm_mpnet_then_minilm_then_wordllama_then_tfidf(
         raise ClassifierUnavailable("MPNet model files missing")
 
     monkeypatch.setattr(mpnet, "get_minilm_mpnet_encoder", unavailable)
-    assert isinstance(build_classifier(phrases, default="general"), embedding.MiniLMClassifier)
+    assert isinstance(build_classifier(phrases, default="general"), minilm.MiniLMClassifier)
     with pytest.raises(ClassifierUnavailable, match="MPNet model files missing"):
         build_classifier(phrases, default="general", engine="minilm+mpnet")
-    monkeypatch.setitem(sys.modules, "ivr_flows.embedding", None)  # MiniLM's packages gone as well
+    monkeypatch.setitem(sys.modules, "ivr_flows.routing.minilm", None)  # MiniLM's packages gone as well
     auto = build_classifier(phrases, default="general")
     assert isinstance(auto, wordllama.WordLlamaClassifier)
-    monkeypatch.setitem(sys.modules, "ivr_flows.wordllama", None)
+    monkeypatch.setitem(sys.modules, "ivr_flows.routing.wordllama", None)
     assert isinstance(build_classifier(phrases, default="general"), TfidfClassifier)
 
 
@@ -227,7 +229,7 @@ def test_missing_packages_are_reported_not_downloaded(tmp_path: Path, monkeypatc
 
 
 def test_without_the_extra_the_engine_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "ivr_flows.mpnet", None)  # as without NumPy and the extras
+    monkeypatch.setitem(sys.modules, "ivr_flows.routing.mpnet", None)  # as without NumPy and the extras
     phrases = {"billing": ["I was charged twice"], "general": ["operator"]}
     with pytest.raises(ClassifierUnavailable, match=r"requirements-embeddings\.txt and requirements-mpnet\.txt"):
         build_classifier(phrases, default="general", engine="minilm+mpnet")

@@ -132,7 +132,12 @@ class CallService(Service):
             # it holds the one writer lock every worker queues on, so it should hold it for the INSERT only.
             customer = crm.caller_view(connection, number, call_sid=call.call_sid)
             last_call = None if customer else crm.last_call_from(connection, number, other_than=call.call_sid)
-            state, step = start_call(flow, _caller_facts(customer, now=now, last_call_at=last_call), now=now)
+            state, step = start_call(
+                flow,
+                _caller_facts(customer, now=now, last_call_at=last_call),
+                now=now,
+                classifier=self._flows.classifier_for(flow),
+            )
             flow_state = with_city(state, call.caller_city)
             with self._store.writing(connection) as session:
                 row, created = crm.insert_interaction(
@@ -195,7 +200,7 @@ class CallService(Service):
             event = SpeechHeard(text=heard.speech, confidence=heard.speech_confidence)
         else:
             event = NoInput()
-        state, step = advance(flow, state, event, now=self._clock())
+        state, step = advance(flow, state, event, now=self._clock(), classifier=self._flows.classifier_for(flow))
         return _Decision(flow, (state, step, with_city(state, city_of(row.flow_state))))
 
     def _after_step(
@@ -468,7 +473,9 @@ class CallService(Service):
         """The rep hung up first and the caller is still there: the flow's transfer `after` exit (a survey)."""
         state = CallState.model_validate(without_city(interaction.flow_state))
         if state.finished and isinstance(flow.nodes.get(state.node), TransferNode):
-            state, step = advance(flow, state, TransferEnded(), now=self._clock())
+            state, step = advance(
+                flow, state, TransferEnded(), now=self._clock(), classifier=self._flows.classifier_for(flow)
+            )
             interaction.flow_state = with_city(state, city_of(interaction.flow_state))
             return FlowReply(step)
         return _goodbye(flow, interaction.language)
@@ -529,7 +536,9 @@ class CallService(Service):
             if not state.finished and isinstance(flow.nodes.get(state.node), VoicemailNode):
                 # The flow asked for this message (a `voicemail` node): it says what comes next.
                 recorded = Recorded(recording_url=recording_url, duration_seconds=duration_seconds)
-                state, step = advance(flow, state, recorded, now=self._clock())
+                state, step = advance(
+                    flow, state, recorded, now=self._clock(), classifier=self._flows.classifier_for(flow)
+                )
                 interaction.flow_state = with_city(state, city_of(interaction.flow_state))
                 if not isinstance(step.action, Transfer):
                     reply = FlowReply(step)
