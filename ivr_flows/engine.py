@@ -26,11 +26,11 @@ import math
 import string
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ivr_flows.routing.base import Classifier
 from ivr_flows.schema import (
@@ -106,9 +106,15 @@ class CallerFacts:
     open_case: bool = False
     #: Days since the caller's previous contact; None for a first contact.
     days_since_last_contact: int | None = None
+    #: Where the call comes from, as the carrier says (Twilio's ``FromCity``), for the rep's whisper; None if unsaid.
+    city: str | None = None
     #: Custom CRM fields as text. Excluded from the hash (a dict cannot be hashed); equality
     #: still compares it.
     custom: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+#: Where states stored by older releases kept the caller's city (beside the engine's own keys).
+_LEGACY_CITY_KEY = "_caller_city"
 
 
 class CallState(BaseModel):
@@ -121,6 +127,24 @@ class CallState(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _city_from_older_states(cls, data: Any) -> Any:
+        """States stored before :attr:`CallerFacts.city` kept the city beside the state, as ``_caller_city``: it
+        becomes the caller's city (unless the caller already has one), so a call in progress across the upgrade
+        keeps it."""
+        if not isinstance(data, Mapping) or _LEGACY_CITY_KEY not in data:
+            return data
+        data = dict(data)
+        city = data.pop(_LEGACY_CITY_KEY)
+        caller = data.get("caller")
+        if isinstance(city, str) and city:
+            if isinstance(caller, Mapping) and not caller.get("city"):
+                data["caller"] = {**caller, "city": city}
+            elif isinstance(caller, CallerFacts) and not caller.city:
+                data["caller"] = replace(caller, city=city)
+        return data
 
     node: str
     #: Failed tries at the current ask/menu/language node.

@@ -205,8 +205,33 @@ def test_finished_state_round_trips_too(sample_flow: Flow) -> None:
 
 
 def test_stored_state_with_extra_keys_still_loads() -> None:
-    data = {"node": "reason", "caller": {"known": False}, "_caller_city": "Leeds"}
+    data = {"node": "reason", "caller": {"known": False}, "added_by_a_newer_release": 1}
     assert CallState.model_validate(data).node == "reason"
+
+
+def test_the_callers_city_travels_with_the_state(sample_flow: Flow) -> None:
+    caller = CallerFacts(known=False, city="Leeds")
+    state, _ = start_call(sample_flow, caller, classifier=tfidf(sample_flow))
+    state, _ = advance(sample_flow, roundtrip(state), SpeechHeard("I was charged twice"), classifier=tfidf(sample_flow))
+    assert state.caller.city == "Leeds"
+    assert state.model_dump(mode="json")["caller"]["city"] == "Leeds"
+
+
+def test_a_state_stored_with_the_city_beside_it_keeps_the_city() -> None:
+    """Older releases stored the city next to the engine's keys, as ``_caller_city``: it becomes the caller's."""
+    older = {"node": "reason", "caller": {"known": True, "first_name": "Ann"}, "_caller_city": "Leeds"}
+    state = CallState.model_validate(older)
+    assert state.caller == CallerFacts(known=True, first_name="Ann", city="Leeds")
+    assert "_caller_city" not in state.model_dump(mode="json")
+    assert CallState.model_validate(json.loads(json.dumps(older))) == state
+    # The caller's own city wins; a blank or odd legacy value is dropped, never an error.
+    both = {**older, "caller": {"known": False, "city": "York"}}
+    assert CallState.model_validate(both).caller.city == "York"
+    for odd in ("", None, 42):
+        assert CallState.model_validate({**older, "_caller_city": odd}).caller.city is None
+    # Also when the caller is given as facts rather than as JSON.
+    given = CallState.model_validate({"node": "reason", "caller": CallerFacts(known=False), "_caller_city": "Hull"})
+    assert given.caller.city == "Hull"
 
 
 def test_advance_does_not_change_the_given_state(sample_flow: Flow) -> None:
