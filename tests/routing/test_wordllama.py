@@ -1,6 +1,7 @@
 """The WordLlama classifier: the default install's routing by meaning, and where ``auto`` puts it.
 
-Skips, saying why, when ``requirements-routing.txt`` is not installed; ``make test`` installs it.
+Skips, saying why, when ``requirements-routing.txt`` is not installed, or fails with WARMLINE_REQUIRE_EXTRAS=1;
+``make test`` installs it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ivr_flows import Flow
 from ivr_flows.routing.base import Classification, ClassifierUnavailable
 from ivr_flows.routing.factory import ENGINE_ENV, build_classifier, build_flow_classifier
 from ivr_flows.routing.tfidf import TfidfClassifier
+from tests.conftest import skip_without_extra
 
 from .test_minilm import FRESH, GIBBERISH, route_threshold
 
@@ -34,7 +36,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def encoder() -> wordllama.WordLlamaEncoder:
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     return wordllama.get_wordllama_encoder()
 
 
@@ -140,7 +142,7 @@ def test_loading_it_leaves_the_logging_setup_alone() -> None:
         "print(len(logging.getLogger().handlers), logging.getLogger().level)\n"
     )
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=True
     )
