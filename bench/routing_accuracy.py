@@ -10,8 +10,8 @@ Protocol (``../shared/data/clinc150/README.md``), fixed so every run and every c
   by one procedure applied identically to every department (``--select``):
 
   - ``discriminative`` (the default) is what ``warmline flows suggest-examples`` does with a history of calls
-    labelled by department (``ivr_flows/example_picker.py``): first the ``spread`` picks below, then, slot by slot,
-    each is swapped for the department's training phrase that makes the most of all 7,500 training phrases (every
+    labelled by department (``ivr_flows/routing/example_picker.py``): first the ``spread`` picks below, then, slot by
+    slot, each is swapped for the department's training phrase that makes the most of all 7,500 training phrases (every
     domain, each phrase never its own example) route to their own domain, under the classifier's own scoring (the
     domain's name, and its description topics with ``--descriptions topics``, count as examples). Domain labels of
     ``train`` are read; nothing of val or test. Each embedding engine gets the examples chosen with its own
@@ -33,7 +33,7 @@ Protocol (``../shared/data/clinc150/README.md``), fixed so every run and every c
 * ``--descriptions topics`` (the default) also gives each department a one-line description, as the sample flow
   gives each of its departments and as the flow README advises: the domain's name and its intents' names from
   ``domains.json`` ("banking: freeze account, routing, pin change, …"), used as extra examples topic by topic
-  (``ivr_flows.classifier.description_topics``), as a department's ``description:`` in a flow is.
+  (``ivr_flows.routing.base.description_topics``), as a department's ``description:`` in a flow is.
   ``--descriptions none`` (examples and names only) is the stricter reading of the protocol: the topics list
   every intent of the domain, likely more than an admin would think of. (The default was ``none`` until
   December 2026; both are in ``ivr_flows/README.md``.)
@@ -91,16 +91,14 @@ from typing import Any, get_args  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ivr_flows.classifier import (  # noqa: E402
+from ivr_flows.routing.base import (  # noqa: E402
     Classification,
     Classifier,
     ClassifierUnavailable,
-    Engine,
-    build_classifier,
     description_topics,
-    sentence_encoder,
     tokenize,
 )
+from ivr_flows.routing.factory import Engine, build_classifier, sentence_encoder  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clinc150"
 GENERAL = "general"
@@ -159,7 +157,7 @@ def pick_random_examples(data: Dataset, per_department: int, seed: int) -> dict[
 
 
 def spread_sparse(texts: Sequence[str], count: int) -> list[int]:
-    """:func:`ivr_flows.example_picker.cover` over TF-IDF vectors, in pure Python (TF-IDF alone needs no NumPy).
+    """:func:`ivr_flows.routing.example_picker.cover` over TF-IDF vectors, in pure Python (TF-IDF alone needs no NumPy).
 
     TF-IDF cosines are never negative and mostly 0, so a row's gain is summed over the rows it shares a word with.
     """
@@ -221,7 +219,7 @@ def pick_spread_examples(
     for domain, intents in sorted(data.domains.items()):
         pool = list(dict.fromkeys(text for intent in sorted(intents) for text in data.train_by_intent[intent]))
         if encoder is not None:
-            from ivr_flows.example_picker import cover
+            from ivr_flows.routing.example_picker import cover
 
             picks = cover(encoder.encode(pool), per_department)
         else:
@@ -233,17 +231,18 @@ def pick_spread_examples(
 def pick_discriminative_examples(
     data: Dataset, per_department: int, descriptions: Mapping[str, str] | None, *, engine: Engine
 ) -> tuple[dict[str, list[str]], str]:
-    """``per_department`` training phrases per domain chosen by :func:`ivr_flows.example_picker.suggest_examples`:
-    covering picks, then swapped for the phrases that route the most of ``train`` (all domains, leave-one-out) to
-    the right domain, with each domain's name and description topics counted as examples as the classifier does.
-    Only ``train`` and its domain labels are read. Chosen with ``engine``'s own vectors, as ``warmline flows
-    suggest-examples --engine`` does for the engine that routes (MiniLM's choice cost WordLlama 7 points without
-    descriptions); for TF-IDF, which has no sentence vectors, its own covering picks."""
+    """``per_department`` training phrases per domain chosen by
+    :func:`ivr_flows.routing.example_picker.suggest_examples`: covering picks, then swapped for the phrases that
+    route the most of ``train`` (all domains, leave-one-out) to the right domain, with each domain's name and
+    description topics counted as examples as the classifier does. Only ``train`` and its domain labels are read.
+    Chosen with ``engine``'s own vectors, as ``warmline flows suggest-examples --engine`` does for the engine that
+    routes (MiniLM's choice cost WordLlama 7 points without descriptions); for TF-IDF, which has no sentence vectors,
+    its own covering picks."""
     encoder, measure = _sentence_encoder(engine)
     if encoder is None:
         examples, _measure = pick_spread_examples(data, per_department, engine="tfidf")
         return examples, "TF-IDF covering"
-    from ivr_flows.example_picker import suggest_examples
+    from ivr_flows.routing.example_picker import suggest_examples
 
     domain_of = {intent: domain for domain, intents in data.domains.items() for intent in intents}
     phrases, labels = [], []

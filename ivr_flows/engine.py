@@ -26,12 +26,13 @@ import math
 import string
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ivr_flows.routing.base import Classifier
 from ivr_flows.schema import (
     BUILTIN_PHRASES,
     GENERAL_DEPARTMENT,
@@ -105,11 +106,15 @@ class CallerFacts:
     open_case: bool = False
     #: Days since the caller's previous contact; None for a first contact.
     days_since_last_contact: int | None = None
+    #: Where the call comes from, as the carrier says (Twilio's ``FromCity``), for the rep's whisper; None if unsaid.
+    city: str | None = None
     #: Custom CRM fields as text. Excluded from the hash (a dict cannot be hashed); equality
     #: still compares it.
     custom: Mapping[str, str] = field(default_factory=dict, hash=False)
-    #: Where the call comes from, as the carrier says (``FromCity``): the whisper mentions it.
-    city: str | None = None
+
+
+#: Where states stored by older releases kept the caller's city (beside the engine's own keys).
+_LEGACY_CITY_KEY = "_caller_city"
 
 
 class CallState(BaseModel):
@@ -122,6 +127,24 @@ class CallState(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _city_from_older_states(cls, data: Any) -> Any:
+        """States stored before :attr:`CallerFacts.city` kept the city beside the state, as ``_caller_city``: it
+        becomes the caller's city (unless the caller already has one), so a call in progress across the upgrade
+        keeps it."""
+        if not isinstance(data, Mapping) or _LEGACY_CITY_KEY not in data:
+            return data
+        data = dict(data)
+        city = data.pop(_LEGACY_CITY_KEY)
+        caller = data.get("caller")
+        if isinstance(city, str) and city:
+            if isinstance(caller, Mapping) and not caller.get("city"):
+                data["caller"] = {**caller, "city": city}
+            elif isinstance(caller, CallerFacts) and not caller.city:
+                data["caller"] = replace(caller, city=city)
+        return data
 
     node: str
     #: Failed tries at the current ask/menu/language node.
@@ -256,34 +279,41 @@ class Step:
 # --- entry points ---------------------------------------------------------------------------
 
 
-def start_call(flow: Flow, caller: CallerFacts, *, now: datetime | None = None) -> tuple[CallState, Step]:
+def start_call(
+    flow: Flow, caller: CallerFacts, *, now: datetime | None = None, classifier: Classifier
+) -> tuple[CallState, Step]:
     """The state and first step of a new call (greeting, first question).
 
-    ``now`` (timezone-aware) is needed by ``hours`` nodes; a flow without one may leave it out.
+    ``now`` (timezone-aware) is needed by ``hours`` nodes; a flow without one may leave it out. ``classifier`` routes
+    the caller's words at ``route`` nodes: the caller builds it for the flow (``ivr_flows.routing.factory``) and
+    keeps it; the engine only asks it.
     """
-    return _walk(flow, CallState(node=flow.start, caller=caller), say=[], now=now)
+    return _walk(flow, CallState(node=flow.start, caller=caller), say=[], now=now, classifier=classifier)
 
 
-def advance(flow: Flow, state: CallState, event: Event, *, now: datetime | None = None) -> tuple[CallState, Step]:
-    """Apply what happened at the node the call is waiting on; return the next step."""
+def advance(
+    flow: Flow, state: CallState, event: Event, *, now: datetime | None = None, classifier: Classifier
+) -> tuple[CallState, Step]:
+    """Apply what happened at the node the call is waiting on; return the next step (``now`` and ``classifier`` as
+    for :func:`start_call`: the same classifier for the whole call)."""
     if isinstance(event, TransferEnded):
         node = _node(flow, state.node)
         if not (state.finished and isinstance(node, TransferNode)):
             raise FlowRuntimeError(f"TransferEnded at node {state.node!r}, which is not a finished transfer")
-        return _after_transfer(flow, state, node, now=now)
+        return _after_transfer(flow, state, node, now=now, classifier=classifier)
     if state.finished:
         raise FlowRuntimeError(f"call already finished at node {state.node!r}; no more caller events expected")
     node = _node(flow, state.node)
     if isinstance(node, AskNode):
-        return _answer_ask(flow, state, node, event, now=now)
+        return _answer_ask(flow, state, node, event, now=now, classifier=classifier)
     if isinstance(node, MenuNode):
-        return _answer_menu(flow, state, node, event, now=now)
+        return _answer_menu(flow, state, node, event, now=now, classifier=classifier)
     if isinstance(node, LanguageNode):
-        return _answer_language(flow, state, node, event, now=now)
+        return _answer_language(flow, state, node, event, now=now, classifier=classifier)
     if isinstance(node, VoicemailNode):
-        return _answer_voicemail(flow, state, node, event, now=now)
+        return _answer_voicemail(flow, state, node, event, now=now, classifier=classifier)
     if isinstance(node, SurveyNode):
-        return _answer_survey(flow, state, node, event, now=now)
+        return _answer_survey(flow, state, node, event, now=now, classifier=classifier)
     raise FlowRuntimeError(f"node {state.node!r} ({node.kind}) does not wait for the caller")
 
 
@@ -305,7 +335,7 @@ def fill_queue_message(text: str, *, estimated_wait: str, queue_position: int | 
 
 
 def _answer_ask(
-    flow: Flow, state: CallState, node: AskNode, event: Event, *, now: datetime | None
+    flow: Flow, state: CallState, node: AskNode, event: Event, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     no_match = False
     if isinstance(event, SpeechHeard):
@@ -320,7 +350,7 @@ def _answer_ask(
                     "node": node.next,
                 }
             )
-            return _walk(flow, state, say=[], now=now)
+            return _walk(flow, state, say=[], now=now, classifier=classifier)
         no_match = bool(text)
     elif isinstance(event, DigitsPressed):
         department = _department_for_digits(flow, event.digits, tuple(flow.departments))
@@ -334,7 +364,7 @@ def _answer_ask(
                     "node": node.next,
                 }
             )
-            return _walk(flow, state, say=[], now=now)
+            return _walk(flow, state, say=[], now=now, classifier=classifier)
         no_match = bool(event.digits.strip()) if isinstance(event.digits, str) else False
     elif not isinstance(event, NoInput):
         raise FlowRuntimeError(f"unexpected event {event!r} at ask node {state.node!r}")
@@ -344,11 +374,11 @@ def _answer_ask(
         state = state.model_copy(update={"attempts": attempts})
         return state, _step(flow, state, say=[], action=_ask_gather(flow, state, node, retry=True))
     target = node.on_no_match if no_match and node.on_no_match is not None else node.on_no_input
-    return _walk(flow, state.model_copy(update={"attempts": 0, "node": target}), say=[], now=now)
+    return _walk(flow, state.model_copy(update={"attempts": 0, "node": target}), say=[], now=now, classifier=classifier)
 
 
 def _answer_menu(
-    flow: Flow, state: CallState, node: MenuNode, event: Event, *, now: datetime | None
+    flow: Flow, state: CallState, node: MenuNode, event: Event, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     if not isinstance(event, SpeechHeard | DigitsPressed | NoInput):
         raise FlowRuntimeError(f"unexpected event {event!r} at menu node {state.node!r}")
@@ -367,11 +397,12 @@ def _answer_menu(
             state = state.model_copy(update={"attempts": attempts})
             return state, _step(flow, state, say=[], action=_menu_gather(flow, state, node, retry=True))
         update = {"department": node.fallback, "capture": "none", "confidence": 0.0}
-    return _walk(flow, state.model_copy(update={**update, "attempts": 0, "node": target}), say=[], now=now)
+    state = state.model_copy(update={**update, "attempts": 0, "node": target})
+    return _walk(flow, state, say=[], now=now, classifier=classifier)
 
 
 def _answer_language(
-    flow: Flow, state: CallState, node: LanguageNode, event: Event, *, now: datetime | None
+    flow: Flow, state: CallState, node: LanguageNode, event: Event, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     if not isinstance(event, SpeechHeard | DigitsPressed | NoInput):
         raise FlowRuntimeError(f"unexpected event {event!r} at language node {state.node!r}")
@@ -386,11 +417,11 @@ def _answer_language(
     if chosen is not None:
         update["language"] = chosen
     # Nothing chosen after the retries: carry on in the language the call is already in.
-    return _walk(flow, state.model_copy(update=update), say=[], now=now)
+    return _walk(flow, state.model_copy(update=update), say=[], now=now, classifier=classifier)
 
 
 def _answer_voicemail(
-    flow: Flow, state: CallState, node: VoicemailNode, event: Event, *, now: datetime | None
+    flow: Flow, state: CallState, node: VoicemailNode, event: Event, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     url = event.recording_url.strip() if isinstance(event, Recorded) and isinstance(event.recording_url, str) else ""
     if url:
@@ -398,11 +429,11 @@ def _answer_voicemail(
     else:
         # Silence, hang-up-before-the-beep, or the caller pressed a key instead: no message.
         state = state.model_copy(update={"node": node.on_no_input or node.next})
-    return _walk(flow, state, say=[], now=now)
+    return _walk(flow, state, say=[], now=now, classifier=classifier)
 
 
 def _answer_survey(
-    flow: Flow, state: CallState, node: SurveyNode, event: Event, *, now: datetime | None
+    flow: Flow, state: CallState, node: SurveyNode, event: Event, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     if not isinstance(event, SpeechHeard | DigitsPressed | NoInput):
         raise FlowRuntimeError(f"unexpected event {event!r} at survey node {state.node!r}")
@@ -417,23 +448,23 @@ def _answer_survey(
         state = state.model_copy(update={"survey": survey, "question": index + 1})
         return state, _step(flow, state, say=[], action=_survey_gather(flow, state, node))
     state = state.model_copy(update={"survey": survey, "question": 0, "node": node.next})
-    return _walk(flow, state, say=[], now=now)
+    return _walk(flow, state, say=[], now=now, classifier=classifier)
 
 
 def _after_transfer(
-    flow: Flow, state: CallState, node: TransferNode, *, now: datetime | None
+    flow: Flow, state: CallState, node: TransferNode, *, now: datetime | None, classifier: Classifier
 ) -> tuple[CallState, Step]:
     if node.after is not None:
         state = state.model_copy(update={"node": node.after, "finished": False, "attempts": 0})
-        return _walk(flow, state, say=[], now=now)
+        return _walk(flow, state, say=[], now=now, classifier=classifier)
     goodbye = _text(flow, state, flow.goodbye_template(state.language))
     return state, _step(flow, state, say=[goodbye], action=Hangup())
 
 
-def _route(flow: Flow, state: CallState, node: RouteNode) -> CallState:
+def _route(flow: Flow, state: CallState, node: RouteNode, classifier: Classifier) -> CallState:
     if state.department is not None:  # already chosen (a keypad digit during an ask)
         return state.model_copy(update={"node": node.next})
-    result = flow.classifier.classify(state.issue_text or "")
+    result = classifier.classify(state.issue_text or "")
     confidence = _unit_interval(result.confidence) or 0.0
     if confidence >= node.threshold and result.department in flow.departments:
         department = result.department
@@ -457,7 +488,9 @@ def _hours(state: CallState, node: HoursNode, now: datetime | None) -> str:
     return node.open if node.is_open(now.astimezone(node.zone)) else node.closed
 
 
-def _walk(flow: Flow, state: CallState, *, say: list[str], now: datetime | None) -> tuple[CallState, Step]:
+def _walk(
+    flow: Flow, state: CallState, *, say: list[str], now: datetime | None, classifier: Classifier
+) -> tuple[CallState, Step]:
     """Follow pass-through nodes from ``state.node`` until the caller is asked or the call ends."""
     for _ in range(len(flow.nodes) + 1):
         node = _node(flow, state.node)
@@ -468,7 +501,7 @@ def _walk(flow: Flow, state: CallState, *, say: list[str], now: datetime | None)
             say.append(_text(flow, state, text))
             state = state.model_copy(update={"node": node.next, "attempts": 0})
         elif isinstance(node, RouteNode):
-            state = _route(flow, state, node)
+            state = _route(flow, state, node, classifier)
         elif isinstance(node, BranchNode):
             state = state.model_copy(update={"node": _branch(state, node)})
         elif isinstance(node, HoursNode):

@@ -228,7 +228,6 @@ def _parse(text: str, *, source: str, version: str, default_name: str) -> FlowCh
     if flow is None or any(issue.severity == "error" for issue in issues):
         return FlowCheck(source, None, issues)
     flow._attach(source=source, version=version)
-    _ = flow.classifier  # build it now, not on the first caller's webhook
     return FlowCheck(source, flow, issues)
 
 

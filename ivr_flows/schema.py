@@ -33,8 +33,6 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, PrivateAttr
 
-from ivr_flows.classifier import Classifier, Engine, build_classifier
-
 __all__ = [
     "BUILTIN_PHRASES",
     "CONFIGURED_PHRASES",
@@ -1170,7 +1168,6 @@ class Flow(_Model):
 
     _source: str = PrivateAttr(default="<memory>")
     _version: str | None = PrivateAttr(default=None)
-    _classifier: Classifier | None = PrivateAttr(default=None)
 
     @property
     def source(self) -> str:
@@ -1184,36 +1181,6 @@ class Flow(_Model):
             # Built without the loader (tests): hash the canonical JSON instead of the file.
             self._version = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
         return self._version
-
-    @property
-    def classifier(self) -> Classifier:
-        """The speech classifier for this flow's departments, built once and then reused.
-
-        The loader builds it eagerly so the first caller does not pay for it; building twice
-        under a race is harmless (same result, last write wins).
-        """
-        if self._classifier is None:
-            self._classifier = self.build_classifier("tfidf")
-        return self._classifier
-
-    def build_classifier(self, engine: Engine) -> Classifier:
-        """A speech classifier for this flow's departments with ``engine`` (see ``ivr_flows.classifier``): their
-        examples, spoken names and descriptions; ``general`` (when defined) for words with no evidence."""
-        return build_classifier(
-            {key: department.examples for key, department in self.departments.items()},
-            names={key: self.department_name(key) for key in self.departments},
-            descriptions={
-                key: department.description for key, department in self.departments.items() if department.description
-            },
-            default=GENERAL_DEPARTMENT if GENERAL_DEPARTMENT in self.departments else None,
-            engine=engine,
-        )
-
-    def with_classifier(self, classifier: Classifier) -> Flow:
-        """A copy of this flow that routes speech with another :class:`Classifier`."""
-        copy = self.model_copy()
-        copy._classifier = classifier
-        return copy
 
     @property
     def spoken_languages(self) -> dict[str, LanguageSpec]:

@@ -2,7 +2,9 @@
 loopback with the Twilio emulator in front of it.
 
 PostgreSQL tests use the server on 127.0.0.1:5432 (trust auth). Without it they are skipped with a message, unless
-WARMLINE_REQUIRE_POSTGRES=1 (CI), where a missing server is an error.
+WARMLINE_REQUIRE_POSTGRES=1 (CI), where a missing server is an error. Likewise the tests of the optional routing
+engines skip, saying what to install, when their packages or models are missing, unless WARMLINE_REQUIRE_EXTRAS=1
+(CI: ``make test`` installs them), where that is an error (:func:`skip_without_extra`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from flask import Flask
@@ -29,7 +31,7 @@ from crm_sync.db import Store
 from crm_sync.models import Base, RepState, utcnow
 from crm_sync.queries.customers import upsert_customer
 from crm_sync.queries.reps import upsert_rep
-from ivr_flows import Flow, load_flow
+from ivr_flows import Classifier, Flow, build_flow_classifier, load_flow
 from voice import create_app
 from voice.emulator import CallerInput, CallerScript, EmulatedCall, SharedKey, TwilioEmulator
 
@@ -55,6 +57,21 @@ DEMO_REPS = [
 def sample_flow() -> Flow:
     """The shipped main.yaml, loaded once (flows are immutable, so sharing is safe)."""
     return load_flow(SAMPLE_FLOW)
+
+
+def skip_without_extra(reason: str) -> NoReturn:
+    """Skip a test whose optional routing engine cannot run here (``reason`` says what to install), or fail it when
+    WARMLINE_REQUIRE_EXTRAS=1: where the extras are meant to be installed (CI, ``make test``), a missing one must
+    not pass as a skip."""
+    if os.environ.get("WARMLINE_REQUIRE_EXTRAS") == "1":
+        pytest.fail(f"the routing extras are required (WARMLINE_REQUIRE_EXTRAS=1) but: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def tfidf(flow: Flow) -> Classifier:
+    """``flow``'s TF-IDF classifier: what the engine's tests route speech with (words only: no model, no NumPy, the
+    same answers on every machine). Built per call of the engine; it costs about a millisecond."""
+    return build_flow_classifier(flow, engine="tfidf")
 
 
 # --- databases -----------------------------------------------------------------------------------------------------

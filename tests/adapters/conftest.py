@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ivr_flows import Flow, RouteNode, load_flow
+from tests.conftest import tfidf
 from voice.adapters.speech import SphinxTranscriber, domain_phrases
 
 SAMPLE_FLOW = Path(__file__).resolve().parents[2] / "ivr_flows" / "main.yaml"
@@ -80,9 +81,10 @@ def speak(tmp_path_factory: pytest.TempPathFactory) -> Speak:
 
 
 def route(flow: Flow, text: str) -> str:
-    """The department the flow's route node picks for ``text``: classifier, threshold, else its fallback."""
+    """The department the flow's route node picks for ``text``: its TF-IDF classifier, threshold, else its
+    fallback."""
     node = next(n for n in flow.nodes.values() if isinstance(n, RouteNode))
-    result = flow.classifier.classify(text)
+    result = tfidf(flow).classify(text)
     if result.confidence >= node.threshold and result.department in flow.departments:
         return result.department
     return node.fallback

@@ -15,8 +15,9 @@ from crm_sync.models import CHOSEN_STATES, Interaction, InteractionStatus, Offer
 from crm_sync.queries.interactions import require_interaction
 from crm_sync.queries.reps import find_rep
 from crm_sync.queries.tasks import tasks_for_interaction
-from ivr_flows.classifier import ClassifierUnavailable, sentence_encoder
-from tests.conftest import PhoneSystem, seed_demo
+from ivr_flows.routing.base import ClassifierUnavailable
+from ivr_flows.routing.factory import sentence_encoder
+from tests.conftest import PhoneSystem, seed_demo, skip_without_extra
 from voice.cli import main
 from voice.emulator import CallerScript, Digits, EmulatedCall, Recording, RepScript, Silence, Speech
 
@@ -169,7 +170,7 @@ def test_the_default_installs_engine_routes_words_that_share_none_with_the_examp
         try:
             sentence_encoder("minilm+mpnet")
         except ClassifierUnavailable as exc:
-            pytest.skip(f"the MiniLM+MPNet extra is not installed: {exc}")
+            skip_without_extra(f"the MiniLM+MPNet extra is not installed: {exc}")
     system = phone_system_factory(flows={"reload_interval": 0, "classifier": engine})
     system.twilio.register_rep(BOB, RepScript.accepts(talk_seconds=5))
     system.twilio.register_rep(ALICE, RepScript.accepts(talk_seconds=5))

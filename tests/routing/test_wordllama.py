@@ -1,6 +1,7 @@
 """The WordLlama classifier: the default install's routing by meaning, and where ``auto`` puts it.
 
-Skips, saying why, when ``requirements-routing.txt`` is not installed; ``make test`` installs it.
+Skips, saying why, when ``requirements-routing.txt`` is not installed, or fails with WARMLINE_REQUIRE_EXTRAS=1;
+``make test`` installs it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from pathlib import Path
 import pytest
 
 from ivr_flows import Flow
-from ivr_flows.classifier import ENGINE_ENV, Classification, ClassifierUnavailable, TfidfClassifier, build_classifier
+from ivr_flows.routing.base import Classification, ClassifierUnavailable
+from ivr_flows.routing.factory import ENGINE_ENV, build_classifier, build_flow_classifier
+from ivr_flows.routing.tfidf import TfidfClassifier
+from tests.conftest import skip_without_extra
 
-from .test_embedding import FRESH, GIBBERISH, route_threshold
+from .test_minilm import FRESH, GIBBERISH, route_threshold
 
 try:
     import numpy as np
 
-    from ivr_flows import embedding, wordllama
+    from ivr_flows.routing import minilm, wordllama
 except ImportError as exc:
     _MISSING: str | None = f"routing packages not installed ({exc}); pip install --no-deps -r requirements-routing.txt"
 else:
@@ -32,14 +36,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def encoder() -> wordllama.WordLlamaEncoder:
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     return wordllama.get_wordllama_encoder()
 
 
 @pytest.fixture(scope="session")
 def classifier(encoder: wordllama.WordLlamaEncoder, sample_flow: Flow) -> wordllama.WordLlamaClassifier:
     """The sample flow's classifier as the service builds it (examples, names and descriptions)."""
-    built = sample_flow.build_classifier("wordllama")
+    built = build_flow_classifier(sample_flow, engine="wordllama")
     assert isinstance(built, wordllama.WordLlamaClassifier)
     return built
 
@@ -63,7 +67,7 @@ def test_vectors_are_the_librarys_own(encoder: wordllama.WordLlamaEncoder) -> No
 def test_routes_by_meaning_where_words_do_not_match(
     classifier: wordllama.WordLlamaClassifier, sample_flow: Flow
 ) -> None:
-    tfidf = sample_flow.build_classifier("tfidf")
+    tfidf = build_flow_classifier(sample_flow, engine="tfidf")
     wrong = [
         (text, expected, got.department)
         for text, expected in FRESH
@@ -105,18 +109,20 @@ def test_auto_prefers_minilm_then_wordllama_then_tfidf(
 ) -> None:
     phrases = {"billing": ["I was charged twice"], "general": ["operator"]}
     monkeypatch.delenv(ENGINE_ENV, raising=False)
-    monkeypatch.setitem(sys.modules, "ivr_flows.mpnet", None)  # the heaviest extra missing (test_mpnet.py has it)
+    monkeypatch.setitem(
+        sys.modules, "ivr_flows.routing.mpnet", None
+    )  # the heaviest extra missing (test_mpnet.py has it)
     try:
-        embedding.get_encoder()
+        minilm.get_encoder()
     except ClassifierUnavailable:
         pass  # no MiniLM here: auto is already WordLlama
     else:
-        assert isinstance(build_classifier(phrases, default="general"), embedding.MiniLMClassifier)
+        assert isinstance(build_classifier(phrases, default="general"), minilm.MiniLMClassifier)
 
-    def no_minilm() -> embedding.MiniLMEncoder:
+    def no_minilm() -> minilm.MiniLMEncoder:
         raise ClassifierUnavailable("model files missing")
 
-    monkeypatch.setattr(embedding, "get_encoder", no_minilm)
+    monkeypatch.setattr(minilm, "get_encoder", no_minilm)
     assert isinstance(build_classifier(phrases, default="general"), wordllama.WordLlamaClassifier)
     with pytest.raises(ClassifierUnavailable, match="model files missing"):
         build_classifier(phrases, default="general", engine="minilm")
@@ -130,13 +136,13 @@ def test_loading_it_leaves_the_logging_setup_alone() -> None:
     """wordllama calls logging.basicConfig when imported; a CLI command must not gain a second stderr handler."""
     code = (
         "import logging\n"
-        "from ivr_flows.wordllama import get_wordllama_encoder, wordllama_installed\n"
+        "from ivr_flows.routing.wordllama import get_wordllama_encoder, wordllama_installed\n"
         "assert wordllama_installed()\n"
         "get_wordllama_encoder()\n"
         "print(len(logging.getLogger().handlers), logging.getLogger().level)\n"
     )
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=True
     )

@@ -13,9 +13,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from crm_sync.queries.interactions import require_interaction
+from ivr_flows import TfidfClassifier, parse_flow
 from tests.conftest import app_config, seed_demo, signed_post
 from tests.twiml import parse_twiml, said
 from voice import create_app
+from voice.adapters.flow_library import FlowLibrary
 
 SAMPLE = Path(__file__).resolve().parents[2] / "ivr_flows" / "main.yaml"
 OLD_QUESTION = "In a few words, what are you calling about?"
@@ -113,18 +115,40 @@ def test_the_running_service_notices_a_saved_file_by_itself(database_url: str, t
 
 def test_cli_processes_build_the_speech_classifier_on_first_use_and_the_service_on_load(flows_dir: Path) -> None:
     """`warmline crm import` loads the app and its flows but routes nobody: it must not pay for a model."""
-    from ivr_flows.classifier import DeferredClassifier
-    from ivr_flows.wordllama import WordLlamaClassifier
-    from voice.adapters.flow_library import FlowLibrary
+    from ivr_flows.routing.factory import DeferredClassifier
+    from ivr_flows.routing.wordllama import WordLlamaClassifier  # NumPy: only in the test that needs it
 
     service = FlowLibrary(flows_dir, default="main", classifier="wordllama")
     service.load_all()
-    assert isinstance(service.current().classifier, WordLlamaClassifier)
+    assert isinstance(service.classifier_for(service.current()), WordLlamaClassifier)
 
     cli = FlowLibrary(flows_dir, default="main", classifier="wordllama", defer_classifiers=True)
     cli.load_all()
-    deferred = cli.current().classifier
+    deferred = cli.classifier_for(cli.current())
     assert isinstance(deferred, DeferredClassifier) and not deferred.built
     said_by_caller = "the modem keeps disconnecting"
-    assert deferred.classify(said_by_caller) == service.current().classifier.classify(said_by_caller)
+    assert deferred.classify(said_by_caller) == service.classifier_for(service.current()).classify(said_by_caller)
     assert deferred.built
+
+
+def test_each_flow_version_keeps_its_own_classifier(flows_dir: Path) -> None:
+    """A call keeps the flow version it started on to the end, and so the classifier of that version."""
+    library = FlowLibrary(flows_dir, default="main")
+    library.load_all()
+    first = library.current()
+    kept = library.classifier_for(first)
+    assert isinstance(kept, TfidfClassifier) and library.classifier_for(first) is kept
+    assert library.classifier_for(library.version(first.version, name="main")) is kept
+    rewrite(flows_dir / "main.yaml", "- I was charged twice", "- my invoice shows a fee for mangoes")
+    assert library.refresh() == ["main"]
+    second = library.current()
+    assert second.version != first.version
+    assert library.classifier_for(second) is not kept
+    assert library.classifier_for(second).classify("mangoes").department == "billing"
+    assert kept.classify("mangoes").confidence == 0.0  # the call still on the old version routes as it began
+    assert library.classifier_for(first) is kept
+    # A flow the library did not load (a tool's, a test's) gets one too, built once.
+    other = parse_flow(SAMPLE.read_text().replace("I was charged twice", "a fee for kiwis"), source="other.yaml")
+    assert other.version not in (first.version, second.version)
+    assert library.classifier_for(other) is library.classifier_for(other)
+    assert library.classifier_for(other).classify("kiwis").department == "billing"

@@ -3,6 +3,9 @@
 Admins deploy by saving a file. A file that validates is swapped in atomically; one that does not is logged and
 kept out (the last good version keeps serving). Every interaction records the version (content hash) that started
 it and keeps it to the end, even if a newer version is loaded meanwhile.
+
+Each version has its speech classifier, kept here beside it (:meth:`FlowLibrary.classifier_for`): the flow itself is
+only the flow language, and the engine is handed the classifier with every call.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from functools import partial
 from pathlib import Path
 
 from ivr_flows import Flow, FlowError, load_flow
-from ivr_flows.classifier import DeferredClassifier, Engine
+from ivr_flows.routing.base import Classifier
+from ivr_flows.routing.factory import DeferredClassifier, Engine, build_flow_classifier
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,8 @@ class FlowLibrary:
         self._lock = threading.Lock()
         self._by_name: dict[str, Flow] = {}
         self._by_version: dict[str, Flow] = {}
+        #: Flow version -> the classifier its callers are routed with (kept as long as the version is).
+        self._classifiers: dict[str, Classifier] = {}
         self._seen: dict[Path, _Seen] = {}
         #: Files that do not validate, with why: kept out of service until fixed.
         self.errors: dict[Path, str] = {}
@@ -91,15 +97,28 @@ class FlowLibrary:
         return swapped
 
     def add(self, flow: Flow) -> None:
-        if self.classifier != "tfidf":  # the loader built TF-IDF (cheap, for lint and try); serve with the chosen one
-            engine = self.classifier
-            if self.defer_classifiers:
-                flow = flow.with_classifier(DeferredClassifier(partial(flow.build_classifier, engine)))
-            else:
-                flow = flow.with_classifier(flow.build_classifier(engine))
+        # Built before the flow is swapped in, so no caller of the new version waits for it (the service); a version
+        # seen before (a file changed and changed back) keeps the classifier it had.
+        classifier = self._classifiers.get(flow.version) or self._build_classifier(flow)
         with self._lock:
+            self._classifiers.setdefault(flow.version, classifier)
             self._by_name[flow.name] = flow
             self._by_version[flow.version] = flow
+
+    def classifier_for(self, flow: Flow) -> Classifier:
+        """The speech classifier of ``flow``'s version: the one built when it was loaded. A flow this library did
+        not load (a test's, a tool's) gets one built now and kept like the others."""
+        classifier = self._classifiers.get(flow.version)
+        if classifier is None:
+            built = self._build_classifier(flow)
+            with self._lock:
+                classifier = self._classifiers.setdefault(flow.version, built)
+        return classifier
+
+    def _build_classifier(self, flow: Flow) -> Classifier:
+        if self.defer_classifiers and self.classifier != "tfidf":  # TF-IDF costs next to nothing: built now
+            return DeferredClassifier(partial(build_flow_classifier, flow, engine=self.classifier))
+        return build_flow_classifier(flow, engine=self.classifier)
 
     def current(self, name: str | None = None) -> Flow:
         flow = self._by_name.get(name or self.default)

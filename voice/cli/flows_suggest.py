@@ -4,7 +4,7 @@ The input is a CSV of past calls, one per row, with the department that should h
 caller said: columns ``department`` and ``text`` (or ``issue_text``, so that ``warmline crm export interactions
 --format csv`` can be fed in as it is, after correcting the departments of calls that were routed wrong). The
 output is a YAML snippet for the flow's ``departments:``; nothing is written to the flow itself, an admin reviews
-and pastes. How the examples are chosen: ``ivr_flows/example_picker.py``.
+and pastes. How the examples are chosen: ``ivr_flows/routing/example_picker.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import click
 import yaml
 
 from ivr_flows import Flow
-from ivr_flows.classifier import ClassifierUnavailable, Engine, description_topics, sentence_encoder
+from ivr_flows.routing.base import ClassifierUnavailable, description_topics
+from ivr_flows.routing.factory import Engine, sentence_encoder
 from voice.cli.flows_try import resolve_flow
 
 TEXT_COLUMNS = ("text", "issue_text")
@@ -97,7 +98,7 @@ def suggest_examples_command(
     Prints the examples as YAML for FLOW's departments (review, then paste), and how many of the calls they route
     to the right department compared with the plainest choice (each phrase is never its own example).
     """
-    from ivr_flows.example_picker import suggest_examples  # NumPy: only for this command
+    from ivr_flows.routing.example_picker import suggest_examples  # NumPy: only for this command
 
     loaded = resolve_flow(flow, directory=directory)
     labelled = read_labelled_calls(calls, loaded)

@@ -9,8 +9,8 @@ from typing import cast, get_args
 
 import click
 
-from ivr_flows import Flow, FlowError, RouteNode, load_flow
-from ivr_flows.classifier import Engine
+from ivr_flows import Classifier, Flow, FlowError, RouteNode, load_flow
+from ivr_flows.routing.factory import Engine, build_flow_classifier
 
 
 def resolve_flow(name_or_path: str, *, directory: Path) -> Flow:
@@ -26,10 +26,10 @@ def resolve_flow(name_or_path: str, *, directory: Path) -> Flow:
         raise click.ClickException(f"the flow does not validate:\n{exc}") from None
 
 
-def route_phrase(flow: Flow, phrase: str) -> dict[str, object]:
+def route_phrase(flow: Flow, classifier: Classifier, phrase: str) -> dict[str, object]:
     """Route like the flow's first `route` node would: below its threshold the caller goes to its fallback."""
     route = next((node for node in flow.nodes.values() if isinstance(node, RouteNode)), None)
-    result = flow.classifier.classify(phrase)
+    result = classifier.classify(phrase)
     threshold = route.threshold if route else 0.0
     fallback = route.fallback if route else result.department
     department = result.department if result.confidence >= threshold else fallback
@@ -59,10 +59,9 @@ def route_phrase(flow: Flow, phrase: str) -> dict[str, object]:
 def try_flow(flow: str, phrases: tuple[str, ...], output_format: str, directory: Path, engine: str) -> None:
     """Route each PHRASE (or each line on stdin) through FLOW's classifier: department and confidence per line."""
     loaded = resolve_flow(flow, directory=directory)
-    if engine != "tfidf":
-        loaded = loaded.with_classifier(loaded.build_classifier(cast(Engine, engine)))
+    classifier = build_flow_classifier(loaded, engine=cast(Engine, engine))
     lines = list(phrases) or [line.strip() for line in sys.stdin if line.strip()]
-    results = [route_phrase(loaded, phrase) for phrase in lines]
+    results = [route_phrase(loaded, classifier, phrase) for phrase in lines]
     if output_format == "json":
         click.echo(json.dumps(results, indent=2, ensure_ascii=False))
         return

@@ -34,7 +34,6 @@ from ivr_flows import (
     Transfer,
     TransferEnded,
     TransferNode,
-    advance,
     start_call,
 )
 from voice.domain.actions import Action, EndCall
@@ -107,7 +106,7 @@ class CallService(Service):
         customer = customers.caller_view(session, number, call_sid=call.call_sid)
         last_call = None if customer else customers.last_call_from(session, number, other_than=call.call_sid)
         facts = _caller_facts(customer, now=now, last_call_at=last_call, city=call.caller_city)
-        state, step = start_call(flow, facts, now=now)
+        state, step = start_call(flow, facts, now=now, classifier=self._flows.classifier_for(flow))
         return _Start(number, called, flow, customer.id if customer else None, state, step)
 
     def _open(self, session: Session, call: IncomingCall, start: _Start) -> Reply:
@@ -175,7 +174,7 @@ class CallService(Service):
             event = SpeechHeard(text=heard.speech, confidence=heard.speech_confidence)
         else:
             event = NoInput()
-        return _Answer(seen, flow, advance(flow, state, event, now=self._clock()))
+        return _Answer(seen, flow, self._advance(flow, state, event))
 
     def _after_step(
         self, session: Session, interaction: Interaction, flow: Flow, state: CallState, step: Step
@@ -348,7 +347,7 @@ class CallService(Service):
         """The rep hung up first and the caller is still there: the flow's transfer `after` exit (a survey)."""
         state = CallState.model_validate(interaction.flow_state)
         if state.finished and isinstance(flow.nodes.get(state.node), TransferNode):
-            state, step = advance(flow, state, TransferEnded(), now=self._clock())
+            state, step = self._advance(flow, state, TransferEnded())
             record_state(interaction, state)
             return FlowReply(step)
         return _goodbye(flow, interaction.language)

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from crm_sync.db import Store
 from crm_sync.models import Interaction, utcnow
-from ivr_flows import Flow
+from ivr_flows import CallState, Classifier, Event, Flow, Step, advance
 from voice.config import Settings
 from voice.domain.actions import Action, ActionSink
 from voice.services.dispatch import Dispatcher
@@ -23,6 +23,8 @@ class Flows(Protocol):
     def for_number(self, called: str) -> Flow: ...
 
     def version(self, version: str, *, name: str) -> Flow: ...
+
+    def classifier_for(self, flow: Flow) -> Classifier: ...
 
 
 class Clock:
@@ -60,6 +62,10 @@ class Service:
     def _after_commit(self, actions: Iterable[Action]) -> None:
         for action in actions:
             self._act(action)
+
+    def _advance(self, flow: Flow, state: CallState, event: Event) -> tuple[CallState, Step]:
+        """The flow engine's next step, with the flow's classifier as the service routes with it."""
+        return advance(flow, state, event, now=self._clock(), classifier=self._flows.classifier_for(flow))
 
     def _flow_of(self, interaction: Interaction) -> Flow:
         """The flow version the call started on (calls in progress finish on it)."""

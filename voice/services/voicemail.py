@@ -8,7 +8,7 @@ import logging
 from crm_sync.models import Task
 from crm_sync.phones import mask_phone
 from crm_sync.queries import interactions, tasks
-from ivr_flows import CallState, Recorded, Transfer, VoicemailNode, advance
+from ivr_flows import CallState, Recorded, Transfer, VoicemailNode
 from voice.domain.actions import TranscribeVoicemail
 from voice.domain.replies import FlowReply, Goodbye, Reply
 from voice.services.calls import record_state
@@ -41,7 +41,7 @@ class VoicemailService(Service):
             if not state.finished and isinstance(flow.nodes.get(state.node), VoicemailNode):
                 # The flow asked for this message (a `voicemail` node): it says what comes next.
                 recorded = Recorded(recording_url=recording_url, duration_seconds=duration_seconds)
-                state, step = advance(flow, state, recorded, now=self._clock())
+                state, step = self._advance(flow, state, recorded)
                 record_state(interaction, state)
                 if not isinstance(step.action, Transfer):
                     reply = FlowReply(step)

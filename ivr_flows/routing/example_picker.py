@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ivr_flows.embedding import SentenceEncoder
+from ivr_flows.routing.embedding import SentenceEncoder
 
 __all__ = ["MAX_CANDIDATES", "MAX_PHRASES", "Suggestion", "cover", "suggest_examples"]
 

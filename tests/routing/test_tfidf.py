@@ -1,4 +1,5 @@
-"""The first speech classifier, on the sample flow: accuracy on fresh phrasings, fallbacks, speed."""
+"""The TF-IDF classifier (the floor every install has), on the sample flow: accuracy on fresh phrasings, fallbacks;
+and the engine routing with whatever classifier it is handed."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from ivr_flows import (
     advance,
     start_call,
 )
-from ivr_flows.classifier import build_classifier, description_topics, tokenize
+from ivr_flows.routing.base import description_topics, tokenize
+from ivr_flows.routing.factory import build_classifier
+from tests.conftest import tfidf
 
 # Caller phrasings written independently of the examples in main.yaml (none of them appears
 # there); they share vocabulary with the examples the way real callers do, no more.
@@ -57,10 +60,17 @@ NO_REASON = [
 ]
 
 
-def route_by_speech(flow: Flow, speech: str) -> str:
-    """The department a caller saying ``speech`` is transferred to (through the real engine)."""
-    state, _ = start_call(flow, CallerFacts(known=False))
-    _, step = advance(flow, state, SpeechHeard(speech, confidence=0.9))
+@pytest.fixture(scope="module")
+def classifier(sample_flow: Flow) -> Classifier:
+    return tfidf(sample_flow)
+
+
+def route_by_speech(flow: Flow, speech: str, *, classifier: Classifier | None = None) -> str:
+    """The department a caller saying ``speech`` is transferred to (through the real engine; the flow's TF-IDF
+    classifier unless another is given)."""
+    classifier = classifier or tfidf(flow)
+    state, _ = start_call(flow, CallerFacts(known=False), classifier=classifier)
+    _, step = advance(flow, state, SpeechHeard(speech, confidence=0.9), classifier=classifier)
     assert isinstance(step.action, Transfer)
     return step.action.department
 
@@ -78,14 +88,14 @@ def test_fresh_caller_phrasings_route_correctly(sample_flow: Flow) -> None:
 
 
 @pytest.mark.parametrize("speech", NO_REASON)
-def test_no_reason_given_goes_to_general(sample_flow: Flow, speech: str) -> None:
-    assert sample_flow.classifier.classify(speech).confidence < 0.3
+def test_no_reason_given_goes_to_general(sample_flow: Flow, classifier: Classifier, speech: str) -> None:
+    assert classifier.classify(speech).confidence < 0.3
     if speech.strip():
         assert route_by_speech(sample_flow, speech) == "general"
 
 
-def test_scores_cover_every_department_and_stay_in_range(sample_flow: Flow) -> None:
-    result = sample_flow.classifier.classify("I need a refund for the upgrade I bought")
+def test_scores_cover_every_department_and_stay_in_range(sample_flow: Flow, classifier: Classifier) -> None:
+    result = classifier.classify("I need a refund for the upgrade I bought")
     assert set(result.scores) == set(sample_flow.departments)
     assert all(0.0 <= s <= 1.0 for s in result.scores.values())
     assert result.confidence == result.scores[result.department] == max(result.scores.values())
@@ -93,14 +103,14 @@ def test_scores_cover_every_department_and_stay_in_range(sample_flow: Flow) -> N
         result.scores["billing"] = 1.0  # type: ignore[index]
 
 
-def test_an_example_itself_is_matched_with_high_confidence(sample_flow: Flow) -> None:
-    result = sample_flow.classifier.classify("I forgot my password")
+def test_an_example_itself_is_matched_with_high_confidence(classifier: Classifier) -> None:
+    result = classifier.classify("I forgot my password")
     assert result.department == "account" and result.confidence > 0.7
 
 
-def test_one_matching_word_in_a_long_ramble_is_weak_evidence(sample_flow: Flow) -> None:
-    focused = sample_flow.classifier.classify("refund")
-    ramble = sample_flow.classifier.classify("refund tomorrow grandmother birthday purple elephant garden")
+def test_one_matching_word_in_a_long_ramble_is_weak_evidence(classifier: Classifier) -> None:
+    focused = classifier.classify("refund")
+    ramble = classifier.classify("refund tomorrow grandmother birthday purple elephant garden")
     assert focused.department == ramble.department == "billing"
     assert ramble.confidence < focused.confidence - 0.2
 
@@ -110,9 +120,8 @@ def test_department_name_alone_routes(sample_flow: Flow) -> None:
     assert route_by_speech(sample_flow, "sales please") == "sales"
 
 
-def test_classifier_is_built_once_per_flow(sample_flow: Flow) -> None:
-    assert sample_flow.classifier is sample_flow.classifier
-    assert isinstance(sample_flow.classifier, Classifier)
+def test_the_flows_tfidf_classifier_is_a_classifier(classifier: Classifier) -> None:
+    assert isinstance(classifier, TfidfClassifier) and isinstance(classifier, Classifier)
 
 
 def test_stemming_merges_inflections() -> None:
@@ -132,11 +141,11 @@ class KeywordClassifier:
         return Classification(department="sales" if hit else "general", confidence=1.0 if hit else 0.0)
 
 
-def test_engine_uses_a_replacement_classifier(sample_flow: Flow) -> None:
-    flow = sample_flow.with_classifier(KeywordClassifier())
-    assert route_by_speech(flow, "one pizza please") == "sales"
-    assert route_by_speech(flow, "I was charged twice") == "general"
-    assert route_by_speech(sample_flow, "I was charged twice") == "billing"  # original untouched
+def test_engine_uses_the_classifier_it_is_given(sample_flow: Flow) -> None:
+    keyword = KeywordClassifier()
+    assert route_by_speech(sample_flow, "one pizza please", classifier=keyword) == "sales"
+    assert route_by_speech(sample_flow, "I was charged twice", classifier=keyword) == "general"
+    assert route_by_speech(sample_flow, "I was charged twice") == "billing"  # the flow itself holds no classifier
 
 
 def test_classifier_naming_an_unknown_department_falls_back(sample_flow: Flow) -> None:
@@ -144,12 +153,13 @@ def test_classifier_naming_an_unknown_department_falls_back(sample_flow: Flow) -
         def classify(self, text: str) -> Classification:
             return Classification(department="pizza_shop", confidence=0.99)
 
-    assert route_by_speech(sample_flow.with_classifier(Rogue()), "anything") == "general"
+    assert route_by_speech(sample_flow, "anything", classifier=Rogue()) == "general"
 
 
 def test_keypad_choice_is_never_reclassified(sample_flow: Flow) -> None:
-    state, _ = start_call(sample_flow, CallerFacts(known=False))
-    _, step = advance(sample_flow.with_classifier(KeywordClassifier()), state, DigitsPressed("1"))
+    keyword = KeywordClassifier()
+    state, _ = start_call(sample_flow, CallerFacts(known=False), classifier=keyword)
+    _, step = advance(sample_flow, state, DigitsPressed("1"), classifier=keyword)
     assert isinstance(step.action, Transfer) and step.action.department == "billing"
 
 
@@ -183,34 +193,3 @@ def test_a_description_routes_topics_no_example_covers() -> None:
     assert described.classify("my luggage got lost").department == "travel"
     assert described.classify("do I need a visa for Japan").department == "travel"
     assert described.classify("I was charged twice") == plain.classify("I was charged twice")
-
-
-def test_a_deferred_classifier_is_built_once_on_first_use_and_retried_after_a_failure() -> None:
-    import threading
-
-    from ivr_flows.classifier import ClassifierUnavailable, DeferredClassifier
-
-    builds: list[int] = []
-    failures = [ClassifierUnavailable("model still unpacking")]
-
-    def build() -> TfidfClassifier:
-        if failures:
-            raise failures.pop()
-        builds.append(1)
-        return TfidfClassifier({"billing": ["I was charged twice"], "general": ["operator"]}, default="general")
-
-    deferred = DeferredClassifier(build)
-    assert not deferred.built and not builds
-    with pytest.raises(ClassifierUnavailable, match="still unpacking"):
-        deferred.classify("charged twice")
-    assert not deferred.built
-    answers: list[str] = []
-    threads = [
-        threading.Thread(target=lambda: answers.append(deferred.classify("I was charged twice").department))
-        for _ in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert answers == ["billing"] * 8 and builds == [1] and deferred.built
