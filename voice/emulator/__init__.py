@@ -4,15 +4,18 @@ It places calls into an app over real HTTP, signs every webhook exactly like Twi
 the returned TwiML verb by verb with scripted callers and reps, serves a fake Twilio REST API
 for the calls the app makes, and records what each party heard.  See :class:`TwilioEmulator`.
 
-Module map: :mod:`.parties` (scripts), :mod:`.calls` (call/leg state and records),
-:mod:`.webhooks` (signing, HTTP, TwiML parsing), :mod:`.twiml` (verb interpreter),
+Module map: :mod:`.parties` (scripts), :mod:`.legs` (call/leg state and records),
+:mod:`.http` (signing, HTTP, TwiML parsing), :mod:`.twiml` (verb interpreter),
 :mod:`.dial` (``<Dial><Number>``, child-leg redirects), :mod:`.queues` (``<Enqueue>`` queues),
 :mod:`.conferences` (conference rooms, their lifecycle and status callbacks),
-:mod:`.conference_dial` (``<Dial><Conference>``: a participant's leg), :mod:`.rest` (fake REST
+:mod:`.dial_conference` (``<Dial><Conference>``: a participant's leg), :mod:`.rest` (fake REST
 API), :mod:`.runtime` (per-emulator shared services), :mod:`.emulator` (the facade).
 """
 
-from voice.emulator.calls import (
+from voice.emulator.conferences import Conference, ConferenceEvent, ParticipantInfo
+from voice.emulator.emulator import DEFAULT_ACCOUNT_SID, TwilioEmulator
+from voice.emulator.http import SharedKey
+from voice.emulator.legs import (
     APPLICATION_ERROR_MESSAGE,
     EmulatedCall,
     Hearing,
@@ -22,8 +25,6 @@ from voice.emulator.calls import (
     WebhookExchange,
     WebhookRequest,
 )
-from voice.emulator.conferences import Conference, ConferenceEvent, ParticipantInfo
-from voice.emulator.emulator import DEFAULT_ACCOUNT_SID, TwilioEmulator
 from voice.emulator.parties import (
     CallerInput,
     CallerScript,
@@ -36,7 +37,6 @@ from voice.emulator.parties import (
     Speech,
 )
 from voice.emulator.rest import RestRequest
-from voice.emulator.webhooks import SharedKey
 
 __all__ = [
     "APPLICATION_ERROR_MESSAGE",

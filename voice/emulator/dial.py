@@ -22,7 +22,7 @@ Modifying a leg through the REST API while bridged:
   ``action`` is still requested with its TwiML ignored (Twilio changelog, 2021-05-24, "Changes
   to <Dial> behavior ...": that is what Twilio does for every account).
 
-``<Dial><Conference>`` is handled in :mod:`voice.emulator.conference_dial`.
+``<Dial><Conference>`` is handled in :mod:`voice.emulator.dial_conference`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from voice.emulator.calls import CallbackSpec, EmulatedCall, HangupSignal, Leg, RedirectSignal, new_sid
+from voice.emulator.http import Document
+from voice.emulator.legs import CallbackSpec, EmulatedCall, HangupSignal, Leg, RedirectSignal, new_sid
 from voice.emulator.parties import RepBehavior, RepCursor
 from voice.emulator.twiml import (
     Interrupted,
@@ -43,7 +44,6 @@ from voice.emulator.twiml import (
     new_session,
     run_detached_leg,
 )
-from voice.emulator.webhooks import Document
 
 __all__ = ["DialAction", "run_dial"]
 
@@ -292,7 +292,7 @@ def run_dial(runner: LegRunner, element: ET.Element, doc: Document) -> Step:
     """Execute one ``<Dial>`` on ``runner``'s leg and return what the call does next."""
     conference = next((noun for noun in element if noun.tag == "Conference"), None)
     if conference is not None:
-        from voice.emulator.conference_dial import run_conference_dial
+        from voice.emulator.dial_conference import run_conference_dial
 
         if len(element) > 1 or (element.text or "").strip():
             runner.warn(12200, "<Conference> must be the only noun of its <Dial>; other nouns ignored", doc.url)

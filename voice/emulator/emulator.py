@@ -16,13 +16,13 @@ from typing import Literal
 
 import requests
 
-from voice.emulator.calls import CallbackSpec, EmulatedCall, HangupSignal, Leg, new_sid
 from voice.emulator.conferences import Conference
+from voice.emulator.http import SharedKey, WebhookClient
+from voice.emulator.legs import CallbackSpec, EmulatedCall, HangupSignal, Leg, new_sid
 from voice.emulator.parties import CallerScript, InputSource, Party, RepCursor, RepScript
 from voice.emulator.rest import FakeRestApi, OutboundCallRequest, RestRequest
 from voice.emulator.runtime import Config, Runtime
 from voice.emulator.twiml import new_session, run_inbound_call, run_outbound_call
-from voice.emulator.webhooks import SharedKey, WebhookClient
 
 __all__ = ["DEFAULT_ACCOUNT_SID", "TwilioEmulator"]
 

@@ -36,7 +36,15 @@ from typing import Final, Literal, NoReturn
 
 import requests
 
-from voice.emulator.calls import (
+from voice.emulator.http import (
+    Document,
+    DocumentProblem,
+    HttpResult,
+    new_session,
+    parse_document,
+    parse_twiml,
+)
+from voice.emulator.legs import (
     APPLICATION_ERROR_MESSAGE,
     Deadline,
     EmulatedCall,
@@ -51,14 +59,6 @@ from voice.emulator.calls import (
 from voice.emulator.parties import Digits, InputSource, Recording, Silence, Speech
 from voice.emulator.queues import QueueMember
 from voice.emulator.runtime import Runtime, StoredRecording
-from voice.emulator.webhooks import (
-    Document,
-    DocumentProblem,
-    HttpResult,
-    new_session,
-    parse_document,
-    parse_twiml,
-)
 
 __all__ = [
     "LEAVE",

@@ -46,7 +46,6 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import urlsplit
 
-from voice.emulator.calls import CONFERENCE_VERB, CallbackSpec, HangupSignal, LeaveSignal, RedirectSignal
 from voice.emulator.conferences import (
     BEEP_VALUES,
     CONFERENCE_EVENTS,
@@ -61,6 +60,8 @@ from voice.emulator.conferences import (
     label_problem,
 )
 from voice.emulator.dial import DialAction
+from voice.emulator.http import Document, DocumentProblem, parse_document
+from voice.emulator.legs import CONFERENCE_VERB, CallbackSpec, HangupSignal, LeaveSignal, RedirectSignal
 from voice.emulator.twiml import (
     DEFAULT_HOLD_MUSIC,
     Interrupted,
@@ -72,7 +73,6 @@ from voice.emulator.twiml import (
     attr_float,
     spoken_seconds,
 )
-from voice.emulator.webhooks import Document, DocumentProblem, parse_document
 
 __all__ = ["CONFERENCE_AUDIO_VERBS", "run_conference_dial"]
 
