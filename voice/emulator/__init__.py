@@ -4,15 +4,28 @@ It places calls into an app over real HTTP, signs every webhook exactly like Twi
 the returned TwiML verb by verb with scripted callers and reps, serves a fake Twilio REST API
 for the calls the app makes, and records what each party heard.  See :class:`TwilioEmulator`.
 
-Module map: :mod:`.parties` (scripts), :mod:`.calls` (call/leg state and records),
-:mod:`.webhooks` (signing, HTTP, TwiML parsing), :mod:`.twiml` (verb interpreter),
-:mod:`.dial` (``<Dial><Number>``, child-leg redirects), :mod:`.queues` (``<Enqueue>`` queues),
-:mod:`.conferences` (conference rooms, their lifecycle and status callbacks),
-:mod:`.conference_dial` (``<Dial><Conference>``: a participant's leg), :mod:`.rest` (fake REST
-API), :mod:`.runtime` (per-emulator shared services), :mod:`.emulator` (the facade).
+Module map, from the bottom up (each imports only modules above it in this list):
+
+* :mod:`.parties` — scripted callers and reps;
+* :mod:`.http` — outgoing webhooks: signing, HTTP, and responses read as TwiML documents;
+* :mod:`.legs` — call and leg state, signals, and the records a test reads (transcript, webhooks, errors);
+* :mod:`.queues` — the named call queues; :mod:`.conferences` — conference rooms, their lifecycle and
+  status callbacks;
+* :mod:`.runtime` — the services one emulator's calls share;
+* :mod:`.runner` — the interpreter's core: runs one leg's documents verb by verb through a verb table;
+* :mod:`.call_threads` — a call's own thread (inbound, REST-created, or a child leg gone on alone);
+* the verbs: :mod:`.verbs` (``<Say>``, ``<Play>``, ``<Pause>``, ``<Gather>``, ``<Redirect>``, ``<Hangup>``,
+  ``<Reject>``, ``<Record>``), :mod:`.enqueue` (``<Enqueue>``, ``<Leave>``), :mod:`.dial` (``<Dial>``: its nouns,
+  its action, ``<Number>`` ringing, whisper and bridge), :mod:`.dial_conference` (``<Dial><Conference>``: a
+  participant's leg);
+* :mod:`.interpreter` — the one table of verbs and the one table of ``<Dial>`` nouns;
+* :mod:`.rest` — the fake REST API; :mod:`.emulator` — the facade, :class:`TwilioEmulator`.
 """
 
-from voice.emulator.calls import (
+from voice.emulator.conferences import Conference, ConferenceEvent, ParticipantInfo
+from voice.emulator.emulator import DEFAULT_ACCOUNT_SID, TwilioEmulator
+from voice.emulator.http import SharedKey
+from voice.emulator.legs import (
     APPLICATION_ERROR_MESSAGE,
     EmulatedCall,
     Hearing,
@@ -22,8 +35,6 @@ from voice.emulator.calls import (
     WebhookExchange,
     WebhookRequest,
 )
-from voice.emulator.conferences import Conference, ConferenceEvent, ParticipantInfo
-from voice.emulator.emulator import DEFAULT_ACCOUNT_SID, TwilioEmulator
 from voice.emulator.parties import (
     CallerInput,
     CallerScript,
@@ -36,7 +47,6 @@ from voice.emulator.parties import (
     Speech,
 )
 from voice.emulator.rest import RestRequest
-from voice.emulator.webhooks import SharedKey
 
 __all__ = [
     "APPLICATION_ERROR_MESSAGE",

@@ -3,7 +3,7 @@
 This module is the conference *mixer*: who is in which room, who can hear whom, when a room
 starts and ends, and the conference ``statusCallback`` events.  What a participant's leg does
 while it is in a room (wait music, hold music, announcements, leaving at its ``<Dial>`` action)
-lives in :mod:`voice.emulator.conference_dial`; the REST resources in :mod:`voice.emulator.rest`.
+lives in :mod:`voice.emulator.dial_conference`; the REST resources in :mod:`voice.emulator.rest`.
 
 Twilio's documented behaviour this follows (TwiML ``<Conference>``, the Voice Conference
 overview, the Conference and Participant resources, and Twilio's error reference):
@@ -49,8 +49,8 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Final, Literal
 
-from voice.emulator.calls import CallbackSpec, HangupSignal, Leg, TwilioError, WebhookExchange, new_sid
-from voice.emulator.webhooks import HttpResult, WebhookClient, new_session
+from voice.emulator.http import HttpResult, WebhookClient, new_session
+from voice.emulator.legs import CallbackSpec, HangupSignal, Leg, TwilioError, WebhookExchange, new_sid
 
 __all__ = [
     "CONFERENCE_EVENTS",

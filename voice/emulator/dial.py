@@ -1,4 +1,10 @@
-"""``<Dial><Number>``: ringing reps, the whisper on the rep's leg, the bridge, and the action.
+"""``<Dial>``: its nouns, its action, and ``<Number>``: ringing reps, the whisper on the rep's leg, the bridge.
+
+What each noun does comes from one table (:data:`voice.emulator.interpreter.DIAL_NOUNS`) that
+:func:`run_dial` dispatches through: a :class:`PhoneNoun` names a phone the ``<Dial>`` rings
+together with its other phones (``<Number>``, and bare text); a :class:`SoleNoun` must be the
+only noun of its ``<Dial>`` and carries it out alone (``<Conference>``, in
+:mod:`voice.emulator.dial_conference`).  Nouns the table does not name are skipped with a warning.
 
 Twilio rings every ``<Number>`` of a ``<Dial>`` at once and connects the first one that answers
 (and, with ``<Number url>``, gets through that whisper document without hanging up).  The
@@ -21,8 +27,6 @@ Modifying a leg through the REST API while bridged:
 * the *parent* (caller) leg: the child is hung up, the parent runs the new TwiML, and the
   ``action`` is still requested with its TwiML ignored (Twilio changelog, 2021-05-24, "Changes
   to <Dial> behavior ...": that is what Twilio does for every account).
-
-``<Dial><Conference>`` is handled in :mod:`voice.emulator.conference_dial`.
 """
 
 from __future__ import annotations
@@ -30,37 +34,54 @@ from __future__ import annotations
 import contextlib
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from voice.emulator.calls import CallbackSpec, EmulatedCall, HangupSignal, Leg, RedirectSignal, new_sid
+from voice.emulator.call_threads import run_detached_leg
+from voice.emulator.http import Document, new_session
+from voice.emulator.legs import CallbackSpec, EmulatedCall, HangupSignal, Leg, RedirectSignal, new_sid
 from voice.emulator.parties import RepBehavior, RepCursor
-from voice.emulator.twiml import (
-    Interrupted,
-    LegEnded,
-    LegRunner,
-    Step,
-    attr_float,
-    new_session,
-    run_detached_leg,
-)
-from voice.emulator.webhooks import Document
+from voice.emulator.runner import Interrupted, LegEnded, LegRunner, Step, attr_float
 
-__all__ = ["DialAction", "run_dial"]
+__all__ = ["DialAction", "DialNoun", "PhoneNoun", "RingTarget", "SoleNoun", "number_target", "run_dial"]
 
 CALL_PROGRESS_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 
 
 @dataclass(frozen=True)
-class _Target:
+class RingTarget:
+    """A phone a ``<Dial>`` rings: its number, its whisper document, its status callback."""
+
     number: str
     url: str | None = None
     method: str | None = None
     callback: CallbackSpec | None = None
 
 
+@dataclass(frozen=True)
+class PhoneNoun:
+    """A noun naming a phone that its ``<Dial>`` rings at once with its other phones (``<Number>``)."""
+
+    target: Callable[[LegRunner, ET.Element, Document], RingTarget]
+
+
+@dataclass(frozen=True)
+class SoleNoun:
+    """A noun that must be the only one of its ``<Dial>``, and carries the ``<Dial>`` out alone (``<Conference>``).
+
+    ``run(runner, dial, noun, doc)`` returns what the call does next, like a verb.
+    """
+
+    run: Callable[[LegRunner, ET.Element, ET.Element, Document], Step]
+
+
+#: What one ``<Dial>`` noun does; :data:`voice.emulator.interpreter.DIAL_NOUNS` maps noun names to these.
+DialNoun = PhoneNoun | SoleNoun
+
+
 @dataclass(eq=False)
 class _Attempt:
-    target: _Target
+    target: RingTarget
     child: Leg
     behavior: RepBehavior | None
 
@@ -101,40 +122,28 @@ def _events(value: str | None) -> frozenset[str]:
     return frozenset(e for e in value.replace(",", " ").split() if e in CALL_PROGRESS_EVENTS)
 
 
-def _targets(runner: LegRunner, element: ET.Element, doc: Document) -> list[_Target]:
-    targets: list[_Target] = []
-    text = (element.text or "").strip()
-    if text:
-        targets.append(_Target(text))
-    for noun in element:
-        if noun.tag == "Conference":
-            continue  # only reached when a <Conference> shares its <Dial> with other nouns
-        if noun.tag != "Number":
-            runner.warn(12200, f"<Dial><{noun.tag}> is not emulated; skipped", doc.url)
-            continue
-        callback_url = noun.get("statusCallback")
-        callback = (
-            CallbackSpec(
-                runner.absolute(callback_url, doc),
-                noun.get("statusCallbackMethod") or "POST",
-                _events(noun.get("statusCallbackEvent")),
-            )
-            if callback_url
-            else None
+def number_target(runner: LegRunner, noun: ET.Element, doc: Document) -> RingTarget:
+    """``<Number url method statusCallback ...>``: the number to ring, its whisper and its status callback."""
+    callback_url = noun.get("statusCallback")
+    callback = (
+        CallbackSpec(
+            runner.absolute(callback_url, doc),
+            noun.get("statusCallbackMethod") or "POST",
+            _events(noun.get("statusCallbackEvent")),
         )
-        url = noun.get("url")
-        targets.append(
-            _Target(
-                number=(noun.text or "").strip(),
-                url=runner.absolute(url, doc) if url else None,
-                method=noun.get("method"),
-                callback=callback,
-            )
-        )
-    return targets
+        if callback_url
+        else None
+    )
+    url = noun.get("url")
+    return RingTarget(
+        number=(noun.text or "").strip(),
+        url=runner.absolute(url, doc) if url else None,
+        method=noun.get("method"),
+        callback=callback,
+    )
 
 
-def _start_attempt(runner: LegRunner, target: _Target, caller_id: str) -> _Attempt:
+def _start_attempt(runner: LegRunner, target: RingTarget, caller_id: str) -> _Attempt:
     """Create the child leg for one ``<Number>`` and start it ringing."""
     call, parent = runner.call, runner.leg
     child = Leg(
@@ -195,6 +204,7 @@ def _connect(runner: LegRunner, attempt: _Attempt) -> bool:
         call,
         child,
         RepCursor(attempt.behavior),
+        verbs=runner.verbs,
         session=session,
         mode="whisper",
         also_watch=(runner.leg,),
@@ -285,19 +295,34 @@ def _detach(runner: LegRunner, attempt: _Attempt, signal: RedirectSignal) -> Non
     with parent_call.cond, call.cond:
         child.call = call
         call.attach_root(child)
-    rt.launch(call, lambda: run_detached_leg(rt, call, signal))
+    rt.launch(call, lambda: run_detached_leg(rt, call, runner.verbs, signal))
 
 
-def run_dial(runner: LegRunner, element: ET.Element, doc: Document) -> Step:
-    """Execute one ``<Dial>`` on ``runner``'s leg and return what the call does next."""
-    conference = next((noun for noun in element if noun.tag == "Conference"), None)
-    if conference is not None:
-        from voice.emulator.conference_dial import run_conference_dial
+def run_dial(runner: LegRunner, element: ET.Element, doc: Document, nouns: Mapping[str, DialNoun]) -> Step:
+    """Execute one ``<Dial>`` on ``runner``'s leg and return what the call does next.
 
-        if len(element) > 1 or (element.text or "").strip():
-            runner.warn(12200, "<Conference> must be the only noun of its <Dial>; other nouns ignored", doc.url)
-        return run_conference_dial(runner, element, conference, doc)
+    ``nouns`` says what each noun does (:data:`voice.emulator.interpreter.DIAL_NOUNS`).
+    """
+    text = (element.text or "").strip()
+    for noun in element:
+        sole = nouns.get(noun.tag)
+        if isinstance(sole, SoleNoun):
+            if len(element) > 1 or text:
+                runner.warn(12200, f"<{noun.tag}> must be the only noun of its <Dial>; other nouns ignored", doc.url)
+            return sole.run(runner, element, noun, doc)
+    # Bare text is a number to ring: <Dial>+15551234567</Dial>.
+    targets = [RingTarget(text)] if text else []
+    for noun in element:
+        phone = nouns.get(noun.tag)
+        if isinstance(phone, PhoneNoun):
+            targets.append(phone.target(runner, noun, doc))
+        else:
+            runner.warn(12200, f"<Dial><{noun.tag}> is not emulated; skipped", doc.url)
+    return _ring(runner, element, doc, targets)
 
+
+def _ring(runner: LegRunner, element: ET.Element, doc: Document, targets: list[RingTarget]) -> Step:
+    """Ring every phone at once, bridge the first that answers (and gets through its whisper), report."""
     call, parent = runner.call, runner.leg
     timeout = attr_float(element.get("timeout"), 30.0)
     time_limit = attr_float(element.get("timeLimit"), runner.rt.config.time_limit)
@@ -307,7 +332,6 @@ def run_dial(runner: LegRunner, element: ET.Element, doc: Document) -> Step:
     continue_with = action.continue_with
     report_after_caller_left = action.report_after_caller_left
 
-    targets = _targets(runner, element, doc)
     if not targets:
         runner.warn(12200, "<Dial> has nothing the emulator can dial", doc.url)
         return continue_with({"DialCallStatus": "failed", "DialCallDuration": "0", "DialBridged": "false"})

@@ -16,13 +16,14 @@ from typing import Literal
 
 import requests
 
-from voice.emulator.calls import CallbackSpec, EmulatedCall, HangupSignal, Leg, new_sid
+from voice.emulator.call_threads import run_inbound_call, run_outbound_call
 from voice.emulator.conferences import Conference
+from voice.emulator.http import SharedKey, WebhookClient, new_session
+from voice.emulator.interpreter import VERBS
+from voice.emulator.legs import CallbackSpec, EmulatedCall, HangupSignal, Leg, new_sid
 from voice.emulator.parties import CallerScript, InputSource, Party, RepCursor, RepScript
 from voice.emulator.rest import FakeRestApi, OutboundCallRequest, RestRequest
 from voice.emulator.runtime import Config, Runtime
-from voice.emulator.twiml import new_session, run_inbound_call, run_outbound_call
-from voice.emulator.webhooks import SharedKey, WebhookClient
 
 __all__ = ["DEFAULT_ACCOUNT_SID", "TwilioEmulator"]
 
@@ -239,7 +240,7 @@ class TwilioEmulator:
             )
         )
         url = self.webhooks.absolute(voice_url)
-        self._launch(call, lambda: run_inbound_call(self._rt, call, url, method.upper()))
+        self._launch(call, lambda: run_inbound_call(self._rt, call, VERBS, url, method.upper()))
         return call
 
     def _create_outbound(self, request: OutboundCallRequest) -> EmulatedCall:
@@ -284,6 +285,7 @@ class TwilioEmulator:
             lambda: run_outbound_call(
                 self._rt,
                 call,
+                VERBS,
                 url=request.url,
                 method=request.method,
                 twiml=request.twiml,

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from voice.emulator.calls import Leg, new_sid
+from voice.emulator.legs import Leg, new_sid
 
 __all__ = ["CallQueue", "QueueMember", "QueueRegistry", "QueueStats"]
 

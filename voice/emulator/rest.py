@@ -25,8 +25,6 @@ from urllib.parse import urlsplit
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from voice.emulator.calls import CallbackSpec, EmulatedCall, HangupSignal, Leg, RedirectSignal, new_sid
-from voice.emulator.conference_dial import conference_twiml
 from voice.emulator.conferences import (
     BEEP_VALUES,
     CONFERENCE_EVENTS,
@@ -39,6 +37,8 @@ from voice.emulator.conferences import (
     RestRefusal,
     label_problem,
 )
+from voice.emulator.dial_conference import conference_twiml
+from voice.emulator.legs import CallbackSpec, EmulatedCall, HangupSignal, Leg, RedirectSignal, new_sid
 from voice.emulator.queues import CallQueue, QueueMember
 from voice.emulator.runtime import Runtime, StoredRecording
 

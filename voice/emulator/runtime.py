@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from voice.emulator.calls import EmulatedCall, Leg
 from voice.emulator.conferences import ConferenceRegistry
+from voice.emulator.http import WebhookClient
+from voice.emulator.legs import EmulatedCall, Leg
 from voice.emulator.parties import CallerScript, RepBehavior, RepScript
 from voice.emulator.queues import QueueRegistry
-from voice.emulator.webhooks import WebhookClient
 
 __all__ = ["Config", "Directory", "RecordingStore", "Runtime", "StoredRecording", "silent_wav"]
 

@@ -20,11 +20,10 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
-if TYPE_CHECKING:
-    from voice.emulator.parties import InputSource
-    from voice.emulator.webhooks import HttpResult
+from voice.emulator.http import HttpResult
+from voice.emulator.parties import InputSource
 
 __all__ = [
     "APPLICATION_ERROR_MESSAGE",

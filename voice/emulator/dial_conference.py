@@ -9,8 +9,9 @@ own *view* of it until it leaves:
 * started: the people it can hear, or silence;
 * an announcement (``AnnounceUrl``) interrupts whichever of those for its duration.
 
-``waitUrl``/``holdUrl``/``announceUrl`` documents may use only ``<Say>``, ``<Play>``, ``<Pause>``
-and ``<Redirect>`` (others are skipped with error 13238).  Per the ``<Conference>`` docs, "once
+``waitUrl``/``holdUrl``/``announceUrl`` documents are ``"conference audio"`` documents: they may
+use only ``<Say>``, ``<Play>``, ``<Pause>`` and ``<Redirect>`` (others are skipped with error
+13238; see :data:`voice.emulator.interpreter.VERBS`).  Per the ``<Conference>`` docs, "once
 the TwiML document located at the waitUrl runs out of verbs to execute, silence will be played":
 a document does not loop by itself, only a ``<Redirect>`` loops it.  The emulator treats holdUrl
 documents the same way (the Participant docs say nothing else), and records the silence.
@@ -46,7 +47,6 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import urlsplit
 
-from voice.emulator.calls import CONFERENCE_VERB, CallbackSpec, HangupSignal, LeaveSignal, RedirectSignal
 from voice.emulator.conferences import (
     BEEP_VALUES,
     CONFERENCE_EVENTS,
@@ -61,7 +61,9 @@ from voice.emulator.conferences import (
     label_problem,
 )
 from voice.emulator.dial import DialAction
-from voice.emulator.twiml import (
+from voice.emulator.http import Document, DocumentProblem, parse_document
+from voice.emulator.legs import CONFERENCE_VERB, CallbackSpec, HangupSignal, LeaveSignal, RedirectSignal
+from voice.emulator.runner import (
     DEFAULT_HOLD_MUSIC,
     Interrupted,
     LegEnded,
@@ -72,14 +74,8 @@ from voice.emulator.twiml import (
     attr_float,
     spoken_seconds,
 )
-from voice.emulator.webhooks import Document, DocumentProblem, parse_document
 
-__all__ = ["CONFERENCE_AUDIO_VERBS", "run_conference_dial"]
-
-#: Verbs Twilio runs from waitUrl, holdUrl and announceUrl documents.
-CONFERENCE_AUDIO_VERBS: Final = frozenset({"Say", "Play", "Pause", "Redirect"})
-#: "Dial->Conference: Invalid Verb used in waitUrl, holdUrl, or announceUrl TwiML".
-INVALID_AUDIO_VERB: Final = 13238
+__all__ = ["conference_twiml", "run_conference_dial"]
 
 _HEARS_TEXT: Final = {
     "wait-audio": "hears the conference wait audio",
@@ -369,8 +365,7 @@ def _play(runner: LegRunner, parsed: Document | str) -> None:
     """Run an audio/TwiML response of a waitUrl, holdUrl or announceUrl."""
     poll = runner.rt.config.queue_poll_interval
     if isinstance(parsed, Document):
-        with runner.audio_mode(INVALID_AUDIO_VERB, poll):
-            runner.drive(parsed, CONFERENCE_AUDIO_VERBS, follow_redirects=False)
+        runner.drive(parsed, "conference audio", follow_redirects=False)
     elif parsed.startswith("[play "):
         runner.call.note(runner.party, "Play", parsed)
         runner.advance(runner.rt.config.play_seconds, min_real=poll)
