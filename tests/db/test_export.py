@@ -47,7 +47,11 @@ EXPECTED: list[dict[str, Any]] = [
         "language": "es-MX",
         "transcript": "hola, me cobraron dos veces",
         "survey": "resolved=1; rating=5",
-        "handoffs": "Alice Morgan -> Bruno Diaz (failed: no-answer); Alice Morgan -> Carla Reyes (completed)",
+        # The first rep's note goes with each transfer (issue 15: it was not exported).
+        "handoffs": (
+            'Alice Morgan -> Bruno Diaz (failed: no-answer) note: "Wants the March invoice refunded."; '
+            'Alice Morgan -> Carla Reyes (completed) note: "Wants the March invoice refunded."'
+        ),
     },
     {
         "call_sid": "CA0002",
@@ -128,6 +132,7 @@ def seed(store: Store) -> None:
                     state=state,
                     failure=failure,
                     conference=f"handoff-{name}",
+                    note="Wants the March\n invoice refunded.",
                     caller_call_sid="CA0001",
                 )
             )

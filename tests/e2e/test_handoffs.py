@@ -13,7 +13,7 @@ from crm_sync.queries.interactions import require_interaction
 from crm_sync.queries.reps import find_rep
 from tests.conftest import PhoneSystem, signed_post
 from voice.cli import main
-from voice.emulator import EmulatedCall, RepScript, Speech
+from voice.emulator import Digits, EmulatedCall, RepScript, Speech
 
 ALICE, BOB = "+15550100001", "+15550100002"
 JANE = "+15551230001"
@@ -55,9 +55,12 @@ def rep_state(system: PhoneSystem, name: str) -> RepState:
 
 
 def jane_with_alice(system: PhoneSystem) -> EmulatedCall:
-    """Jane's billing call, taken by Alice, who stays on it until she leaves."""
+    """Jane's billing call, taken by Alice, who stays on it until she leaves; Jane presses 4 if asked anything
+    after the conversation (the sample flow's survey)."""
     system.twilio.register_rep(ALICE, RepScript.accepts(talk_seconds=None))
-    call = system.call(JANE, Speech("my internet bill and my router are both wrong"), talk_seconds=None)
+    call = system.call(
+        JANE, Speech("my internet bill and my router are both wrong"), Digits("4"), talk_seconds=None
+    )
     assert call.wait_until(lambda c: c.state == "bridged", timeout=WAIT)
     return call
 
@@ -195,3 +198,42 @@ def test_nobody_free_in_the_target_department_is_refused_and_nothing_moves(phone
     assert response.get_json()["error"]["message"] == "nobody in technical support is free right now"
     assert caller.state == "bridged" and handoff_state(phone_system, caller.sid) is None
     assert transfer(phone_system, "Bob Chen", caller.sid, department="sales").status_code == 409  # not Bob's call
+
+
+def test_after_a_declined_handoff_the_first_rep_hanging_up_does_not_strand_the_caller(
+    phone_system: PhoneSystem,
+) -> None:
+    # Issue 15: Bob declined, Jane was back with Alice; when Alice then hung up, Jane sat alone in a silent
+    # conference until she gave up, and Bob stayed reserved.
+    caller = jane_with_alice(phone_system)
+    phone_system.twilio.register_rep(BOB, RepScript.declines())
+    assert transfer(phone_system, "Alice Rivera", caller.sid, rep="Bob Chen", note=NOTE).status_code == 202
+    assert wait_for(lambda: handoff_state(phone_system, caller.sid) is HandoffState.FAILED)
+    assert caller.wait_until(lambda c: "from" in c.connected_with(), timeout=WAIT)
+    # Bob, who declined, is free at once, not when his reservation runs out.
+    assert wait_for(lambda: rep_state(phone_system, "Bob Chen") is RepState.AVAILABLE, timeout=5)
+
+    assert phone_system.twilio.rep_hang_up(ALICE)
+    assert caller.wait_finished(timeout=WAIT)  # not left holding on to an empty conference
+    heard = " ".join(caller.heard())
+    assert "How satisfied were you" in heard  # the flow's own ending after a conversation: its survey
+    assert wait_for(lambda: rep_state(phone_system, "Alice Rivera") is RepState.AVAILABLE)
+    with phone_system.store.unit_of_work() as session:
+        record = require_interaction(session, caller.sid)
+        assert record.status is InteractionStatus.ENDED and record.outcome is Outcome.ANSWERED
+
+
+def test_after_a_completed_handoff_the_caller_answers_the_survey(phone_system: PhoneSystem) -> None:
+    caller = jane_with_alice(phone_system)
+    phone_system.twilio.register_rep(BOB, RepScript.accepts(talk_seconds=None))
+    assert transfer(phone_system, "Alice Rivera", caller.sid, department="technical_support").status_code == 202
+    assert wait_for(lambda: handoff_state(phone_system, caller.sid) is HandoffState.CONSULTING)
+    assert phone_system.twilio.rep_hang_up(ALICE)
+    assert wait_for(lambda: handoff_state(phone_system, caller.sid) is HandoffState.COMPLETED)
+    assert caller.wait_until(lambda c: "to" in c.connected_with(), timeout=WAIT)
+
+    assert phone_system.twilio.rep_hang_up(BOB)  # Bob ends the conversation; Jane is still on the line
+    assert caller.wait_finished(timeout=WAIT)
+    assert "How satisfied were you" in " ".join(caller.heard())
+    with phone_system.store.unit_of_work() as session:
+        assert require_interaction(session, caller.sid).survey

@@ -266,3 +266,36 @@ def test_a_caller_who_chose_spanish_hears_the_queue_and_the_callback_in_spanish(
         "Le comunicamos ahora con una persona de nuestro equipo.",
     ]
     assert {(entry.attrs.get("language"), entry.attrs.get("voice")) for entry in said[:2]} == {("es-MX", "Polly.Mia")}
+
+
+def test_a_called_back_customer_answers_the_survey_after_the_conversation(phone_system: PhoneSystem) -> None:
+    # Issue 15: the survey's key press arrived on the callback's own call, which the gather step did not know:
+    # the customer heard "something went wrong" and the answer was lost.
+    first = alice_busy_with_omar(phone_system)
+    phone_system.twilio.register_callee(JANE, CallerScript([Digits("4")], talk_seconds=None))
+    waiting = phone_system.call(JANE, Speech("my invoice is wrong"), Digits("1"))
+    assert waiting.wait_finished(timeout=WAIT)
+    first.hang_up()  # Alice is free: she takes the callback and talks 5 s, then Jane hears the survey
+    callback_call = phone_system.twilio.wait_for_call(lambda c: c.sid != waiting.sid and c.to == JANE, timeout=WAIT)
+    assert callback_call is not None and callback_call.wait_finished(timeout=WAIT)
+    heard = " ".join(callback_call.heard("caller"))
+    assert "How satisfied were you" in heard and heard.endswith("Goodbye.")
+    assert "something went wrong" not in heard
+    record = record_of(phone_system, waiting.sid)
+    assert record.outcome is Outcome.CALLBACK and list(record.survey.values()) == ["4"]
+
+
+def test_a_pulled_caller_whom_the_rep_turns_down_is_not_recorded_as_that_reps_call(phone_system: PhoneSystem) -> None:
+    # Issue 15: a caller pulled from the line to Alice, who declined, then left a message (nobody else on duty for
+    # billing): the interaction named Alice as its rep although she never took it.
+    phone_system.twilio.register_rep(
+        ALICE, RepScript.sequence([RepScript.accepts(talk_seconds=None), RepScript.declines()])
+    )
+    first = phone_system.call(OMAR, Speech("I need a refund"), talk_seconds=None)
+    assert first.wait_until(lambda c: c.state == "bridged", timeout=WAIT)
+    waiting = phone_system.call(JANE, Speech("my invoice is wrong"))
+    assert waiting.wait_until(lambda c: any("in line" in text for text in c.heard("caller")), timeout=WAIT)
+    first.hang_up()  # Alice is free, Jane is pulled to her, Alice declines: nobody else does billing
+    assert waiting.wait_finished(timeout=WAIT)
+    record = record_of(phone_system, waiting.sid)
+    assert record.outcome is Outcome.NO_REP and record.rep is None

@@ -186,6 +186,15 @@ class Acknowledge:
     """Status callbacks: Twilio ignores the body, but it must still be valid TwiML."""
 
 
+@dataclass(frozen=True)
+class AfterHandoff:
+    """Send the caller on to what follows a hand-off's conversation (the flow's goodbye or survey) without deciding
+    it here. What the caller's conference ``<Dial>`` action answers: Twilio requests that action also when we
+    redirect the leg by REST, and ignores its TwiML then, so deciding there would run the flow's ending twice."""
+
+    handoff_id: int
+
+
 Reply = (
     FlowReply
     | DialRep
@@ -202,4 +211,5 @@ Reply = (
     | HandoffWhisper
     | Announcement
     | Acknowledge
+    | AfterHandoff
 )

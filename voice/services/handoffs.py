@@ -51,7 +51,16 @@ from voice.domain.actions import (
     HoldParticipant,
     RedirectHandoffLeg,
 )
-from voice.domain.replies import Acknowledge, Announcement, Goodbye, HandoffWhisper, HoldMusic, JoinConference, Reply
+from voice.domain.replies import (
+    Acknowledge,
+    AfterHandoff,
+    Announcement,
+    Goodbye,
+    HandoffWhisper,
+    HoldMusic,
+    JoinConference,
+    Reply,
+)
 from voice.services.calls import FINAL_CALL_STATUSES, CallService, cancel_handoff_without_caller
 from voice.services.context import Service, ServiceContext
 
@@ -405,8 +414,10 @@ class HandoffService(Service):
         return Goodbye(say=())
 
     def caller_left(self, handoff_id: int) -> Reply:
-        """The caller's conference Dial is over while they are still on the line (the conference ended)."""
-        return self.after_conversation(handoff_id)
+        """The caller's conference Dial is over while they are still on the line: they go on to what follows the
+        conversation. Twilio also asks this when we redirected the caller's leg (and then ignores the answer), so it
+        decides nothing itself."""
+        return AfterHandoff(handoff_id)
 
     def after_conversation(self, handoff_id: int) -> Reply:
         with self._store.unit_of_work() as session:

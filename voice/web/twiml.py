@@ -11,6 +11,7 @@ from ivr_flows import Hangup as HangupAction
 from ivr_flows import Record as RecordAction
 from voice.domain.replies import (
     Acknowledge,
+    AfterHandoff,
     Announcement,
     Bridge,
     DialRep,
@@ -155,6 +156,8 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             response.say(reply.text, language=reply.language, voice=reply.voice)
         case Bridge() | Acknowledge():
             pass
+        case AfterHandoff(handoff_id=handoff_id):
+            response.redirect(url_for("voice.handoff_after", handoff=handoff_id), method="POST")
         case Goodbye():
             _say_all(response, reply.say, reply.language, reply.voice)
             response.hangup()
