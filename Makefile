@@ -44,6 +44,7 @@ test: lint typecheck pytest
 
 lint: $(EXTRAS)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(EXTRAS)
 	$(BIN)/mypy voice ivr_flows crm_sync bench tests
@@ -65,7 +66,7 @@ bench-routing: $(EXTRAS)
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable \
-	  | grep -viE '^(pytest|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|cffi|pycparser|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|toml=|graphviz)' \
+	  | grep -viE '^(pytest|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|toml=|graphviz|import.linter|grimp|rich=|markdown.it|mdurl)' \
 	  > requirements.txt
 
 clean:

@@ -43,7 +43,9 @@ __all__ = [
 CUSTOMER_COLUMNS: tuple[tuple[str, ...], tuple[str, ...]] = (("name", "phone"), ("email", "tier", "notes"))
 #: Columns of a reps file: (required, optional). Reps have nowhere to keep extra columns, so any other column is a
 #: file error rather than silently dropped data (a misspelt "langauges" must not go unnoticed).
-REP_COLUMNS: tuple[tuple[str, ...], tuple[str, ...]] = (("name", "phone", "departments"), ("languages",))
+REP_COLUMNS: tuple[tuple[str, ...], tuple[str, ...]] = (("name", "phone", "departments"), ("languages", "role"))
+#: What a rep may be: a rep takes calls; a supervisor also sees the floor and acts on every call and task.
+ROLES = ("rep", "supervisor")
 
 DEFAULT_TIER = "standard"
 
@@ -478,6 +480,7 @@ class _RepRecord:
     phone_e164: str
     departments: dict[str, int | None]  # department -> skill level, when the file gives one
     languages: list[str]
+    role: str | None  # None: the column is absent or empty (a new rep is a rep; an existing one keeps theirs)
 
 
 def import_reps(
@@ -488,7 +491,8 @@ def import_reps(
     known_departments: Collection[str],
     default_region: str = "US",
 ) -> ImportReport:
-    """Validate a reps CSV (``name,phone,departments`` + optional ``languages``) and upsert its good rows by name.
+    """Validate a reps CSV (``name,phone,departments`` + optional ``languages``, ``role``) and upsert its good rows
+    by name.
 
     ``known_departments`` are the department ids of the live flow: a skill for any other department would route no
     call, so it is a row error listing the known ones. Departments and languages are ``;``-separated; a department
@@ -517,13 +521,24 @@ def import_reps(
         phone = _phone(row.values["phone"], region, problems)
         departments = _departments(row.values["departments"], known, problems)
         languages = _languages(row.values.get("languages", ""), problems)
+        role = _role(row.values.get("role", ""), problems)
         if problems or name is None or phone is None:
             errors.append(RowError(source_name, row.line, "; ".join(problems)))
             continue
-        records.append(_RepRecord(name, phone, departments, languages))
+        records.append(_RepRecord(name, phone, departments, languages, role))
 
     created, updated = _write_reps(store, records) if records else (0, 0)
     return ImportReport(created=created, updated=updated, errors=errors, names=tuple(r.name for r in records))
+
+
+def _role(raw: str, problems: list[str]) -> str | None:
+    role = raw.strip().lower()
+    if not role:
+        return None
+    if role not in ROLES:
+        problems.append(f"role {raw.strip()!r} is not one of {', '.join(ROLES)}")
+        return None
+    return role
 
 
 def _write_reps(store: Store, records: Sequence[_RepRecord]) -> tuple[int, int]:
@@ -538,6 +553,7 @@ def _write_reps(store: Store, records: Sequence[_RepRecord]) -> tuple[int, int]:
                 departments=list(record.departments),
                 levels={department: level for department, level in record.departments.items() if level is not None},
                 languages=record.languages,
+                role=record.role,
             )
             created += was_created
     return created, len(records) - created

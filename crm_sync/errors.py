@@ -33,5 +33,9 @@ class UnknownInteraction(NotFound):
     by that id."""
 
 
+class UnknownCustomer(NotFound):
+    """No customer by that id."""
+
+
 class PresenceRefused(Refused):
     """A presence a rep cannot choose (reserved, on a call and wrap-up are set by calls, not by people)."""

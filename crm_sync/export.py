@@ -62,6 +62,10 @@ EXPORT_FIELDS: tuple[str, ...] = (
     "transcript",
     "survey",
     "handoffs",
+    "disposition",
+    "wrap_up_notes",
+    "corrected_department",
+    "wrapped_up_at",
 )
 
 _BATCH = 500  # interactions whose hand-offs are read together
@@ -116,6 +120,10 @@ def interaction_record(interaction: Interaction, handoffs: Sequence[Handoff] = (
         "transcript": interaction.transcript,
         "survey": _survey(interaction.survey),
         "handoffs": "; ".join(_handoff(handoff) for handoff in handoffs) or None,
+        "disposition": interaction.disposition,
+        "wrap_up_notes": interaction.wrap_up_notes,
+        "corrected_department": interaction.corrected_department,
+        "wrapped_up_at": _iso(interaction.wrapped_up_at),
     }
 
 

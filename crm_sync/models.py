@@ -202,8 +202,14 @@ class Rep(Base):
     after_call_state: Mapped[RepState | None] = mapped_column(_enum(RepState))
     # Round robin hands the next call to the rep offered one longest ago.
     last_offered_at: Mapped[datetime | None] = mapped_column()
-    # SHA-256 of the rep's API token (the rep console's key to the JSON API); the token itself is never stored.
+    # SHA-256 of the rep's API token (integrations' key to the JSON API); the token itself is never stored.
     api_token_hash: Mapped[str | None] = mapped_column(String(64))
+    # "rep" or "supervisor" (the reps CSV's role column): a supervisor sees and acts on every call and task.
+    role: Mapped[str] = mapped_column(String(16), default="rep", server_default="rep")
+    # The console password, hashed with Argon2id (argon2-cffi); None: the rep signs in with one-time links only.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Why the rep is away (break, lunch, training, ...: config.yaml console.away_reasons), while away.
+    away_reason: Mapped[str | None] = mapped_column(String(40))
 
     __table_args__ = (UniqueConstraint("api_token_hash", name="uq_reps_api_token_hash"),)
 
@@ -228,6 +234,18 @@ class Rep(Base):
         self._become(RepState.RESERVED, now)
         self.reserved_until = until
         self.last_offered_at = now
+        self.current_offer_id = None
+
+    def reserve_to_call_out(self, *, now: datetime, until: datetime) -> None:
+        """Hold the rep for a call they place themselves (a callback from their work queue): allowed while free,
+        in wrap-up or away (working follow-ups); an away rep goes back to away when that call ends."""
+        if self.state not in (RepState.AVAILABLE, RepState.WRAP_UP, RepState.AWAY):
+            raise InvalidTransition(f"{self.name} is {self.state.value.replace('_', ' ')}: finish that first")
+        if self.state is RepState.AWAY:
+            self.after_call_state = RepState.AWAY
+        self._become(RepState.RESERVED, now)
+        self.reserved_until = until
+        self.wrap_up_until = None
         self.current_offer_id = None
 
     def hold_for(self, offer_id: int) -> None:
@@ -304,8 +322,13 @@ class Rep(Base):
         self.wrap_up_until = None
         return True
 
-    def choose_presence(self, state: RepState, *, now: datetime) -> bool:
-        """A person sets the rep's presence. Returns False when it takes effect only after the current call.
+    @property
+    def is_supervisor(self) -> bool:
+        return self.role == "supervisor"
+
+    def choose_presence(self, state: RepState, *, now: datetime, reason: str | None = None) -> bool:
+        """A person sets the rep's presence (``reason``: why they are away). Returns False when it takes effect only
+        after the current call.
 
         Available restarts the idle clock and ends a wrap-up early. Away or offline asked for while ringing or
         talking on a Warmline call is kept for when the call ends, so a rep is never pulled off a live call.
@@ -313,6 +336,7 @@ class Rep(Base):
         if state not in CHOSEN_STATES:
             choices = ", ".join(choice.value for choice in CHOSEN_STATES)
             raise PresenceRefused(f"{state.value} is set by calls; choose one of {choices}")
+        self.away_reason = reason if state is RepState.AWAY else None
         if self.state in (RepState.RESERVED, RepState.ON_CALL) and self.current_offer_id is not None:
             self.after_call_state = None if state is RepState.AVAILABLE else state
             return False
@@ -325,6 +349,9 @@ class Rep(Base):
             self.available_since = now
             self.missed_offers = 0
         return True
+
+    def set_password_hash(self, password_hash: str | None) -> None:
+        self.password_hash = password_hash
 
     def _become(self, state: RepState, now: datetime) -> None:
         if state is not self.state:
@@ -393,10 +420,49 @@ class Interaction(Base):
     announced_wait: Mapped[int | None] = mapped_column(Integer)
     # Why the caller is leaving the hold loop (<Leave/>): "callback" or "voicemail" (they pressed a key for it).
     leave_reason: Mapped[str | None] = mapped_column(String(16))
+    # The rep's wrap-up: how the call ended for the customer (a disposition code), their notes, who and when.
+    disposition: Mapped[str | None] = mapped_column(String(40))
+    wrap_up_notes: Mapped[str | None] = mapped_column(Text)
+    wrapped_up_at: Mapped[datetime | None] = mapped_column()
+    wrapped_up_by_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
+    # "Wrong department?": where the call should have gone, said by the rep who took it or a supervisor. The
+    # department the flow detected stays in ``department`` (and ``confidence``): routing learns from the pair.
+    corrected_department: Mapped[str | None] = mapped_column(String(64))
+    corrected_at: Mapped[datetime | None] = mapped_column()
+    corrected_by_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
 
     # Loaded only where needed (the whisper, exports): the hot webhooks never touch them.
     customer: Mapped[Customer | None] = relationship()
-    rep: Mapped[Rep | None] = relationship()
+    rep: Mapped[Rep | None] = relationship(foreign_keys=[rep_id])
+
+    @classmethod
+    def call_out(
+        cls,
+        *,
+        key: str,
+        to: str,
+        from_: str,
+        customer_id: int | None,
+        department: str | None,
+        flow_name: str,
+        flow_version: str,
+        flow_state: dict[str, Any],
+        now: datetime,
+    ) -> Interaction:
+        """A call we place to a customer (a rep calling back from the work queue), waiting for its callback to be
+        answered. ``key``: its CallSid is not known until the customer picks up (then ``live_call_sid``)."""
+        return cls(
+            call_sid=key,
+            caller_number=to,
+            called_number=from_,
+            customer_id=customer_id,
+            department=department,
+            flow_name=flow_name,
+            flow_version=flow_version,
+            flow_state=flow_state,
+            started_at=now,
+            status=InteractionStatus.CALLBACK,
+        )
 
     # --- the IVR ---------------------------------------------------------------------------------------------------
 
@@ -583,6 +649,33 @@ class Interaction(Base):
         self.last_call_status = call_status
         return True
 
+    # --- after the call: the rep's wrap-up ------------------------------------------------------------------------
+
+    def wrap_up(
+        self,
+        *,
+        by_rep_id: int,
+        disposition: str | None,
+        notes: str | None,
+        department: str | None,
+        now: datetime,
+    ) -> None:
+        """The rep's record of the call: a disposition, notes, and, when the flow sent the caller to the wrong
+        department, the right one (a correction; choosing the detected one again withdraws it). Saving again
+        replaces what was saved; each field given as None is left as it was."""
+        if disposition is not None:
+            self.disposition = disposition or None
+        if notes is not None:
+            self.wrap_up_notes = notes.strip() or None
+        if department is not None:
+            corrected = department if department != self.department else None
+            if corrected != self.corrected_department:
+                self.corrected_department = corrected
+                self.corrected_at = now if corrected else None
+                self.corrected_by_rep_id = by_rep_id if corrected else None
+        self.wrapped_up_at = now
+        self.wrapped_up_by_rep_id = by_rep_id
+
     def _live(self) -> None:
         if self.ended:
             raise InvalidTransition(f"interaction {self.call_sid} has ended")
@@ -633,6 +726,16 @@ class Task(Base):
     state: Mapped[TaskState] = mapped_column(_enum(TaskState), default=TaskState.OPEN, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     due_at: Mapped[datetime | None] = mapped_column()
+    # Who is working on it (claimed from the console's work queue), and how it was closed.
+    claimed_by_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"), index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    closed_at: Mapped[datetime | None] = mapped_column()
+    closed_by_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
+    close_note: Mapped[str | None] = mapped_column(Text)
+
+    customer: Mapped[Customer | None] = relationship()
+    interaction: Mapped[Interaction | None] = relationship()
+    claimed_by: Mapped[Rep | None] = relationship(foreign_keys=[claimed_by_rep_id])
 
     @classmethod
     def file(
@@ -656,6 +759,29 @@ class Task(Base):
 
     def add_to_note(self, text: str) -> None:
         self.note = f"{self.note}\n{text}" if self.note else text
+
+    def claim(self, rep_id: int, *, now: datetime) -> None:
+        """A rep takes the task on (nobody else works it meanwhile; a supervisor may take it over)."""
+        if not self.open:
+            raise InvalidTransition(f"task {self.id} is closed")
+        self.claimed_by_rep_id = rep_id
+        self.claimed_at = now
+
+    def release(self) -> None:
+        """Back in the work queue for anyone to take."""
+        if not self.open:
+            raise InvalidTransition(f"task {self.id} is closed")
+        self.claimed_by_rep_id = None
+        self.claimed_at = None
+
+    def close(self, *, by_rep_id: int, note: str, now: datetime) -> None:
+        """Done, with what was done."""
+        if not self.open:
+            raise InvalidTransition(f"task {self.id} is already closed")
+        self.state = TaskState.DONE
+        self.closed_at = now
+        self.closed_by_rep_id = by_rep_id
+        self.close_note = note.strip() or None
 
 
 class Offer(Base):
@@ -788,6 +914,9 @@ class Callback(Base):
     offer_id: Mapped[int | None] = mapped_column(Integer)
     last_result: Mapped[str | None] = mapped_column(String(32))
     ended_at: Mapped[datetime | None] = mapped_column()
+    # A rep calling back from their work queue: the task this call works on (its result goes on the task; the
+    # callback is placed once, with that rep, never queued or retried).
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"))
 
     interaction: Mapped[Interaction] = relationship()
 
@@ -957,3 +1086,67 @@ class Handoff(Base):
         self.state = state
         self.ended_at = now
         self.failure = reason[:200]
+
+
+class AuditEvent(Base):
+    """Who changed what, when, from the console, the API or the command line (every change a person makes)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # The rep or supervisor who did it; None for an admin at the command line.
+    actor_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id", ondelete="SET NULL"), index=True)
+    # What happened, as a verb phrase ("wrap-up saved", "presence set", "task closed", "signed in").
+    action: Mapped[str] = mapped_column(String(60))
+    # What it happened to: "interaction:CA…", "task:12", "rep:3", "customer:7".
+    subject: Mapped[str] = mapped_column(String(100), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ConsoleSession(Base):
+    """A signed-in console: the signed session cookie carries a random id whose SHA-256 is this row's key, so
+    signing out (or a supervisor's reset) ends it everywhere, and a stolen database holds no usable session."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rep_id: Mapped[int] = mapped_column(ForeignKey("reps.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+    rep: Mapped[Rep] = relationship()
+
+    def valid_at(self, now: datetime) -> bool:
+        return now < self.expires_at
+
+
+class LoginLink(Base):
+    """A one-time sign-in link an admin hands out (``warmline reps login-link NAME``): valid 15 minutes, once."""
+
+    __tablename__ = "login_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rep_id: Mapped[int] = mapped_column(ForeignKey("reps.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
+
+    def use(self, *, now: datetime) -> bool:
+        """Spend the link. False when it was used already or has expired."""
+        if self.used_at is not None or now >= self.expires_at:
+            return False
+        self.used_at = now
+        return True
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins per key (a name, an address) in the current window, so guessing is slow for everyone and
+    the limit holds across workers and hosts."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_started_at: Mapped[datetime] = mapped_column()
+    failures: Mapped[int] = mapped_column(Integer, default=0)

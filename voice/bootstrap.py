@@ -13,14 +13,19 @@ from voice.adapters.transcription import Transcription
 from voice.adapters.twilio_rest import BackgroundRunner, TwilioRest
 from voice.config import Settings
 from voice.domain.actions import ActionRelay
+from voice.services.accounts import AccountService
 from voice.services.calls import CallService
 from voice.services.context import Clock, ServiceContext
+from voice.services.customers import CustomerService
 from voice.services.dispatch import Dispatcher
+from voice.services.floor import FloorService
 from voice.services.handoffs import HandoffService
 from voice.services.housekeeping import Housekeeper, SweepThread
 from voice.services.presence import PresenceService
 from voice.services.queue import QueueService
 from voice.services.voicemail import VoicemailService
+from voice.services.worklist import WorkService
+from voice.services.wrapup import WrapUpService
 from voice.web.urls import url_builder
 
 # Used for pull URLs when WARMLINE_PUBLIC_URL is unset (local runs): where `warmline serve` listens by default.
@@ -42,6 +47,11 @@ class Warmline:
     voicemail: VoicemailService
     presence: PresenceService
     handoffs: HandoffService
+    accounts: AccountService
+    wrap_ups: WrapUpService
+    work: WorkService
+    customers: CustomerService
+    floor: FloorService
     housekeeper: Housekeeper
     rest: TwilioRest
     runner: BackgroundRunner
@@ -101,6 +111,11 @@ def assemble(
     presence = PresenceService(context)
     handoffs = HandoffService(context, calls=calls)
     housekeeper = Housekeeper(context, queue=queue)
+    accounts = AccountService(context)
+    wrap_ups = WrapUpService(context)
+    work = WorkService(context)
+    customers = CustomerService(context)
+    floor = FloorService(context)
     action_runner = ActionRunner(
         pool=runner,
         rest=rest,
@@ -129,6 +144,11 @@ def assemble(
         voicemail=voicemail,
         presence=presence,
         handoffs=handoffs,
+        accounts=accounts,
+        wrap_ups=wrap_ups,
+        work=work,
+        customers=customers,
+        floor=floor,
         housekeeper=housekeeper,
         rest=rest,
         runner=runner,

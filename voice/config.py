@@ -176,6 +176,33 @@ class ProxySettings(_Section):
     trust_forwarded_headers: bool = False
 
 
+#: How a call ended for the customer, as a rep records it at wrap-up (any department without a list of its own).
+DEFAULT_DISPOSITIONS = (
+    "resolved",
+    "follow-up needed",
+    "escalated",
+    "callback scheduled",
+    "information given",
+    "wrong number",
+    "no action needed",
+)
+
+
+class ConsoleSettings(_Section):
+    # Wrap-up disposition codes: the default list, and per department a list of its own.
+    dispositions: list[str] = Field(default_factory=lambda: list(DEFAULT_DISPOSITIONS), min_length=1)
+    department_dispositions: dict[str, list[str]] = {}
+    # Why a rep may be away.
+    away_reasons: list[str] = Field(default_factory=lambda: ["break", "lunch", "training", "meeting"], min_length=1)
+    # How long a console stays signed in without signing in again (hours).
+    session_hours: int = Field(default=12, ge=1, le=24 * 14)
+    # Failed sign-ins allowed per name (and, times three, per address) in 15 minutes before sign-in is paused.
+    max_failed_sign_ins: int = Field(default=5, ge=1, le=100)
+
+    def dispositions_for(self, department: str | None) -> list[str]:
+        return self.department_dispositions.get(department or "", self.dispositions)
+
+
 class Settings(_Section):
     """Everything the app is configured with. Built by ``load_settings``; tests pass overrides to create_app."""
 
@@ -188,6 +215,7 @@ class Settings(_Section):
     fallback: FallbackSettings = FallbackSettings()
     proxy: ProxySettings = ProxySettings()
     speech: SpeechSettings = SpeechSettings()
+    console: ConsoleSettings = ConsoleSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # From the environment (never from config.yaml).
@@ -199,6 +227,8 @@ class Settings(_Section):
     # voice/signature.py); empty: every webhook must be signed with the Auth Token.
     webhook_shared_key: str = Field("", repr=False)
     twilio_api_url: str = DEFAULT_TWILIO_API_URL
+    # Signs the console's session cookies (WARMLINE_SECRET_KEY; a random one kept in instance/ when unset).
+    secret_key: str = Field("", repr=False)
     config_path: Path = DEFAULT_CONFIG_PATH
     instance_path: Path = PROJECT_ROOT / "instance"
 
@@ -215,8 +245,17 @@ _ENVIRONMENT_KEYS = {
     "auth_token": "TWILIO_AUTH_TOKEN",
     "webhook_shared_key": "TWILIO_WEBHOOK_SHARED_KEY",
     "twilio_api_url": "TWILIO_API_URL",
+    "secret_key": "WARMLINE_SECRET_KEY",
 }
-_SECRET_KEYS = {"auth_token", "webhook_shared_key", "account_sid", "database_url", "public_url", "twilio_api_url"}
+_SECRET_KEYS = {
+    "auth_token",
+    "webhook_shared_key",
+    "account_sid",
+    "database_url",
+    "public_url",
+    "twilio_api_url",
+    "secret_key",
+}
 
 
 def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None) -> Settings:
@@ -260,6 +299,8 @@ def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str,
         updates["auth_token"] = development_auth_token(settings.instance_path)
     if not settings.account_sid:
         updates["account_sid"] = "AC" + "0" * 32
+    if not settings.secret_key:
+        updates["secret_key"] = development_secret(settings.instance_path, "console-secret-key", "WARMLINE_SECRET_KEY")
     return settings.model_copy(update=updates) if updates else settings
 
 
@@ -269,12 +310,18 @@ def development_auth_token(instance_path: Path) -> str:
     Real Twilio requests then fail signature checks (403) rather than being accepted unsigned, and the local
     emulator (`warmline call`) signs with the same token, read from this file. Never used when the variable is set.
     """
-    token_file = instance_path / "dev-auth-token"
-    if token_file.exists():
-        return token_file.read_text(encoding="utf-8").strip()
+    return development_secret(instance_path, "dev-auth-token", "TWILIO_AUTH_TOKEN", nbytes=16)
+
+
+def development_secret(instance_path: Path, name: str, variable: str, *, nbytes: int = 32) -> str:
+    """A random secret kept in ``instance/name`` (mode 600) for when ``variable`` is unset: every worker and
+    command of one checkout shares it."""
+    secret_file = instance_path / name
+    if secret_file.exists():
+        return secret_file.read_text(encoding="utf-8").strip()
     instance_path.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(16)
-    token_file.write_text(token + "\n", encoding="utf-8")
-    token_file.chmod(0o600)
-    log.warning("TWILIO_AUTH_TOKEN is not set: using a development token from %s", token_file)
-    return token
+    secret = secrets.token_hex(nbytes)
+    secret_file.write_text(secret + "\n", encoding="utf-8")
+    secret_file.chmod(0o600)
+    log.warning("%s is not set: using a development secret from %s", variable, secret_file)
+    return secret

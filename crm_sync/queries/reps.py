@@ -111,9 +111,10 @@ def upsert_rep(
     departments: Sequence[str],
     languages: Sequence[str],
     levels: Mapping[str, int] | None = None,
+    role: str | None = None,
 ) -> tuple[Rep, bool]:
-    """Create or update a rep by name: phone, languages and skills (levels 1-10 per department; default kept, or 5
-    for a new skill). A new rep starts offline."""
+    """Create or update a rep by name: phone, languages, skills (levels 1-10 per department; default kept, or 5
+    for a new skill) and role (None: a new rep is a rep, an existing one keeps theirs). A new rep starts offline."""
     rep = session.scalars(select(Rep).where(func.lower(Rep.name) == name.lower())).one_or_none()
     created = rep is None
     if rep is None:
@@ -121,6 +122,10 @@ def upsert_rep(
         session.add(rep)
     rep.phone = phone_e164
     rep.languages = list(languages)
+    if role is not None:
+        rep.role = role
+    elif created:
+        rep.role = "rep"
     wanted = set(departments)
     rep.skills = [skill for skill in rep.skills if skill.department in wanted]
     have = {skill.department for skill in rep.skills}

@@ -52,6 +52,11 @@ EXPECTED: list[dict[str, Any]] = [
             'Alice Morgan -> Bruno Diaz (failed: no-answer) note: "Wants the March invoice refunded."; '
             'Alice Morgan -> Carla Reyes (completed) note: "Wants the March invoice refunded."'
         ),
+        # The rep's wrap-up, and where the call should have gone next to what the flow detected.
+        "disposition": "resolved",
+        "wrap_up_notes": "Refund issued for the duplicate charge.",
+        "corrected_department": "account",
+        "wrapped_up_at": "2025-03-04T15:13:30Z",
     },
     {
         "call_sid": "CA0002",
@@ -79,6 +84,10 @@ EXPECTED: list[dict[str, Any]] = [
         "transcript": None,
         "survey": None,
         "handoffs": None,
+        "disposition": None,
+        "wrap_up_notes": None,
+        "corrected_department": None,
+        "wrapped_up_at": None,
     },
 ]
 
@@ -143,6 +152,13 @@ def seed(store: Store) -> None:
             now=datetime(2025, 3, 4, 15, 12, tzinfo=UTC),
         )
         call.hold_seconds = 42
+        call.wrap_up(
+            by_rep_id=alice.id,
+            disposition="resolved",
+            notes="Refund issued for the duplicate charge.",
+            department="account",
+            now=datetime(2025, 3, 4, 15, 13, 30, tzinfo=UTC),
+        )
         anonymous = Interaction(
             call_sid="CA0002",
             caller_number="anonymous",

@@ -5,7 +5,6 @@ None of these needs a model or NumPy: they always run.
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 import threading
@@ -100,64 +99,7 @@ def test_a_deferred_classifier_is_built_once_on_first_use_and_retried_after_a_fa
     assert answers == ["billing"] * 8 and builds == [1] and deferred.built
 
 
-# --- import rules ------------------------------------------------------------------------------------------------
-
-
-def imports_of(path: Path) -> list[tuple[str, bool]]:
-    """Every module ``path`` imports, with whether the import sits inside a function (``TYPE_CHECKING`` blocks,
-    which never run, left out)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found: list[tuple[str, bool]] = []
-
-    def visit(node: ast.AST, in_function: bool) -> None:
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            return
-        if isinstance(node, ast.Import):
-            found.extend((alias.name, in_function) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.module, in_function))
-            found.extend((f"{node.module}.{alias.name}", in_function) for alias in node.names)
-        inside = in_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
-        for child in ast.iter_child_nodes(node):
-            visit(child, inside)
-
-    visit(tree, False)
-    return found
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def test_the_flow_language_and_the_classifiers_import_without_a_cycle() -> None:
-    """No cycle among ``ivr_flows``'s modules, imports inside functions included; the flow schema knows nothing of
-    routing and the engine only the protocol. Package ``__init__`` re-exports are not edges back (a package's
-    modules never import the package itself)."""
-    modules = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
-    edges = {
-        name: {target for target, _ in imports_of(path) if target in modules and target != name}
-        for name, path in modules.items()
-    }
-    assert not any("ivr_flows" in targets for name, targets in edges.items() if name != "ivr_flows")
-    assert not any(target.startswith("ivr_flows.routing") for target in edges["ivr_flows.schema"])
-    assert {t for t in edges["ivr_flows.engine"] if t.startswith("ivr_flows.routing")} == {"ivr_flows.routing.base"}
-    assert not edges["ivr_flows.routing"], "importing the routing package must not import the factory or NumPy"
-    for name in modules:
-        if name in ("ivr_flows", "ivr_flows.routing"):
-            continue
-        seen: set[str] = set()
-        stack = [*edges[name]]
-        while stack:
-            target = stack.pop()
-            assert target != name, f"{name} imports itself back through {target}"
-            if target not in seen and target not in ("ivr_flows", "ivr_flows.routing"):
-                seen.add(target)
-                stack.extend(edges[target])
-    # What the factory imports lazily (the engines) never imports the factory, at all.
-    factory_lazy = {target for target, lazy in imports_of(modules["ivr_flows.routing.factory"]) if lazy}
-    for target in factory_lazy & set(modules):
-        assert "ivr_flows.routing.factory" not in {t for t, _ in imports_of(modules[target])}
+# --- import rules: the cycles and layers are checked project-wide (tests/unit/test_architecture.py, make lint) -
 
 
 def test_a_tfidf_only_process_never_imports_numpy() -> None:

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from crm_sync.errors import InvalidInput, PresenceRefused
 from crm_sync.models import Rep, RepState
 from crm_sync.queries import reps
 from voice.domain.actions import Action
+from voice.domain.actor import Actor
+from voice.services.audit import audit
 from voice.services.context import Service
 
 
@@ -27,6 +30,8 @@ class RepView:
     departments: tuple[str, ...]
     #: Away or offline asked for during a call, taken when it ends.
     after_call: str | None = None
+    role: str = "rep"
+    away_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ def rep_view(rep: Rep) -> RepView:
         state=rep.state.value,
         departments=tuple(rep.departments),
         after_call=rep.after_call_state.value if rep.after_call_state else None,
+        role=rep.role,
+        away_reason=rep.away_reason,
     )
 
 
@@ -54,22 +61,34 @@ def token_digest(token: str) -> str:
 
 
 class PresenceService(Service):
-    def set_presence(self, rep_name: str, state: RepState) -> PresenceChange:
-        """Change a rep's presence; a rep who becomes available immediately takes the first caller they can."""
+    def set_presence(self, rep_name: str, state: RepState, *, reason: str | None = None) -> PresenceChange:
+        """Change a rep's presence (an admin at the command line); a rep who becomes available immediately takes the
+        first caller they can."""
         with self._store.unit_of_work() as session:
             rep = reps.lock_rep(session, reps.find_rep(session, rep_name).id)
-            change, actions = self._set(session, rep, state)
+            change, actions = self._set(session, rep, state, reason=reason, actor=None)
         self._after_commit(actions)
         return change
 
-    def set_presence_of(self, rep_id: int, state: RepState) -> PresenceChange:
+    def set_presence_of(
+        self, rep_id: int, state: RepState, *, reason: str | None = None, actor: Actor | None = None
+    ) -> PresenceChange:
+        """A rep sets their own presence, or a supervisor sets a rep's (``actor``: who, for the audit trail)."""
+        if actor is not None and not actor.may_act_for(rep_id):
+            raise PresenceRefused("only a supervisor can set another rep's presence")
         with self._store.unit_of_work() as session:
-            change, actions = self._set(session, reps.lock_rep(session, rep_id), state)
+            change, actions = self._set(session, reps.lock_rep(session, rep_id), state, reason=reason, actor=actor)
         self._after_commit(actions)
         return change
 
-    def _set(self, session: Session, rep: Rep, state: RepState) -> tuple[PresenceChange, list[Action]]:
-        immediate = rep.choose_presence(state, now=self._clock())
+    def _set(
+        self, session: Session, rep: Rep, state: RepState, *, reason: str | None, actor: Actor | None
+    ) -> tuple[PresenceChange, list[Action]]:
+        reasons = self._settings.console.away_reasons
+        if state is RepState.AWAY and reason is not None and reason not in reasons:
+            raise InvalidInput(f"reason: {reason!r} is not one of {', '.join(reasons)}")
+        immediate = rep.choose_presence(state, now=self._clock(), reason=reason)
+        audit(session, actor, "presence set", f"rep:{rep.id}", state=state.value, reason=reason, immediate=immediate)
         actions = self._dispatch.next_caller_for(session, rep)
         return PresenceChange(rep=rep_view(rep), immediate=immediate, pulled=len(actions)), actions
 

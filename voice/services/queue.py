@@ -372,6 +372,18 @@ class QueueService(Service):
         actions: list[Action] = []
         for offer in offers.live_offers(session, interaction.id):
             actions.extend(self._dispatch.close_offer(session, offer, caller_gone=True))
+        if callback.task_id is not None:
+            # A rep called back from their work queue: no retries, nothing queued; the task says what happened.
+            callback.missed(result, now=now, retry_at=None)
+            task = session.get(Task, callback.task_id)
+            if task is not None:
+                task.add_to_note(f"Called back {now:%Y-%m-%d %H:%M} UTC: not reached ({result}).")
+            actions.extend(
+                self._calls.end_interaction(
+                    session, interaction, outcome=Outcome.CALLBACK_MISSED, call_status=result, duration=None
+                )
+            )
+            return actions
         settings = self._settings.callbacks
         if callback.attempts <= settings.retries:
             callback.missed(result, now=now, retry_at=now + timedelta(seconds=settings.retry_after))
