@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -201,6 +202,10 @@ class Settings(_Section):
     twilio_api_url: str = DEFAULT_TWILIO_API_URL
     config_path: Path = DEFAULT_CONFIG_PATH
     instance_path: Path = PROJECT_ROOT / "instance"
+    # Set by load_settings, never by config.yaml: TWILIO_AUTH_TOKEN is unset, so the app signs and checks with the
+    # development token and sends its REST requests to a loopback port where `warmline call` answers (see
+    # development_rest_url). Real credentials never get this.
+    development: bool = False
 
     @property
     def flows_directory(self) -> Path:
@@ -217,6 +222,8 @@ _ENVIRONMENT_KEYS = {
     "twilio_api_url": "TWILIO_API_URL",
 }
 _SECRET_KEYS = {"auth_token", "webhook_shared_key", "account_sid", "database_url", "public_url", "twilio_api_url"}
+#: Decided by Warmline from the environment, so a config file cannot claim it.
+_DERIVED_KEYS = {"development"}
 
 
 def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None) -> Settings:
@@ -238,6 +245,12 @@ def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str,
                 f"{config_path}: {', '.join(leaked)} must come from the environment "
                 f"({', '.join(_ENVIRONMENT_KEYS[key] for key in leaked)}), not from config.yaml"
             )
+        derived = sorted(_DERIVED_KEYS & set(loaded))
+        if derived:
+            raise ConfigError(
+                f"{config_path}: {', '.join(derived)} cannot be set: development mode is on exactly when "
+                "TWILIO_AUTH_TOKEN is unset"
+            )
         data.update(loaded)
     elif "WARMLINE_CONFIG" in env:
         raise ConfigError(f"WARMLINE_CONFIG points to {config_path}, which does not exist")
@@ -258,6 +271,9 @@ def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str,
         updates["database_url"] = f"sqlite:///{settings.instance_path / 'warmline.sqlite3'}"
     if not settings.auth_token:
         updates["auth_token"] = development_auth_token(settings.instance_path)
+        updates["development"] = True
+        if "twilio_api_url" not in data:  # an explicit TWILIO_API_URL (or a test's override) always wins
+            updates["twilio_api_url"] = development_rest_url(settings.instance_path)
     if not settings.account_sid:
         updates["account_sid"] = "AC" + "0" * 32
     return settings.model_copy(update=updates) if updates else settings
@@ -278,3 +294,33 @@ def development_auth_token(instance_path: Path) -> str:
     token_file.chmod(0o600)
     log.warning("TWILIO_AUTH_TOKEN is not set: using a development token from %s", token_file)
     return token
+
+
+def development_rest_url(instance_path: Path) -> str:
+    """Where a development server (no TWILIO_AUTH_TOKEN) sends its Twilio REST requests: a loopback port, chosen
+    once per instance folder and kept in ``dev-twilio-api-url``, on which ``warmline call`` serves the emulator's
+    REST API while its call lasts.
+
+    With the development token, api.twilio.com would refuse every request anyway (after a round trip to it); here
+    a queued caller is pulled out, a callback placed, a hand-off made, all inside the emulated call. With no
+    ``warmline call`` running the requests fail at once (connection refused) and are logged like any REST failure.
+    """
+    url_file = instance_path / "dev-twilio-api-url"
+    if url_file.exists():
+        return url_file.read_text(encoding="utf-8").strip()
+    with socket.socket() as probe:  # a port free now; nothing but `warmline call` is meant to take it
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    instance_path.mkdir(parents=True, exist_ok=True)
+    # Written whole, then linked into place: of two first commands at once, the first one's port wins and the
+    # other never reads a half-written file.
+    written = url_file.with_name(f"{url_file.name}.{os.getpid()}")
+    written.write_text(url + "\n", encoding="utf-8")
+    try:
+        os.link(written, url_file)
+    except FileExistsError:
+        return url_file.read_text(encoding="utf-8").strip()
+    finally:
+        written.unlink()
+    log.warning("TWILIO_AUTH_TOKEN is not set: Twilio REST requests go to %s (`warmline call`), from %s", url, url_file)
+    return url
