@@ -9,6 +9,9 @@ STAMP  := $(VENV)/.installed-stamp
 EXTRAS := $(VENV)/.embeddings-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
+# pytest-xdist workers for `make test` (0: one process; why two: ARCHITECTURE.md, "The test suite runs in two
+# processes").
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test lint typecheck pytest bench bench-speech bench-routing bench-queue install clean lock
 
@@ -50,7 +53,7 @@ typecheck: $(EXTRAS)
 	$(BIN)/mypy voice ivr_flows crm_sync bench tests
 
 pytest: $(EXTRAS)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/webhook.py
@@ -66,7 +69,7 @@ bench-routing: $(EXTRAS)
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable \
-	  | grep -viE '^(pytest|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|toml=|graphviz|import.linter|grimp|rich=|markdown.it|mdurl)' \
+	  | grep -viE '^(pytest|execnet|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|toml=|graphviz|import.linter|grimp|rich=|markdown.it|mdurl)' \
 	  > requirements.txt
 
 clean:

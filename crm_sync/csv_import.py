@@ -250,20 +250,19 @@ def _check_header(
     if duplicates:
         raise CsvFormatError(f"{where}: the header names {_quoted(duplicates)} more than once; expected {hint}")
     missing = [name for name in required if name not in named]
+    unknown = [] if extra_columns_allowed else [name for name in named if name not in required and name not in optional]
     if missing:
-        message = (
-            f"{where}: missing required column{'s' if len(missing) > 1 else ''} {_quoted(missing)}; "
-            f"the header has {_quoted(named) if named else 'no column names'}, expected {hint}"
-        )
+        message = f"{where}: missing required column{'s' if len(missing) > 1 else ''} {_quoted(missing)}"
+        if unknown:  # most often the same column misspelt: name both in one go
+            message += f" and unknown column{'s' if len(unknown) > 1 else ''} {_quoted(unknown)}"
+        message += f"; the header has {_quoted(named) if named else 'no column names'}, expected {hint}"
         if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
             message += ". The header has no commas: save the file as comma-separated CSV"
         raise CsvFormatError(message)
-    if not extra_columns_allowed:
-        unknown = [name for name in named if name not in required and name not in optional]
-        if unknown:
-            raise CsvFormatError(
-                f"{where}: unknown column{'s' if len(unknown) > 1 else ''} {_quoted(unknown)}; expected {hint}"
-            )
+    if unknown:
+        raise CsvFormatError(
+            f"{where}: unknown column{'s' if len(unknown) > 1 else ''} {_quoted(unknown)}; expected {hint}"
+        )
 
 
 def _quoted(names: Iterable[str]) -> str:

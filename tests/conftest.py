@@ -246,9 +246,19 @@ def support_line_open(phone_system_factory: Callable[..., PhoneSystem], **settin
     return system
 
 
+#: Seconds between the live server's looks at whether it should stop: shutdown() waits for the next look, and the
+#: default half second was most of the end-to-end tests' time (one wait per test, in teardown).
+LIVE_SERVER_POLL_INTERVAL = 0.01
+
+
 def serve_in_thread(shim: Any) -> tuple[BaseWSGIServer, threading.Thread]:
     server = make_server("127.0.0.1", 0, shim, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": LIVE_SERVER_POLL_INTERVAL},
+        name="live-server",
+        daemon=True,
+    )
     thread.start()
     return server, thread
 
@@ -296,6 +306,7 @@ def phone_system_factory(database_url: str, tmp_path: Path) -> Iterator[Callable
     for server, app, twilio in started:
         twilio.close()
         server.shutdown()
+        server.server_close()
         app.extensions["warmline"].close()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,6 +232,10 @@ class Settings(_Section):
     secret_key: str = Field("", repr=False)
     config_path: Path = DEFAULT_CONFIG_PATH
     instance_path: Path = PROJECT_ROOT / "instance"
+    # Set by load_settings, never by config.yaml: TWILIO_AUTH_TOKEN is unset, so the app signs and checks with the
+    # development token and sends its REST requests to a loopback port where `warmline call` answers (see
+    # development_rest_url). Real credentials never get this.
+    development: bool = False
 
     @property
     def flows_directory(self) -> Path:
@@ -256,6 +261,8 @@ _SECRET_KEYS = {
     "twilio_api_url",
     "secret_key",
 }
+#: Decided by Warmline from the environment, so a config file cannot claim it.
+_DERIVED_KEYS = {"development"}
 
 
 def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None) -> Settings:
@@ -277,6 +284,12 @@ def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str,
                 f"{config_path}: {', '.join(leaked)} must come from the environment "
                 f"({', '.join(_ENVIRONMENT_KEYS[key] for key in leaked)}), not from config.yaml"
             )
+        derived = sorted(_DERIVED_KEYS & set(loaded))
+        if derived:
+            raise ConfigError(
+                f"{config_path}: {', '.join(derived)} cannot be set: development mode is on exactly when "
+                "TWILIO_AUTH_TOKEN is unset"
+            )
         data.update(loaded)
     elif "WARMLINE_CONFIG" in env:
         raise ConfigError(f"WARMLINE_CONFIG points to {config_path}, which does not exist")
@@ -297,10 +310,17 @@ def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str,
         updates["database_url"] = f"sqlite:///{settings.instance_path / 'warmline.sqlite3'}"
     if not settings.auth_token:
         updates["auth_token"] = development_auth_token(settings.instance_path)
+        updates["development"] = True
+        if "twilio_api_url" not in data:  # an explicit TWILIO_API_URL (or a test's override) always wins
+            updates["twilio_api_url"] = development_rest_url(settings.instance_path)
     if not settings.account_sid:
         updates["account_sid"] = "AC" + "0" * 32
     if not settings.secret_key:
-        updates["secret_key"] = development_secret(settings.instance_path, "console-secret-key", "WARMLINE_SECRET_KEY")
+        # INFO, not a warning: one host's workers all read the same file, so the console works as it is; only
+        # several hosts need one key set for all of them (README, "Pointing a real Twilio number at it").
+        updates["secret_key"] = development_secret(
+            settings.instance_path, "console-secret-key", "WARMLINE_SECRET_KEY", level=logging.INFO
+        )
     return settings.model_copy(update=updates) if updates else settings
 
 
@@ -313,7 +333,9 @@ def development_auth_token(instance_path: Path) -> str:
     return development_secret(instance_path, "dev-auth-token", "TWILIO_AUTH_TOKEN", nbytes=16)
 
 
-def development_secret(instance_path: Path, name: str, variable: str, *, nbytes: int = 32) -> str:
+def development_secret(
+    instance_path: Path, name: str, variable: str, *, nbytes: int = 32, level: int = logging.WARNING
+) -> str:
     """A random secret kept in ``instance/name`` (mode 600) for when ``variable`` is unset: every worker and
     command of one checkout shares it."""
     secret_file = instance_path / name
@@ -323,5 +345,35 @@ def development_secret(instance_path: Path, name: str, variable: str, *, nbytes:
     secret = secrets.token_hex(nbytes)
     secret_file.write_text(secret + "\n", encoding="utf-8")
     secret_file.chmod(0o600)
-    log.warning("%s is not set: using a development secret from %s", variable, secret_file)
+    log.log(level, "%s is not set: using a random secret kept in %s", variable, secret_file)
     return secret
+
+
+def development_rest_url(instance_path: Path) -> str:
+    """Where a development server (no TWILIO_AUTH_TOKEN) sends its Twilio REST requests: a loopback port, chosen
+    once per instance folder and kept in ``dev-twilio-api-url``, on which ``warmline call`` serves the emulator's
+    REST API while its call lasts.
+
+    With the development token, api.twilio.com would refuse every request anyway (after a round trip to it); here
+    a queued caller is pulled out, a callback placed, a hand-off made, all inside the emulated call. With no
+    ``warmline call`` running the requests fail at once (connection refused) and are logged like any REST failure.
+    """
+    url_file = instance_path / "dev-twilio-api-url"
+    if url_file.exists():
+        return url_file.read_text(encoding="utf-8").strip()
+    with socket.socket() as probe:  # a port free now; nothing but `warmline call` is meant to take it
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    instance_path.mkdir(parents=True, exist_ok=True)
+    # Written whole, then linked into place: of two first commands at once, the first one's port wins and the
+    # other never reads a half-written file.
+    written = url_file.with_name(f"{url_file.name}.{os.getpid()}")
+    written.write_text(url + "\n", encoding="utf-8")
+    try:
+        os.link(written, url_file)
+    except FileExistsError:
+        return url_file.read_text(encoding="utf-8").strip()
+    finally:
+        written.unlink()
+    log.warning("TWILIO_AUTH_TOKEN is not set: Twilio REST requests go to %s (`warmline call`), from %s", url, url_file)
+    return url

@@ -23,7 +23,8 @@ import yaml
 from ivr_flows import Flow
 from ivr_flows.routing.base import ClassifierUnavailable, description_topics
 from ivr_flows.routing.factory import Engine, sentence_encoder
-from voice.cli.flows_try import resolve_flow
+from voice.cli.flow_files import configured_flows_directory, resolve_flow
+from voice.cli.wording import plural
 
 TEXT_COLUMNS = ("text", "issue_text")
 #: Rejected rows listed one by one; beyond, a count per reason.
@@ -88,10 +89,13 @@ def read_labelled_calls(path: Path, flow: Flow) -> LabelledCalls:
 )
 @click.option("--format", "output_format", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.option(
-    "--directory", type=click.Path(path_type=Path, file_okay=False), default=Path("ivr_flows"), show_default=True
+    "--directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="where FLOW names are looked up  [default: config.yaml's flows.directory]",
 )
 def suggest_examples_command(
-    flow: str, calls: Path, per_department: int, engine: str, output_format: str, directory: Path
+    flow: str, calls: Path, per_department: int, engine: str, output_format: str, directory: Path | None
 ) -> None:
     """Choose each department's examples from CALLS (CSV: department,text): the phrases that route the others best.
 
@@ -100,7 +104,7 @@ def suggest_examples_command(
     """
     from ivr_flows.routing.example_picker import suggest_examples  # NumPy: only for this command
 
-    loaded = resolve_flow(flow, directory=directory)
+    loaded = resolve_flow(flow, directory=directory or configured_flows_directory())
     labelled = read_labelled_calls(calls, loaded)
     for problem in labelled.rejected[:MAX_REPORTED]:
         click.echo(f"{calls}: {problem}", err=True)
@@ -125,8 +129,8 @@ def suggest_examples_command(
     counts = Counter(labelled.labels)
     missing = [key for key in loaded.departments if key not in counts]
     summary = (
-        f"{per_department} examples per department from {suggestion.phrases_scored} calls "
-        f"({len(labelled.rejected)} rows rejected); calls routed to their department "
+        f"{plural(per_department, 'example')} per department from {plural(suggestion.phrases_scored, 'call')} "
+        f"({plural(len(labelled.rejected), 'row')} rejected); calls routed to their department "
         f"(leave-one-out): {suggestion.routed_right_before:.1%} with covering picks, "
         f"{suggestion.routed_right:.1%} with these"
     )

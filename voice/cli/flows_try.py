@@ -9,21 +9,9 @@ from typing import cast, get_args
 
 import click
 
-from ivr_flows import Classifier, Flow, FlowError, RouteNode, load_flow
+from ivr_flows import Classifier, Flow, RouteNode
 from ivr_flows.routing.factory import Engine, build_flow_classifier
-
-
-def resolve_flow(name_or_path: str, *, directory: Path) -> Flow:
-    """A flow by file path, or by name inside the flows folder."""
-    path = Path(name_or_path)
-    if not path.exists():
-        path = directory / f"{name_or_path}.yaml"
-    try:
-        return load_flow(path)
-    except FileNotFoundError:
-        raise click.ClickException(f"no flow file {name_or_path!r} (looked in {directory})") from None
-    except FlowError as exc:
-        raise click.ClickException(f"the flow does not validate:\n{exc}") from None
+from voice.cli.flow_files import configured_flows_directory, resolve_flow
 
 
 def route_phrase(flow: Flow, classifier: Classifier, phrase: str) -> dict[str, object]:
@@ -47,7 +35,10 @@ def route_phrase(flow: Flow, classifier: Classifier, phrase: str) -> dict[str, o
 @click.argument("phrases", nargs=-1)
 @click.option("--format", "output_format", type=click.Choice(["human", "json"]), default="human", show_default=True)
 @click.option(
-    "--directory", type=click.Path(path_type=Path, file_okay=False), default=Path("ivr_flows"), show_default=True
+    "--directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="where FLOW names are looked up  [default: config.yaml's flows.directory]",
 )
 @click.option(
     "--engine",
@@ -56,9 +47,9 @@ def route_phrase(flow: Flow, classifier: Classifier, phrase: str) -> dict[str, o
     show_default=True,
     help="speech classifier (the service uses config.yaml flows.classifier)",
 )
-def try_flow(flow: str, phrases: tuple[str, ...], output_format: str, directory: Path, engine: str) -> None:
+def try_flow(flow: str, phrases: tuple[str, ...], output_format: str, directory: Path | None, engine: str) -> None:
     """Route each PHRASE (or each line on stdin) through FLOW's classifier: department and confidence per line."""
-    loaded = resolve_flow(flow, directory=directory)
+    loaded = resolve_flow(flow, directory=directory or configured_flows_directory())
     classifier = build_flow_classifier(loaded, engine=cast(Engine, engine))
     lines = list(phrases) or [line.strip() for line in sys.stdin if line.strip()]
     results = [route_phrase(loaded, classifier, phrase) for phrase in lines]

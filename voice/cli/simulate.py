@@ -13,10 +13,14 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+from flask import Flask
 from werkzeug.serving import make_server
 
+from voice import create_app
+from voice.bootstrap import Warmline
 from voice.emulator import CallerInput, Digits, EmulatedCall, Recording, RepScript, Silence, Speech, TwilioEmulator
 
 PROMPT = "you> "
@@ -72,7 +76,14 @@ class TerminalCaller:
 
 def speaker(*, mute: bool) -> Callable[[str], None]:
     """Print every line; unless muted, also speak caller-side lines with pyttsx3 (needs `aplay` to be heard)."""
-    if mute or not shutil.which("aplay"):
+    if mute:
+        return click.echo
+    if not shutil.which("aplay"):
+        # Said once, before the first prompt: otherwise a silent simulator looks like a broken speaker.
+        click.echo(
+            "(cannot play audio: `aplay` is not installed (Debian: alsa-utils), so the prompts are only printed, "
+            "as with --mute)"
+        )
         return click.echo
     from voice.adapters.speech import Pyttsx3Synthesizer
 
@@ -110,7 +121,7 @@ def run_simulation(
 
     shim = Late()
     server = make_server("127.0.0.1", 0, shim, threaded=True)  # type: ignore[arg-type]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"
     try:
         with TwilioEmulator(public_url=url, account_sid=account_sid, auth_token=auth_token) as twilio:
@@ -124,3 +135,63 @@ def run_simulation(
             return call
     finally:
         server.shutdown()
+
+
+def simulate_call(
+    warmline: Warmline,
+    *,
+    caller_number: str,
+    called: str,
+    flow_file: Path | None,
+    rep_behaviour: str,
+    mute: bool,
+) -> None:
+    """`warmline simulate`: the admin at the keyboard calls the flow, then sees the interaction as recorded."""
+    settings = warmline.settings
+    say = speaker(mute=mute)
+    warmline.store.upgrade()
+    # The configured flows (folder, numbers, classifier), without reloading; or the one file asked for.
+    flows: dict[str, Any] = {
+        **settings.flows.model_dump(mode="json"),
+        "directory": str(settings.flows_directory),
+        "reload_interval": 0,
+    }
+    if flow_file is not None:
+        flows.update(directory=str(flow_file.parent), default=flow_file.stem)
+    overrides: dict[str, Any] = {"flows": flows}
+
+    def make_app(public_url: str, rest_url: str) -> Flask:
+        return create_app({**overrides, "public_url": public_url, "twilio_api_url": rest_url, "log_level": "WARNING"})
+
+    def transcribe(audio: bytes) -> str:
+        from voice.adapters.speech import TranscriptionFailed, make_transcriber
+
+        flow = warmline.flows.current()
+        try:
+            return make_transcriber("sphinx", flow, workdir=settings.instance_path / "speech").transcribe(audio).text
+        except TranscriptionFailed as exc:
+            click.echo(f"(could not transcribe: {exc})")
+            return ""
+
+    script = {"accepts": RepScript.accepts(talk_seconds=10), "declines": RepScript.declines()}.get(
+        rep_behaviour, RepScript.no_answer()
+    )
+    caller = TerminalCaller(
+        ask=lambda prompt: click.prompt(prompt.strip(), default="", show_default=False),
+        say=say,
+        transcribe=transcribe,
+    )
+    call = run_simulation(
+        make_app,
+        caller=caller,
+        from_=caller_number,
+        to=called,
+        account_sid=settings.account_sid,
+        auth_token=settings.auth_token,
+        rep_script=script,
+        rep_phones=[rep.phone for rep in warmline.presence.roster()],
+    )
+    click.echo(f"-- call ended: {call.status}, {call.duration} s")
+    record = warmline.calls.interaction_summary(call.sid)
+    for key, value in record.items():
+        click.echo(f"   {key}: {value}")
