@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -430,10 +431,42 @@ class Interaction(Base):
     corrected_department: Mapped[str | None] = mapped_column(String(64))
     corrected_at: Mapped[datetime | None] = mapped_column()
     corrected_by_rep_id: Mapped[int | None] = mapped_column(ForeignKey("reps.id"))
+    # The last time anything about the call was written: a live call nothing was heard about for a while is
+    # checked with Twilio (a status callback may have been lost; the housekeeping pass reconciles it).
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
 
     # Loaded only where needed (the whisper, exports): the hot webhooks never touch them.
     customer: Mapped[Customer | None] = relationship()
     rep: Mapped[Rep | None] = relationship(foreign_keys=[rep_id])
+
+    @classmethod
+    def heard_of_only_at_its_end(
+        cls,
+        *,
+        call_sid: str,
+        caller_number: str,
+        called_number: str | None,
+        call_status: str,
+        duration_seconds: int | None,
+        flow_name: str,
+        flow_version: str,
+        now: datetime,
+    ) -> Interaction:
+        """A call whose first webhook we could not record (the store was down) and which we hear of only from its
+        final status callback: recorded from what that callback says, as failed — nobody could route it."""
+        started = now - timedelta(seconds=duration_seconds or 0)
+        interaction = cls(
+            call_sid=call_sid,
+            caller_number=caller_number,
+            called_number=called_number,
+            flow_name=flow_name,
+            flow_version=flow_version,
+            flow_state={},
+            started_at=started,
+            status=InteractionStatus.IN_FLOW,
+        )
+        interaction.close(outcome=Outcome.FAILED, call_status=call_status, duration_seconds=duration_seconds, now=now)
+        return interaction
 
     @classmethod
     def call_out(
@@ -1150,3 +1183,17 @@ class LoginThrottle(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_started_at: Mapped[datetime] = mapped_column()
     failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FlowVersion(Base):
+    """Every flow version that went live, as its admin wrote it: a worker that starts while a flow file is broken or
+    missing serves the last good version from here, and a call that started on an older version finishes on it
+    whichever worker serves it."""
+
+    __tablename__ = "flow_versions"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)  # the content hash calls record
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    source: Mapped[str] = mapped_column(String(500))  # where it was read from
+    text: Mapped[str] = mapped_column(Text)
+    first_live_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,6 +8,7 @@ from flask import Flask
 
 from crm_sync.db import Store
 from voice.adapters.action_runner import ActionRunner
+from voice.adapters.flow_archive import FlowArchive
 from voice.adapters.flow_library import FlowLibrary, FlowWatcher
 from voice.adapters.transcription import Transcription
 from voice.adapters.twilio_rest import BackgroundRunner, TwilioRest
@@ -82,6 +83,8 @@ def assemble(
         numbers=settings.flows.numbers,
         classifier=settings.flows.classifier,
         defer_classifiers=not background,
+        # The service keeps every version that goes live; one-shot commands read files only.
+        archive=FlowArchive(store) if background else None,
     )
     flows.load_all()
     watcher = (

@@ -121,9 +121,10 @@ class RoutingSettings(_Section):
     # Seconds between housekeeping passes: expired reservations, ended wrap-ups, due callbacks, overflow
     # (0 turns the background pass off; only for tests that drive it themselves).
     sweep_interval: float = Field(default=1.0, ge=0, le=60)
-    # Calls a rep took more than this many seconds ago are checked with Twilio, in case their end was never
-    # reported (a lost status callback would otherwise keep the rep "on a call").
-    check_calls_after: int = Field(default=1800, ge=60)
+    # Open calls nothing was heard about for this many seconds are checked with Twilio (in the background), in
+    # case their end was never reported: a status callback lost in an outage would otherwise keep the call open and
+    # its rep "on a call". Each call is asked about at most once per this interval.
+    check_calls_after: int = Field(default=120, ge=30)
     # Time zone of "calls today" (fewest_calls strategy).
     timezone: str = "UTC"
     priority: PrioritySettings = PrioritySettings()

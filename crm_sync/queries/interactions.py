@@ -92,11 +92,21 @@ def iter_interactions(session: Session) -> Iterator[Interaction]:
     yield from session.scalars(select(Interaction).order_by(Interaction.id).execution_options(yield_per=500))
 
 
-def long_running_calls(session: Session, *, answered_before: datetime) -> list[str]:
-    """Calls a rep took before ``answered_before`` that are still open: worth asking Twilio whether they ended."""
+def quiet_calls(session: Session, *, quiet_since: datetime) -> list[str]:
+    """Calls still open that nothing was heard about since ``quiet_since`` (a status callback lost in an outage,
+    a worker killed mid-webhook, or just a long conversation): worth asking Twilio whether they ended. Callers
+    waiting for a callback are not on a call."""
     rows = session.execute(
         select(func.coalesce(Interaction.live_call_sid, Interaction.call_sid)).where(
-            Interaction.status == InteractionStatus.CONNECTED, Interaction.answered_at < answered_before
+            Interaction.status.in_(
+                [
+                    InteractionStatus.IN_FLOW,
+                    InteractionStatus.OFFERING,
+                    InteractionStatus.QUEUED,
+                    InteractionStatus.CONNECTED,
+                ]
+            ),
+            Interaction.updated_at < quiet_since,
         )
     )
     return [call_sid for (call_sid,) in rows]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from twilio.base.exceptions import TwilioRestException
 
 from voice.adapters.transcription import Transcription
-from voice.adapters.twilio_rest import BackgroundRunner, TwilioRest, call_is_gone
+from voice.adapters.twilio_rest import BackgroundRunner, CallFacts, TwilioRest, call_is_gone
 from voice.domain.actions import (
     Action,
     AnnounceToParticipant,
@@ -107,7 +107,13 @@ class ActionRunner:
                     if not call_is_gone(exc):
                         raise
             case CheckCall(call_sid=call_sid):
-                facts = self.rest.fetch_call(call_sid)
+                try:
+                    facts = self.rest.fetch_call(call_sid)
+                except TwilioRestException as exc:
+                    if not call_is_gone(exc):
+                        raise
+                    # Twilio does not know the call (any more): it is over, whatever we missed of it.
+                    facts = CallFacts(status="completed", duration=None)
                 if facts.status in FINAL_CALL_STATUSES:
                     log.warning("call %s had ended (%s) without a status callback reaching us", call_sid, facts.status)
                     self.calls.call_status(call_sid, call_status=facts.status, duration_seconds=facts.duration)

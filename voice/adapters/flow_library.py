@@ -6,6 +6,11 @@ it and keeps it to the end, even if a newer version is loaded meanwhile.
 
 Each version has its speech classifier, kept here beside it (:meth:`FlowLibrary.classifier_for`): the flow itself is
 only the flow language, and the engine is handed the classifier with every call.
+
+Every version that goes live is also kept in the store (``voice.adapters.flow_archive``). A worker that boots while
+a flow file is broken or missing serves the last version that went live (a gunicorn worker that fails to boot takes
+the whole service down with it), and with none at all, ``BUILT_IN_FLOW``: every caller is put through to the
+general line. Either way the library says it is degraded (``problems``), loudly in the log and on ``/healthz``.
 """
 
 from __future__ import annotations
@@ -17,11 +22,38 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from ivr_flows import Flow, FlowError, load_flow
+from ivr_flows import Flow, FlowError, parse_flow
 from ivr_flows.routing.base import Classifier
 from ivr_flows.routing.factory import DeferredClassifier, Engine, build_flow_classifier
+from voice.adapters.flow_archive import FlowArchive
 
 log = logging.getLogger(__name__)
+
+#: What answers when the default flow's file is broken or missing and no version of it ever went live: a greeting,
+#: then the general line (reps, or voicemail when nobody is on duty). Checked by the same loader as any flow.
+BUILT_IN_FLOW = """
+company: us
+language: en-US
+start: welcome
+departments:
+  general:
+    name: customer service
+    digit: 0
+    description: anything
+    examples: [I'd like to speak to a person]
+nodes:
+  welcome:
+    kind: say
+    text: "Thanks for calling. Let me get you to someone who can help."
+    next: route
+  route:
+    kind: route
+    threshold: 0
+    fallback: general
+    next: transfer
+  transfer:
+    kind: transfer
+"""
 
 
 class NoSuchFlow(LookupError):
@@ -43,6 +75,7 @@ class FlowLibrary:
         numbers: Mapping[str, str] | None = None,
         classifier: Engine = "tfidf",
         defer_classifiers: bool = False,
+        archive: FlowArchive | None = None,
     ) -> None:
         self.directory = directory
         self.default = default
@@ -62,16 +95,41 @@ class FlowLibrary:
         self._seen: dict[Path, _Seen] = {}
         #: Files that do not validate, with why: kept out of service until fixed.
         self.errors: dict[Path, str] = {}
+        self._archive = archive
+        #: Flows serving from the archive or built in because their file is broken or missing.
+        self.stand_ins: dict[str, str] = {}
+
+    @property
+    def problems(self) -> list[str]:
+        """What is wrong, for people: files kept out of service, and flows answering with a stand-in."""
+        return [f"{path.name}: {error.splitlines()[0]}" for path, error in self.errors.items()] + [
+            f"flow {name!r} {how}" for name, how in self.stand_ins.items()
+        ]
 
     def load_all(self) -> None:
-        """Load every *.yaml flow; the default flow must be among the valid ones."""
+        """Load every *.yaml flow. The default flow (and every flow a number is configured for) always answers: from
+        its file, else from the archive, else (the default) the built-in flow."""
         self.refresh()
-        if self.default not in self._by_name:
-            problem = next((error for path, error in self.errors.items() if path.stem == self.default), "")
-            raise NoSuchFlow(
-                f"default flow {self.default!r} not found or invalid in {self.directory}"
-                + (f":\n{problem}" if problem else "")
-            )
+        for name in {self.default, *self.numbers.values()}:
+            if name not in self._by_name:
+                self._stand_in(name)
+
+    def _stand_in(self, name: str) -> None:
+        problem = next((error for path, error in self.errors.items() if path.stem == name), "its file is missing")
+        kept = self._archive.latest(name) if self._archive is not None else None
+        if kept is not None:
+            flow = parse_flow(kept.text, source=kept.source)
+            how = f"serves its last good version {flow.version}, kept when it went live from {kept.source}"
+        elif name == self.default:
+            # Named like the flow it stands in for (a flow's name defaults to its file's stem).
+            flow = parse_flow(BUILT_IN_FLOW, source=f"<built-in>/{name}.yaml")
+            how = "answers with the built-in flow: every caller goes to the general line"
+        else:
+            log.error("flow %s is broken or missing and was never live: its numbers get the default flow", name)
+            return
+        self.add(flow)
+        self.stand_ins[name] = how
+        log.error("FLOW %s IS BROKEN OR MISSING (%s): it %s", name, problem.splitlines()[0], how)
 
     def refresh(self) -> list[str]:
         """Reload the files that changed since the last look. Returns the names of the flows swapped in."""
@@ -82,16 +140,20 @@ class FlowLibrary:
                 continue
             self._seen[path] = seen
             try:
-                flow = load_flow(path)
+                text = path.read_text(encoding="utf-8")
+                flow = parse_flow(text, source=str(path))
             except (FlowError, OSError, UnicodeDecodeError) as exc:
                 self.errors[path] = str(exc)
                 log.error("flow %s not loaded, the last good version keeps serving:\n%s", path, exc)
                 continue
             self.errors.pop(path, None)
+            self.stand_ins.pop(flow.name, None)
             previous = self._by_name.get(flow.name)
             if previous is not None and previous.version == flow.version:
                 continue
             self.add(flow)
+            if self._archive is not None:
+                self._archive.keep(version=flow.version, name=flow.name, source=str(path), text=text)
             swapped.append(flow.name)
             log.info("flow %s@%s loaded from %s", flow.name, flow.version, path)
         return swapped
@@ -134,8 +196,18 @@ class FlowLibrary:
         return self.current()
 
     def version(self, version: str, *, name: str) -> Flow:
-        """The exact version a call started on; the current one of that name if it is no longer known."""
-        return self._by_version.get(version) or self.current(name)
+        """The exact version a call started on (from the archive when this worker never loaded it: it started
+        before this worker did, or on another host); the current one of that name if it is not known at all."""
+        flow = self._by_version.get(version)
+        if flow is None and self._archive is not None:
+            kept = self._archive.version(version)
+            if kept is not None:
+                flow = parse_flow(kept.text, source=kept.source)
+                classifier = self._classifiers.get(flow.version) or self._build_classifier(flow)
+                with self._lock:
+                    self._classifiers.setdefault(flow.version, classifier)
+                    self._by_version.setdefault(flow.version, flow)
+        return flow or self.current(name)
 
 
 def _stat(path: Path) -> _Seen | None:

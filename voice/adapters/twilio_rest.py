@@ -15,9 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 log = logging.getLogger(__name__)
+
+#: How long one REST request may take before it fails (and is logged, or retried by the next housekeeping pass).
+REST_TIMEOUT_SECONDS = 10
 
 #: Twilio's answer when a call is over (or never was): error 21220 "Call is not in-progress", or a 404.
 CALL_GONE_CODES = frozenset({21220, 20404})
@@ -35,7 +39,8 @@ class CallFacts:
 
 class TwilioRest:
     def __init__(self, *, account_sid: str, auth_token: str, base_url: str) -> None:
-        self._client = Client(account_sid, auth_token)
+        # A bounded wait: a Twilio request that hangs must not hold a background thread (and what it carries) forever.
+        self._client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=REST_TIMEOUT_SECONDS))
         # twilio-python builds every API URL from the domain's base_url: pointing it elsewhere is all it takes.
         self._client.api.base_url = base_url.rstrip("/")
 

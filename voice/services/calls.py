@@ -404,13 +404,28 @@ class CallService(Service):
         flow = self._flows.for_number(called) if called else self._flows.current()
         return flow, flow.language
 
-    def call_status(self, call_sid: str, *, call_status: str, duration_seconds: int | None) -> Reply:
-        """Status callback: close the interaction once, whatever order and however often callbacks arrive."""
+    def call_status(
+        self,
+        call_sid: str,
+        *,
+        call_status: str,
+        duration_seconds: int | None,
+        caller: str | None = None,
+        called: str | None = None,
+    ) -> Reply:
+        """Status callback: close the interaction once, whatever order and however often callbacks arrive.
+
+        A final status for a call we never recorded (its first webhook came while the store was down) records it
+        from what the callback carries (``caller``, ``called``), so every call Twilio tells us about ends as one
+        interaction with an outcome."""
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
             interaction = interactions.find_interaction(session, call_sid, for_update=True)
             if interaction is None:
-                log.warning("status %s for unknown call %s", call_status, call_sid)
+                if call_status in FINAL_CALL_STATUSES and caller is not None:
+                    self._record_unseen(session, call_sid, call_status, duration_seconds, caller, called)
+                else:
+                    log.warning("status %s for unknown call %s", call_status, call_sid)
                 return Acknowledge()
             if call_status not in FINAL_CALL_STATUSES or interaction.status is InteractionStatus.CALLBACK:
                 # A caller waiting for a callback has hung up on purpose: their interaction goes on without them.
@@ -427,6 +442,34 @@ class CallService(Service):
             )
         self._after_commit(actions)
         return Acknowledge()
+
+    def _record_unseen(
+        self,
+        session: Session,
+        call_sid: str,
+        call_status: str,
+        duration: int | None,
+        caller: str,
+        called: str | None,
+    ) -> None:
+        number = caller_e164(caller, default_region=self._settings.default_region)
+        our_number = caller_e164(called, default_region=self._settings.default_region) if called else None
+        flow = self._flows.for_number(our_number) if our_number else self._flows.current()
+        session.add(
+            Interaction.heard_of_only_at_its_end(
+                call_sid=call_sid,
+                caller_number=number,
+                called_number=our_number,
+                call_status=call_status,
+                duration_seconds=duration,
+                flow_name=flow.name,
+                flow_version=flow.version,
+                now=self._clock(),
+            )
+        )
+        log.warning(
+            "call %s (%s) recorded from its final status: nothing else of it reached the store", call_sid, call_status
+        )
 
     def end_interaction(
         self,

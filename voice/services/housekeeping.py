@@ -4,8 +4,9 @@
   offer; after ``routing.missed_offers_before_away`` in a row the rep is set away;
 * a rep whose wrap-up time is over becomes available and is given the first caller in line at once;
 * a rep still "on a call" whose call has ended in our records (the Dial action was lost) is settled;
-* calls that have lasted suspiciously long are checked with Twilio (``CheckCall``), in case the status callback that
-  would have closed them was lost;
+* calls nothing was heard about for ``routing.check_calls_after`` seconds are checked with Twilio (``CheckCall``):
+  a status callback lost in a database outage or with a killed worker leaves a call open and its rep held, and the
+  check closes it with what Twilio says (the reps are freed by that);
 * a callback whose ring attempt vanished without a status callback counts as unanswered;
 * any free rep who could take someone in line (a push that was lost, a department overflowing after its delay) is
   matched at once.
@@ -55,8 +56,8 @@ class Housekeeper(Service):
         now = self._clock()
         with self._store.unit_of_work(read_only=True) as session:
             due = housekeeping.housekeeping_due(session, now=now, overflow=self._overflow_rules(now))
-            long_calls = interactions.long_running_calls(session, answered_before=now - self._check_calls_after)
-        actions: list[Action] = self._check_long_calls(long_calls, now)
+            quiet = interactions.quiet_calls(session, quiet_since=now - self._check_calls_after)
+        actions: list[Action] = self._check_quiet_calls(quiet, now)
         if due:
             with self._store.unit_of_work() as session:
                 actions.extend(self._release_expired(session, now))
@@ -93,7 +94,7 @@ class Housekeeper(Service):
             actions.extend(self._dispatch.expire_offer(session, offer))
         return actions
 
-    def _check_long_calls(self, call_sids: Iterable[str], now: datetime) -> list[Action]:
+    def _check_quiet_calls(self, call_sids: Iterable[str], now: datetime) -> list[Action]:
         actions: list[Action] = []
         for call_sid in call_sids:
             last = self._checked.get(call_sid)

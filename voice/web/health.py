@@ -14,4 +14,10 @@ def healthz() -> ResponseReturnValue:
     warmline = current_app.extensions["warmline"]
     with warmline.store.engine.connect() as connection:
         connection.execute(text("SELECT 1"))
-    return jsonify(status="ok", flow=warmline.flows.current().name, version=warmline.flows.current().version)
+    problems = warmline.flows.problems
+    return jsonify(
+        status="degraded" if problems else "ok",
+        flow=warmline.flows.current().name,
+        version=warmline.flows.current().version,
+        problems=problems,
+    )

@@ -7,7 +7,8 @@ Create Date: 2026-12-06 00:07:19.334394
 The rep console (issue 17): reps get a role (rep or supervisor), an optional Argon2 password hash and an away
 reason; an interaction gets the rep's wrap-up (disposition, notes) and a department correction next to what the
 flow detected; a task gets its claim and its closing; and new tables keep the audit trail, console sessions,
-one-time sign-in links and failed sign-in counts.
+one-time sign-in links and failed sign-in counts. Issue 16: every flow version that went live is kept
+(``flow_versions``), so a worker that starts while a flow file is broken serves the last good one.
 """
 
 from collections.abc import Sequence
@@ -22,6 +23,17 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "flow_versions",
+        sa.Column("version", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("source", sa.String(length=500), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("first_live_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("version"),
+    )
+    with op.batch_alter_table("flow_versions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_flow_versions_name"), ["name"], unique=False)
     op.create_table(
         "login_throttles",
         sa.Column("key", sa.String(length=200), nullable=False),
@@ -72,6 +84,11 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_login_links_rep_id"), ["rep_id"], unique=False)
 
     with op.batch_alter_table("interactions", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "updated_at", sa.DateTime(timezone=True), server_default=sa.text("(CURRENT_TIMESTAMP)"), nullable=False
+            )
+        )
         batch_op.add_column(sa.Column("disposition", sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column("wrap_up_notes", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("wrapped_up_at", sa.DateTime(timezone=True), nullable=True))
@@ -105,6 +122,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("flow_versions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_flow_versions_name"))
+    op.drop_table("flow_versions")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.drop_constraint("fk_tasks_closed_by_rep_id_reps", type_="foreignkey")
         batch_op.drop_constraint("fk_tasks_claimed_by_rep_id_reps", type_="foreignkey")
@@ -134,6 +154,7 @@ def downgrade() -> None:
         batch_op.drop_column("wrapped_up_at")
         batch_op.drop_column("wrap_up_notes")
         batch_op.drop_column("disposition")
+        batch_op.drop_column("updated_at")
 
     with op.batch_alter_table("login_links", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_login_links_rep_id"))
