@@ -21,7 +21,7 @@ from voice.services.housekeeping import Housekeeper, SweepThread
 from voice.services.presence import PresenceService
 from voice.services.queue import QueueService
 from voice.services.voicemail import VoicemailService
-from voice.web.urls import url_builder
+from voice.web.urls import callback_urls
 
 # Used for pull URLs when WARMLINE_PUBLIC_URL is unset (local runs): where `warmline serve` listens by default.
 LOCAL_BASE_URL = "http://127.0.0.1:5000"
@@ -104,7 +104,7 @@ def assemble(
     action_runner = ActionRunner(
         pool=runner,
         rest=rest,
-        urls=url_builder(app.url_map, settings.public_url or LOCAL_BASE_URL),
+        urls=callback_urls(settings.public_url or LOCAL_BASE_URL),
         flows=flows,
         transcription=Transcription(settings),
         queue=queue,

@@ -29,7 +29,6 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from crm_sync.errors import Refused
 from crm_sync.models import (
     Handoff,
     HandoffState,
@@ -51,15 +50,12 @@ from voice.domain.actions import (
     HoldParticipant,
     RedirectHandoffLeg,
 )
+from voice.domain.errors import HandoffRefused
 from voice.domain.replies import Acknowledge, Announcement, Goodbye, HandoffWhisper, HoldMusic, JoinConference, Reply
 from voice.services.calls import FINAL_CALL_STATUSES, CallService, cancel_handoff_without_caller
 from voice.services.context import Service, ServiceContext
 
 log = logging.getLogger(__name__)
-
-
-class HandoffRefused(Refused):
-    """The transfer cannot start (not the rep's call, nobody free, already being transferred); says why."""
 
 
 @dataclass(frozen=True)
