@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
@@ -27,9 +28,12 @@ from crm_sync import sqlite
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, *, echo: bool = False, immediate: bool = True, autocheckpoint: bool = True) -> Engine:
+def make_engine(
+    url: str, *, echo: bool = False, immediate: bool = True, autocheckpoint: bool = True, bounded: bool = True
+) -> Engine:
     """An engine for ``url``. SQLite: write transactions ``BEGIN IMMEDIATE`` behind the writers' flock
-    (``immediate=False``: a read engine, deferred ``BEGIN``); ``autocheckpoint=False``, see :class:`Store`."""
+    (``immediate=False``: a read engine, deferred ``BEGIN``); ``autocheckpoint=False``, see :class:`Store`.
+    ``bounded=False`` (PostgreSQL): no lock or statement time limit (migrations, which may rightly take long)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -49,7 +53,31 @@ def make_engine(url: str, *, echo: bool = False, immediate: bool = True, autoche
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
     # No pool_pre_ping: it costs a round trip on every webhook. A connection the server dropped fails one request
     # (which still answers with fallback TwiML) and is discarded; pool_recycle retires idle ones before firewalls do.
-    return create_engine(url, echo=echo, pool_recycle=300, pool_size=10, max_overflow=10)
+    # Every wait is bounded so that a webhook fails (and answers with fallback TwiML) well inside Twilio's 15 s,
+    # whatever the database does: connecting, waiting for a pooled connection, for a row lock, for a statement.
+    limits = f"-c lock_timeout={TIME_BUDGET.lock_ms} -c statement_timeout={TIME_BUDGET.statement_ms}"
+    return create_engine(
+        url,
+        echo=echo,
+        pool_recycle=300,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=TIME_BUDGET.pool_seconds,
+        connect_args={"connect_timeout": TIME_BUDGET.connect_seconds, **({"options": limits} if bounded else {})},
+    )
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """How long one database operation may wait, at most (Twilio gives a webhook 15 s in all)."""
+
+    connect_seconds: int = 3
+    pool_seconds: float = 3.0
+    lock_ms: int = 4000
+    statement_ms: int = 6000
+
+
+TIME_BUDGET = TimeBudget()
 
 
 class Store:
@@ -107,8 +135,15 @@ class Store:
         return sqlite.checkpoint(self._read_engine) if self._sqlite else None
 
     def upgrade(self) -> None:
-        """Apply pending Alembic migrations (idempotent)."""
-        upgrade_database(self.engine)
+        """Apply pending Alembic migrations (idempotent), without the time limits webhooks run under."""
+        if self._sqlite:
+            upgrade_database(self.engine)
+            return
+        engine = make_engine(self.url, bounded=False)
+        try:
+            upgrade_database(engine)
+        finally:
+            engine.dispose()
 
     def is_migrated(self) -> bool:
         """Whether the database is at the newest migration (a fresh or older one needs :meth:`upgrade`)."""

@@ -22,8 +22,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 
-#: How long a statement waits for another writer before SQLite gives up with "database is locked" (ms).
-BUSY_TIMEOUT_MS = 30_000
+#: How long a statement waits for another writer before SQLite gives up with "database is locked" (ms): well inside
+#: Twilio's 15 s for a webhook (which then answers with fallback TwiML), and gunicorn's worker timeout, rather than
+#: SQLite's usual 30 s, which outlasted both.
+BUSY_TIMEOUT_MS = 5_000
 
 
 def writer_lock_path(url: str) -> Path | None:

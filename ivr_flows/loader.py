@@ -6,12 +6,12 @@ find in one go (not just the first), each pointing at the exact place in the YAM
 
     ivr_flows/main.yaml:14:7 node 'pay': key 'next': points to unknown node 'pya' (did you mean 'pay'?)
 
-How positions are found (the approach Dagster uses for its YAML configs): the text is
-*composed* with PyYAML into a node tree, which keeps the line and column of every key and
-value, and the tree is indexed by key path (``("nodes", "pay", "next")``). Pydantic's
-``ValidationError`` locations and the semantic checks below both produce key paths, which are
-looked up in that index: a bad value points at the value, an unknown key at the key, a missing
-key at the mapping that should contain it.
+How positions are found (the approach Dagster uses for its YAML configs, shared with
+``config.yaml``'s loader in :mod:`ivr_flows.yaml_positions`): the text is *composed* with PyYAML
+into a node tree, which keeps the line and column of every key and value, and the tree is
+indexed by key path (``("nodes", "pay", "next")``). Pydantic's ``ValidationError`` locations and
+the semantic checks below both produce key paths, which are looked up in that index: a bad value
+points at the value, an unknown key at the key, a missing key at the mapping that should contain it.
 
 Checks, in order:
 
@@ -36,12 +36,10 @@ being served. :func:`check_flow` returns both, for ``warmline flows lint`` (:mod
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import os
 import string
-import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -68,6 +66,16 @@ from ivr_flows.schema import (
     TransferNode,
     builtin_phrase,
 )
+from ivr_flows.yaml_positions import (
+    At,
+    PositionIndex,
+    YamlSyntaxError,
+    compose,
+    describe,
+    explain,
+    nested_model,
+    suggest,
+)
 
 __all__ = [
     "FlowCheck",
@@ -82,10 +90,6 @@ __all__ = [
 
 #: An error keeps the flow from loading; a warning is shown by the linter but does not.
 Severity = Literal["error", "warning"]
-
-#: Where on a key path an issue points: at the value, at the key itself, or at the mapping
-#: that holds the key (for a key that is missing).
-_At = Literal["value", "key", "parent"]
 
 _NODE_ADAPTER: TypeAdapter[Node] = TypeAdapter(Node)
 _T = TypeVar("_T")
@@ -130,7 +134,7 @@ class _Problem:
     """An issue before it has a position: what the checks produce."""
 
     path: KeyPath
-    at: _At
+    at: At
     message: str
     severity: Severity = "error"
 
@@ -209,9 +213,9 @@ def _check(text: str, *, source: str, version: str, default_name: str) -> FlowCh
 
 def _parse(text: str, *, source: str, version: str, default_name: str) -> FlowCheck:
     root, data, problems = _compose(text, source)
-    index = _PositionIndex(root)
+    index = PositionIndex(root)
     if not isinstance(data, dict):
-        got = "nothing" if data is None else _describe(data)
+        got = "nothing" if data is None else describe(data)
         problems.append(
             _Problem((), "value", f"a flow file must be a mapping of company, start, departments, nodes; got {got}")
         )
@@ -234,151 +238,19 @@ def _parse(text: str, *, source: str, version: str, default_name: str) -> FlowCh
 # --- YAML and positions ---------------------------------------------------------------------
 
 
-class _FlowYamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a date-like scalar that is no date stays text.
-
-    PyYAML resolves ``2025-13-01`` as a timestamp and then raises a bare ``ValueError`` with no
-    position; kept as text, the schema reports it at its line and column like any bad value.
-    """
-
-    def construct_lenient_timestamp(self, node: yaml.ScalarNode) -> object:
-        try:
-            return self.construct_yaml_timestamp(node)
-        except ValueError:
-            return self.construct_scalar(node)
-
-
-_FlowYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _FlowYamlLoader.construct_lenient_timestamp)
-
-
 def _compose(text: str, source: str) -> tuple[yaml.Node, Any, list[_Problem]]:
     """Parse ``text`` into (node tree, Python data, duplicate-key problems)."""
-    loader = _FlowYamlLoader(text)
     try:
-        root = loader.get_single_node()
-        if root is None:
-            raise FlowError([FlowIssue(source, 1, 1, None, "", "the flow file is empty")])
-        # Before construction: merge keys (`<<: *base`) are still visible as such here, so a key
-        # that overrides a merged one is not mistaken for a duplicate.
-        problems = list(_duplicate_keys(root, ()))
-        data = loader.construct_document(root)
-    except yaml.MarkedYAMLError as exc:
-        raise FlowError([_yaml_issue(exc, source)]) from None
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        issue = FlowIssue(source, line, col, None, "", f"character {exc.character!r} is not allowed in YAML")
-        raise FlowError([issue]) from None
-    except yaml.YAMLError as exc:  # anything else PyYAML can raise carries no position
-        raise FlowError([FlowIssue(source, 1, 1, None, "", f"YAML error: {exc}")]) from None
-    finally:
-        loader.dispose()
-    return root, data, problems
+        composed = compose(text)
+    except YamlSyntaxError as exc:
+        raise FlowError([FlowIssue(source, exc.line, exc.col, None, "", exc.message)]) from None
+    if composed.root is None:
+        raise FlowError([FlowIssue(source, 1, 1, None, "", "the flow file is empty")])
+    problems = [_Problem(path, "key", message) for path, message in composed.duplicates]
+    return composed.root, composed.data, problems
 
 
-def _yaml_issue(exc: yaml.MarkedYAMLError, source: str) -> FlowIssue:
-    mark = exc.problem_mark or exc.context_mark
-    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-    # PyYAML's context reads as the first half of a sentence ("while parsing a flow sequence",
-    # "expected a single document in the stream") and the problem as the second.
-    message = f"YAML syntax error: {exc.problem or exc.context or 'cannot parse'}"
-    if exc.context and exc.problem and exc.context_mark is not None:
-        message = f"YAML syntax error: {exc.context} at line {exc.context_mark.line + 1}, {exc.problem}"
-    return FlowIssue(source, line, col, None, "", message)
-
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-def _duplicate_keys(node: yaml.Node, path: KeyPath, _stack: frozenset[int] = frozenset()) -> Iterator[_Problem]:
-    if id(node) in _stack:  # a recursive alias; pydantic will reject the structure itself
-        return
-    stack = _stack | {id(node)}
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[tuple[str, str], yaml.Node] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                continue
-            if key_node.tag == _MERGE_TAG:
-                continue
-            key_id = (key_node.tag, key_node.value)
-            first = seen.get(key_id)
-            if first is not None:
-                yield _Problem(
-                    (*path, key_node.value),
-                    "key",
-                    f"duplicate key: already defined at line {first.start_mark.line + 1}; "
-                    "YAML would silently keep only this last one",
-                )
-            seen[key_id] = key_node
-            yield from _duplicate_keys(value_node, (*path, key_node.value), stack)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*path, i), stack)
-
-
-@dataclass(frozen=True)
-class _Entry:
-    key: tuple[int, int] | None  # where the key is written; None for sequence items and the root
-    value: tuple[int, int]
-
-
-class _PositionIndex:
-    """Key path -> 1-based (line, col) of the key and of its value in the composed YAML."""
-
-    def __init__(self, root: yaml.Node) -> None:
-        self._entries: dict[KeyPath, _Entry] = {}
-        self._sequences: set[KeyPath] = set()
-        self._constructor = yaml.constructor.SafeConstructor()
-        self._walk(root, (), None, frozenset())
-
-    @staticmethod
-    def _mark(node: yaml.Node) -> tuple[int, int]:
-        return node.start_mark.line + 1, node.start_mark.column + 1
-
-    def _walk(self, node: yaml.Node, path: KeyPath, key: tuple[int, int] | None, stack: frozenset[int]) -> None:
-        self._entries[path] = _Entry(key, self._mark(node))
-        if id(node) in stack:
-            return
-        stack = stack | {id(node)}
-        if isinstance(node, yaml.MappingNode):
-            # After construction, merge keys have been flattened into node.value; later pairs
-            # win, as they do in the constructed data.
-            for key_node, value_node in node.value:
-                try:
-                    python_key = self._constructor.construct_object(key_node, deep=True)
-                    hash(python_key)
-                except (yaml.YAMLError, TypeError, ValueError):
-                    continue
-                self._walk(value_node, (*path, python_key), self._mark(key_node), stack)
-        elif isinstance(node, yaml.SequenceNode):
-            self._sequences.add(path)
-            for i, item in enumerate(node.value):
-                self._walk(item, (*path, i), None, stack)
-
-    def position(self, path: KeyPath, at: _At) -> tuple[int, int]:
-        if at == "parent":
-            path, at = path[:-1], "value"
-        while path not in self._entries and path:
-            path, at = path[:-1], "value"  # not in the file (e.g. missing): point at the nearest parent
-        entry = self._entries.get(path)
-        if entry is None:
-            return 1, 1
-        return entry.key if at == "key" and entry.key is not None else entry.value
-
-    def format_key(self, path: KeyPath, start: int) -> str:
-        """``("hints", 2)`` -> ``"hints[2]"``; sequence indexes in brackets, keys dotted."""
-        out = ""
-        for i in range(start, len(path)):
-            segment = path[i]
-            if path[:i] in self._sequences and isinstance(segment, int):
-                out += f"[{segment}]"
-            else:
-                out += ("." if out else "") + str(segment)
-        return out
-
-
-def _finalise(problems: Iterable[_Problem], index: _PositionIndex, source: str) -> list[FlowIssue]:
+def _finalise(problems: Iterable[_Problem], index: PositionIndex, source: str) -> list[FlowIssue]:
     issues: dict[FlowIssue, None] = {}
     for problem in problems:
         line, col = index.position(problem.path, problem.at)
@@ -393,25 +265,10 @@ def _finalise(problems: Iterable[_Problem], index: _PositionIndex, source: str) 
 
 # --- pydantic errors -> problems ------------------------------------------------------------
 
-_EXPECTED = {
-    "string_type": "expected text",
-    "int_type": "expected a whole number",
-    "int_parsing": "expected a whole number",
-    "int_from_float": "expected a whole number",
-    "float_type": "expected a number",
-    "float_parsing": "expected a number",
-    "bool_type": "expected true or false",
-    "dict_type": "expected a mapping of keys",
-    "model_type": "expected a mapping of keys",
-    "model_attributes_type": "expected a mapping of keys",
-    "tuple_type": "expected a list",
-    "list_type": "expected a list",
-}
-
 
 def _from_pydantic(error: ErrorDetails, data: Mapping[Any, Any]) -> _Problem:
     path: list[str | int] = []
-    at: _At = "value"
+    at: At = "value"
     cursor: Any = data
     for segment in error["loc"]:
         if segment == "[key]":  # the mapping key itself is invalid (e.g. a bad node name)
@@ -427,22 +284,13 @@ def _from_pydantic(error: ErrorDetails, data: Mapping[Any, Any]) -> _Problem:
             continue  # the discriminator tag pydantic inserts: nodes.<id>.<kind>.<field>
         path.append(segment)
         cursor = cursor.get(segment) if isinstance(cursor, dict) else None
-    kind, ctx, value = error["type"], error.get("ctx", {}), error["input"]
-
-    if kind == "missing":
-        return _Problem(tuple(path), "parent", "required key is missing")
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(tuple(path[:-1]), data)
-        message = "unknown key" + _suggest(str(path[-1]), allowed)
-        if allowed:
-            message += f"; allowed keys: {', '.join(allowed)}"
-        return _Problem(tuple(path), "key", message)
+    kind, ctx = error["type"], error.get("ctx", {})
     if kind == "union_tag_invalid":
         tag = ctx.get("tag", "")
         return _Problem(
             (*path, "kind"),
             "value",
-            f"unknown node kind {tag!r}{_suggest(str(tag), NODE_KINDS)}; expected one of: {', '.join(NODE_KINDS)}",
+            f"unknown node kind {tag!r}{suggest(str(tag), NODE_KINDS)}; expected one of: {', '.join(NODE_KINDS)}",
         )
     if kind == "union_tag_not_found":
         return _Problem(
@@ -450,22 +298,9 @@ def _from_pydantic(error: ErrorDetails, data: Mapping[Any, Any]) -> _Problem:
             "parent",
             f"required key is missing: every node needs a kind ({', '.join(NODE_KINDS)})",
         )
-    if kind in ("value_error", "assertion_error"):
-        message = str(ctx.get("error", error["msg"]))
-        return _Problem(tuple(path), at, message)
-    if kind == "greater_than_equal":
-        message = f"must be at least {ctx.get('ge')}"
-    elif kind == "less_than_equal":
-        message = f"must be at most {ctx.get('le')}"
-    elif kind == "too_short":
-        return _Problem(tuple(path), at, "must not be empty")
-    elif kind == "too_long":
-        return _Problem(tuple(path), at, f"too many items (at most {ctx.get('max_length')})")
-    elif kind in _EXPECTED:
-        message = _EXPECTED[kind]
-    else:
-        message = error["msg"][:1].lower() + error["msg"][1:]
-    return _Problem(tuple(path), at, f"{message}, got {_describe(value)}")
+    allowed = _allowed_keys(tuple(path[:-1]), data) if kind == "extra_forbidden" else []
+    where, at, message = explain(error, tuple(path), at, allowed=allowed)
+    return _Problem(where, at, message)
 
 
 def _allowed_keys(parent: KeyPath, data: Mapping[Any, Any]) -> list[str]:
@@ -491,40 +326,8 @@ def _allowed_keys(parent: KeyPath, data: Mapping[Any, Any]) -> list[str]:
             break
         if isinstance(segment, str):
             field = model.model_fields.get(segment)
-            model = _nested_model(field.annotation) if field is not None else None
+            model = nested_model(field.annotation) if field is not None else None
     return list(model.model_fields) if model is not None else []
-
-
-def _nested_model(annotation: object) -> type[BaseModel] | None:
-    """The model class inside a field's type (``tuple[MenuChoice, ...] | None`` -> MenuChoice)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _nested_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return repr(value if len(value) <= 40 else value[:37] + "...")
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return f"{type(value).__name__} {value}"
-
-
-def _suggest(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 # --- semantic checks ------------------------------------------------------------------------
@@ -622,7 +425,7 @@ def _semantic_problems(data: Mapping[Any, Any], flow: Flow | None) -> list[_Prob
     start = ctx.start
     if ctx.nodes_known and isinstance(start, str) and start not in ctx.node_ids:
         problems.append(
-            _Problem(("start",), "value", f"points to unknown node {start!r}{_suggest(start, ctx.node_ids)}")
+            _Problem(("start",), "value", f"points to unknown node {start!r}{suggest(start, ctx.node_ids)}")
         )
     for node_id, node in ctx.nodes.items():
         for edge in node.exits():
@@ -631,7 +434,7 @@ def _semantic_problems(data: Mapping[Any, Any], flow: Flow | None) -> list[_Prob
                     _Problem(
                         ("nodes", node_id, *edge.path),
                         "value",
-                        f"points to unknown node {edge.target!r}{_suggest(edge.target, ctx.node_ids)}",
+                        f"points to unknown node {edge.target!r}{suggest(edge.target, ctx.node_ids)}",
                     )
                 )
         if ctx.departments_known:
@@ -642,7 +445,7 @@ def _semantic_problems(data: Mapping[Any, Any], flow: Flow | None) -> list[_Prob
                             ("nodes", node_id, *rel),
                             "value",
                             f"refers to unknown department {department!r}"
-                            f"{_suggest(department, ctx.department_ids)}; "
+                            f"{suggest(department, ctx.department_ids)}; "
                             f"defined departments: {', '.join(_department_ids_in_order(data))}",
                         )
                     )
@@ -780,7 +583,7 @@ def _department_problems(departments: Mapping[str, Department], department_ids: 
 def _undeclared_language(code: str, ctx: _Context) -> str:
     declared = ctx.languages or []
     return (
-        f"language {code!r} is not declared{_suggest(code, declared)}; "
+        f"language {code!r} is not declared{suggest(code, declared)}; "
         f"declared languages: {', '.join(declared)} (add it under `languages:`)"
     )
 
@@ -920,8 +723,8 @@ def _template_problems(text: str, allowed: frozenset[str]) -> list[str]:
             elif field in _ONLY_IN:
                 problems.append(f"{{{field}}} can only be used {_ONLY_IN[field]}; allowed here: {listing}")
             else:
-                hint = _suggest(field, allowed)
-                close = _suggest(field, _ONLY_IN)
+                hint = suggest(field, allowed)
+                close = suggest(field, _ONLY_IN)
                 if not hint and close:  # a typo of a variable that is not allowed here anyway
                     name = close.split("'")[1]
                     hint = f"{close[:-1]} It can only be used {_ONLY_IN[name]}.)"

@@ -20,16 +20,18 @@ def create_app(test_config: dict[str, Any] | None = None, *, background: bool = 
     ``make run`` apply migrations before the workers start.
     """
     from voice.bootstrap import assemble
-    from voice.web import api, health, webhooks
+    from voice.web import api, bound_bodies, errors, health, webhooks
 
     settings = load_settings(test_config)
     configure_logging(settings.log_level)
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.request_class = WebhookRequest
+    bound_bodies(app)
     app.extensions["warmline"] = assemble(app, settings, background=background)
     if settings.proxy.trust_forwarded_headers:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    errors.install(app)
     return app

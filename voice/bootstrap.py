@@ -27,7 +27,7 @@ from voice.services.queue import QueueService
 from voice.services.voicemail import VoicemailService
 from voice.services.worklist import WorkService
 from voice.services.wrapup import WrapUpService
-from voice.web.urls import url_builder
+from voice.web.urls import callback_urls
 
 # Used for pull URLs when WARMLINE_PUBLIC_URL is unset (local runs): where `warmline serve` listens by default.
 LOCAL_BASE_URL = "http://127.0.0.1:5000"
@@ -66,6 +66,7 @@ class Warmline:
         if self.sweeper is not None:
             self.sweeper.stop()
         self.runner.shutdown(wait=True)
+        self.flows.close()
         self.store.dispose()
 
 
@@ -122,7 +123,7 @@ def assemble(
     action_runner = ActionRunner(
         pool=runner,
         rest=rest,
-        urls=url_builder(app.url_map, settings.public_url or LOCAL_BASE_URL),
+        urls=callback_urls(settings.public_url or LOCAL_BASE_URL),
         flows=flows,
         transcription=Transcription(settings),
         queue=queue,

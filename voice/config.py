@@ -10,23 +10,51 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from crm_sync.phones import InvalidPhoneNumber, to_e164
+from ivr_flows.yaml_positions import At, KeyPath, PositionIndex, YamlSyntaxError, allowed_keys, compose, explain
+from voice.domain.errors import InvalidInput
+from voice.domain.priority import PriorityWeights
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.yaml"
 DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
+#: Where a setting came from when not from config.yaml: the overrides ``create_app`` was given (tests, the bench).
+OVERRIDES = "create_app(test_config)"
 
 
-class ConfigError(Exception):
-    """config.yaml does not validate; the message names the file and each bad key."""
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One bad setting: where it is (``line``/``col`` 1-based in ``source``; None for a value from the environment
+    or the overrides, when ``source`` names those), its key path, and what is wrong with it."""
+
+    source: str
+    line: int | None
+    col: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}:{self.col}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(InvalidInput):
+    """The settings cannot be used; ``problems`` lists every one found, in file order, one per line of the
+    message: ``path/to/config.yaml:LINE:COL: key.path: what is wrong``."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
 
 
 class _Section(BaseModel):
@@ -107,6 +135,14 @@ class PrioritySettings(_Section):
     callback: int = Field(default=600, ge=0)
     # Extra words or phrases that mark a frustrated caller, on top of the built-in list.
     frustration_phrases: list[str] = []
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_are_head_starts(cls, value: dict[str, int]) -> dict[str, int]:
+        # The routing's own rules (no negative head start, no two names that differ only in case), applied here so
+        # that a bad tier is reported at its line in config.yaml rather than when the app assembles its dispatcher.
+        PriorityWeights(tiers=value)
+        return value
 
 
 class RoutingSettings(_Section):
@@ -267,45 +303,35 @@ _DERIVED_KEYS = {"development"}
 
 
 def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None) -> Settings:
-    """Read config.yaml (WARMLINE_CONFIG or ./config.yaml), then the environment, then ``overrides`` (tests)."""
+    """Read config.yaml (WARMLINE_CONFIG or ./config.yaml), then the environment, then ``overrides`` (tests).
+
+    Raises :class:`ConfigError` listing every problem at once, each with its file:line:col.
+    """
     env = dict(os.environ if environ is None else environ)
     overrides = dict(overrides or {})
     config_path = Path(overrides.pop("config_path", None) or env.get("WARMLINE_CONFIG") or DEFAULT_CONFIG_PATH)
     data: dict[str, Any] = {}
+    index = PositionIndex(None)
+    problems: list[ConfigProblem] = []
     if config_path.exists():
-        try:
-            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{config_path}: the top level must be a mapping of keys")
-        leaked = sorted(_SECRET_KEYS & set(loaded))
-        if leaked:
-            raise ConfigError(
-                f"{config_path}: {', '.join(leaked)} must come from the environment "
-                f"({', '.join(_ENVIRONMENT_KEYS[key] for key in leaked)}), not from config.yaml"
-            )
-        derived = sorted(_DERIVED_KEYS & set(loaded))
-        if derived:
-            raise ConfigError(
-                f"{config_path}: {', '.join(derived)} cannot be set: development mode is on exactly when "
-                "TWILIO_AUTH_TOKEN is unset"
-            )
+        index, loaded, problems = _read_config(config_path)
         data.update(loaded)
     elif "WARMLINE_CONFIG" in env:
-        raise ConfigError(f"WARMLINE_CONFIG points to {config_path}, which does not exist")
+        raise ConfigError([ConfigProblem("WARMLINE_CONFIG", None, None, "", f"{config_path} does not exist")])
+    # Top-level keys whose value does not come from the file, and where it does come from.
+    origins: dict[str, str] = {}
     for key, variable in _ENVIRONMENT_KEYS.items():
         if env.get(variable):
-            data[key] = env[variable]
+            data[key], origins[key] = env[variable], variable
     data.update(overrides)
+    origins.update(dict.fromkeys(overrides, OVERRIDES))
     data["config_path"] = config_path
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"{config_path}: {problems}") from exc
+        problems.extend(_problem(error, index, str(config_path), origins) for error in exc.errors())
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda problem: (problem.line is None, problem.line, problem.col)))
     updates: dict[str, Any] = {}
     if not settings.database_url:
         updates["database_url"] = f"sqlite:///{settings.instance_path / 'warmline.sqlite3'}"
@@ -323,6 +349,64 @@ def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str,
             settings.instance_path, "console-secret-key", "WARMLINE_SECRET_KEY", level=logging.INFO
         )
     return settings.model_copy(update=updates) if updates else settings
+
+
+def _read_config(path: Path) -> tuple[PositionIndex, dict[str, Any], list[ConfigProblem]]:
+    """config.yaml's keys and where each is written; problems found before validation (duplicate keys, secrets).
+    Raises :class:`ConfigError` when the file is not a YAML mapping at all."""
+    source = str(path)
+    try:
+        composed = compose(path.read_text(encoding="utf-8"))
+    except YamlSyntaxError as exc:
+        raise ConfigError([ConfigProblem(source, exc.line, exc.col, "", exc.message)]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(source, None, None, "", f"not UTF-8 text ({exc.reason})")]) from None
+    index = PositionIndex(composed.root)
+    loaded = {} if composed.data is None else composed.data  # an empty file: every default
+    if not isinstance(loaded, dict):
+        line, col = index.position((), "value")
+        raise ConfigError([ConfigProblem(source, line, col, "", "the top level must be a mapping of keys")])
+    problems = [
+        ConfigProblem(source, *index.position(key_path, "key"), index.format_key(key_path), message)
+        for key_path, message in composed.duplicates
+    ]
+    problems.extend(
+        ConfigProblem(
+            source,
+            *index.position((key,), "key"),
+            key,
+            f"must come from the environment ({_ENVIRONMENT_KEYS[key]}), not from config.yaml",
+        )
+        for key in sorted(_SECRET_KEYS & set(loaded))
+    )
+    problems.extend(
+        ConfigProblem(
+            source,
+            *index.position((key,), "key"),
+            key,
+            "cannot be set: development mode is on exactly when TWILIO_AUTH_TOKEN is unset",
+        )
+        for key in sorted(_DERIVED_KEYS & set(loaded))
+    )
+    return index, loaded, problems
+
+
+def _problem(error: ErrorDetails, index: PositionIndex, source: str, origins: Mapping[str, str]) -> ConfigProblem:
+    """One pydantic error at its place in config.yaml (or naming the variable or overrides its value came from)."""
+    at: At = "value"
+    path: KeyPath = ()
+    for segment in error["loc"]:
+        if segment == "[key]":  # the mapping key itself is invalid
+            at = "key"
+        else:
+            path = (*path, segment)
+    allowed = allowed_keys(Settings, path[:-1]) if error["type"] == "extra_forbidden" else []
+    where, at, message = explain(error, path, at, allowed=allowed)
+    origin = origins.get(str(where[0])) if where else None
+    if origin is not None:
+        return ConfigProblem(origin, None, None, index.format_key(where), message)
+    line, col = index.position(where, at)
+    return ConfigProblem(source, line, col, index.format_key(where), message)
 
 
 def development_auth_token(instance_path: Path) -> str:

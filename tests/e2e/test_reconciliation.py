@@ -8,7 +8,7 @@ from datetime import timedelta
 from crm_sync.models import InteractionStatus, Outcome, RepState, utcnow
 from crm_sync.queries.interactions import require_interaction
 from crm_sync.queries.reps import find_rep
-from tests.conftest import COMPANY_NUMBER, PhoneSystem
+from tests.conftest import COMPANY_NUMBER, PhoneSystem, signed_post
 from voice.bootstrap import Warmline
 from voice.domain.actions import CheckCall
 from voice.emulator import CallerScript, RepScript, Speech
@@ -49,3 +49,12 @@ def test_a_call_heard_of_only_at_its_end_is_recorded_from_its_status_callback(ph
         record = require_interaction(session, sid)
         assert record.status is InteractionStatus.ENDED and record.outcome is Outcome.FAILED
         assert (record.caller_number, record.called_number, record.duration_seconds) == (JANE, COMPANY_NUMBER, 42)
+
+
+def test_a_status_callback_for_a_call_never_recorded_records_it(phone_system: PhoneSystem) -> None:
+    sid = "CA" + "6" * 32
+    final = {"CallSid": sid, "CallStatus": "completed", "CallDuration": "12", "From": JANE, "To": COMPANY_NUMBER}
+    assert signed_post(phone_system.app.test_client(), "/voice/status", final, base=phone_system.url).status_code == 200
+    with phone_system.store.unit_of_work() as session:
+        record = require_interaction(session, sid)
+        assert record.outcome is Outcome.FAILED and record.customer_id is None and record.duration_seconds == 12

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from crm_sync.models import RepState
 from crm_sync.queries.reps import find_rep
@@ -64,7 +66,7 @@ def test_bad_bodies_get_specific_errors(app: Flask, client: FlaskClient) -> None
     seed_demo(app.extensions["warmline"].store)
     token = token_for(app, "Alice Rivera")
     cases = [
-        ({"state": "on_call"}, "state"),
+        ({"state": "sleeping"}, "state"),
         ({"state": "away", "mood": "grumpy"}, "mood"),
         ([], "JSON object"),
     ]
@@ -92,3 +94,59 @@ def test_only_the_rep_on_a_call_may_transfer_it(app: Flask, client: FlaskClient)
         "code": "refused",
         "message": "only the rep talking with the caller can transfer this call",
     }
+
+
+def test_a_presence_set_by_calls_is_refused_with_409_saying_why(app: Flask, client: FlaskClient) -> None:
+    """The rep model refuses it (PresenceRefused, a Refused): 409, not the 400 of a body that cannot be read."""
+    seed_demo(app.extensions["warmline"].store)
+    token = token_for(app, "Bob Chen")
+    for state in ("on_call", "reserved", "wrap_up"):
+        response = client.put("/api/me/presence", json={"state": state}, headers=auth(token))
+        assert response.status_code == 409, state
+        assert error_of(response) == {
+            "code": "refused",
+            "message": f"{state} is set by calls; choose one of available, away, offline",
+        }
+
+
+def test_unknown_things_are_404(app: Flask, client: FlaskClient) -> None:
+    seed_demo(app.extensions["warmline"].store)
+    token = token_for(app, "Bob Chen")
+    response = client.get("/api/handoffs/999", headers=auth(token))
+    assert response.status_code == 404
+    assert error_of(response) == {"code": "not_found", "message": "not found: hand-off 999"}
+    response = client.post("/api/calls/CA1/transfer", json={"rep": "Nobody Atall"}, headers=auth(token))
+    assert response.status_code == 404 and error_of(response)["code"] == "not_found"
+
+
+def test_unknown_paths_and_wrong_methods_answer_the_apis_json_error(app: Flask, client: FlaskClient) -> None:
+    seed_demo(app.extensions["warmline"].store)
+    token = token_for(app, "Bob Chen")
+    for headers in ({}, auth(token)):
+        for path in ("/api", "/api/", "/api/nowhere", "/api/me/nowhere", "/api/handoffs/not-a-number"):
+            response = client.get(path, headers=headers)
+            assert response.status_code == 404 and response.mimetype == "application/json", path
+            assert error_of(response)["code"] == "not_found"
+        response = client.delete("/api/me", headers=headers)
+        assert response.status_code == 405 and response.mimetype == "application/json"
+        assert error_of(response)["code"] == "method_not_allowed"
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
+def test_what_nobody_raised_on_purpose_is_a_500_and_says_nothing_more(
+    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real failure: the reps table is gone under the running app."""
+    store = app.extensions["warmline"].store
+    seed_demo(store)
+    token = token_for(app, "Bob Chen")
+    with store.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE reps RENAME TO reps_gone"))
+    try:
+        response = client.get("/api/me", headers=auth(token))
+    finally:
+        with store.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE reps_gone RENAME TO reps"))
+    assert response.status_code == 500
+    assert error_of(response) == {"code": "internal", "message": "something went wrong on our side"}
+    assert "API request GET /api/me failed" in caplog.text and "Traceback" in caplog.text

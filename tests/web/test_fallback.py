@@ -19,6 +19,9 @@ from tests.twiml import parse_twiml, said, verbs
 from voice import create_app
 from voice.emulator import CallerScript, Digits, Speech
 from voice.services.calls import store_may_answer
+from voice.web.errors import Leg
+from voice.web.urls import Endpoint
+from voice.web.webhooks import LEGS
 
 WAIT = 15
 
@@ -156,3 +159,32 @@ def test_the_fallback_reads_the_store_again_only_when_that_cannot_wait_on_the_sa
     assert not store_may_answer(lost)
     assert store_may_answer(OperationalError("SELECT 1", {}, Exception("no such table: offers")))
     assert store_may_answer(ZeroDivisionError()) and store_may_answer(None)
+
+
+# What each leg may hear when its webhook fails (the fallback number is configured, so a caller's answer dials it).
+SAFE_ANSWERS = {
+    Leg.CALLER: ["Say", "Dial"],
+    Leg.REP: ["Say", "Hangup"],  # the rep is hung up on; the fallback number is never dialled from a rep's phone
+    Leg.QUEUE_HOLD: ["Leave"],  # queue-safe: the Enqueue action takes the caller on to the full fallback
+    Leg.STATUS: [],
+}
+
+
+def test_every_webhook_fails_safe_for_the_leg_it_answers_for(
+    broken_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = broken_app(fallback={"number": "+15550109999"})
+    # The database is broken, and our ids in the URLs are garbled: every route that does any work fails.
+    form = {**CALL, "QueueResult": "leave", "StatusCallbackEvent": "participant-join", "CallStatus": "completed"}
+    for endpoint in Endpoint:
+        leg = LEGS[f"voice.{endpoint.view_name}"]
+        caplog.clear()
+        response = signed_post(client, f"{endpoint.path}?offer=x&handoff=x&callback=x", form)
+        assert response.status_code == 200, endpoint
+        answer = verbs(parse_twiml(response.data))
+        if endpoint is Endpoint.HANDOFF_HOLD_MUSIC:  # reads nothing but config.yaml: it cannot fail like this
+            assert leg is Leg.CONFERENCE_HOLD and answer == ["Play", "Redirect"]
+            continue
+        assert "answering with fallback TwiML" in caplog.text, endpoint
+        assert answer == SAFE_ANSWERS[leg], (endpoint, leg)
+

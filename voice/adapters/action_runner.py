@@ -33,7 +33,7 @@ from voice.services.context import Flows
 from voice.services.handoffs import HandoffService
 from voice.services.queue import QueueService
 from voice.services.voicemail import VoicemailService
-from voice.web.twiml import UrlFor
+from voice.web.urls import CallbackUrls, Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ def describe(action: Action) -> str:
 
 #: Where each step of a hand-off fetches its TwiML.
 _HANDOFF_ENDPOINTS = {
-    HandoffStep.JOIN_CONFERENCE: "voice.handoff_rep_joins",
-    HandoffStep.AFTER_CONVERSATION: "voice.handoff_after",
-    HandoffStep.FIND_SOMEONE_ELSE: "voice.handoff_fallback",
+    HandoffStep.JOIN_CONFERENCE: Endpoint.HANDOFF_REP_JOINS,
+    HandoffStep.AFTER_CONVERSATION: Endpoint.HANDOFF_AFTER,
+    HandoffStep.FIND_SOMEONE_ELSE: Endpoint.HANDOFF_FALLBACK,
 }
 
 
@@ -54,7 +54,7 @@ _HANDOFF_ENDPOINTS = {
 class ActionRunner:
     pool: BackgroundRunner
     rest: TwilioRest
-    urls: UrlFor
+    urls: CallbackUrls
     flows: Flows
     transcription: Transcription
     queue: QueueService
@@ -70,7 +70,7 @@ class ActionRunner:
         match action:
             case PullCaller(call_sid=call_sid, offer_id=offer_id):
                 try:
-                    self.rest.redirect_call(call_sid, self.urls("voice.connect", offer=offer_id))
+                    self.rest.redirect_call(call_sid, self.urls(Endpoint.CONNECT, offer=offer_id))
                 except TwilioRestException as exc:
                     log.warning("pull of %s failed: %s", call_sid, exc.msg)
                     self.queue.pull_failed(offer_id, call_gone=call_is_gone(exc))
@@ -79,9 +79,9 @@ class ActionRunner:
                     self.rest.create_call(
                         to=action.to,
                         from_=action.from_,
-                        url=self.urls("voice.callback_answer", callback=action.callback_id, attempt=action.attempt),
+                        url=self.urls(Endpoint.CALLBACK_ANSWER, callback=action.callback_id, attempt=action.attempt),
                         status_callback=self.urls(
-                            "voice.callback_status", callback=action.callback_id, attempt=action.attempt
+                            Endpoint.CALLBACK_STATUS, callback=action.callback_id, attempt=action.attempt
                         ),
                         timeout=action.timeout,
                         detect_machines=action.detect_machines,
@@ -120,12 +120,12 @@ class ActionRunner:
             case HoldParticipant(conference=conference, call_sid=call_sid, hold=hold):
                 sid = self._conference_sid(conference)
                 if sid is not None:
-                    music = self.urls("voice.handoff_hold_music")
+                    music = self.urls(Endpoint.HANDOFF_HOLD_MUSIC)
                     self.rest.hold_participant(sid, call_sid, hold=hold, hold_url=music)
             case AnnounceToParticipant(conference=conference, call_sid=call_sid, handoff_id=handoff_id):
                 sid = self._conference_sid(conference)
                 if sid is not None:
-                    url = self.urls("voice.handoff_announce", handoff=handoff_id)
+                    url = self.urls(Endpoint.HANDOFF_ANNOUNCE, handoff=handoff_id)
                     self.rest.announce_to_participant(sid, call_sid, url)
             case TranscribeVoicemail(call_sid=call_sid, recording_url=url, flow_name=name, flow_version=version):
                 transcript = self.transcription.transcribe(url, self.flows.version(version, name=name))
@@ -141,8 +141,8 @@ class ActionRunner:
                     self.rest.create_call(
                         to=action.to,
                         from_=action.from_,
-                        url=self.urls("voice.handoff_whisper", handoff=action.handoff_id),
-                        status_callback=self.urls("voice.handoff_target_status", handoff=action.handoff_id),
+                        url=self.urls(Endpoint.HANDOFF_WHISPER, handoff=action.handoff_id),
+                        status_callback=self.urls(Endpoint.HANDOFF_TARGET_STATUS, handoff=action.handoff_id),
                         timeout=action.timeout,
                     )
                 except TwilioRestException as exc:

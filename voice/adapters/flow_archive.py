@@ -5,13 +5,16 @@ a file) serves the last version that went live instead of failing to boot, which
 whole service down; and a call in progress finishes on the version it started on, whichever worker (or host) serves
 its next webhook.
 
-Never fatal: when the store cannot be read or written (a fresh database before ``warmline db upgrade``, a database
-outage), the library works from the files alone, as it always could.
+Never fatal, never in the way: versions are written by a thread of the archive's own (a worker must boot and answer
+even while the database hangs), and when the store cannot be read or written (a fresh database before ``warmline db
+upgrade``, an outage) the library works from the files alone, as it always could.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import Select, select
@@ -36,9 +39,32 @@ class ArchivedFlow:
 class FlowArchive:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._pending: queue.Queue[ArchivedFlow | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def keep(self, *, version: str, name: str, source: str, text: str) -> None:
-        """Remember a version that goes live (once: every worker of every host may say so)."""
+        """Remember a version that goes live (once: every worker of every host may say so), in the background."""
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_pending, name="flow-archive", daemon=True)
+                self._writer.start()
+        self._pending.put(ArchivedFlow(version, name, source, text))
+
+    def close(self) -> None:
+        """Write what is pending, then stop the writer."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._pending.put(None)
+            writer.join(timeout=30)
+
+    def _write_pending(self) -> None:
+        while (flow := self._pending.get()) is not None:
+            self._write(flow)
+
+    def _write(self, flow: ArchivedFlow) -> None:
+        version, name, source, text = flow.version, flow.name, flow.source, flow.text
         try:
             with self._store.unit_of_work() as session:
                 insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert

@@ -99,6 +99,11 @@ class FlowLibrary:
         #: Flows serving from the archive or built in because their file is broken or missing.
         self.stand_ins: dict[str, str] = {}
 
+    def close(self) -> None:
+        """Finish archiving the versions that went live (see ``voice.adapters.flow_archive``)."""
+        if self._archive is not None:
+            self._archive.close()
+
     @property
     def problems(self) -> list[str]:
         """What is wrong, for people: files kept out of service, and flows answering with a stand-in."""

@@ -115,22 +115,25 @@ class Fallback:
     no_message: str = BUILTIN_PHRASES["no_message"]["en"]
 
 
+#: Whose leg joins a hand-off's conference: the caller, the first rep ("from") or the rep it goes to ("to").
+ConferenceLeg = Literal["caller", "from", "to"]
+
+
 @dataclass(frozen=True)
 class JoinConference:
     """Put this leg into a hand-off's conference (after saying ``say``).
 
     ``starts``: the conference starts when this leg joins (reps); the caller does not start it, so until a rep is
     there they hear hold music rather than silence. ``ends``: the conference ends when this leg leaves (the
-    caller: a hang-up ends the hand-off for everyone). ``after``: the endpoint Twilio calls when this leg's
-    conference is over (the Dial action).
+    caller: a hang-up ends the hand-off for everyone). ``label`` says whose leg it is, which is also what decides
+    where its Dial goes when the conference is over (``voice.web.twiml``).
     """
 
     handoff_id: int
     room: str
-    label: str
+    label: ConferenceLeg
     starts: bool
     ends: bool
-    after: str
     say: tuple[str, ...] = ()
     language: str = "en-US"
     voice: str | None = None
@@ -140,16 +143,15 @@ class JoinConference:
         cls, label: ConferenceLeg, *, handoff_id: int, room: str, say: str, language: str, voice: str | None
     ) -> JoinConference:
         """The caller, the first rep ("from") or the target rep ("to") joining a hand-off's conference."""
-        starts, ends, after = _CONFERENCE_LEGS[label]
-        return cls(handoff_id, room, label, starts, ends, after, (say,), language, voice)
+        starts, ends = _CONFERENCE_LEGS[label]
+        return cls(handoff_id, room, label, starts, ends, (say,), language, voice)
 
 
-ConferenceLeg = Literal["caller", "from", "to"]
-# Who starts the conference, who ends it by leaving, and where their Dial goes when it is over.
-_CONFERENCE_LEGS: dict[ConferenceLeg, tuple[bool, bool, str]] = {
-    "caller": (False, True, "voice.handoff_caller_left"),
-    "from": (True, False, "voice.handoff_rep_left"),
-    "to": (True, False, "voice.handoff_rep_left"),
+# Who starts the conference, and who ends it by leaving.
+_CONFERENCE_LEGS: dict[ConferenceLeg, tuple[bool, bool]] = {
+    "caller": (False, True),
+    "from": (True, False),
+    "to": (True, False),
 }
 
 

@@ -29,7 +29,6 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from crm_sync.errors import Refused
 from crm_sync.models import (
     Handoff,
     HandoffState,
@@ -51,6 +50,7 @@ from voice.domain.actions import (
     HoldParticipant,
     RedirectHandoffLeg,
 )
+from voice.domain.errors import HandoffRefused
 from voice.domain.replies import (
     Acknowledge,
     AfterHandoff,
@@ -65,10 +65,6 @@ from voice.services.calls import FINAL_CALL_STATUSES, CallService, cancel_handof
 from voice.services.context import Service, ServiceContext
 
 log = logging.getLogger(__name__)
-
-
-class HandoffRefused(Refused):
-    """The transfer cannot start (not the rep's call, nobody free, already being transferred); says why."""
 
 
 @dataclass(frozen=True)

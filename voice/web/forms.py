@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from werkzeug.datastructures import MultiDict
 
+from voice.domain.errors import InvalidInput
 from voice.services.calls import CallerInput, IncomingCall
 
 
-class MalformedWebhook(ValueError):
+class MalformedWebhook(InvalidInput):
     """A signed webhook without a field we need, or with a value we cannot read."""
 
     def __init__(self, field: str, reason: str) -> None:

@@ -44,6 +44,16 @@ class SignatureRejected(Exception):
     """The request is not signed by Twilio with our auth token (forged, or the URL is configured wrong)."""
 
 
+# Set in the request's WSGI environ once its signature checked out: until then, whatever goes wrong is answered
+# 403 or 413 and nothing else (voice.web.errors), so a stranger never sees what a signed request would.
+_SIGNED = "warmline.twilio_signed"
+
+
+def is_signed(request: Request) -> bool:
+    """Whether this request's signature has been checked and is Twilio's."""
+    return request.environ.get(_SIGNED) is True
+
+
 def url_twilio_called(request: Request, *, public_url: str) -> str:
     if not public_url:
         return request.url  # already reflects X-Forwarded-Proto/Host when ProxyFix is on
@@ -77,8 +87,11 @@ def verify_twilio_request(request: Request, *, auth_token: str, public_url: str,
         expected = validator.compute_signature(url, params, algorithm)
     except ValueError:  # an algorithm this twilio release does not know: ``validate`` refuses it (and logs it)
         expected = ""
-    if signature and expected and hmac.compare_digest(expected, signature):
-        return
-    if not signature or not validator.validate(url, params, signature, algorithm):
+    checks_out = bool(signature) and (
+        (bool(expected) and hmac.compare_digest(expected, signature))
+        or validator.validate(url, params, signature, algorithm)
+    )
+    if not checks_out:
         log.warning("rejected %s %s: %s", request.method, url, "bad signature" if signature else "no signature")
         raise SignatureRejected(url)
+    request.environ[_SIGNED] = True

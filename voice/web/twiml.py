@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
+from flask import Response
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from ivr_flows import Gather as GatherAction
@@ -14,6 +13,7 @@ from voice.domain.replies import (
     AfterHandoff,
     Announcement,
     Bridge,
+    ConferenceLeg,
     DialRep,
     EnqueueCaller,
     Fallback,
@@ -28,16 +28,19 @@ from voice.domain.replies import (
     Voicemail,
     Whisper,
 )
+from voice.web.urls import CallbackUrls, Endpoint, request_urls
 
 # Twilio caps speech hints; long hint lists also slow recognition down.
 MAX_HINTS = 100
 
 
-class UrlFor(Protocol):
-    """Absolute URL of one of our endpoints, as Twilio must call it (see voice.web.webhooks.external_url)."""
-
-    def __call__(self, endpoint: str, /, **params: object) -> str: ...
-
+#: Where a hand-off leg's <Dial> goes when its conference is over: the caller's, to what comes after the
+#: conversation; a rep's, to the next step of the hand-off.
+_AFTER_CONFERENCE: dict[ConferenceLeg, Endpoint] = {
+    "caller": Endpoint.HANDOFF_CALLER_LEFT,
+    "from": Endpoint.HANDOFF_REP_LEFT,
+    "to": Endpoint.HANDOFF_REP_LEFT,
+}
 
 # Replies that carry no per-call identifier (greetings, questions, hold loops) repeat across calls: rendering one is
 # most of a webhook's CPU after the database, so identical (reply, base URL) pairs are rendered once.
@@ -50,38 +53,43 @@ _RENDERED: dict[tuple[Reply, str], str] = {}
 _RENDERED_MAX = 4096
 
 
-def render(reply: Reply, url_for: UrlFor) -> str:
+def respond(reply: Reply) -> Response:
+    """The answer to this webhook request: ``reply`` as TwiML, its URLs under the base URL Twilio calls."""
+    return Response(render(reply, request_urls()), status=200, mimetype="text/xml")
+
+
+def render(reply: Reply, urls: CallbackUrls) -> str:
     if not isinstance(reply, _CACHEABLE):
-        return _render(reply, url_for)
-    key = (reply, url_for("voice.incoming"))
+        return _render(reply, urls)
+    key = (reply, urls.base)
     document = _RENDERED.get(key)
     if document is None:
-        document = _render(reply, url_for)
+        document = _render(reply, urls)
         if len(_RENDERED) >= _RENDERED_MAX:
             _RENDERED.clear()  # crude but bounded; the common documents come straight back
         _RENDERED[key] = document
     return document
 
 
-def _render(reply: Reply, url_for: UrlFor) -> str:
+def _render(reply: Reply, urls: CallbackUrls) -> str:
     response = VoiceResponse()
     match reply:
         case FlowReply(step=step):
             _say_all(response, step.say, step.language, step.voice)
             action = step.action
             if isinstance(action, GatherAction):
-                _gather(response, action, step.language, step.voice, url_for)
+                _gather(response, action, step.language, step.voice, urls)
             elif isinstance(action, HangupAction):
                 response.hangup()
             elif isinstance(action, RecordAction):
                 _record(
-                    response, url_for, action.max_length, no_message=action.no_message, language=step.language,
+                    response, urls, action.max_length, no_message=action.no_message, language=step.language,
                     voice=step.voice,
                 )
         case DialRep():
             _say_all(response, reply.say, reply.language, reply.voice)
             dial = Dial(
-                action=url_for("voice.dial_ended", offer=reply.targets[0][0]),
+                action=urls(Endpoint.DIAL_ENDED, offer=reply.targets[0][0]),
                 method="POST",
                 timeout=reply.ring_timeout,
                 answer_on_bridge=True,
@@ -89,15 +97,15 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             )
             # Several numbers ring at once; the first to answer hears the whisper, Twilio hangs up the others.
             for offer_id, phone in reply.targets:
-                dial.number(phone, url=url_for("voice.whisper", offer=offer_id), method="POST")
+                dial.number(phone, url=urls(Endpoint.WHISPER, offer=offer_id), method="POST")
             response.append(dial)
         case EnqueueCaller():
             _say_all(response, reply.say, reply.language, reply.voice)
             response.enqueue(
                 reply.queue_name,
-                action=url_for("voice.queue_exit"),
+                action=urls(Endpoint.QUEUE_EXIT),
                 method="POST",
-                wait_url=url_for("voice.hold"),
+                wait_url=urls(Endpoint.HOLD),
                 wait_url_method="POST",
             )
         case HoldLoop():
@@ -106,7 +114,7 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             texts = [text for text in (reply.announcement, reply.choice_prompt) if text]
             if reply.choice_prompt:
                 gather = Gather(
-                    input="dtmf", num_digits=1, timeout=3, action=url_for("voice.hold_choice"), method="POST"
+                    input="dtmf", num_digits=1, timeout=3, action=urls(Endpoint.HOLD_CHOICE), method="POST"
                 )
                 for text in texts:
                     gather.say(text, language=reply.language, voice=reply.voice)
@@ -122,20 +130,20 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             response.leave()
         case Whisper():
             # No key pressed: the Gather falls through, the rep leg ends unbridged, the Dial moves on.
-            answer_url = url_for("voice.whisper_answer", offer=reply.offer_id)
+            answer_url = urls(Endpoint.WHISPER_ANSWER, offer=reply.offer_id)
             _whisper(response, reply, action=answer_url, no_key="No key pressed. Passing the call on.")
         case JoinConference():
             _say_all(response, reply.say, reply.language, reply.voice)
-            dial = Dial(action=url_for(reply.after, handoff=reply.handoff_id), method="POST")
+            dial = Dial(action=urls(_AFTER_CONFERENCE[reply.label], handoff=reply.handoff_id), method="POST")
             dial.conference(
                 reply.room,
                 start_conference_on_enter=reply.starts,
                 end_conference_on_exit=reply.ends,
                 beep=False,
                 participant_label=reply.label,
-                wait_url=url_for("voice.handoff_hold_music"),
+                wait_url=urls(Endpoint.HANDOFF_HOLD_MUSIC),
                 wait_method="POST",
-                status_callback=url_for("voice.handoff_events", handoff=reply.handoff_id),
+                status_callback=urls(Endpoint.HANDOFF_EVENTS, handoff=reply.handoff_id),
                 status_callback_event="start end join leave",
                 status_callback_method="POST",
             )
@@ -148,23 +156,23 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             else:
                 response.say("Please hold.")
                 response.pause(length=reply.pause_seconds)
-            response.redirect(url_for("voice.handoff_hold_music"), method="POST")
+            response.redirect(urls(Endpoint.HANDOFF_HOLD_MUSIC), method="POST")
         case HandoffWhisper():
-            answer_url = url_for("voice.handoff_whisper_answer", handoff=reply.handoff_id)
+            answer_url = urls(Endpoint.HANDOFF_WHISPER_ANSWER, handoff=reply.handoff_id)
             _whisper(response, reply, action=answer_url, no_key="No key pressed. Goodbye.")
         case Announcement():
             response.say(reply.text, language=reply.language, voice=reply.voice)
         case Bridge() | Acknowledge():
             pass
         case AfterHandoff(handoff_id=handoff_id):
-            response.redirect(url_for("voice.handoff_after", handoff=handoff_id), method="POST")
+            response.redirect(urls(Endpoint.HANDOFF_AFTER, handoff=handoff_id), method="POST")
         case Goodbye():
             _say_all(response, reply.say, reply.language, reply.voice)
             response.hangup()
         case Voicemail():
             _say_all(response, reply.say, reply.language, reply.voice)
             _record(
-                response, url_for, reply.max_length, no_message=reply.no_message, language=reply.language,
+                response, urls, reply.max_length, no_message=reply.no_message, language=reply.language,
                 voice=reply.voice,
             )
         case Fallback():
@@ -174,7 +182,7 @@ def _render(reply: Reply, url_for: UrlFor) -> str:
             else:
                 response.say(reply.voicemail_prompt, language=reply.language, voice=reply.voice)
                 _record(
-                    response, url_for, reply.voicemail_max_length, no_message=reply.no_message,
+                    response, urls, reply.voicemail_max_length, no_message=reply.no_message,
                     language=reply.language, voice=reply.voice,
                 )
     return str(response)
@@ -195,8 +203,10 @@ def _say_all(response: VoiceResponse, texts: tuple[str, ...], language: str, voi
             response.say(text, language=language, voice=voice)
 
 
-def _gather(response: VoiceResponse, action: GatherAction, language: str, voice: str | None, url_for: UrlFor) -> None:
-    target = url_for("voice.gather")
+def _gather(
+    response: VoiceResponse, action: GatherAction, language: str, voice: str | None, urls: CallbackUrls
+) -> None:
+    target = urls(Endpoint.GATHER)
     gather = Gather(
         input=action.input,
         action=target,
@@ -215,14 +225,14 @@ def _gather(response: VoiceResponse, action: GatherAction, language: str, voice:
 
 def _record(
     response: VoiceResponse,
-    url_for: UrlFor,
+    urls: CallbackUrls,
     max_length: int,
     *,
     no_message: str,
     language: str | None,
     voice: str | None,
 ) -> None:
-    response.record(action=url_for("voice.voicemail"), method="POST", max_length=max_length, play_beep=True)
+    response.record(action=urls(Endpoint.VOICEMAIL), method="POST", max_length=max_length, play_beep=True)
     # No recording (silence): Twilio goes on to the next verb.
     response.say(no_message, language=language, voice=voice)
     response.hangup()

@@ -1,108 +1,120 @@
-"""The Twilio-facing endpoints. Each handler parses the request, delegates to the call service, renders TwiML.
+"""The Twilio-facing endpoints. Each handler parses the request, delegates to a service, renders TwiML.
 
-Every failure still answers with valid TwiML (see ``on_error``): a 500 would make Twilio say "an application error
-has occurred" and hang up on the caller.
+Every route is registered with :func:`webhook`, which names its ``Endpoint`` (its URL) and the ``Leg`` it answers
+for: when a handler fails, ``voice.web.errors`` answers with the TwiML that is safe for that leg (a 500 would make
+Twilio say "an application error has occurred" and hang up on the caller). The signature is checked before
+anything else, and a request whose signature has not checked out gets 403 or 413 and nothing more.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
+from typing import TypeVar
 
-from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Response, request
 
-from voice.bootstrap import Warmline
-from voice.domain.replies import Acknowledge, Fallback, Goodbye, HoldMusic, LeaveQueue, Reply
 from voice.services.calls import CallService
 from voice.services.handoffs import HandoffService
 from voice.services.queue import QueueService
 from voice.web import forms
-from voice.web.signature import SignatureRejected, verify_twilio_request
-from voice.web.twiml import render
-from voice.web.urls import request_url_builder
+from voice.web.errors import Leg, webhook_failure
+from voice.web.parts import app_parts
+from voice.web.signature import verify_twilio_request
+from voice.web.twiml import respond
+from voice.web.urls import Endpoint
 
-log = logging.getLogger(__name__)
+bp = Blueprint("voice", __name__)
 
-bp = Blueprint("voice", __name__, url_prefix="/voice")
+View = TypeVar("View", bound=Callable[[], Response])
+
+#: Flask endpoint name -> the leg its route answers for; filled by :func:`webhook`, read when a handler fails.
+LEGS: dict[str, Leg] = {}
 
 
-def _warmline() -> Warmline:
-    warmline: Warmline = current_app.extensions["warmline"]
-    return warmline
+def webhook(endpoint: Endpoint, leg: Leg) -> Callable[[View], View]:
+    """Register the view Twilio POSTs ``endpoint`` to; ``leg``: whose call it answers for (see ``Leg``)."""
+
+    def register(view: View) -> View:
+        bp.add_url_rule(endpoint.path, endpoint.view_name, view, methods=["POST"])
+        LEGS[f"{bp.name}.{endpoint.view_name}"] = leg
+        return view
+
+    return register
 
 
 def _calls() -> CallService:
-    return _warmline().calls
+    return app_parts().calls
 
 
 def _queue() -> QueueService:
-    return _warmline().queue
+    return app_parts().queue
 
 
 def _handoffs() -> HandoffService:
-    return _warmline().handoffs
+    return app_parts().handoffs
 
 
 def _handoff_id() -> int:
     return forms.number(request.args, "handoff")
 
 
-def respond(reply: Reply) -> Response:
-    return Response(render(reply, request_url_builder()), status=200, mimetype="text/xml")
-
-
 @bp.before_request
 def check_signature() -> None:
-    settings = _warmline().settings
+    settings = app_parts().settings
     verify_twilio_request(
         request, auth_token=settings.auth_token, public_url=settings.public_url, shared_key=settings.webhook_shared_key
     )
 
 
-@bp.post("/incoming")
+@bp.errorhandler(Exception)
+def on_error(error: Exception) -> Response:
+    return webhook_failure(error, LEGS[request.endpoint or ""])
+
+
+@webhook(Endpoint.INCOMING, Leg.CALLER)
 def incoming() -> Response:
     return respond(_calls().incoming(forms.incoming_call(request.form)))
 
 
-@bp.post("/gather")
+@webhook(Endpoint.GATHER, Leg.CALLER)
 def gather() -> Response:
     return respond(_calls().caller_input(forms.call_sid(request.form), forms.caller_input(request.form)))
 
 
-@bp.post("/whisper")
+@webhook(Endpoint.WHISPER, Leg.REP)
 def whisper() -> Response:
     return respond(_calls().whisper(forms.offer_id(request.args), rep_call_sid=request.form.get("CallSid")))
 
 
-@bp.post("/whisper/answer")
+@webhook(Endpoint.WHISPER_ANSWER, Leg.REP)
 def whisper_answer() -> Response:
     return respond(_calls().whisper_answer(forms.offer_id(request.args), request.form.get("Digits")))
 
 
-@bp.post("/dial-ended")
+@webhook(Endpoint.DIAL_ENDED, Leg.CALLER)
 def dial_ended() -> Response:
     return respond(_calls().dial_ended(forms.offer_id(request.args)))
 
 
-@bp.post("/hold")
+@webhook(Endpoint.HOLD, Leg.QUEUE_HOLD)
 def hold() -> Response:
     form = request.form
     return respond(_queue().hold(forms.call_sid(form), queue_seconds=forms.seconds(form, "QueueTime")))
 
 
-@bp.post("/hold/choice")
+@webhook(Endpoint.HOLD_CHOICE, Leg.QUEUE_HOLD)
 def hold_choice() -> Response:
     return respond(_queue().hold_choice(forms.call_sid(request.form), digits=request.form.get("Digits")))
 
 
-@bp.post("/queue-exit")
+@webhook(Endpoint.QUEUE_EXIT, Leg.CALLER)
 def queue_exit() -> Response:
     form = request.form
     result, waited = form.get("QueueResult", "error"), forms.seconds(form, "QueueTime")
     return respond(_queue().queue_exit(forms.call_sid(form), result=result, queue_seconds=waited))
 
 
-@bp.post("/callback/answer")
+@webhook(Endpoint.CALLBACK_ANSWER, Leg.CALLER)
 def callback_answer() -> Response:
     form = request.form
     return respond(
@@ -115,7 +127,7 @@ def callback_answer() -> Response:
     )
 
 
-@bp.post("/callback/status")
+@webhook(Endpoint.CALLBACK_STATUS, Leg.STATUS)
 def callback_status() -> Response:
     form = request.form
     return respond(
@@ -129,36 +141,42 @@ def callback_status() -> Response:
     )
 
 
-@bp.post("/connect")
+@webhook(Endpoint.CONNECT, Leg.CALLER)
 def connect() -> Response:
     return respond(_calls().connect(forms.offer_id(request.args)))
 
 
-@bp.post("/voicemail")
+@webhook(Endpoint.VOICEMAIL, Leg.CALLER)
 def voicemail() -> Response:
     form = request.form
     url, length = form.get("RecordingUrl", ""), forms.seconds(form, "RecordingDuration")
-    return respond(_warmline().voicemail.saved(forms.call_sid(form), recording_url=url, duration_seconds=length))
+    return respond(app_parts().voicemail.saved(forms.call_sid(form), recording_url=url, duration_seconds=length))
 
 
-@bp.post("/status")
+@webhook(Endpoint.STATUS, Leg.STATUS)
 def status() -> Response:
     form = request.form
-    duration = forms.optional_seconds(form, "CallDuration")
+    duration, caller, called = forms.optional_seconds(form, "CallDuration"), form.get("From"), form.get("To")
     return respond(
-        _calls().call_status(forms.call_sid(form), call_status=form.get("CallStatus", ""), duration_seconds=duration)
+        _calls().call_status(
+            forms.call_sid(form),
+            call_status=form.get("CallStatus", ""),
+            duration_seconds=duration,
+            caller=caller,
+            called=called,
+        )
     )
 
 
 # --- rep-to-rep hand-offs (voice.services.handoffs) -------------------------------------------------------------------
 
 
-@bp.post("/handoff/rep-joins")
+@webhook(Endpoint.HANDOFF_REP_JOINS, Leg.REP)
 def handoff_rep_joins() -> Response:
     return respond(_handoffs().rep_joins(_handoff_id()))
 
 
-@bp.post("/handoff/events")
+@webhook(Endpoint.HANDOFF_EVENTS, Leg.STATUS)
 def handoff_events() -> Response:
     form = request.form
     event, conference = form.get("StatusCallbackEvent", ""), form.get("ConferenceSid")
@@ -169,114 +187,49 @@ def handoff_events() -> Response:
     )
 
 
-@bp.post("/handoff/hold-music")
+@webhook(Endpoint.HANDOFF_HOLD_MUSIC, Leg.CONFERENCE_HOLD)
 def handoff_hold_music() -> Response:
     return respond(_handoffs().hold_music())
 
 
-@bp.post("/handoff/whisper")
+@webhook(Endpoint.HANDOFF_WHISPER, Leg.REP)
 def handoff_whisper() -> Response:
     return respond(_handoffs().whisper(_handoff_id(), call_sid=forms.call_sid(request.form)))
 
 
-@bp.post("/handoff/whisper/answer")
+@webhook(Endpoint.HANDOFF_WHISPER_ANSWER, Leg.REP)
 def handoff_whisper_answer() -> Response:
     return respond(_handoffs().whisper_answer(_handoff_id(), digits=request.form.get("Digits")))
 
 
-@bp.post("/handoff/target-status")
+@webhook(Endpoint.HANDOFF_TARGET_STATUS, Leg.STATUS)
 def handoff_target_status() -> Response:
     form = request.form
     return respond(
-        _handoffs().target_status(
-            _handoff_id(), call_sid=forms.call_sid(form), call_status=form.get("CallStatus", "")
-        )
+        _handoffs().target_status(_handoff_id(), call_sid=forms.call_sid(form), call_status=form.get("CallStatus", ""))
     )
 
 
-@bp.post("/handoff/rep-left")
+@webhook(Endpoint.HANDOFF_REP_LEFT, Leg.REP)
 def handoff_rep_left() -> Response:
     return respond(_handoffs().rep_left(_handoff_id()))
 
 
-@bp.post("/handoff/caller-left")
+@webhook(Endpoint.HANDOFF_CALLER_LEFT, Leg.CALLER)
 def handoff_caller_left() -> Response:
     return respond(_handoffs().caller_left(_handoff_id()))
 
 
-@bp.post("/handoff/after")
+@webhook(Endpoint.HANDOFF_AFTER, Leg.CALLER)
 def handoff_after() -> Response:
     return respond(_handoffs().after_conversation(_handoff_id()))
 
 
-@bp.post("/handoff/fallback")
+@webhook(Endpoint.HANDOFF_FALLBACK, Leg.CALLER)
 def handoff_fallback() -> Response:
     return respond(_handoffs().fallback(_handoff_id()))
 
 
-@bp.post("/handoff/announce")
+@webhook(Endpoint.HANDOFF_ANNOUNCE, Leg.STATUS)
 def handoff_announce() -> Response:
     return respond(_handoffs().announcement(_handoff_id()))
-
-
-# Which safe answer fits depends on whose leg asked: the rep's whisper leg must not dial the fallback number, and a
-# waitUrl document may only use queue-safe verbs.
-_REP_LEG_ENDPOINTS = frozenset(
-    {
-        "voice.whisper",
-        "voice.whisper_answer",
-        "voice.handoff_rep_joins",
-        "voice.handoff_whisper",
-        "voice.handoff_whisper_answer",
-        "voice.handoff_rep_left",
-    }
-)
-_QUIET_ENDPOINTS = frozenset(
-    {"voice.status", "voice.callback_status", "voice.handoff_events", "voice.handoff_target_status",
-     "voice.handoff_announce"}
-)
-_QUEUE_ENDPOINTS = frozenset({"voice.hold", "voice.hold_choice"})
-
-
-@bp.errorhandler(SignatureRejected)
-def on_forged(_error: SignatureRejected) -> tuple[str, int, dict[str, str]]:
-    return "Forbidden: invalid X-Twilio-Signature\n", 403, {"Content-Type": "text/plain; charset=utf-8"}
-
-
-@bp.errorhandler(Exception)
-def on_error(error: Exception) -> Response:
-    if isinstance(error, HTTPException) and error.code == 405:
-        return Response(error.get_description(), status=405)
-    endpoint = request.endpoint or ""
-    if isinstance(error, forms.MalformedWebhook):
-        log.error("malformed webhook on %s: %s", request.path, error)
-    else:
-        log.exception("webhook %s failed; answering with fallback TwiML", request.path)
-    reply: Reply
-    if endpoint in _REP_LEG_ENDPOINTS:
-        reply = Goodbye(say=("Sorry, this call cannot be connected.",))
-    elif endpoint in _QUEUE_ENDPOINTS:
-        reply = LeaveQueue()  # the Enqueue action takes over and can use the full fallback
-    elif endpoint == "voice.handoff_hold_music":
-        reply = HoldMusic(music_url="", pause_seconds=10)  # keeps the caller holding; fetched again after
-    elif endpoint in _QUIET_ENDPOINTS:
-        reply = Acknowledge()
-    else:
-        reply = _caller_fallback(error)
-    return respond(reply)
-
-
-def _caller_fallback(error: Exception) -> Fallback:
-    """config.yaml's fallback in the caller's language; exactly as configured if even that cannot be worked out."""
-    try:
-        form = request.form
-        return _warmline().calls.fallback(call_sid=form.get("CallSid"), called=form.get("To"), cause=error)
-    except Exception:  # the last resort must not fail: the caller would hear Twilio's "application error"
-        log.exception("fallback for %s could not be localised; using config.yaml's text", request.path)
-    settings = _warmline().settings.fallback
-    return Fallback(
-        apology=settings.apology,
-        number=settings.number or None,
-        voicemail_prompt=settings.voicemail_prompt,
-        voicemail_max_length=settings.voicemail_max_length,
-    )
