@@ -19,6 +19,8 @@ def create_app(test_config: dict[str, Any] | None = None, *, background: bool = 
     The database schema is not migrated here (several gunicorn workers would race to do it): ``warmline serve`` and
     ``make run`` apply migrations before the workers start.
     """
+    # Imported here, not at the top: this package's __init__ runs whenever any voice.* module is imported (the
+    # emulator for `warmline call`, a CLI command that never builds the app), and they must not pay for all of it.
     from voice.bootstrap import assemble
     from voice.web import api, bound_bodies, errors, health, webhooks
 
