@@ -85,11 +85,16 @@ def test_crash_without_a_fallback_number_takes_a_voicemail(broken_app: Any) -> N
         assert record is not None and record.get("action", "").endswith("/voice/voicemail")
 
 
-def test_crash_in_the_hold_loop_leaves_the_queue_with_queue_safe_twiml(broken_app: Any) -> None:
+def test_crash_in_the_hold_loop_holds_on_then_leaves_the_queue_with_queue_safe_twiml(broken_app: Any) -> None:
     client = broken_app()
     response = signed_post(client, "/voice/hold", {"CallSid": CALL["CallSid"], "QueueTime": "30"})
     assert response.status_code == 200
-    assert verbs(parse_twiml(response.data)) == ["Leave"]
+    root = parse_twiml(response.data)
+    assert verbs(root) == ["Pause", "Redirect"]  # the store may be back in seconds: hold on, try again
+    redirect = root.find("Redirect")
+    assert redirect is not None and (redirect.text or "").endswith("/voice/hold?failures=1")
+    again = signed_post(client, "/voice/hold?failures=2", {"CallSid": CALL["CallSid"], "QueueTime": "36"})
+    assert verbs(parse_twiml(again.data)) == ["Leave"]  # the third failure in a row: out of the line
 
 
 def test_crash_on_the_rep_leg_hangs_up_the_rep_not_the_caller(broken_app: Any) -> None:
@@ -114,7 +119,7 @@ def test_gather_for_a_call_we_never_saw_still_gets_twiml(client: FlaskClient) ->
 def test_garbled_numbers_in_a_webhook_are_a_malformed_request_not_a_500(client: FlaskClient) -> None:
     response = signed_post(client, "/voice/hold", {"CallSid": CALL["CallSid"], "QueueTime": "soon"})
     assert response.status_code == 200
-    assert verbs(parse_twiml(response.data)) == ["Leave"]
+    assert verbs(parse_twiml(response.data)) == ["Pause", "Redirect"]
 
 
 def test_a_caller_who_chose_spanish_hears_the_fallback_in_spanish(
@@ -165,7 +170,9 @@ def test_the_fallback_reads_the_store_again_only_when_that_cannot_wait_on_the_sa
 SAFE_ANSWERS = {
     Leg.CALLER: ["Say", "Dial"],
     Leg.REP: ["Say", "Hangup"],  # the rep is hung up on; the fallback number is never dialled from a rep's phone
-    Leg.QUEUE_HOLD: ["Leave"],  # queue-safe: the Enqueue action takes the caller on to the full fallback
+    Leg.CALLER_AFTER_DIAL: ["Say", "Dial"],  # not bridged (no DialBridged=true): as the caller's
+    # queue-safe: hold on and try the loop again (then leave, for the Enqueue action's full fallback)
+    Leg.QUEUE_HOLD: ["Pause", "Redirect"],
     Leg.STATUS: [],
 }
 

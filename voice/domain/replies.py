@@ -189,6 +189,15 @@ class Acknowledge:
 
 
 @dataclass(frozen=True)
+class HoldThrough:
+    """Serving the hold loop failed (``failures`` times in a row): the caller keeps holding a moment and the loop is
+    fetched again, counting (the count rides in the loop's URL: the store may be what failed)."""
+
+    failures: int
+    pause_seconds: int = 3
+
+
+@dataclass(frozen=True)
 class AfterHandoff:
     """Send the caller on to what follows a hand-off's conversation (the flow's goodbye or survey) without deciding
     it here. What the caller's conference ``<Dial>`` action answers: Twilio requests that action also when we
@@ -214,4 +223,5 @@ Reply = (
     | Announcement
     | Acknowledge
     | AfterHandoff
+    | HoldThrough
 )

@@ -269,6 +269,15 @@ class QueueService(Service):
             dial = self._dispatch.put_through(session, offer, flow, say=say)
             if dial is not None:
                 return dial
+        if result == "leave" and interaction.leave_reason is None and self._settings.fallback.number:
+            # Nothing here asked the caller to leave: the hold loop kept failing (voice.web.errors, Leg.QUEUE_HOLD).
+            # Something is broken mid-call: the fallback number, as for any other failure.
+            log.error(
+                "caller %s left the queue after the hold loop failed; dialling the fallback number",
+                interaction.call_sid,
+            )
+            interaction.no_rep()
+            return self._calls.fallback(call_sid=interaction.call_sid, called=interaction.called_number)
         # Chose voicemail, max wait reached, nobody on duty any more, or Twilio's queue failed (queue-full, error):
         # do not strand the caller.
         if interaction.leave_reason != "voicemail":

@@ -20,7 +20,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from voice.domain.errors import InvalidInput, NotFound, Refused, WarmlineError
-from voice.domain.replies import Acknowledge, Fallback, Goodbye, HoldMusic, LeaveQueue, Reply
+from voice.domain.replies import Acknowledge, Fallback, Goodbye, HoldMusic, HoldThrough, LeaveQueue, Reply
 from voice.web.parts import app_parts
 from voice.web.signature import SignatureRejected, is_signed
 from voice.web.twiml import respond
@@ -28,6 +28,8 @@ from voice.web.twiml import respond
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api"
+#: Failed turns of a hold loop in a row before the caller leaves the line for the fallback number.
+MAX_HOLD_FAILURES = 3
 
 
 class Leg(enum.Enum):
@@ -37,8 +39,13 @@ class Leg(enum.Enum):
     CALLER = "caller"
     #: A rep's leg (whisper, hand-off): hang up the rep; the fallback number must never be dialled from their phone.
     REP = "rep"
-    #: A queue's waitUrl and its key choice, where only queue-safe verbs are allowed: ``<Leave/>`` hands the caller
-    #: to the Enqueue action, which can use the full fallback.
+    #: The caller's ``<Dial>`` to a rep is over (its action). If they were bridged, a conversation already happened:
+    #: a failure says goodbye (the Dial action's own ``DialBridged`` tells, no store needed) rather than apologise
+    #: and dial the fallback number after the caller was helped; otherwise, as ``CALLER``.
+    CALLER_AFTER_DIAL = "caller after dial"
+    #: A queue's waitUrl and its key choice, where only queue-safe verbs are allowed: the caller keeps holding and the
+    #: loop is tried again (the store may be back in seconds); after ``MAX_HOLD_FAILURES`` in a row, ``<Leave/>``
+    #: hands the caller to the Enqueue action, which goes to the fallback number (``voice.services.queue``).
     QUEUE_HOLD = "queue hold"
     #: A conference's wait/hold music (Say, Play, Pause, Redirect only): the music again, fetched again after.
     CONFERENCE_HOLD = "conference hold"
@@ -87,12 +94,16 @@ def _safe_reply(leg: Leg, error: Exception) -> Reply:
         case Leg.REP:
             return Goodbye(say=("Sorry, this call cannot be connected.",))
         case Leg.QUEUE_HOLD:
-            return LeaveQueue()
+            earlier = request.args.get("failures", "")
+            failures = (int(earlier) if earlier.isdigit() else 0) + 1
+            return LeaveQueue() if failures >= MAX_HOLD_FAILURES else HoldThrough(failures=failures)
         case Leg.CONFERENCE_HOLD:
             return HoldMusic(music_url="", pause_seconds=10)
         case Leg.STATUS:
             return Acknowledge()
-        case Leg.CALLER:
+        case Leg.CALLER_AFTER_DIAL if request.form.get("DialBridged") == "true":
+            return Goodbye(say=("Thank you for calling. Goodbye.",))
+        case Leg.CALLER | Leg.CALLER_AFTER_DIAL:
             return _caller_fallback(error)
 
 

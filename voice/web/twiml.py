@@ -22,6 +22,7 @@ from voice.domain.replies import (
     HandoffWhisper,
     HoldLoop,
     HoldMusic,
+    HoldThrough,
     JoinConference,
     LeaveQueue,
     Reply,
@@ -164,6 +165,9 @@ def _render(reply: Reply, urls: CallbackUrls) -> str:
             response.say(reply.text, language=reply.language, voice=reply.voice)
         case Bridge() | Acknowledge():
             pass
+        case HoldThrough(failures=failures, pause_seconds=pause):
+            response.pause(length=pause)
+            response.redirect(urls(Endpoint.HOLD, failures=failures), method="POST")
         case AfterHandoff(handoff_id=handoff_id):
             response.redirect(urls(Endpoint.HANDOFF_AFTER, handoff=handoff_id), method="POST")
         case Goodbye():

@@ -91,7 +91,7 @@ def whisper_answer() -> Response:
     return respond(_calls().whisper_answer(forms.offer_id(request.args), request.form.get("Digits")))
 
 
-@webhook(Endpoint.DIAL_ENDED, Leg.CALLER)
+@webhook(Endpoint.DIAL_ENDED, Leg.CALLER_AFTER_DIAL)
 def dial_ended() -> Response:
     return respond(_calls().dial_ended(forms.offer_id(request.args)))
 
