@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
+
+#: SQLite's words for a connection that must be reopened (SQLITE_READONLY_*, SQLITE_IOERR_*).
+_REOPEN_AFTER = ("readonly database", "disk i/o error", "unable to open database file")
 
 #: How long a statement waits for another writer before SQLite gives up with "database is locked" (ms): well inside
 #: Twilio's 15 s for a webhook (which then answers with fallback TwiML), and gunicorn's worker timeout, rather than
@@ -69,6 +72,17 @@ def configure(engine: Engine, *, immediate: bool, lock_path: Path | None, autoch
         except BaseException:
             _drop_writer_lock(connection.connection.info)
             raise
+
+    @event.listens_for(engine, "handle_error")
+    def _reopen_after_file_faults(context: ExceptionContext) -> None:
+        # A connection opened while the database files could not be written stays read-only for good ("attempt to
+        # write a readonly database"), and one whose files failed under it keeps failing ("disk I/O error"). Treat
+        # both like a lost connection: SQLAlchemy then discards the pool's connections, and the next checkout opens
+        # new ones, read-write again the moment the files are writable (before: only a restart recovered).
+        message = str(context.original_exception).lower()
+        if any(sign in message for sign in _REOPEN_AFTER):
+            context.is_disconnect = True
+            context.invalidate_pool_on_disconnect = True
 
     if lock_path is not None:
         # The flock is given up when the connection goes back to the pool, which a unit of work does the moment

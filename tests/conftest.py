@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -323,3 +324,12 @@ def sqlite_store(tmp_path: Path, sqlite_template: Path) -> Iterator[Store]:
     store = Store(f"sqlite:///{path}")
     yield store
     store.dispose()
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory another user can reach (pytest's own tmp_path is private to the user running the tests)."""
+    with tempfile.TemporaryDirectory(prefix="warmline-health-") as name:
+        path = Path(name)
+        path.chmod(0o755)
+        yield path

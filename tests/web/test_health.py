@@ -6,16 +6,12 @@ accepts and never answers, an SQLite file whose directory was removed or cannot 
 
 from __future__ import annotations
 
-import json
-import os
-import pwd
 import shutil
 import socket
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +21,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_ADMIN_URL, app_config
+from tests.unprivileged import hand_to_nobody, in_child_as_nobody
 from voice import create_app
 from voice.web.health import DATABASE_CHECK_SECONDS
 
@@ -133,53 +130,12 @@ def test_an_sqlite_file_whose_directory_was_removed(app_at: Any, tmp_path: Path,
     assert str(directory) not in str(body)
 
 
-@pytest.fixture
-def shared_tmp() -> Iterator[Path]:
-    """A directory another user can reach (pytest's own tmp_path is private to the user running the tests)."""
-    with tempfile.TemporaryDirectory(prefix="warmline-health-") as name:
-        path = Path(name)
-        path.chmod(0o755)
-        yield path
-
-
-def in_child_as_nobody(prepare: Callable[[], T], work: Callable[[T], object]) -> Any:
-    """``work(prepare())`` in a forked child, ``work`` after giving up root (root may read any directory, whatever
-    its mode says); what ``work`` returns comes back as JSON. ``prepare`` runs first, as the test's own user:
-    modules load from root's home, which nobody else can read (nor can they run its interpreter)."""
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.close(reader)
-            prepared = prepare()
-            if os.geteuid() == 0:
-                nobody = pwd.getpwnam("nobody")
-                os.setgroups([])
-                os.setgid(nobody.pw_gid)
-                os.setuid(nobody.pw_uid)
-            with os.fdopen(writer, "w") as out:
-                out.write(json.dumps(work(prepared)))
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(writer)
-    with os.fdopen(reader) as answer:
-        result = answer.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0 and result, "the child failed"
-    return json.loads(result)
-
-
 def test_an_sqlite_file_in_a_directory_that_cannot_be_read(shared_tmp: Path, sqlite_template: Path) -> None:
     directory, instance = shared_tmp / "data", shared_tmp / "instance"
     directory.mkdir()
     instance.mkdir()
     shutil.copy(sqlite_template, directory / "warmline.sqlite3")
-    if os.geteuid() == 0:  # the unprivileged child owns the files it works on
-        nobody = pwd.getpwnam("nobody")
-        for path in (directory, directory / "warmline.sqlite3", instance):
-            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    hand_to_nobody(directory, directory / "warmline.sqlite3", instance)  # the unprivileged child owns its files
     config = app_config(f"sqlite:///{directory / 'warmline.sqlite3'}", instance, routing={"sweep_interval": 0})
 
     def app_checked_once() -> FlaskClient:
