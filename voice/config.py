@@ -160,7 +160,7 @@ class RoutingSettings(_Section):
     # Open calls nothing was heard about for this many seconds are checked with Twilio (in the background), in
     # case their end was never reported: a status callback lost in an outage would otherwise keep the call open and
     # its rep "on a call". Each call is asked about at most once per this interval.
-    check_calls_after: int = Field(default=120, ge=30)
+    check_calls_after: int = Field(default=60, ge=30)
     # Time zone of "calls today" (fewest_calls strategy).
     timezone: str = "UTC"
     priority: PrioritySettings = PrioritySettings()
