@@ -368,10 +368,9 @@ class DeliveryWorker:
         if not self._targets:
             return
         with self._store.unit_of_work(read_only=True) as session:
-            states = sync_queries.target_states(session)
+            refused = {name for name, state in sync_queries.target_states(session).items() if state.refused_since}
         for name, health in self._health.items():
-            state = states.get(name)
-            if state is not None and state.refused_since is not None:
+            if name in refused:
                 health.refused = True
 
 
