@@ -10,7 +10,7 @@ SQLite is the embedded default (its specifics: ``crm_sync.sqlite``); PostgreSQL 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +19,12 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_sync import sqlite
+from crm_sync.sync.outbox import OutboxWriter
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -88,9 +89,14 @@ class Store:
     fills the WAL past 1,000 pages, and that commit still holds the writers' lock, so every other webhook waits for
     the copy and its two fsyncs: about three times a second under ``bench/webhook.py``'s load, hundreds of
     milliseconds each on a slow or busy disk. A PASSIVE checkpoint from elsewhere blocks no writer.
+
+    ``announce_to``: the CRMs configured for sync (``crm_sync.sync``); every write session then writes an outbox row
+    per CRM for each change a CRM must hear of, in the same flush as the change (``crm_sync.sync.outbox``).
     """
 
-    def __init__(self, url: str, *, echo: bool = False, background_checkpoints: bool = False) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, background_checkpoints: bool = False, announce_to: Sequence[str] = ()
+    ) -> None:
         self.url = url
         self._sqlite = make_url(url).get_backend_name() == "sqlite"
         self._background_checkpoints = background_checkpoints and self._sqlite
@@ -100,6 +106,9 @@ class Store:
         # expire_on_commit=False: views render from objects after the service committed, without a reload query.
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
+        self.announce_to = tuple(announce_to)
+        if self.announce_to:
+            event.listen(self._sessions, "before_flush", OutboxWriter(self.announce_to))
 
     @contextmanager
     def unit_of_work(self, *, read_only: bool = False) -> Iterator[Session]:

@@ -1197,3 +1197,267 @@ class FlowVersion(Base):
     source: Mapped[str] = mapped_column(String(500))  # where it was read from
     text: Mapped[str] = mapped_column(Text)
     first_live_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- CRM sync: the outbox, the contacts the CRMs know, each CRM's own state ----------------------------------------
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"  # to be sent from next_attempt_at
+    SENDING = "sending"  # claimed by a delivery worker until claimed_until (a crashed worker's claim runs out)
+    DELIVERED = "delivered"
+    PARKED = "parked"  # failed for good, with its reason; `warmline crm sync retry` sends it again
+
+
+#: Rows still to be sent: a worker may claim them (a sending one only once its claim ran out).
+OPEN_OUTBOX_STATES = (OutboxState.PENDING, OutboxState.SENDING)
+
+
+class SyncSubject(enum.StrEnum):
+    CALL = "call"  # an interaction, as a call activity on the contact
+    TASK = "task"  # a follow-up task
+
+
+class OutboxMessage(Base):
+    """One change to announce to one CRM ("call ended", "wrap-up", "task filed"...), written in the same transaction
+    as the change (``crm_sync.sync.outbox``). Delivery sends the record as it is then, keyed on the CallSid, so
+    rows of the same record that piled up meanwhile are delivered by that one send (``covered_by``)."""
+
+    __tablename__ = "crm_outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target: Mapped[str] = mapped_column(String(20))  # hubspot | salesforce | webhook
+    subject: Mapped[SyncSubject] = mapped_column(_enum(SyncSubject))
+    interaction_id: Mapped[int] = mapped_column(ForeignKey("interactions.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(40))  # what changed, for people
+    state: Mapped[OutboxState] = mapped_column(_enum(OutboxState), default=OutboxState.PENDING)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Every send, and the failures charged to this record (not those of a CRM that was down for everyone): parked
+    # once ``failures`` reaches crm_sync.max_attempts.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column()
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # The record's id in the CRM (HubSpot's call or task id, Salesforce's Task Id), once known.
+    remote_id: Mapped[str | None] = mapped_column(String(64))
+    # Delivered by the send of another row of the same record (the newer state went out in one request).
+    covered_by_id: Mapped[int | None] = mapped_column(Integer)
+
+    interaction: Mapped[Interaction] = relationship()
+    task: Mapped[Task | None] = relationship()
+
+    # The claim: open rows, due first. Rows of a finished record keep their state, so the scan stays on open ones.
+    __table_args__ = (Index("ix_crm_outbox_due", "state", "next_attempt_at"),)
+
+    @classmethod
+    def announce_call(cls, interaction: Interaction, *, target: str, reason: str, now: datetime) -> OutboxMessage:
+        """The call's record changed (it ended, its wrap-up or transcript changed): tell ``target``."""
+        message = cls(
+            target=target,
+            subject=SyncSubject.CALL,
+            reason=reason,
+            state=OutboxState.PENDING,
+            created_at=now,
+            next_attempt_at=now,
+            attempts=0,
+            failures=0,
+        )
+        if interaction.id is None:  # a call recorded and ended in this very flush: the key is filled in by it
+            message.interaction = interaction
+        else:
+            message.interaction_id = interaction.id
+        return message
+
+    @classmethod
+    def announce_task(cls, task: Task, *, target: str, reason: str, now: datetime) -> OutboxMessage:
+        """A follow-up task was filed or changed: tell ``target``."""
+        message = cls(
+            target=target,
+            subject=SyncSubject.TASK,
+            reason=reason,
+            state=OutboxState.PENDING,
+            created_at=now,
+            next_attempt_at=now,
+            attempts=0,
+            failures=0,
+        )
+        if task.interaction_id is not None:
+            message.interaction_id = task.interaction_id
+        else:
+            message.interaction = task.interaction  # type: ignore[assignment]
+        if task.id is None:
+            message.task = task
+        else:
+            message.task_id = task.id
+        return message
+
+    @property
+    def open(self) -> bool:
+        return self.state in OPEN_OUTBOX_STATES
+
+    def claim(self, worker: str, *, now: datetime, until: datetime) -> None:
+        """A delivery worker takes the row to send it; nobody else will until ``until`` (its lease)."""
+        if self.state is OutboxState.PENDING or (
+            self.state is OutboxState.SENDING and self.claimed_until is not None and self.claimed_until <= now
+        ):
+            self.state = OutboxState.SENDING
+            self.claimed_by = worker
+            self.claimed_until = until
+            self.attempts += 1
+            return
+        raise InvalidTransition(f"outbox row {self.id} is {self.state.value}: it cannot be claimed")
+
+    def delivered(self, *, now: datetime, remote_id: str | None) -> bool:
+        """The CRM has the record. False when it was delivered already (nothing changes)."""
+        if self.state is OutboxState.DELIVERED:
+            return False
+        self.state = OutboxState.DELIVERED
+        self.delivered_at = now
+        self.claimed_by = None
+        self.claimed_until = None
+        if remote_id:
+            self.remote_id = remote_id
+        return True
+
+    def covered_by(self, sent: OutboxMessage, *, now: datetime) -> bool:
+        """Delivered by ``sent``: the same record, sent as it was after this change too."""
+        if not self.delivered(now=now, remote_id=sent.remote_id):
+            return False
+        self.covered_by_id = sent.id
+        return True
+
+    def failed(self, reason: str, *, now: datetime, retry_at: datetime, charged: bool, park_after: int) -> bool:
+        """A send did not land: try again from ``retry_at``. ``charged``: the failure counts against this record
+        (not when its CRM was down for every record, or refused our credentials); at ``park_after`` charged
+        failures the row is parked instead. Returns True when it was parked."""
+        if self.state is OutboxState.DELIVERED:
+            return False
+        self.last_error = reason[:2000]
+        self.claimed_by = None
+        self.claimed_until = None
+        if charged:
+            self.failures += 1
+            if self.failures >= park_after:
+                self.state = OutboxState.PARKED
+                return True
+        self.state = OutboxState.PENDING
+        self.next_attempt_at = retry_at
+        return False
+
+    def release(self, *, retry_at: datetime) -> None:
+        """Give a claimed row back unsent (its CRM went down, or refused our credentials, before its turn)."""
+        if self.state is not OutboxState.SENDING:
+            return
+        self.state = OutboxState.PENDING
+        self.attempts = max(0, self.attempts - 1)
+        self.claimed_by = None
+        self.claimed_until = None
+        self.next_attempt_at = retry_at
+
+    def park(self, reason: str, *, now: datetime) -> None:
+        """The CRM refused the record itself (a validation error): kept, with the CRM's own words, never dropped."""
+        if self.state is OutboxState.DELIVERED:
+            raise InvalidTransition(f"outbox row {self.id} was delivered")
+        self.state = OutboxState.PARKED
+        self.last_error = reason[:2000]
+        self.claimed_by = None
+        self.claimed_until = None
+
+    def retry(self, *, now: datetime) -> bool:
+        """Send a parked row again (an admin fixed what was wrong). False when it was not parked."""
+        if self.state is not OutboxState.PARKED:
+            return False
+        self.state = OutboxState.PENDING
+        self.failures = 0
+        self.next_attempt_at = now
+        return True
+
+
+class CrmContact(Base):
+    """A contact (or Salesforce lead) a CRM knows, by phone number: found when a call was filed, created for it, or
+    pulled. Calls are filed on it without asking the CRM again, and screen-pop knows pulled contacts by number."""
+
+    __tablename__ = "crm_contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target: Mapped[str] = mapped_column(String(20))
+    remote_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))  # HubSpot: contact; Salesforce: Contact or Lead
+    phone: Mapped[str | None] = mapped_column(String(32))  # E.164
+    name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"), index=True)
+    # The CRM's last-modified time of what we hold (pull conflicts are judged by it), and when we last heard of it.
+    remote_modified_at: Mapped[datetime | None] = mapped_column()
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("target", "remote_id", name="uq_crm_contacts_target_remote_id"),
+        Index("ix_crm_contacts_target_phone", "target", "phone"),
+    )
+
+    def seen(
+        self,
+        *,
+        kind: str,
+        phone: str | None,
+        name: str | None,
+        email: str | None,
+        modified_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """What the CRM says of the contact now."""
+        self.kind = kind
+        self.phone = phone or self.phone
+        self.name = name or self.name
+        self.email = email or self.email
+        if modified_at is not None:
+            self.remote_modified_at = modified_at
+        self.seen_at = now
+
+    def link_customer(self, customer_id: int | None) -> None:
+        self.customer_id = customer_id
+
+
+class SyncTargetState(Base):
+    """What one CRM connection is going through, shared by every worker: how far contacts were pulled, and
+    credentials it refused (reported once, when they start being refused, not once per record)."""
+
+    __tablename__ = "crm_targets"
+
+    name: Mapped[str] = mapped_column(String(20), primary_key=True)
+    # Contacts changed up to this time (the CRM's clock) are in the store.
+    pulled_until: Mapped[datetime | None] = mapped_column()
+    pulled_at: Mapped[datetime | None] = mapped_column()
+    pull_error: Mapped[str | None] = mapped_column(Text)
+    refused_since: Mapped[datetime | None] = mapped_column()
+    refusal: Mapped[str | None] = mapped_column(Text)
+
+    def refused(self, reason: str, *, now: datetime) -> bool:
+        """The CRM refused our credentials (or lacks what we need). True the first time: the one to report."""
+        first = self.refused_since is None
+        self.refused_since = self.refused_since or now
+        self.refusal = reason[:2000]
+        return first
+
+    def accepted(self) -> bool:
+        """The CRM took a request again. True when it had been refusing (worth saying so once)."""
+        if self.refused_since is None:
+            return False
+        self.refused_since = None
+        self.refusal = None
+        return True
+
+    def pulled(self, until: datetime | None, *, now: datetime) -> None:
+        """Contacts changed up to ``until`` are in."""
+        if until is not None and (self.pulled_until is None or until > self.pulled_until):
+            self.pulled_until = until
+        self.pulled_at = now
+        self.pull_error = None
+
+    def pull_failed(self, reason: str, *, now: datetime) -> None:
+        self.pull_error = reason[:2000]

@@ -12,7 +12,7 @@ from voice.adapters.flow_archive import FlowArchive
 from voice.adapters.flow_library import FlowLibrary, FlowWatcher
 from voice.adapters.transcription import Transcription
 from voice.adapters.twilio_rest import BackgroundRunner, TwilioRest
-from voice.config import Settings
+from voice.config import Settings, sync_settings
 from voice.domain.actions import ActionRelay
 from voice.services.accounts import AccountService
 from voice.services.calls import CallService
@@ -77,7 +77,10 @@ def assemble(
     # With a housekeeping thread sweeping at least every few seconds, it also checkpoints SQLite's WAL, so that
     # no webhook's commit does (see Store); with none (the CLI, or sweeping switched off) commits do, as usual.
     sweeping = background and 0 < settings.routing.sweep_interval <= MAX_CHECKPOINT_INTERVAL
-    store = Store(settings.database_url, background_checkpoints=sweeping)
+    # The CRMs configured for sync: every change they must hear of gets an outbox row in its own transaction.
+    store = Store(
+        settings.database_url, background_checkpoints=sweeping, announce_to=sync_settings(settings).targets
+    )
     flows = FlowLibrary(
         settings.flows_directory,
         default=settings.flows.default,

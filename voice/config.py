@@ -19,6 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from crm_sync.phones import InvalidPhoneNumber, to_e164
+from crm_sync.sync.settings import (
+    DEFAULT_HUBSPOT_API_URL,
+    Behaviour,
+    HubSpotConnection,
+    SalesforceConnection,
+    SyncSettings,
+    WebhookConnection,
+)
 from ivr_flows.yaml_positions import At, KeyPath, PositionIndex, YamlSyntaxError, allowed_keys, compose, explain
 from voice.domain.errors import InvalidInput
 from voice.domain.priority import PriorityWeights
@@ -241,6 +249,42 @@ class ConsoleSettings(_Section):
         return self.department_dispositions.get(department or "", self.dispositions)
 
 
+class HubSpotSyncSettings(_Section):
+    # Unique-value properties (created once in HubSpot) the records are upserted on.
+    call_id_property: str = "warmline_call_id"
+    task_id_property: str = "warmline_task_id"
+    contact_id_property: str = "warmline_contact_id"
+
+
+class SalesforceSyncSettings(_Section):
+    api_version: str = Field(default="61.0", pattern=r"^\d+\.\d$")
+    # The Task's External ID field (created once in Salesforce) every record is upserted on.
+    external_id_field: str = Field(default="Warmline_Id__c", pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$")
+
+
+class CrmSyncSettings(_Section):
+    """How CRM sync behaves (which CRMs: their credentials in the environment). Durations in seconds."""
+
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    backoff_base: float = Field(default=2.0, gt=0)
+    backoff_cap: float = Field(default=600.0, gt=0)
+    request_attempts: int = Field(default=3, ge=1, le=10)
+    request_backoff_base: float = Field(default=0.2, gt=0)
+    inline_wait_cap: float = Field(default=2.0, ge=0)
+    retry_after_cap: float = Field(default=3600.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0, le=120)
+    request_timeout: float = Field(default=15.0, gt=0, le=300)
+    down_after: int = Field(default=5, ge=1)
+    lease: float = Field(default=120.0, gt=0)
+    batch_size: int = Field(default=20, ge=1, le=500)
+    poll_interval: float = Field(default=1.0, gt=0, le=60)
+    pull_interval: float = Field(default=300.0, ge=0)
+    create_contacts: bool = False
+    conflicts: Literal["newest", "crm", "local"] = "newest"
+    hubspot: HubSpotSyncSettings = HubSpotSyncSettings()
+    salesforce: SalesforceSyncSettings = SalesforceSyncSettings()
+
+
 class Settings(_Section):
     """Everything the app is configured with. Built by ``load_settings``; tests pass overrides to create_app."""
 
@@ -254,6 +298,7 @@ class Settings(_Section):
     proxy: ProxySettings = ProxySettings()
     speech: SpeechSettings = SpeechSettings()
     console: ConsoleSettings = ConsoleSettings()
+    crm_sync: CrmSyncSettings = CrmSyncSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # From the environment (never from config.yaml).
@@ -267,6 +312,15 @@ class Settings(_Section):
     twilio_api_url: str = DEFAULT_TWILIO_API_URL
     # Signs the console's session cookies (WARMLINE_SECRET_KEY; a random one kept in instance/ when unset).
     secret_key: str = Field("", repr=False)
+    # CRM sync (README "Connect your CRM"): a CRM is synced when its credentials are set.
+    hubspot_access_token: str = Field("", repr=False)
+    hubspot_api_url: str = DEFAULT_HUBSPOT_API_URL
+    salesforce_instance_url: str = ""
+    salesforce_access_token: str = Field("", repr=False)
+    salesforce_client_id: str = ""
+    salesforce_client_secret: str = Field("", repr=False)
+    sync_webhook_url: str = ""
+    sync_webhook_secret: str = Field("", repr=False)
     config_path: Path = DEFAULT_CONFIG_PATH
     instance_path: Path = PROJECT_ROOT / "instance"
     # Set by load_settings, never by config.yaml: TWILIO_AUTH_TOKEN is unset, so the app signs and checks with the
@@ -288,8 +342,24 @@ _ENVIRONMENT_KEYS = {
     "webhook_shared_key": "TWILIO_WEBHOOK_SHARED_KEY",
     "twilio_api_url": "TWILIO_API_URL",
     "secret_key": "WARMLINE_SECRET_KEY",
+    "hubspot_access_token": "HUBSPOT_ACCESS_TOKEN",
+    "hubspot_api_url": "HUBSPOT_API_URL",
+    "salesforce_instance_url": "SALESFORCE_INSTANCE_URL",
+    "salesforce_access_token": "SALESFORCE_ACCESS_TOKEN",
+    "salesforce_client_id": "SALESFORCE_CLIENT_ID",
+    "salesforce_client_secret": "SALESFORCE_CLIENT_SECRET",
+    "sync_webhook_url": "WARMLINE_SYNC_WEBHOOK_URL",
+    "sync_webhook_secret": "WARMLINE_SYNC_WEBHOOK_SECRET",
 }
 _SECRET_KEYS = {
+    "hubspot_access_token",
+    "hubspot_api_url",
+    "salesforce_instance_url",
+    "salesforce_access_token",
+    "salesforce_client_id",
+    "salesforce_client_secret",
+    "sync_webhook_url",
+    "sync_webhook_secret",
     "auth_token",
     "webhook_shared_key",
     "account_sid",
@@ -349,6 +419,64 @@ def load_settings(overrides: dict[str, Any] | None = None, *, environ: dict[str,
             settings.instance_path, "console-secret-key", "WARMLINE_SECRET_KEY", level=logging.INFO
         )
     return settings.model_copy(update=updates) if updates else settings
+
+
+def sync_settings(settings: Settings) -> SyncSettings:
+    """CRM sync's settings: a CRM is on when its credentials are in the environment (HubSpot: an access token;
+    Salesforce: the instance URL and an access token or a connected app's client id and secret; the webhook: its URL
+    and secret), and config.yaml's ``crm_sync:`` says how it behaves."""
+    section = settings.crm_sync
+    behaviour = Behaviour(
+        max_attempts=section.max_attempts,
+        backoff_base=section.backoff_base,
+        backoff_cap=section.backoff_cap,
+        request_attempts=section.request_attempts,
+        request_backoff_base=section.request_backoff_base,
+        inline_wait_cap=section.inline_wait_cap,
+        retry_after_cap=section.retry_after_cap,
+        connect_timeout=section.connect_timeout,
+        request_timeout=section.request_timeout,
+        down_after=section.down_after,
+        lease=section.lease,
+        batch_size=section.batch_size,
+        poll_interval=section.poll_interval,
+        pull_interval=section.pull_interval,
+        create_contacts=section.create_contacts,
+        conflicts=section.conflicts,
+        default_region=settings.default_region,
+    )
+    hubspot = (
+        HubSpotConnection(
+            access_token=settings.hubspot_access_token,
+            api_url=settings.hubspot_api_url or DEFAULT_HUBSPOT_API_URL,
+            call_id_property=section.hubspot.call_id_property,
+            task_id_property=section.hubspot.task_id_property,
+            contact_id_property=section.hubspot.contact_id_property,
+        )
+        if settings.hubspot_access_token
+        else None
+    )
+    salesforce_credentials = settings.salesforce_access_token or (
+        settings.salesforce_client_id and settings.salesforce_client_secret
+    )
+    salesforce = (
+        SalesforceConnection(
+            instance_url=settings.salesforce_instance_url,
+            access_token=settings.salesforce_access_token,
+            client_id=settings.salesforce_client_id,
+            client_secret=settings.salesforce_client_secret,
+            api_version=section.salesforce.api_version,
+            external_id_field=section.salesforce.external_id_field,
+        )
+        if settings.salesforce_instance_url and salesforce_credentials
+        else None
+    )
+    webhook = (
+        WebhookConnection(url=settings.sync_webhook_url, secret=settings.sync_webhook_secret)
+        if settings.sync_webhook_url and settings.sync_webhook_secret
+        else None
+    )
+    return SyncSettings(hubspot=hubspot, salesforce=salesforce, webhook=webhook, behaviour=behaviour)
 
 
 def _read_config(path: Path) -> tuple[PositionIndex, dict[str, Any], list[ConfigProblem]]:

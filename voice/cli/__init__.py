@@ -14,6 +14,7 @@ from voice.cli.admin import crm, db, reps
 from voice.cli.context import CommandApp, warmline_parts, with_app
 from voice.cli.flows import flows
 from voice.cli.serve import serve
+from voice.cli.sync import sync
 
 
 @click.group()
@@ -30,6 +31,7 @@ main.add_command(db)
 main.add_command(crm)
 main.add_command(reps)
 main.add_command(flows)
+crm.add_command(sync)
 
 
 @main.command("call")
