@@ -1,7 +1,7 @@
 """What the slow requests of an open-loop run waited for: a probe inside the servers, and the explanation.
 
-``bench/webhook.py --rate N --trace DIR`` starts every server process with :func:`install` first (it runs as
-``python -c``). From then on each process of the server (gunicorn's master, its workers, anything they fork) appends
+``bench/webhook.py --rate N --trace DIR`` has every process of its servers run :func:`install` at start-up
+(bench/trace_site/sitecustomize.py): gunicorn's master, its workers, and any process they fork or start. Each appends
 JSON lines to ``DIR/events-<server>-<pid>.jsonl``:
 
 * ``request``: gunicorn's sync worker handling one connection: ``accepted`` (the worker took the connection),
@@ -97,6 +97,19 @@ def install() -> None:
     _time_garbage_collections(recorder)
     _time_writer_locks(recorder)
     _time_gunicorn(recorder)
+    _time_background_passes_once_threads_start(recorder)
+
+
+def _time_background_passes_once_threads_start(recorder: _Recorder) -> None:
+    """Background passes run on threads the app starts once its modules are loaded: wrapping them then also covers
+    processes that are neither gunicorn's master nor a worker (a housekeeping process)."""
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        _time_background_passes(recorder)
+        real_start(self)
+
+    threading.Thread.start = start  # type: ignore[method-assign]
 
 
 def _time_garbage_collections(recorder: _Recorder) -> None:

@@ -74,9 +74,7 @@ if TYPE_CHECKING:
 
 APP_SPEC = "voice:create_app()"
 FLOOR_SPEC = "bench.floor_app:create_app()"
-# How a server starts: ``python -c``, so that with ``--trace`` bench/tail_probe.py is installed in it before anything
-# else runs (it records requests, GC pauses, lock waits and background passes in every process of the server).
-RUN_GUNICORN = "from gunicorn.app.wsgiapp import run; sys.argv[0] = 'gunicorn'; sys.exit(run())"
+# A tree's own `warmline` command, whichever tree is first on the path (the console script names this tree's).
 RUN_WARMLINE_CLI = "from voice.cli import main; sys.argv[0] = 'warmline'; main()"
 CHECKED_FLOOR_SPEC = "bench.floor_app:create_app(checked=True)"
 MINIMAL_FLOOR_SPEC = "bench.floor_app:create_app(checked=True, minimal=True)"
@@ -997,11 +995,8 @@ def _summarise_exchanges(
 # --- server processes ------------------------------------------------------------------------------------------------
 
 
-def _python_entry(statement: str, *, trace: bool) -> list[str]:
-    lines = ["import sys"]
-    if trace:
-        lines += [f"sys.path.append({str(PROJECT_ROOT / 'bench')!r})", "import tail_probe", "tail_probe.install()"]
-    return [sys.executable, "-c", "; ".join([*lines, statement])]
+def _warmline_command(*args: str) -> list[str]:
+    return [sys.executable, "-c", f"import sys; {RUN_WARMLINE_CLI}", *args]
 
 
 def free_port() -> int:
@@ -1049,10 +1044,8 @@ class GunicornServer:
         if self.cfg.worker_class == "gthread":  # with sync, --threads > 1 would silently switch to gthread
             workers += ["--threads", str(self.cfg.threads)]
         if self.through_cli:  # the deployment: this tree's `warmline serve`, whatever it starts besides gunicorn
-            serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port), *workers]
-            return _python_entry(RUN_WARMLINE_CLI, trace=self.cfg.trace_dir is not None) + serve
-        command = _python_entry(RUN_GUNICORN, trace=self.cfg.trace_dir is not None)
-        command += ["--bind", f"127.0.0.1:{self.port}", *workers]
+            return _warmline_command("serve", "--host", "127.0.0.1", "--port", str(self.port), *workers)
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *workers]
         # As `warmline serve` configures gunicorn: an access log line per request on stdout, no control socket.
         command += ["--access-logfile", "-", "--no-control-socket"]
         command += ["--log-level", "warning", "--timeout", "60", "--graceful-timeout", "5"]
@@ -1435,7 +1428,7 @@ def seed_through_cli(
         ["reps", "import", str(reps), "--status", "available"],
     ):
         done = subprocess.run(
-            _python_entry(RUN_WARMLINE_CLI, trace=False) + command,
+            _warmline_command(*command),
             cwd=tree.root,
             env={**env, "WARMLINE_DATABASE_URL": url},
             capture_output=True,
@@ -1576,8 +1569,9 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 rest_url=f"http://127.0.0.1:{rest_port}",
                 tree=tree.root,
             )
-            if cfg.trace_dir:
+            if cfg.trace_dir:  # every process of the server loads the probe at start-up (bench/trace_site)
                 env[TRACE_DIR_VARIABLE] = str(Path(cfg.trace_dir).resolve())
+                env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT / "bench" / "trace_site"), env["PYTHONPATH"]])
             return env
 
         def server(name: str, spec: str, port: int, env: dict[str, str], tree: SourceTree) -> GunicornServer:

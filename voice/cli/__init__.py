@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from crm_sync.models import RepState
 from crm_sync.phones import mask_phone
 from ivr_flows.cli import flows
 from voice import create_app
+from voice.adapters.housekeeping_process import HousekeepingProcess
 from voice.adapters.twilio_rest import InlineRunner
 from voice.bootstrap import LOCAL_BASE_URL, Warmline, assemble
 from voice.cli.flows_suggest import suggest_examples_command
@@ -65,6 +67,8 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
     warmline = _warmline(require_schema=False)
     warmline.store.upgrade()
     warmline.store.dispose()  # the workers open their own connections after fork
+    # The housekeeping pass runs in one process beside the workers, not in a thread of each (see its module).
+    housekeeping = HousekeepingProcess() if warmline.settings.routing.sweep_interval else None
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -75,12 +79,25 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
                 self.cfg.set("threads", threads)
             self.cfg.set("control_socket_disable", True)  # several servers on one host must not share one socket
             self.cfg.set("accesslog", "-")
+            self.cfg.set("post_worker_init", _freeze_the_loaded_app)
+            if housekeeping is not None:  # started once gunicorn listens, stopped when it exits
+                self.cfg.set("when_ready", lambda _arbiter: housekeeping.start())
+                self.cfg.set("on_exit", lambda _arbiter: housekeeping.stop())
 
         def load(self) -> Any:
-            return create_app()
+            return create_app(housekeeping=False)
 
     click.echo(f"Warmline answering on http://{host}:{port}/voice/incoming (status: /voice/status)")
     Server().run()
+
+
+def _freeze_the_loaded_app(_worker: Any) -> None:
+    """A worker has loaded the app: its objects (modules, models, flows, classifiers) live as long as the worker, so
+    they leave the collector's generations (``gc.freeze``) and a full collection no longer walks them: it took
+    ~60-170 ms per worker under ``bench/webhook.py --rate 500`` and held up every request behind it, the other
+    worker's too when it came while holding SQLite's writers' lock (ARCHITECTURE.md, "GC after the app is loaded")."""
+    gc.collect()
+    gc.freeze()
 
 
 main.add_command(flows)
