@@ -6,7 +6,9 @@ JSON lines to ``DIR/events-<server>-<pid>.jsonl``:
 
 * ``request``: gunicorn's sync worker handling one connection: ``accepted`` (the worker took the connection),
   ``start``/``end`` of ``handle_request`` (parsing done, the app called, the answer written), ``closed`` (after the
-  lingering close), and the request's ``I-Twilio-Idempotency-Token``, which the client's own record carries too;
+  lingering close), the request's ``I-Twilio-Idempotency-Token``, which the client's own record carries too, and
+  ``cpu_wait_ms``: how long the worker, runnable, waited for a CPU meanwhile (the kernel's schedstat run delay: what
+  other processes on the machine cost it);
 * ``gc``: a garbage collection (``gc.callbacks``): generation, start, end;
 * ``flock``: a writer taking SQLite's writers' ``flock`` (``crm_sync.sqlite``): when it asked, got and gave it up;
 * ``sweep``, ``checkpoint``, ``reload``: the housekeeping pass, SQLite WAL checkpoint and flow-folder poll, by the
@@ -178,6 +180,16 @@ def _timed(recorder: _Recorder, kind: str, method: Callable[..., Any]) -> Callab
     return timed
 
 
+def _run_delay_ms() -> float:
+    """How long this thread has waited for a CPU while runnable, so far (the kernel's schedstat run delay): what
+    other processes' CPU use cost it. 0.0 where the kernel does not keep it."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stat:
+            return int(stat.read().split()[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _time_gunicorn(recorder: _Recorder) -> None:
     from gunicorn.arbiter import Arbiter
     from gunicorn.workers.base import Worker
@@ -199,10 +211,12 @@ def _time_gunicorn(recorder: _Recorder) -> None:
     def handle(self: Any, listener: Any, client: Any, address: Any) -> Any:
         current.clear()
         current["accepted"] = time.perf_counter()
+        waited = _run_delay_ms()
         try:
             return real_handle(self, listener, client, address)
         finally:
-            recorder.add("request", closed=time.perf_counter(), **current)
+            closed = time.perf_counter()
+            recorder.add("request", closed=closed, cpu_wait_ms=_run_delay_ms() - waited, **current)
             recorder.flush_if_full()
 
     def handle_request(self: Any, listener: Any, request: Any, client: Any, address: Any) -> Any:
@@ -234,6 +248,36 @@ class _Span:
     def overlap(self, start: float, end: float) -> float:
         return max(0.0, min(self.end, end) - max(self.start, start))
 
+    def overlap_ms(self, start: float, end: float) -> float:
+        """How much of this span's stall fell between start and end: a CPU wait is spread evenly over its request."""
+        seconds = self.overlap(start, end)
+        if self.kind == "cpu wait":
+            return float(self.detail["ms"]) * seconds / (self.end - self.start) if self.end > self.start else 0.0
+        return seconds * 1000.0
+
+
+class _SpanIndex:
+    """Spans by time, so that the few overlapping a moment are found without walking them all."""
+
+    BUCKET_S = 0.01
+
+    def __init__(self, spans: Iterable[_Span]) -> None:
+        self._buckets: defaultdict[int, list[_Span]] = defaultdict(list)
+        for span in spans:
+            for bucket in range(self._bucket(span.start), self._bucket(span.end) + 1):
+                self._buckets[bucket].append(span)
+
+    def _bucket(self, moment: float) -> int:
+        return int(moment // self.BUCKET_S)
+
+    def between(self, start: float, end: float) -> list[_Span]:
+        found: dict[int, _Span] = {}
+        for bucket in range(self._bucket(start), self._bucket(end) + 1):
+            for span in self._buckets.get(bucket, ()):
+                if span.start < end and span.end > start:
+                    found[id(span)] = span
+        return list(found.values())
+
 
 @dataclass
 class SlowRequest:
@@ -247,6 +291,7 @@ class SlowRequest:
 
 #: Causes in the order they are preferred when two explain a request equally well.
 CAUSES = (
+    "CPU taken by other processes (same worker)",
     "gc (same worker)",
     "sweep pass (same worker)",
     "checkpoint (same worker)",
@@ -254,6 +299,7 @@ CAUSES = (
     "writers' lock wait",
     "gc (other worker, while queued)",
     "sweep pass (other worker, while queued)",
+    "CPU taken by other processes (other worker, while queued)",
     "checkpoint (other process)",
     "housekeeping process pass",
 )
@@ -269,6 +315,11 @@ def _load_spans(directory: Path, server: str) -> tuple[list[_Span], dict[str, li
             if kind == "request":
                 if record.get("token") and "start" in record:
                     requests[record["token"]].append(record)
+                if record.get("cpu_wait_ms", 0.0) > 0.0:
+                    cpu_wait = {"ms": record["cpu_wait_ms"]}
+                    spans.append(
+                        _Span("cpu wait", record["pid"], "MainThread", record["accepted"], record["closed"], cpu_wait)
+                    )
             elif kind == "flock":
                 spans.append(_Span(kind, record["pid"], record["thread"], record["asked"], record["start"]))
             else:
@@ -290,9 +341,7 @@ def explain(
     process, while it waited for a worker.
     """
     spans, served = _load_spans(directory, server)
-    by_pid: dict[int, list[_Span]] = defaultdict(list)
-    for span in spans:
-        by_pid[span.pid].append(span)
+    index = _SpanIndex(spans)
     worker_pids = {record["pid"] for records in served.values() for record in records}
     matched: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     for path in sorted(directory.glob(f"client-{server}-*.jsonl")):
@@ -319,32 +368,44 @@ def explain(
         if record is None:
             slow.append(SlowRequest(client["token"], latency_ms, 0.0, 0.0, "no server record", {}))
             continue
-        found = _attribute(client, record, by_pid, worker_pids, latency_ms)
+        found = _attribute(client, record, index, worker_pids, latency_ms)
         if backlog_since is not None:
-            found.cause = _backlog_cause(backlog_since, client["sent"], record["accepted"], spans, worker_pids)
+            found.cause = _backlog_cause(backlog_since, client["sent"], record["accepted"], index, worker_pids)
         slow.append(found)
     return slow, len(matched)
 
 
+#: The share of a backlog's duration a stall must overlap to be named its cause.
+BACKLOG_SHARE = 0.2
 #: A backlog older than this is the server not keeping up with the arrivals, not a stall it recovers from.
 SATURATED_AFTER_S = 1.0
-STALL_NAMES = {"gc": "gc", "sweep": "sweep pass", "checkpoint": "checkpoint", "reload": "reload poll"}
+STALL_NAMES = {
+    "gc": "gc",
+    "sweep": "sweep pass",
+    "checkpoint": "checkpoint",
+    "reload": "reload poll",
+    "cpu wait": "CPU taken by other processes",
+}
 
 
-def _backlog_cause(since: float, sent: float, accepted: float, spans: Sequence[_Span], worker_pids: set[int]) -> str:
+def _backlog_cause(since: float, sent: float, accepted: float, index: _SpanIndex, worker_pids: set[int]) -> str:
     """Why a request found the server behind: the stall that overlapped the backlog most, from its start to when
     this request was taken (a stall can hold up every request that arrives until the backlog is worked off)."""
     if sent - since > SATURATED_AFTER_S:
         return f"server saturated (behind for over {SATURATED_AFTER_S:g} s)"
     overlaps: defaultdict[str, float] = defaultdict(float)
-    for span in spans:
-        if span.kind in STALL_NAMES:
+    for span in index.between(since, accepted):
+        if span.kind == "cpu wait":
+            overlaps["CPU taken by other processes"] += span.overlap_ms(since, accepted)
+        elif span.kind in STALL_NAMES:
             where = "a worker" if span.pid in worker_pids else "another process"
-            overlaps[f"{STALL_NAMES[span.kind]} in {where}"] += span.overlap(since, accepted) * 1000.0
+            overlaps[f"{STALL_NAMES[span.kind]} in {where}"] += span.overlap_ms(since, accepted)
     stall, overlap_ms = max(overlaps.items(), key=lambda item: item[1], default=("", 0.0))
-    if overlap_ms < 1.0:
-        return "backlog, no stall in it (a burst of arrivals, or the CPU taken by others)"
-    return f"backlog behind a {stall}"
+    # A stall explains a backlog when it took a fair part of the time the backlog lasted (many small CPU waits of
+    # requests add up over a long window without holding anything up).
+    if overlap_ms < max(1.0, BACKLOG_SHARE * (accepted - since) * 1000.0):
+        return "backlog, no stall in it (a burst of arrivals)"
+    return f"backlog behind {'the ' if stall.startswith('CPU') else 'a '}{stall}"
 
 
 def _matching(records: Iterable[dict[str, Any]], sent: float, ended: float) -> dict[str, Any] | None:
@@ -355,31 +416,26 @@ def _matching(records: Iterable[dict[str, Any]], sent: float, ended: float) -> d
 def _attribute(
     client: dict[str, Any],
     record: dict[str, Any],
-    by_pid: dict[int, list[_Span]],
+    index: _SpanIndex,
     worker_pids: set[int],
     latency_ms: float,
 ) -> SlowRequest:
     sent, accepted, start, end = client["sent"], record["accepted"], record["start"], record["end"]
     worker = record["pid"]
     overlaps: defaultdict[str, float] = defaultdict(float)
-    for span in by_pid.get(worker, ()):  # the worker that served it, while it did
-        during = span.overlap(start, end) * 1000.0
-        if span.kind == "flock" and span.thread == "MainThread":
-            overlaps["writers' lock wait"] += during
-        elif span.kind in ("gc", "sweep", "checkpoint", "reload"):
-            name = {"gc": "gc", "sweep": "sweep pass", "checkpoint": "checkpoint", "reload": "reload poll"}[span.kind]
-            overlaps[f"{name} (same worker)"] += during
-    for pid, spans in by_pid.items():  # everything else, while the request waited for a worker or was served
-        if pid == worker:
-            continue
-        for span in spans:
-            if span.kind == "checkpoint":
-                overlaps["checkpoint (other process)"] += span.overlap(sent, end) * 1000.0
-            elif pid not in worker_pids and span.kind == "sweep":
-                overlaps["housekeeping process pass"] += span.overlap(sent, end) * 1000.0
-            elif span.kind in ("gc", "sweep"):
-                name = "gc" if span.kind == "gc" else "sweep pass"
-                overlaps[f"{name} (other worker, while queued)"] += span.overlap(sent, accepted) * 1000.0
+    for span in index.between(sent, end):
+        if span.pid == worker:  # the worker that served it, while it did
+            during = span.overlap_ms(start, end)
+            if span.kind == "flock" and span.thread == "MainThread":
+                overlaps["writers' lock wait"] += during
+            elif span.kind in STALL_NAMES:
+                overlaps[f"{STALL_NAMES[span.kind]} (same worker)"] += during
+        elif span.kind == "checkpoint":  # everything else, while the request waited for a worker or was served
+            overlaps["checkpoint (other process)"] += span.overlap_ms(sent, end)
+        elif span.pid not in worker_pids and span.kind == "sweep":
+            overlaps["housekeeping process pass"] += span.overlap_ms(sent, end)
+        elif span.kind in ("gc", "sweep", "cpu wait"):
+            overlaps[f"{STALL_NAMES[span.kind]} (other worker, while queued)"] += span.overlap_ms(sent, accepted)
     significant = {cause: ms for cause, ms in overlaps.items() if ms >= 0.5}
     cause = max(CAUSES, key=lambda c: (significant.get(c, 0.0), -CAUSES.index(c))) if significant else None
     wait_ms = (accepted - sent) * 1000.0

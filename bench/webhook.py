@@ -3,10 +3,27 @@
 Two real server processes run side by side (the idle one costs nothing) with the same gunicorn settings, and are
 loaded one after the other by the same load generator, with the same concurrency and the same requests:
 
-* the floor: ``bench/floor_app.py``, a bare Flask endpoint answering every POST with one constant TwiML document;
-* Warmline: ``voice:create_app()`` on a fresh, migrated and seeded database (SQLite in a temp dir by default, or a
+* the floor: ``bench/floor_app.py``, a bare Flask endpoint answering every POST with one constant TwiML document,
+  under gunicorn configured as ``warmline serve`` configures it (workers, worker class, an access log line per
+  request on stdout);
+* Warmline: ``voice:create_app()`` as its ``warmline serve`` runs it (gunicorn, and whatever else serve starts, such
+  as the housekeeping process), on a fresh, migrated and seeded database (SQLite in a temp dir by default, or a
   fresh PostgreSQL database with ``--database-url``), every request signed like Twilio signs it, log level WARNING,
   ``TWILIO_API_URL`` pointing at a loopback port nobody listens on (REST must never be on the response path).
+
+``--baseline REF`` adds a third server: the app of another commit (``git worktree`` of REF in a temp dir, the same
+venv, that tree first on the path), run by that tree's own ``warmline serve`` on a database of its own, migrated
+and seeded by that tree's own commands (``db upgrade``, ``crm import customers``, ``reps import``). It is measured in
+the same rounds as the current tree (the two take turns going first), and the report gives both apps' ratios to the
+floor and their ratio to each other.
+
+``--rate N`` measures an open loop instead: calls arrive at N a second (Poisson, seeded: every server gets the same
+schedule), each request on a connection of its own, sent when due whatever the server is doing, so a stall shows as
+the latency of every request that arrives during it (a closed loop would send less meanwhile, and hide it). It
+reports p50/p99/p99.9/max per server (and per round) and how many requests were sent more than 1 ms late (the load
+generator falling behind: visible, not silently measured). ``--steps incoming`` is its default. ``--trace DIR``
+adds bench/tail_probe.py to every process of the servers and explains what the requests slower than 5 ms waited for
+(GC pauses, the writers' lock, housekeeping passes, WAL checkpoints, flow reload polls, a backlog).
 
 An emulated call is a signed ``POST /voice/incoming`` followed by a signed ``POST /voice/gather`` carrying a
 ``SpeechResult``, as Twilio sends them; each of the concurrent lines places one call after another
@@ -27,6 +44,8 @@ N times and reports the median round, which keeps a busy machine from skewing on
     .venv/bin/python bench/webhook.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/warmline_bench
     .venv/bin/python bench/webhook.py --rounds 3 --worker-class gthread --threads 4 --json
     .venv/bin/python bench/webhook.py --rounds 3 --app minimal    # the least a call-recording webhook gets
+    .venv/bin/python bench/webhook.py --steps incoming --rounds 3 --baseline b9da9e1   # against another commit
+    .venv/bin/python bench/webhook.py --rate 500 --rounds 3 --baseline b9da9e1 --trace /tmp/tail   # open loop
     .venv/bin/python bench/profile_webhook.py                  # where a request's time goes (WSGI, cProfile)
 """
 
@@ -2102,13 +2121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log("interrupted; servers stopped")
         return 128 + (_terminated[0] if _terminated else signal.SIGINT)
     report = format_report(result)
-    if cfg.trace_dir is not None:
-        report += "\n\n" + explain_trace(Path(cfg.trace_dir), result)
     if as_json:
         _log(report)
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps(result.to_json(), indent=2), flush=True)
     else:
-        print(report)
+        print(report, flush=True)
+    if cfg.trace_dir is not None:
+        explanation = explain_trace(Path(cfg.trace_dir), result)
+        if as_json:
+            _log(explanation)
+        else:
+            print(explanation)
     if not result.ok:
         return 1
     if fail_under_target and not result.meets_target:
