@@ -58,11 +58,11 @@ def alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] != "Z"
 
 
-def wait_for(condition: Callable[[], bool], *, within: float, what: str) -> None:
+def wait_for(condition: Callable[[], bool], *, within: float, what: str | Callable[[], str]) -> None:
     deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:g} s: {what}")
+            raise AssertionError(f"not within {within:g} s: {what() if callable(what) else what}")
         time.sleep(0.05)
 
 
@@ -70,7 +70,7 @@ def answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
             connection.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            return connection.recv(16).startswith(b"HTTP/1.1 200")
+            return connection.recv(16).split(b" ")[1:2] == [b"200"]
     except OSError:
         return False
 
@@ -138,7 +138,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
         wait_for(
             lambda: answers(port) and len(children(process.pid)) == WORKERS + 1,
             within=60,
-            what=f"`warmline serve` up with {WORKERS} workers and a housekeeping process:\n{log.read_text()}",
+            what=lambda: (
+                f"{WORKERS} workers and a housekeeping process, not {children(process.pid)}:\n{log.read_text()}"
+            ),
         )
         served.started = (process.pid, *children(process.pid))
         yield served

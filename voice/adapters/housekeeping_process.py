@@ -44,7 +44,8 @@ class HousekeepingProcess:
     def start(self) -> None:
         # A fresh interpreter, not a fork: the server process has loaded the app and may hold threads and
         # connections that a forked child must not share. It inherits the environment, working directory and output.
-        self._process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.DEVNULL)
+        command = [sys.executable, "-m", __name__, str(os.getpid())]
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         log.info("housekeeping process %s started", self._process.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -62,7 +63,9 @@ class HousekeepingProcess:
 
 def main() -> int:
     """The process itself: returns once told to stop or once its parent is gone."""
-    parent = os.getppid()
+    # The server names itself: by the time this line runs (after the imports) it may already be gone, and then
+    # getppid() would name whoever adopted this process, which would never change.
+    parent = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
