@@ -747,6 +747,7 @@ class OpenLoopClient:
         self._open: dict[int, Exchange] = {}
         self._exchanges: list[Exchange] = []
         self._sending_done = threading.Event()
+        self._abandon = threading.Event()
 
     def run(self, arrivals: Sequence[tuple[float, PreparedRequest]], *, start: float) -> list[Exchange]:
         """Send each request at ``start`` + its offset (seconds); return every exchange once all are answered,
@@ -764,6 +765,9 @@ class OpenLoopClient:
                 self._send(Exchange(request, due, due))
             self._sending_done.set()
             reader.join()
+        except BaseException:
+            self._abandon.set()  # interrupted: what is still open fails below, unanswered
+            raise
         finally:
             sys.setswitchinterval(switch_interval)
             self._sending_done.set()
@@ -792,7 +796,7 @@ class OpenLoopClient:
 
     def _read(self) -> None:
         next_timeout_check = time.perf_counter() + 0.5
-        while not (self._sending_done.is_set() and not self._open):
+        while not (self._sending_done.is_set() and not self._open) and not self._abandon.is_set():
             for descriptor, _events in self._epoll.poll(0.05):
                 exchange = self._open.get(descriptor)
                 if exchange is None or exchange._socket is None:
@@ -2106,6 +2110,8 @@ def _interrupt_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     """SIGTERM is handled like Ctrl-C (asyncio cancels the load cleanly, the ExitStack stops the servers and drops
     the database), then exits with 128 + SIGTERM."""
     _terminated.append(signum)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell: SIGINT is ignored
+        raise KeyboardInterrupt
     signal.raise_signal(signal.SIGINT)
 
 

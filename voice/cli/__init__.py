@@ -93,9 +93,9 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
 
 def _freeze_the_loaded_app(_worker: Any) -> None:
     """A worker has loaded the app: its objects (modules, models, flows, classifiers) live as long as the worker, so
-    they leave the collector's generations (``gc.freeze``) and a full collection no longer walks them: it took
-    ~60-170 ms per worker under ``bench/webhook.py --rate 500`` and held up every request behind it, the other
-    worker's too when it came while holding SQLite's writers' lock (ARCHITECTURE.md, "GC after the app is loaded")."""
+    they leave the collector's generations (``gc.freeze``) and a full collection no longer walks them; walking them
+    held up every request behind it, the other worker's too when it came while holding SQLite's writers' lock
+    (ARCHITECTURE.md, "GC after the app is loaded")."""
     gc.collect()
     gc.freeze()
 
