@@ -291,7 +291,7 @@ class SlowRequest:
 
 #: Causes in the order they are preferred when two explain a request equally well.
 CAUSES = (
-    "CPU taken by other processes (same worker)",
+    "CPU wait (same worker)",
     "gc (same worker)",
     "sweep pass (same worker)",
     "checkpoint (same worker)",
@@ -299,7 +299,7 @@ CAUSES = (
     "writers' lock wait",
     "gc (other worker, while queued)",
     "sweep pass (other worker, while queued)",
-    "CPU taken by other processes (other worker, while queued)",
+    "CPU wait (other worker, while queued)",
     "checkpoint (other process)",
     "housekeeping process pass",
 )
@@ -384,7 +384,7 @@ STALL_NAMES = {
     "sweep": "sweep pass",
     "checkpoint": "checkpoint",
     "reload": "reload poll",
-    "cpu wait": "CPU taken by other processes",
+    "cpu wait": "CPU wait",
 }
 
 
@@ -396,7 +396,7 @@ def _backlog_cause(since: float, sent: float, accepted: float, index: _SpanIndex
     overlaps: defaultdict[str, float] = defaultdict(float)
     for span in index.between(since, accepted):
         if span.kind == "cpu wait":
-            overlaps["CPU taken by other processes"] += span.overlap_ms(since, accepted)
+            overlaps["CPU wait"] += span.overlap_ms(since, accepted)
         elif span.kind in STALL_NAMES:
             where = "a worker" if span.pid in worker_pids else "another process"
             overlaps[f"{STALL_NAMES[span.kind]} in {where}"] += span.overlap_ms(since, accepted)
@@ -405,7 +405,7 @@ def _backlog_cause(since: float, sent: float, accepted: float, index: _SpanIndex
     # requests add up over a long window without holding anything up).
     if overlap_ms < max(1.0, BACKLOG_SHARE * (accepted - since) * 1000.0):
         return "backlog, no stall in it (a burst of arrivals)"
-    return f"backlog behind {'the ' if stall.startswith('CPU') else 'a '}{stall}"
+    return f"backlog behind a {stall}"
 
 
 def _matching(records: Iterable[dict[str, Any]], sent: float, ended: float) -> dict[str, Any] | None:
@@ -457,6 +457,9 @@ def format_explanation(server: str, slow: Sequence[SlowRequest], total: int, *, 
     ]
     for cause, count in Counter(s.cause for s in slow).most_common():
         lines.append(f"  {cause:<45}{count:>6}  {100.0 * count / len(slow):5.1f} %")
+    lines.append(
+        "  (CPU wait: the worker was runnable while others ran: the load generator, the other worker, other programs)"
+    )
     touched = Counter(cause for s in slow for cause in s.overlaps_ms)
     lines.append(
         "  overlapped at all (≥ 0.5 ms; a request can have several): "
