@@ -729,7 +729,8 @@ class OpenLoopClient:
     spend their time in system calls, which release the GIL; the switch interval is lowered while they run so that
     neither waits long for the other. One connection per request is also what gunicorn's sync worker does (it
     closes after every answer). ``follow_up`` may name a request to send the moment an answer arrives (the
-    gather step of a call after its incoming answer, as Twilio sends it).
+    gather step of a call after its incoming answer, as Twilio sends it). A server so far behind that its listen
+    queue is full makes ``connect`` wait: those requests are sent late, and counted as late sends.
     """
 
     def __init__(
