@@ -3,10 +3,27 @@
 Two real server processes run side by side (the idle one costs nothing) with the same gunicorn settings, and are
 loaded one after the other by the same load generator, with the same concurrency and the same requests:
 
-* the floor: ``bench/floor_app.py``, a bare Flask endpoint answering every POST with one constant TwiML document;
-* Warmline: ``voice:create_app()`` on a fresh, migrated and seeded database (SQLite in a temp dir by default, or a
+* the floor: ``bench/floor_app.py``, a bare Flask endpoint answering every POST with one constant TwiML document,
+  under gunicorn configured as ``warmline serve`` configures it (workers, worker class, an access log line per
+  request on stdout);
+* Warmline: ``voice:create_app()`` as its ``warmline serve`` runs it (gunicorn, and whatever else serve starts, such
+  as the housekeeping process), on a fresh, migrated and seeded database (SQLite in a temp dir by default, or a
   fresh PostgreSQL database with ``--database-url``), every request signed like Twilio signs it, log level WARNING,
   ``TWILIO_API_URL`` pointing at a loopback port nobody listens on (REST must never be on the response path).
+
+``--baseline REF`` adds a third server: the app of another commit (``git worktree`` of REF in a temp dir, the same
+venv, that tree first on the path), run by that tree's own ``warmline serve`` on a database of its own, migrated
+and seeded by that tree's own commands (``db upgrade``, ``crm import customers``, ``reps import``). It is measured in
+the same rounds as the current tree (the two take turns going first), and the report gives both apps' ratios to the
+floor and their ratio to each other.
+
+``--rate N`` measures an open loop instead: calls arrive at N a second (Poisson, seeded: every server gets the same
+schedule), each request on a connection of its own, sent when due whatever the server is doing, so a stall shows as
+the latency of every request that arrives during it (a closed loop would send less meanwhile, and hide it). It
+reports p50/p99/p99.9/max per server (and per round) and how many requests were sent more than 1 ms late (the load
+generator falling behind: visible, not silently measured). ``--steps incoming`` is its default. ``--trace DIR``
+adds bench/tail_probe.py to every process of the servers and explains what the requests slower than 5 ms waited for
+(GC pauses, the writers' lock, housekeeping passes, WAL checkpoints, flow reload polls, a backlog).
 
 An emulated call is a signed ``POST /voice/incoming`` followed by a signed ``POST /voice/gather`` carrying a
 ``SpeechResult``, as Twilio sends them; each of the concurrent lines places one call after another
@@ -27,6 +44,8 @@ N times and reports the median round, which keeps a busy machine from skewing on
     .venv/bin/python bench/webhook.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/warmline_bench
     .venv/bin/python bench/webhook.py --rounds 3 --worker-class gthread --threads 4 --json
     .venv/bin/python bench/webhook.py --rounds 3 --app minimal    # the least a call-recording webhook gets
+    .venv/bin/python bench/webhook.py --steps incoming --rounds 3 --baseline b9da9e1   # against another commit
+    .venv/bin/python bench/webhook.py --rate 500 --rounds 3 --baseline b9da9e1 --trace /tmp/tail   # open loop
     .venv/bin/python bench/profile_webhook.py                  # where a request's time goes (WSGI, cProfile)
 """
 
@@ -34,17 +53,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
 import platform
 import random
 import secrets
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ElementTree
@@ -63,16 +86,22 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:  # run as a script (`python bench/webhook.py`): make the project importable
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from bench.tail_probe import TRACE_DIR_VARIABLE, TRACE_NAME_VARIABLE, explain, format_explanation  # noqa: E402
+
 if TYPE_CHECKING:
     import aiohttp
 
 APP_SPEC = "voice:create_app()"
 FLOOR_SPEC = "bench.floor_app:create_app()"
+# A tree's own `warmline` command, whichever tree is first on the path (the console script names this tree's).
+RUN_WARMLINE_CLI = "from voice.cli import main; sys.argv[0] = 'warmline'; main()"
 CHECKED_FLOOR_SPEC = "bench.floor_app:create_app(checked=True)"
 MINIMAL_FLOOR_SPEC = "bench.floor_app:create_app(checked=True, minimal=True)"
 #: The reference floors, by the name ``--floor`` and ``--app`` give them.
 REFERENCE_SPECS = {"checked": CHECKED_FLOOR_SPEC, "minimal": MINIMAL_FLOOR_SPEC}
 TARGET_RATIO = 0.60
+#: An open-loop request sent later than this after it was due counts as a late send (the client fell behind).
+LATE_SEND_MS = 1.0
 
 Step = Literal["incoming", "gather"]
 STEPS: tuple[Step, Step] = ("incoming", "gather")
@@ -139,6 +168,12 @@ class BenchConfig:
     # the least a signed webhook must do ("checked") or the least a call-recording one must do ("minimal") gets
     # against the bare floor under the very same load (an analysis aid; only Warmline is judged)
     app: Literal["warmline", "checked", "minimal"] = "warmline"
+    # Open loop: calls arrive at this rate (Poisson, seeded) whatever the answers; None: the closed loop above
+    rate: float | None = None
+    # A git ref whose app is served beside the current tree's and measured in the same rounds
+    baseline: str | None = None
+    # Keep per-request records of the client and the servers here and explain the slow requests (bench/tail_probe.py)
+    trace_dir: str | None = None
 
     def posted(self, call: EmulatedCall) -> tuple[PreparedRequest, ...]:
         """The requests each emulated call posts under these settings."""
@@ -437,6 +472,18 @@ class StepStats:
     requests: int
     p50_ms: float
     p99_ms: float
+    p999_ms: float = 0.0
+    max_ms: float = 0.0
+
+    @classmethod
+    def of(cls, sorted_latencies: Sequence[float]) -> StepStats:
+        return cls(
+            requests=len(sorted_latencies),
+            p50_ms=percentile(sorted_latencies, 50),
+            p99_ms=percentile(sorted_latencies, 99),
+            p999_ms=percentile(sorted_latencies, 99.9),
+            max_ms=sorted_latencies[-1] if sorted_latencies else 0.0,
+        )
 
 
 @dataclass(frozen=True)
@@ -462,6 +509,13 @@ class TargetResult:
     calls_started: int
     pool_exhausted: bool
     hit_time_bound: bool
+    p999_ms: float = 0.0
+    max_ms: float = 0.0
+    # Open loop only (``--rate``): the arrival rate offered, how many measured requests were sent more than
+    # LATE_SEND_MS after they were due (the load generator falling behind), and the latest of them.
+    offered_per_s: float = 0.0
+    late_sends: int = 0
+    max_late_ms: float = 0.0
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
@@ -592,7 +646,7 @@ def _summarise(
     steps: dict[str, StepStats] = {}
     for step in STEPS:
         values = sorted((load.ends[i] - load.starts[i]) * 1000.0 for i in measured if load.steps[i] == step)
-        steps[step] = StepStats(requests=len(values), p50_ms=percentile(values, 50), p99_ms=percentile(values, 99))
+        steps[step] = StepStats.of(values)
     wall = window["end"][0] - window["start"][0]
     server_cpu = window["end"][1] - window["start"][1]
     client_cpu = window["end"][2] - window["start"][2]
@@ -606,6 +660,8 @@ def _summarise(
         calls_per_s=steps[cfg.last_step].requests / span,
         p50_ms=percentile(latencies, 50),
         p99_ms=percentile(latencies, 99),
+        p999_ms=percentile(latencies, 99.9),
+        max_ms=latencies[-1] if latencies else 0.0,
         steps=steps,
         failures=sum(load.failures.values()),
         failure_reasons=dict(load.failures),
@@ -622,7 +678,349 @@ def _summarise(
     )
 
 
+# --- the open-loop load generator ------------------------------------------------------------------------------------
+
+
+def poisson_arrivals(rate: float, seconds: float, *, seed: int) -> list[float]:
+    """Send times (seconds from the start) of a Poisson process of ``rate`` per second over ``seconds``: the same
+    seed gives every target the very same schedule."""
+    rng = random.Random(seed)
+    arrivals: list[float] = []
+    moment = rng.expovariate(rate)
+    while moment < seconds:
+        arrivals.append(moment)
+        moment += rng.expovariate(rate)
+    return arrivals
+
+
+@dataclass
+class Exchange:
+    """One request of the open loop. Times are ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux, the clock the
+    servers' trace uses too, see bench/tail_probe.py)."""
+
+    request: PreparedRequest
+    scheduled: float  # when it was due to be sent (a gather: the moment its call's incoming answer arrived)
+    call_due: float  # when its call's first request was due (what puts it in the measured window or not)
+    sent: float = 0.0  # when connecting began
+    ended: float = 0.0  # when the whole answer had been read (or the request failed)
+    status: int = 0
+    body: bytes = b""
+    error: str | None = None
+    _received: bytearray = field(default_factory=bytearray, repr=False)
+    _socket: socket.socket | None = field(default=None, repr=False)
+
+    @property
+    def late_ms(self) -> float:
+        return (self.sent - self.scheduled) * 1000.0
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.ended - self.sent) * 1000.0
+
+
+class OpenLoopClient:
+    """Sends every request at its scheduled time on a connection of its own, whatever the earlier ones are doing:
+    a slow answer cannot hold back the next arrival, so the tail is measured instead of hidden (a closed loop sends
+    less while the server stalls).
+
+    Two threads. The sender sleeps until each arrival with ``time.sleep`` (a nanosecond timer: an event loop's
+    selector rounds its timeouts up to whole milliseconds), connects, writes the pre-built bytes and hands the
+    socket over; the reader waits on epoll for all open answers at once and timestamps each as it completes. Both
+    spend their time in system calls, which release the GIL; the switch interval is lowered while they run so that
+    neither waits long for the other. One connection per request is also what gunicorn's sync worker does (it
+    closes after every answer). ``follow_up`` may name a request to send the moment an answer arrives (the
+    gather step of a call after its incoming answer, as Twilio sends it). A server so far behind that its listen
+    queue is full makes ``connect`` wait: those requests are sent late, and counted as late sends.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        follow_up: Callable[[Exchange], PreparedRequest | None] | None = None,
+    ) -> None:
+        self._address = (host, port)
+        self._timeout = timeout
+        self._follow_up = follow_up
+        self._epoll = select.epoll()
+        self._open: dict[int, Exchange] = {}
+        self._exchanges: list[Exchange] = []
+        self._sending_done = threading.Event()
+        self._abandon = threading.Event()
+
+    def run(self, arrivals: Sequence[tuple[float, PreparedRequest]], *, start: float) -> list[Exchange]:
+        """Send each request at ``start`` + its offset (seconds); return every exchange once all are answered,
+        failed or timed out."""
+        reader = threading.Thread(target=self._read, name="open-loop-reader", daemon=True)
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0001)
+        try:
+            reader.start()
+            for offset, request in arrivals:
+                due = start + offset
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                self._send(Exchange(request, due, due))
+            self._sending_done.set()
+            reader.join()
+        except BaseException:
+            self._abandon.set()  # interrupted: what is still open fails below, unanswered
+            raise
+        finally:
+            sys.setswitchinterval(switch_interval)
+            self._sending_done.set()
+            reader.join()
+            for exchange in list(self._open.values()):
+                self._finish(exchange, time.perf_counter(), error="not answered when the load stopped")
+            self._epoll.close()
+        return self._exchanges
+
+    def _send(self, exchange: Exchange) -> None:
+        self._exchanges.append(exchange)
+        exchange.sent = time.perf_counter()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.connect(self._address)
+            sock.sendall(exchange.request.wire)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            exchange.ended, exchange.error = time.perf_counter(), f"{type(exc).__name__}: {exc}"
+            return
+        exchange._socket = sock
+        self._open[sock.fileno()] = exchange  # before the reader can hear of it
+        self._epoll.register(sock.fileno(), select.EPOLLIN)
+
+    def _read(self) -> None:
+        next_timeout_check = time.perf_counter() + 0.5
+        while not (self._sending_done.is_set() and not self._open) and not self._abandon.is_set():
+            for descriptor, _events in self._epoll.poll(0.05):
+                exchange = self._open.get(descriptor)
+                if exchange is None or exchange._socket is None:
+                    continue
+                try:
+                    data = exchange._socket.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self._finish(exchange, time.perf_counter(), error=f"{type(exc).__name__}: {exc}")
+                    continue
+                now = time.perf_counter()
+                if data:
+                    exchange._received += data
+                    if _complete_answer(exchange._received) is None:
+                        continue
+                self._finish(exchange, now, closed=not data)
+            now = time.perf_counter()
+            if now >= next_timeout_check:
+                next_timeout_check = now + 0.5
+                for exchange in [e for e in self._open.values() if now - e.sent > self._timeout]:
+                    self._finish(exchange, now, error=f"no answer within {self._timeout:g} s")
+
+    def _finish(self, exchange: Exchange, now: float, *, closed: bool = False, error: str | None = None) -> None:
+        sock, exchange._socket = exchange._socket, None
+        if sock is not None:
+            self._open.pop(sock.fileno(), None)
+            with suppress(OSError, ValueError):
+                self._epoll.unregister(sock)
+            sock.close()
+        exchange.ended = now
+        if error is None:
+            answer = _complete_answer(exchange._received, closed=closed)
+            if answer is None:
+                error = "the server closed the connection before the whole answer"
+            else:
+                exchange.status, exchange.body = answer
+        exchange.error = error
+        exchange._received = bytearray()
+        if error is None and self._follow_up is not None:
+            following = self._follow_up(exchange)
+            if following is not None:
+                self._send(Exchange(following, now, exchange.call_due))
+
+
+def _complete_answer(received: bytes | bytearray, *, closed: bool = False) -> tuple[int, bytes] | None:
+    """(status, body) once ``received`` holds a whole HTTP/1.x answer (``closed``: the server has closed the
+    connection, which ends an answer without a length); None while more is to come. Raises nothing: a malformed
+    head is an answer with status 0."""
+    head_end = received.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    try:
+        status, length, chunked, _close = _parse_response_head(bytes(received[: head_end + 4]))
+    except ValueError:
+        return (0, bytes(received)) if closed else None
+    body = bytes(received[head_end + 4 :])
+    if chunked:
+        if not (body.endswith(b"0\r\n\r\n") or closed):
+            return None
+        parts, rest = [], body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                break
+            parts.append(rest[:size])
+            rest = rest[size + 2 :]
+        return status, b"".join(parts)
+    if length is not None:
+        return (status, body[:length]) if len(body) >= length else None
+    return (status, body) if closed else None
+
+
+def drive_open_loop(
+    name: str,
+    base_url: str,
+    calls: Sequence[EmulatedCall],
+    *,
+    cfg: BenchConfig,
+    cycle: bool,
+    expects: Mapping[Step, Sequence[str]],
+    fallback_marker: str | None,
+    server_pid: int,
+    database_marker: str | None = None,
+    trace: Path | None = None,
+) -> TargetResult:
+    """Calls arriving at ``cfg.rate`` a second (Poisson, seeded: every target gets the same schedule) for
+    ``cfg.warmup`` + ``cfg.duration`` seconds; what the requests of calls due after the warm-up measured."""
+    assert cfg.rate is not None
+    offsets = poisson_arrivals(cfg.rate, cfg.warmup + cfg.duration, seed=cfg.seed)
+    if not cycle and len(offsets) > len(calls):
+        raise BenchError(f"{name}: {len(offsets)} arrivals but only {len(calls)} calls prepared")
+    gathers = {id(call.incoming): call.gather for call in calls} if cfg.steps == "both" else {}
+
+    def follow_up(exchange: Exchange) -> PreparedRequest | None:
+        return gathers.get(id(exchange.request)) if exchange.status == 200 else None
+
+    address = urlsplit(base_url)
+    client = OpenLoopClient(
+        address.hostname or "127.0.0.1", address.port or 80, timeout=cfg.request_timeout, follow_up=follow_up
+    )
+    server_before, database_before = cpu_seconds(server_pid, database_marker=database_marker)
+    client_before = time.process_time()
+    start = time.perf_counter() + 0.05
+    exchanges = client.run(
+        [(offset, calls[index % len(calls)].incoming) for index, offset in enumerate(offsets)], start=start
+    )
+    wall = time.perf_counter() - start
+    server_after, database_after = cpu_seconds(server_pid, database_marker=database_marker)
+    client_cpu = time.process_time() - client_before
+
+    load = _Load()
+    window_start, window_end = start + cfg.warmup, start + cfg.warmup + cfg.duration
+    measured: list[Exchange] = []
+    for exchange in exchanges:
+        in_window = window_start <= exchange.call_due < window_end
+        step = exchange.request.step
+        if exchange.error is not None:
+            load.fail(step, exchange.error.split(":")[0], exchange.error)
+            continue
+        failure, outcome = check_twiml(
+            exchange.status, exchange.body, expects=expects[step], fallback_marker=fallback_marker
+        )
+        if step == "gather" and in_window:
+            load.outcomes[outcome] += 1
+        if failure is not None:
+            load.fail(step, failure, exchange.body[:300].decode("utf-8", "replace"))
+        elif in_window:
+            measured.append(exchange)
+    if trace is not None:
+        _write_client_trace(trace, exchanges)
+    answered = sum(1 for exchange in exchanges if exchange.error is None)
+    late = [exchange.late_ms for exchange in measured if exchange.request.step == "incoming"]
+    return _summarise_exchanges(
+        name,
+        measured,
+        load,
+        cfg=cfg,
+        server_cpu=server_after - server_before,
+        database_cpu=database_after - database_before,
+        client_cpu=client_cpu,
+        wall=wall,
+        answered=answered,
+        late=late,
+        calls_started=len(offsets),
+    )
+
+
+def _write_client_trace(path: Path, exchanges: Sequence[Exchange]) -> None:
+    """One JSON line per request: its idempotency token (how bench/tail_probe.py's server records name it), step,
+    and the client's times."""
+    with path.open("w", encoding="utf-8") as out:
+        for exchange in exchanges:
+            record = {
+                "token": exchange.request.headers["I-Twilio-Idempotency-Token"],
+                "step": exchange.request.step,
+                "scheduled": exchange.scheduled,
+                "sent": exchange.sent,
+                "ended": exchange.ended,
+                "status": exchange.status,
+                "error": exchange.error,
+            }
+            out.write(json.dumps(record) + "\n")
+
+
+def _summarise_exchanges(
+    name: str,
+    measured: Sequence[Exchange],
+    load: _Load,
+    *,
+    cfg: BenchConfig,
+    server_cpu: float,
+    database_cpu: float,
+    client_cpu: float,
+    wall: float,
+    answered: int,
+    late: Sequence[float],
+    calls_started: int,
+) -> TargetResult:
+    latencies = sorted(exchange.latency_ms for exchange in measured)
+    steps: dict[str, StepStats] = {}
+    for step in STEPS:
+        values = sorted(exchange.latency_ms for exchange in measured if exchange.request.step == step)
+        steps[step] = StepStats.of(values)
+    span = cfg.duration
+    return TargetResult(
+        name=name,
+        window_s=span,
+        requests=len(measured),
+        calls=steps[cfg.last_step].requests,
+        requests_per_s=len(measured) / span,
+        calls_per_s=steps[cfg.last_step].requests / span,
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        p999_ms=percentile(latencies, 99.9),
+        max_ms=latencies[-1] if latencies else 0.0,
+        steps=steps,
+        failures=sum(load.failures.values()),
+        failure_reasons=dict(load.failures),
+        failure_examples=list(load.failure_examples),
+        gather_outcomes=dict(load.outcomes),
+        # Over the whole phase (warm-up included), sampled before the first send and after the last answer: reading
+        # /proc in the middle would hold the GIL and delay the sender.
+        server_cpu_ms_per_request=server_cpu * 1000.0 / answered if answered else 0.0,
+        server_cpu_cores=server_cpu / wall if wall > 0 else 0.0,
+        client_cpu_cores=client_cpu / wall if wall > 0 else 0.0,
+        database_cpu_ms_per_request=database_cpu * 1000.0 / answered if answered else 0.0,
+        database_cpu_cores=database_cpu / wall if wall > 0 else 0.0,
+        calls_started=calls_started,
+        pool_exhausted=False,
+        hit_time_bound=False,
+        offered_per_s=cfg.rate or 0.0,
+        late_sends=sum(1 for value in late if value > LATE_SEND_MS),
+        max_late_ms=max(late, default=0.0),
+    )
+
+
 # --- server processes ------------------------------------------------------------------------------------------------
+
+
+def _warmline_command(*args: str) -> list[str]:
+    return [sys.executable, "-c", f"import sys; {RUN_WARMLINE_CLI}", *args]
 
 
 def free_port() -> int:
@@ -635,9 +1033,22 @@ def free_port() -> int:
 class GunicornServer:
     """One gunicorn master (own session, so it and its workers can be stopped as a group) on a loopback port."""
 
-    def __init__(self, name: str, app_spec: str, *, cfg: BenchConfig, port: int, env: Mapping[str, str], log: Path):
+    def __init__(
+        self,
+        name: str,
+        app_spec: str,
+        *,
+        cfg: BenchConfig,
+        port: int,
+        env: Mapping[str, str],
+        log: Path,
+        tree: Path = PROJECT_ROOT,
+        through_cli: bool = False,
+    ):
         self.name = name
-        self.app_spec = app_spec
+        self.app_spec = app_spec  # what gunicorn serves (unused with ``through_cli``: the CLI builds the app)
+        self.tree = tree  # the source tree it runs from (cwd and first on the path)
+        self.through_cli = through_cli  # started as the tree's own `warmline serve`
         self.cfg = cfg
         self.port = port
         self.env = dict(env)
@@ -653,11 +1064,15 @@ class GunicornServer:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}"]
-        command += ["--workers", str(self.cfg.workers), "--worker-class", self.cfg.worker_class]
+        workers = ["--workers", str(self.cfg.workers), "--worker-class", self.cfg.worker_class]
         if self.cfg.worker_class == "gthread":  # with sync, --threads > 1 would silently switch to gthread
-            command += ["--threads", str(self.cfg.threads)]
-        command += ["--log-level", "warning", "--timeout", "60", "--graceful-timeout", "5", "--no-control-socket"]
+            workers += ["--threads", str(self.cfg.threads)]
+        if self.through_cli:  # the deployment: this tree's `warmline serve`, whatever it starts besides gunicorn
+            return _warmline_command("serve", "--host", "127.0.0.1", "--port", str(self.port), *workers)
+        command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *workers]
+        # As `warmline serve` configures gunicorn: an access log line per request on stdout, no control socket.
+        command += ["--access-logfile", "-", "--no-control-socket"]
+        command += ["--log-level", "warning", "--timeout", "60", "--graceful-timeout", "5"]
         command.append(self.app_spec)
         return command
 
@@ -665,7 +1080,7 @@ class GunicornServer:
         self._log_file = self.log_path.open("wb")
         self.process = subprocess.Popen(
             self.command(),
-            cwd=PROJECT_ROOT,
+            cwd=self.tree,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
@@ -782,11 +1197,12 @@ class DatabasePlan:
     name: str | None = None
 
 
-def plan_database(cfg: BenchConfig, workdir: Path) -> DatabasePlan:
+def plan_database(cfg: BenchConfig, workdir: Path, *, stem: str = "warmline") -> DatabasePlan:
+    """The database of one app (``stem`` names its file; each app served gets one of its own)."""
     from sqlalchemy.engine import make_url
 
     if cfg.database_url is None:
-        return DatabasePlan(url=f"sqlite:///{workdir / 'warmline.sqlite3'}", label="SQLite (fresh file in a temp dir)")
+        return DatabasePlan(url=f"sqlite:///{workdir / f'{stem}.sqlite3'}", label="SQLite (fresh file in a temp dir)")
     parsed = make_url(cfg.database_url)
     if parsed.get_backend_name() != "postgresql":
         raise BenchError(
@@ -794,8 +1210,8 @@ def plan_database(cfg: BenchConfig, workdir: Path) -> DatabasePlan:
         )
     if parsed.drivername == "postgresql":  # plain postgresql:// means psycopg 3 here, as in crm_sync.db
         parsed = parsed.set(drivername="postgresql+psycopg")
-    name = parsed.database if parsed.database not in (None, "", "postgres") else None
-    name = name or f"warmline_bench_{secrets.token_hex(5)}"
+    name = parsed.database if parsed.database not in (None, "", "postgres") and stem == "warmline" else None
+    name = name or f"{stem}_bench_{secrets.token_hex(5)}"
     return DatabasePlan(
         url=parsed.set(database=name).render_as_string(hide_password=False),
         label=f"PostgreSQL (fresh database {name})",
@@ -805,12 +1221,18 @@ def plan_database(cfg: BenchConfig, workdir: Path) -> DatabasePlan:
 
 
 @contextmanager
-def fresh_database(plan: DatabasePlan, departments: Sequence[str]) -> Iterator[Database]:
-    """A migrated, seeded database of our own for this run; a PostgreSQL one is created, then dropped afterwards."""
+def fresh_database(
+    plan: DatabasePlan, departments: Sequence[str], *, seed: Callable[[str], tuple[str, ...]] | None = None
+) -> Iterator[Database]:
+    """A migrated, seeded database of our own for this run; a PostgreSQL one is created, then dropped afterwards.
+    ``seed(url)`` migrates and seeds it (default: this tree's code, in process) and returns the customers' numbers."""
     from sqlalchemy import create_engine, text
 
+    def migrate_and_seed(url: str) -> tuple[str, ...]:
+        return seed(url) if seed is not None else _migrate_and_seed(url, departments)
+
     if plan.admin_url is None or plan.name is None:
-        yield Database(url=plan.url, label=plan.label, known_numbers=_migrate_and_seed(plan.url, departments))
+        yield Database(url=plan.url, label=plan.label, known_numbers=migrate_and_seed(plan.url))
         return
     name = plan.name
     admin = create_engine(plan.admin_url, isolation_level="AUTOCOMMIT")
@@ -827,7 +1249,7 @@ def fresh_database(plan: DatabasePlan, departments: Sequence[str]) -> Iterator[D
         admin.dispose()
         raise BenchError(f"cannot create a PostgreSQL database through {plan.admin_url}: {exc}") from exc
     try:
-        known = _migrate_and_seed(plan.url, departments)
+        known = migrate_and_seed(plan.url)
         yield Database(url=plan.url, label=plan.label, known_numbers=known, process_marker=f" {name} ")
     finally:
         with admin.connect() as connection:
@@ -878,9 +1300,9 @@ class AppSettings:
     fallback_apology: str
 
 
-def write_bench_config(workdir: Path) -> Path:
-    """A copy of config.yaml with ``log_level: WARNING`` (and the flows folder made absolute)."""
-    source = PROJECT_ROOT / "config.yaml"
+def write_bench_config(workdir: Path, *, tree: Path = PROJECT_ROOT, name: str = "config") -> Path:
+    """A copy of ``tree``'s config.yaml with ``log_level: WARNING`` (and the flows folder made absolute)."""
+    source = tree / "config.yaml"
     data: dict[str, Any] = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     data["log_level"] = "WARNING"
     flows = dict(data.get("flows") or {})
@@ -889,7 +1311,7 @@ def write_bench_config(workdir: Path) -> Path:
     # What `make run` serves: the default install routes speech with WordLlama (MiniLM is an optional extra).
     flows["classifier"] = "wordllama"
     data["flows"] = flows
-    path = workdir / "config.yaml"
+    path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
 
@@ -913,7 +1335,14 @@ def load_bench_settings(config_path: Path) -> AppSettings:
 
 
 def server_environment(
-    *, config: Path, database_url: str, public_url: str, auth_token: str, account_sid: str, rest_url: str
+    *,
+    config: Path,
+    database_url: str,
+    public_url: str,
+    auth_token: str,
+    account_sid: str,
+    rest_url: str,
+    tree: Path = PROJECT_ROOT,
 ) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("WARMLINE_", "TWILIO_"))}
     env.update(
@@ -923,9 +1352,116 @@ def server_environment(
         TWILIO_AUTH_TOKEN=auth_token,
         TWILIO_ACCOUNT_SID=account_sid,
         TWILIO_API_URL=rest_url,  # nothing listens there: REST must never be on the response path
-        PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
     )
     return env
+
+
+# --- a baseline: another commit's app, served beside this one --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """A checkout whose ``voice:create_app()`` is served: this one, or ``--baseline``'s commit."""
+
+    root: Path
+    label: str
+
+
+@contextmanager
+def baseline_tree(ref: str) -> Iterator[SourceTree]:
+    """``ref`` checked out (detached) in a temporary git worktree, removed afterwards."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"git {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    short = git("rev-parse", "--short", commit)
+    parent = Path(tempfile.mkdtemp(prefix="warmline-baseline-"))
+    root = parent / short
+    try:
+        git("worktree", "add", "--detach", "--quiet", str(root), commit)
+        yield SourceTree(root, ref if short.startswith(ref) else f"{ref} ({short})")
+    finally:
+        with suppress(BenchError):
+            git("worktree", "remove", "--force", str(root))
+        shutil.rmtree(parent, ignore_errors=True)
+        with suppress(BenchError):
+            git("worktree", "prune")
+
+
+# What the bench needs of another tree's settings, read by that tree's own code (its config schema may differ).
+_SETTINGS_OF_TREE = """
+import json, sys
+from voice.config import load_settings
+settings = load_settings(environ={"WARMLINE_CONFIG": sys.argv[1], "TWILIO_AUTH_TOKEN": "x",
+                                  "TWILIO_ACCOUNT_SID": "AC" + "0" * 32})
+print(json.dumps({"apology": settings.fallback.apology, "flows": str(settings.flows_directory),
+                  "default": settings.flows.default}))
+"""
+
+
+def tree_settings(tree: SourceTree, config_path: Path, env: Mapping[str, str]) -> AppSettings:
+    """A baseline's settings, read by its own code; its reps get the departments of its default flow (all a bench
+    call can reach), which is what its ``reps import`` accepts."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SETTINGS_OF_TREE, str(config_path)],
+        cwd=tree.root,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"{tree.label}: cannot read its settings:\n{done.stderr.strip()[-2000:]}")
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    flow = yaml.safe_load((Path(found["flows"]) / f"{found['default']}.yaml").read_text(encoding="utf-8"))
+    departments = tuple(sorted(str(name) for name in (flow or {}).get("departments") or {}))
+    if not departments:
+        raise BenchError(f"{tree.label}: its default flow has no departments")
+    return AppSettings(config_path, departments, str(found["apology"]))
+
+
+def seed_through_cli(
+    tree: SourceTree, env: Mapping[str, str], departments: Sequence[str], workdir: Path, url: str
+) -> tuple[str, ...]:
+    """Migrate ``url`` with the tree's own migrations and seed it through the tree's own ``warmline`` commands,
+    whose names are stable across versions: the same customers and reps as :func:`_migrate_and_seed`."""
+    numbers = tuple(f"+1555123{index:04d}" for index in range(1, N_CUSTOMERS + 1))
+    customers = workdir / f"{tree.root.name}-customers.csv"
+    customers.write_text(
+        "name,phone,email,tier,notes\n"
+        + "".join(
+            f"Customer{index} Bench,{phone},,{'gold' if index % 4 == 0 else 'standard'},\n"
+            for index, phone in enumerate(numbers)
+        ),
+        encoding="utf-8",
+    )
+    reps = workdir / f"{tree.root.name}-reps.csv"
+    reps.write_text(
+        "name,phone,departments,languages\n"
+        + "".join(f"Rep {index},+1555010{index:04d},{';'.join(departments)},en-US\n" for index in range(1, N_REPS + 1)),
+        encoding="utf-8",
+    )
+    for command in (
+        ["db", "upgrade"],
+        ["crm", "import", "customers", str(customers)],
+        ["reps", "import", str(reps), "--status", "available"],
+    ):
+        done = subprocess.run(
+            _warmline_command(*command),
+            cwd=tree.root,
+            env={**env, "WARMLINE_DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"{tree.label}: warmline {' '.join(command)} failed:\n{done.stderr.strip()[-2000:]}")
+    return numbers
 
 
 # --- the benchmark ---------------------------------------------------------------------------------------------------
@@ -937,6 +1473,8 @@ class Round:
     app: TargetResult
     ratio: float  # app/floor requests per second
     cpu_ratio: float  # floor/app server CPU per request: the same comparison, free of the load generator
+    baseline: TargetResult | None = None  # --baseline's app, measured in the same round
+    baseline_ratio: float = 0.0  # baseline/floor requests per second
 
 
 @dataclass(frozen=True)
@@ -954,6 +1492,12 @@ class BenchResult:
     server_log_problems: dict[str, list[str]]  # errors logged while serving: each counts as a failure
     shutdown_log_problems: dict[str, list[str]]  # logged while we stopped the servers: reported, not counted
     failures: int
+    baseline_label: str | None = None  # --baseline's ref (and commit)
+    baseline: TargetResult | None = None  # of the round with the median baseline ratio
+    baseline_ratio: float = 0.0  # median over rounds of baseline/floor throughput
+    app_to_baseline: float = 0.0  # median over rounds of app/baseline throughput (same round, same load)
+    # Open loop: per target ("floor", "warmline", "baseline"), the median over rounds of each latency figure (ms)
+    open_loop: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -976,10 +1520,26 @@ def _measure(
     expects: Mapping[Step, Sequence[str]],
     fallback_marker: str | None,
     database_marker: str | None,
+    round_number: int = 1,
 ) -> TargetResult:
     assert server.process is not None, "start the server first"
     if server.process.poll() is not None:
         raise BenchError(f"{server.name} server died (exit {server.process.returncode}):\n{server.log_tail()}")
+    if cfg.rate is not None:
+        _log(f"  {server.name}: {cfg.rate:g} calls/s on {server.url}, {cfg.warmup:g} s warm-up + {cfg.duration:g} s")
+        trace = Path(cfg.trace_dir) / f"client-{server.name}-{round_number}.jsonl" if cfg.trace_dir else None
+        return drive_open_loop(
+            server.name,
+            server.url,
+            calls,
+            cfg=cfg,
+            cycle=cycle,
+            expects=expects,
+            fallback_marker=fallback_marker,
+            server_pid=server.process.pid,
+            database_marker=database_marker,
+            trace=trace,
+        )
     what = f"{cfg.calls} calls" if cfg.calls is not None else f"{cfg.duration:g} s"
     _log(f"  {server.name}: {cfg.concurrency} lines on {server.url}, {cfg.warmup:g} s warm-up, then {what}")
     return asyncio.run(
@@ -997,36 +1557,115 @@ def _measure(
     )
 
 
+@dataclass
+class _Served:
+    """One app under test: its server, database, settings, and what its answers must look like."""
+
+    server: GunicornServer
+    settings: AppSettings
+    expects: Mapping[Step, Sequence[str]]
+    database: Database | None = None
+
+
 def run_benchmark(cfg: BenchConfig) -> BenchResult:
-    """Start both servers, measure floor then app (``rounds`` times, alternating), stop them, summarise."""
+    """Start the servers, measure floor then app (and baseline) ``rounds`` times, stop them, summarise."""
     rng = random.Random(cfg.seed)
     auth_token = secrets.token_hex(16)
     account_sid = "AC" + secrets.token_hex(16)
     rounds: list[Round] = []
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="warmline-bench-")))
-        config_path = write_bench_config(workdir)
-        plan = plan_database(cfg, workdir)
-        _log(f"database: {plan.label}; server: {cfg.describe_server()}")
-        floor_port, app_port, rest_port = _distinct_ports(3)
+        if cfg.trace_dir:
+            Path(cfg.trace_dir).mkdir(parents=True, exist_ok=True)
+        trees = [SourceTree(PROJECT_ROOT, "current tree")]
+        if cfg.baseline is not None:
+            trees.append(stack.enter_context(baseline_tree(cfg.baseline)))
+        _log(f"server: {cfg.describe_server()}" + (f"; baseline: {trees[1].label}" if len(trees) > 1 else ""))
+        floor_port, app_port, baseline_port, rest_port = _distinct_ports(4)
 
-        def server(name: str, spec: str, port: int) -> GunicornServer:
+        def environment(tree: SourceTree, config: Path, database_url: str, port: int) -> dict[str, str]:
             env = server_environment(
-                config=config_path,
-                database_url=plan.url,
+                config=config,
+                database_url=database_url,
                 public_url=f"http://127.0.0.1:{port}",
                 auth_token=auth_token,
                 account_sid=account_sid,
                 rest_url=f"http://127.0.0.1:{rest_port}",
+                tree=tree.root,
             )
+            if cfg.trace_dir:  # every process of the server loads the probe at start-up (bench/trace_site)
+                env[TRACE_DIR_VARIABLE] = str(Path(cfg.trace_dir).resolve())
+                env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT / "bench" / "trace_site"), env["PYTHONPATH"]])
+            return env
+
+        def server(name: str, spec: str, port: int, env: dict[str, str], tree: SourceTree) -> GunicornServer:
             env["WARMLINE_FLOOR_DB"] = str(workdir / f"{name}-floor.sqlite3")  # a minimal reference's own database
+            if cfg.trace_dir:
+                env[TRACE_NAME_VARIABLE] = name  # names the probe's files (bench/tail_probe.py)
             logs = Path(cfg.log_dir) if cfg.log_dir else workdir
             logs.mkdir(parents=True, exist_ok=True)
-            instance = GunicornServer(name, spec, cfg=cfg, port=port, env=env, log=logs / f"{name}.log")
+            through_cli = name != "floor" and spec == APP_SPEC  # Warmline runs as its `warmline serve` runs it
+            log = logs / f"{name}.log"
+            instance = GunicornServer(
+                name, spec, cfg=cfg, port=port, env=env, log=log, tree=tree.root, through_cli=through_cli
+            )
             stack.callback(instance.stop)  # also on Ctrl-C or an exception
             return instance
 
-        def calls_for(count: int, base_url: str) -> list[EmulatedCall]:
+        config_path = write_bench_config(workdir)
+        plan = plan_database(cfg, workdir)
+        _log(f"database: {plan.label}")
+        floor_spec = REFERENCE_SPECS.get(cfg.floor, FLOOR_SPEC)
+        app_spec = REFERENCE_SPECS.get(cfg.app, APP_SPEC)
+        floor_server = server(
+            "floor", floor_spec, floor_port, environment(trees[0], config_path, plan.url, floor_port), trees[0]
+        )
+        settings = load_bench_settings(config_path)
+        app_env = environment(trees[0], config_path, plan.url, app_port)
+        served = [
+            _Served(
+                server("warmline", app_spec, app_port, app_env, trees[0]),
+                settings,
+                APP_EXPECTS if cfg.app == "warmline" else FLOOR_EXPECTS,
+            )
+        ]
+        baseline_plan: DatabasePlan | None = None
+        if len(trees) > 1:
+            tree = trees[1]
+            baseline_config = write_bench_config(workdir, tree=tree.root, name="baseline-config")
+            baseline_plan = plan_database(cfg, workdir, stem="baseline")
+            baseline_env = environment(tree, baseline_config, baseline_plan.url, baseline_port)
+            served.append(
+                _Served(
+                    server("baseline", APP_SPEC, baseline_port, baseline_env, tree),
+                    tree_settings(tree, baseline_config, baseline_env),
+                    APP_EXPECTS,
+                )
+            )
+        # The floor and the reference apps boot while the databases are made (they touch none at start-up);
+        # `warmline serve` migrates at start, so it starts once its database is seeded.
+        floor_server.start()
+        for app in served:
+            if not app.server.through_cli:
+                app.server.start()
+        for app, database_plan in zip(served, [plan, baseline_plan], strict=False):
+            assert database_plan is not None
+            if app.server.tree == PROJECT_ROOT:
+                app.database = stack.enter_context(fresh_database(database_plan, app.settings.departments))
+            else:
+                seed = functools.partial(seed_through_cli, trees[1], app.server.env, app.settings.departments, workdir)
+                app.database = stack.enter_context(fresh_database(database_plan, app.settings.departments, seed=seed))
+            if app.server.through_cli:
+                app.server.start()
+        servers = [floor_server, *(app.server for app in served)]
+        for instance in servers:
+            stack.callback(instance.stop)  # again, so that they are stopped before the databases are dropped
+        for instance in servers:
+            instance.wait_ready(cfg.startup_timeout)
+        main_database = served[0].database
+        assert main_database is not None
+
+        def calls_for(count: int, base_url: str, database: Database) -> list[EmulatedCall]:
             return build_calls(
                 count,
                 base_url=base_url,
@@ -1036,20 +1675,10 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 rng=rng,
             )
 
-        floor_spec = REFERENCE_SPECS.get(cfg.floor, FLOOR_SPEC)
-        app_spec = REFERENCE_SPECS.get(cfg.app, APP_SPEC)
-        app_expects = APP_EXPECTS if cfg.app == "warmline" else FLOOR_EXPECTS
-        servers = [server("floor", floor_spec, floor_port), server("warmline", app_spec, app_port)]
-        floor_server, app_server = servers
-        for instance in servers:  # both up before any timing (the idle one costs next to nothing); they boot
-            instance.start()  # while the database is made: the app touches it only when requests come
-        settings = load_bench_settings(config_path)
-        database = stack.enter_context(fresh_database(plan, settings.departments))
-        for instance in servers:
-            stack.callback(instance.stop)  # again, so that they are stopped before the database is dropped
-        for instance in servers:
-            instance.wait_ready(cfg.startup_timeout)
-        floor_calls = calls_for(min(FLOOR_POOL_CALLS, cfg.calls or FLOOR_POOL_CALLS), floor_server.url)
+        floor_calls = calls_for(min(FLOOR_POOL_CALLS, cfg.calls or FLOOR_POOL_CALLS), floor_server.url, main_database)
+        open_loop_calls = (
+            len(poisson_arrivals(cfg.rate, cfg.warmup + cfg.duration, seed=cfg.seed)) if cfg.rate is not None else 0
+        )
 
         for number in range(1, cfg.rounds + 1):
             if cfg.rounds > 1:
@@ -1061,29 +1690,39 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 cycle=True,
                 expects=FLOOR_EXPECTS,
                 fallback_marker=None,
-                database_marker=database.process_marker,
+                database_marker=main_database.process_marker,
+                round_number=number,
             )
             # Each app call needs a CallSid of its own: sign enough before the timing (the app should not outrun
             # its floor; if it does, it runs out of calls and the report says so).
-            floor_rate = floor.calls_started / max(cfg.warmup + floor.window_s, 1e-3)
-            if cfg.calls is not None:
+            if cfg.rate is not None:
+                wanted = open_loop_calls
+            elif cfg.calls is not None:
+                floor_rate = floor.calls_started / max(cfg.warmup + floor.window_s, 1e-3)
                 wanted = cfg.calls + math.ceil(floor_rate * cfg.warmup * 1.2) + cfg.concurrency
             else:
+                floor_rate = floor.calls_started / max(cfg.warmup + floor.window_s, 1e-3)
                 wanted = math.ceil(floor_rate * (cfg.warmup + cfg.duration) * 1.2) + 2 * cfg.concurrency
             count = max(min(wanted, cfg.max_calls), cfg.concurrency)
-            started = time.perf_counter()
-            app_calls = calls_for(count, app_server.url)
-            _log(f"  signed {count} calls for the app in {time.perf_counter() - started:.1f} s (outside the timing)")
-            app = _measure(
-                app_server,
-                app_calls,
-                cfg=cfg,
-                cycle=False,
-                expects=app_expects,
-                fallback_marker=settings.fallback_apology,
-                database_marker=database.process_marker,
-            )
-            rounds.append(_round(floor, app))
+            results: dict[str, TargetResult] = {}
+            # The apps take turns going first, so that neither always runs on the machine the other just warmed.
+            order = served if number % 2 else served[::-1]
+            for app in order:
+                assert app.database is not None
+                started = time.perf_counter()
+                app_calls = calls_for(count, app.server.url, app.database)
+                _log(f"  signed {count} calls for {app.server.name} in {time.perf_counter() - started:.1f} s")
+                results[app.server.name] = _measure(
+                    app.server,
+                    app_calls,
+                    cfg=cfg,
+                    cycle=False,
+                    expects=app.expects,
+                    fallback_marker=app.settings.fallback_apology,
+                    database_marker=app.database.process_marker,
+                    round_number=number,
+                )
+            rounds.append(_round(floor, results["warmline"], results.get("baseline")))
 
         serving: dict[str, list[str]] = {}
         stopping: dict[str, list[str]] = {}
@@ -1097,32 +1736,85 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 serving[instance.name] = during[:20]
             if after:
                 stopping[instance.name] = after[:20]
+        database_label = main_database.label
 
     median = sorted(rounds, key=lambda r: r.ratio)[(len(rounds) - 1) // 2]
-    failures = sum(r.floor.failures + r.app.failures for r in rounds)
+    failures = sum(r.floor.failures + r.app.failures + (r.baseline.failures if r.baseline else 0) for r in rounds)
     failures += sum(len(lines) for lines in serving.values())
+    with_baseline = [r for r in rounds if r.baseline is not None]
+    baseline_median = (
+        sorted(with_baseline, key=lambda r: r.baseline_ratio)[(len(with_baseline) - 1) // 2]
+        if (with_baseline)
+        else None
+    )
     return BenchResult(
         config=asdict(cfg),
         server=cfg.describe_server(),
-        database=database.label,
+        database=database_label,
         rounds=rounds,
         floor=median.floor,
         app=median.app,
         ratio=median.ratio,
         cpu_ratio=median.cpu_ratio,
         target=cfg.target,
-        # Only Warmline against the bare floor is what the target judges.
-        meets_target=cfg.floor == "bare" and cfg.app == "warmline" and median.ratio >= cfg.target,
+        # Only Warmline against the bare floor, in the closed loop, is what the target judges.
+        meets_target=cfg.rate is None and cfg.floor == "bare" and cfg.app == "warmline" and median.ratio >= cfg.target,
         server_log_problems=serving,
         shutdown_log_problems=stopping,
         failures=failures,
+        baseline_label=trees[1].label if len(trees) > 1 else None,
+        baseline=baseline_median.baseline if baseline_median else None,
+        baseline_ratio=baseline_median.baseline_ratio if baseline_median else 0.0,
+        app_to_baseline=_median(
+            [
+                r.app.requests_per_s / r.baseline.requests_per_s
+                for r in with_baseline
+                if r.baseline and r.baseline.requests_per_s
+            ]
+        ),
+        open_loop=_open_loop_medians(rounds) if cfg.rate is not None else {},
     )
 
 
-def _round(floor: TargetResult, app: TargetResult) -> Round:
-    ratio = app.requests_per_s / floor.requests_per_s if floor.requests_per_s else 0.0
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2] if ordered else 0.0
+
+
+def _open_loop_medians(rounds: Sequence[Round]) -> dict[str, dict[str, float]]:
+    """Per target, the median over rounds of each open-loop figure (each figure on its own: the round with the
+    median p99 need not be the one with the median p99.9)."""
+    targets: dict[str, list[TargetResult]] = {}
+    for current in rounds:
+        for target in (current.floor, current.app, current.baseline):
+            if target is not None:
+                targets.setdefault(target.name, []).append(target)
+    return {
+        name: {
+            "p50_ms": _median([t.p50_ms for t in results]),
+            "p99_ms": _median([t.p99_ms for t in results]),
+            "p999_ms": _median([t.p999_ms for t in results]),
+            "max_ms": _median([t.max_ms for t in results]),
+            "late_sends": float(sum(t.late_sends for t in results)),
+            "requests": float(sum(t.requests for t in results)),
+        }
+        for name, results in targets.items()
+    }
+
+
+def _round(floor: TargetResult, app: TargetResult, baseline: TargetResult | None = None) -> Round:
+    def ratio(target: TargetResult) -> float:
+        return target.requests_per_s / floor.requests_per_s if floor.requests_per_s else 0.0
+
     app_cpu = app.server_cpu_ms_per_request
-    return Round(floor, app, ratio, floor.server_cpu_ms_per_request / app_cpu if app_cpu else 0.0)
+    return Round(
+        floor,
+        app,
+        ratio(app),
+        floor.server_cpu_ms_per_request / app_cpu if app_cpu else 0.0,
+        baseline,
+        ratio(baseline) if baseline is not None else 0.0,
+    )
 
 
 def _distinct_ports(count: int) -> list[int]:
@@ -1139,24 +1831,45 @@ def _distinct_ports(count: int) -> list[int]:
 
 def format_report(result: BenchResult) -> str:
     cfg = result.config
+    open_loop = cfg.get("rate") is not None
     measured = f"{cfg['calls']} calls" if cfg["calls"] is not None else f"{cfg['duration']:g} s"
-    rounds = f", {len(result.rounds)} rounds alternating floor/app (median shown)" if len(result.rounds) > 1 else ""
+    with_baseline = result.baseline_label is not None
+    alternating = "floor/app/baseline" if with_baseline else "floor/app"
+    rounds = f", {len(result.rounds)} rounds alternating {alternating} (median shown)" if len(result.rounds) > 1 else ""
     both = cfg.get("steps", "both") == "both"
     app_name = str(cfg.get("app", "warmline"))
     app_label = {"checked": "reference app (form + signature)", "minimal": "reference app (+ lookup, 1 INSERT)"}.get(
         app_name, "warmline"
     )
+    baseline_label = f"baseline {result.baseline_label}"
     posted = "signed POST /voice/incoming, then POST /voice/gather" if both else "signed POST /voice/incoming only"
+    if open_loop:
+        load = f"open loop: {cfg['rate']:g} calls/s arriving (Poisson, seed {cfg['seed']})"
+        client = "open-loop client (a connection per request; a sender and a reader thread)"
+    else:
+        load = f"{cfg['concurrency']} concurrent emulated calls"
+        client = f"{cfg['client']} client"
     lines = [
-        f"Warmline webhook benchmark: {cfg['concurrency']} concurrent emulated calls "
-        f"({posted}), {measured} after {cfg['warmup']:g} s warm-up{rounds}",
+        f"Warmline webhook benchmark, {load} ({posted}), {measured} after {cfg['warmup']:g} s warm-up{rounds}",
         f"server: {result.server}, keep-alive {'on' if cfg['keepalive'] else 'off'}; database: {result.database}; "
-        f"load generator: {cfg['client']} client, 1 process; {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        f"load generator: {client}, 1 process; {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "",
-        f"{'':<38}{'req/s':>9}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'failures':>10}{'CPU ms/req':>12}",
     ]
+    if open_loop:
+        lines.append(
+            f"{'':<38}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}{'late':>6}{'failures':>10}"
+            f"{'CPU ms/req':>12}"
+        )
+    else:
+        lines.append(f"{'':<38}{'req/s':>9}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'failures':>10}{'CPU ms/req':>12}")
 
     def row(label: str, target: TargetResult) -> str:
+        if open_loop:
+            return (
+                f"{label:<38}{target.requests_per_s:>9.1f}{target.p50_ms:>9.2f}{target.p99_ms:>9.2f}"
+                f"{target.p999_ms:>10.2f}{target.max_ms:>9.1f}{target.late_sends:>6}{target.failures:>10}"
+                f"{target.server_cpu_ms_per_request:>12.2f}"
+            )
         return (
             f"{label:<38}{target.requests_per_s:>9.1f}{target.calls_per_s:>9.1f}{target.p50_ms:>9.1f}"
             f"{target.p99_ms:>9.1f}{target.failures:>10}{target.server_cpu_ms_per_request:>12.2f}"
@@ -1164,6 +1877,8 @@ def format_report(result: BenchResult) -> str:
 
     def step_row(label: str, target: TargetResult, stats: StepStats) -> str:
         rate = stats.requests / target.window_s
+        if open_loop:
+            return f"{label:<38}{rate:>9.1f}{stats.p50_ms:>9.2f}{stats.p99_ms:>9.2f}{stats.p999_ms:>10.2f}"
         return f"{label:<38}{rate:>9.1f}{'':>9}{stats.p50_ms:>9.1f}{stats.p99_ms:>9.1f}"
 
     many = len(result.rounds) > 1
@@ -1173,10 +1888,12 @@ def format_report(result: BenchResult) -> str:
     for number, current in enumerate(result.rounds, start=1):
         suffix = f" #{number}" if many else ""
         lines.append(row(f"{floor_label}{suffix}", current.floor))
-        lines.append(row(f"{app_label}{suffix}", current.app))
-        shown: tuple[Step, ...] = STEPS if both else ("incoming",)
-        for step in shown:
-            lines.append(step_row(f"  {PATHS[step]}", current.app, current.app.steps[step]))
+        apps = [(app_label, current.app)] + ([(baseline_label, current.baseline)] if current.baseline else [])
+        for label, target in apps:
+            lines.append(row(f"{label}{suffix}", target))
+            if both:
+                for step in STEPS:
+                    lines.append(step_row(f"  {PATHS[step]}", target, target.steps[step]))
     floor, app = result.floor, result.app
     outcomes = ", ".join(f"{verb} {count}" for verb, count in sorted(app.gather_outcomes.items(), key=lambda i: -i[1]))
     lines += [""]
@@ -1188,32 +1905,59 @@ def format_report(result: BenchResult) -> str:
         f"server CPU per request: {app_label} {app.server_cpu_ms_per_request:.2f} ms = "
         f"{1 / result.cpu_ratio if result.cpu_ratio else 0:.1f}x the floor's {floor.server_cpu_ms_per_request:.2f} ms",
     ]
+    if result.baseline is not None:
+        lines.append(f"server CPU per request: {baseline_label} {result.baseline.server_cpu_ms_per_request:.2f} ms")
     if app.database_cpu_cores:
         lines.append(
             f"PostgreSQL backends: {app.database_cpu_cores:.2f} cores busy, "
             f"{app.database_cpu_ms_per_request:.2f} ms CPU per request (not in the CPU ms/req column)"
         )
     for current in result.rounds:
-        for target in (current.floor, current.app):
+        for target in _targets(current):
             if target.pool_exhausted:
                 lines.append(f"note: {target.name} used up its {target.calls_started} prepared calls; window shortened")
             if target.hit_time_bound:
                 lines.append(f"note: {target.name} hit the {cfg['max_seconds']:g} s bound before {cfg['calls']} calls")
     for name, problems in result.shutdown_log_problems.items():
         lines += [f"note: {name} server logged while we stopped it: {line}" for line in problems]
-    if many:
-        lines.append("ratios by round: " + ", ".join(f"{current.ratio:.2f}" for current in result.rounds))
-    if app_name != "warmline":  # a reference in the app's place: nothing here is judged
-        lines += ["", f"ratio {app_label}/{floor_label} throughput = {result.ratio:.2f} (a reference, not judged)"]
-    elif result.config.get("floor", "bare") == "bare":
-        verdict = "meets the target" if result.meets_target else "BELOW TARGET"
-        lines += ["", f"ratio app/floor throughput = {result.ratio:.2f} (target ≥ {result.target:.2f}): {verdict}"]
-    else:  # a reference floor: the target is against the bare one, so no verdict here
-        lines += ["", f"ratio app/{floor_label} throughput = {result.ratio:.2f} (a reference, not the target's floor)"]
+    if open_loop:
+        names = {"floor": floor_label, "warmline": app_label, "baseline": baseline_label}
+        late = sum(int(figures["late_sends"]) for figures in result.open_loop.values())
+        lines += [
+            "",
+            f"open loop at {cfg['rate']:g}/s, median of {len(result.rounds)} round(s):"
+            f"{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}",
+        ]
+        for name, figures in result.open_loop.items():
+            lines.append(
+                f"  {names.get(name, name):<38}{figures['p50_ms']:>9.2f}{figures['p99_ms']:>9.2f}"
+                f"{figures['p999_ms']:>10.2f}{figures['max_ms']:>9.1f}"
+            )
+        lines.append(
+            f"late sends (more than {LATE_SEND_MS:g} ms after they were due): {late} of "
+            f"{sum(int(f['requests']) for f in result.open_loop.values())} measured requests"
+            + ("" if late == 0 else ": the load generator fell behind, and those requests arrived later than planned")
+        )
+    else:
+        if many:
+            lines.append("ratios by round: " + ", ".join(f"{current.ratio:.2f}" for current in result.rounds))
+        if app_name != "warmline":  # a reference in the app's place: nothing here is judged
+            lines += ["", f"ratio {app_label}/{floor_label} throughput = {result.ratio:.2f} (a reference, not judged)"]
+        elif result.config.get("floor", "bare") == "bare":
+            verdict = "meets the target" if result.meets_target else "BELOW TARGET"
+            lines += ["", f"ratio app/floor throughput = {result.ratio:.2f} (target ≥ {result.target:.2f}): {verdict}"]
+        else:  # a reference floor: the target is against the bare one, so no verdict here
+            reference = f"ratio app/{floor_label} throughput = {result.ratio:.2f} (a reference, not the target's floor)"
+            lines += ["", reference]
+        if with_baseline:
+            lines += [
+                f"ratio {baseline_label}/floor throughput = {result.baseline_ratio:.2f}",
+                f"ratio app/{baseline_label} throughput = {result.app_to_baseline:.2f} (same rounds, same load)",
+            ]
     if not result.ok:
         lines += ["", "!" * 100, f"!!! {result.failures} FAILURES: these figures are NOT valid", "!" * 100]
         for number, current in enumerate(result.rounds, start=1):
-            for target in (current.floor, current.app):
+            for target in _targets(current):
                 label = f"{target.name} #{number}" if many else target.name
                 for reason, count in sorted(target.failure_reasons.items(), key=lambda i: -i[1]):
                     lines.append(f"  {label}: {count} x {reason}")
@@ -1221,6 +1965,22 @@ def format_report(result: BenchResult) -> str:
         for name, problems in result.server_log_problems.items():
             lines += [f"  {name} server log: {line}" for line in problems]
     return "\n".join(lines)
+
+
+def explain_trace(directory: Path, result: BenchResult, *, threshold_ms: float = 5.0) -> str:
+    """What overlapped each server's requests slower than ``threshold_ms`` (bench/tail_probe.py)."""
+    names = ["floor", "warmline"] + (["baseline"] if result.baseline_label else [])
+    lines = [
+        f"Slow requests (> {threshold_ms:g} ms), all rounds, by what overlapped them most (traces in {directory}):"
+    ]
+    for name in names:
+        slow, total = explain(directory, name, threshold_ms=threshold_ms)
+        lines.append(format_explanation(name, slow, total, threshold_ms=threshold_ms))
+    return "\n".join(lines)
+
+
+def _targets(current: Round) -> list[TargetResult]:
+    return [current.floor, current.app] + ([current.baseline] if current.baseline is not None else [])
 
 
 # --- command line ----------------------------------------------------------------------------------------------------
@@ -1258,8 +2018,30 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
     parser.add_argument(
         "--steps",
         choices=["both", "incoming"],
-        default="both",
-        help="both: each call posts /voice/incoming then /voice/gather (default); incoming: only /voice/incoming",
+        default=None,
+        help="both: each call posts /voice/incoming then /voice/gather (the default in the closed loop); incoming: "
+        "only /voice/incoming (the default with --rate)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: calls arrive at this rate per second (Poisson, seeded), each on a connection of its own, "
+        "whatever the answers; reports p50/p99/p99.9/max and late sends instead of a throughput ratio",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REF",
+        help="also serve this git ref's app (checked out in a temporary worktree, its own fresh database migrated "
+        "and seeded by its own code) and measure it in the same rounds, alternating with the current tree",
+    )
+    parser.add_argument(
+        "--trace",
+        default=None,
+        metavar="DIR",
+        help="record every request (client and server side), GC pause, lock wait and background pass of the "
+        "servers in DIR, and explain the slow requests (bench/tail_probe.py; sync workers)",
     )
     parser.add_argument(
         "--app",
@@ -1291,6 +2073,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
         parser.error("--concurrency, --rounds, --workers, --threads and --calls must be ≥ 1")
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be > 0 and --warmup ≥ 0")
+    if args.rate is not None and (args.rate <= 0 or args.calls is not None):
+        parser.error("--rate must be > 0, and measures --duration seconds (not --calls)")
+    if args.trace is not None and (args.rate is None or args.worker_class != "sync"):
+        parser.error("--trace needs --rate (the open loop) and sync workers")
     cfg = BenchConfig(
         concurrency=args.concurrency,
         duration=args.duration,
@@ -1303,8 +2089,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
         threads=args.threads,
         keepalive=not args.no_keepalive,
         floor=args.floor,
-        steps=args.steps,
+        steps=args.steps or ("incoming" if args.rate is not None else "both"),
         app=args.app,
+        rate=args.rate,
+        baseline=args.baseline,
+        trace_dir=args.trace,
         client=args.client,
         database_url=args.database_url,
         target=args.target,
@@ -1322,6 +2111,8 @@ def _interrupt_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     """SIGTERM is handled like Ctrl-C (asyncio cancels the load cleanly, the ExitStack stops the servers and drops
     the database), then exits with 128 + SIGTERM."""
     _terminated.append(signum)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell: SIGINT is ignored
+        raise KeyboardInterrupt
     signal.raise_signal(signal.SIGINT)
 
 
@@ -1339,9 +2130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = format_report(result)
     if as_json:
         _log(report)
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps(result.to_json(), indent=2), flush=True)
     else:
-        print(report)
+        print(report, flush=True)
+    if cfg.trace_dir is not None:
+        explanation = explain_trace(Path(cfg.trace_dir), result)
+        if as_json:
+            _log(explanation)
+        else:
+            print(explanation)
     if not result.ok:
         return 1
     if fail_under_target and not result.meets_target:

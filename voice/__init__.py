@@ -12,9 +12,12 @@ from voice.logs import configure_logging
 from voice.web.signature import WebhookRequest
 
 
-def create_app(test_config: dict[str, Any] | None = None, *, background: bool = True) -> Flask:
+def create_app(
+    test_config: dict[str, Any] | None = None, *, background: bool = True, housekeeping: bool = True
+) -> Flask:
     """Build the app. ``test_config`` overrides settings (flaskr style): tests pass a database URL, token, …
     ``background=False``: no flow watcher or housekeeping thread (one-shot CLI commands).
+    ``housekeeping=False``: no housekeeping thread, another process sweeps (``warmline serve``'s workers).
 
     The database schema is not migrated here (several gunicorn workers would race to do it): ``warmline serve`` and
     ``make run`` apply migrations before the workers start.
@@ -29,7 +32,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, background: bool = 
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.request_class = WebhookRequest
     bound_bodies(app)
-    app.extensions["warmline"] = assemble(app, settings, background=background)
+    app.extensions["warmline"] = assemble(app, settings, background=background, housekeeping=housekeeping)
     if settings.proxy.trust_forwarded_headers:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1, x_port=1)  # type: ignore[method-assign]
     app.register_blueprint(webhooks.bp)

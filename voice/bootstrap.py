@@ -71,11 +71,19 @@ class Warmline:
 
 
 def assemble(
-    app: Flask, settings: Settings, *, runner: BackgroundRunner | None = None, background: bool = True
+    app: Flask,
+    settings: Settings,
+    *,
+    runner: BackgroundRunner | None = None,
+    background: bool = True,
+    housekeeping: bool = True,
 ) -> Warmline:
-    """One app instance's parts. ``background=False``: no flow watcher, no housekeeping thread (the CLI)."""
-    # With a housekeeping thread sweeping at least every few seconds, it also checkpoints SQLite's WAL, so that
-    # no webhook's commit does (see Store); with none (the CLI, or sweeping switched off) commits do, as usual.
+    """One app instance's parts. ``background=False``: no flow watcher, no housekeeping thread (the CLI).
+    ``housekeeping=False``: no housekeeping thread, another process of the host runs it (``warmline serve``'s
+    workers; voice/cli/housekeeping_process.py)."""
+    # With a housekeeping thread sweeping at least every few seconds (here or in the host's housekeeping process),
+    # it also checkpoints SQLite's WAL, so that no webhook's commit does (see Store); with none (the CLI, or
+    # sweeping switched off) commits do, as usual.
     sweeping = background and 0 < settings.routing.sweep_interval <= MAX_CHECKPOINT_INTERVAL
     # The CRMs configured for sync: every change they must hear of gets an outbox row in its own transaction.
     store = Store(
@@ -137,7 +145,7 @@ def assemble(
     relay.connect(action_runner.submit)
     sweeper = (
         SweepThread(housekeeper, interval=settings.routing.sweep_interval, store=store).start()
-        if background and settings.routing.sweep_interval
+        if background and housekeeping and settings.routing.sweep_interval
         else None
     )
     return Warmline(

@@ -30,13 +30,13 @@ POSTGRES_URL = os.environ.get("WARMLINE_TEST_POSTGRES_URL", "postgresql+psycopg:
 APOLOGY = "We're sorry, something went wrong on our side."
 
 
-def run_bench(*extra: str) -> tuple[int, dict[str, Any], str]:
+def run_bench(*extra: str, load: tuple[str, ...] | None = None, timeout: float = 60) -> tuple[int, dict[str, Any], str]:
     # A fixed number of calls, not a time window: on a slow, busy CI machine one stall of a second (seen once, with
     # gthread workers and no CPU used by anyone) left a 0.6 s window without a completed request. What this test
     # checks is that the harness and the app answer correctly, which a count of calls checks whatever the timing.
-    tiny_load = ["--concurrency", "5", "--warmup", "0.2", "--calls", "40", "--max-seconds", "30"]
-    command = [sys.executable, "bench/webhook.py", "--json", *tiny_load, *extra]
-    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    tiny_load = ("--concurrency", "5", "--warmup", "0.2", "--calls", "40", "--max-seconds", "30")
+    command = [sys.executable, "bench/webhook.py", "--json", *(tiny_load if load is None else load), *extra]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, check=False)
     try:
         result = json.loads(done.stdout) if done.stdout.strip() else {}
     except json.JSONDecodeError:
@@ -91,6 +91,56 @@ def test_the_minimal_floor_answers_every_request_and_is_only_a_reference(worker_
     assert_valid_run(returncode, result, report)
     assert result["config"]["floor"] == "minimal"
     assert result["meets_target"] is False  # whatever the ratio: the target is against the bare floor
+
+
+def test_the_open_loop_sends_on_schedule_and_reports_percentiles(tmp_path: Path) -> None:
+    """A few hundred calls arriving at a fixed rate (/voice/incoming alone, the open loop's default), traced: every
+    answer checked, the percentiles ordered, the late sends counted, the slow requests explained (never a speed)."""
+    rate, seconds = 150, 2
+    load = ("--rate", str(rate), "--duration", str(seconds), "--warmup", "0.5")
+    returncode, result, report = run_bench("--trace", str(tmp_path), load=load, timeout=120)
+    assert returncode == 0 and result["ok"] is True and result["failures"] == 0, report
+    assert result["config"]["rate"] == rate and result["config"]["steps"] == "incoming"
+    for name in ("floor", "app"):
+        target = result[name]
+        assert target["failures"] == 0 and target["offered_per_s"] == rate, report
+        assert target["requests"] == target["steps"]["incoming"]["requests"] > rate * seconds / 2, report
+        assert 0 < target["p50_ms"] <= target["p99_ms"] <= target["p999_ms"] <= target["max_ms"], report
+        assert 0 <= target["late_sends"] <= target["requests"], report
+    assert result["app"]["requests"] == result["floor"]["requests"]  # the same seeded arrivals for both
+    assert set(result["open_loop"]) == {"floor", "warmline"}, report
+    assert "late sends (more than 1 ms after they were due)" in report and "ratio app/floor" not in report
+    # The trace: the client's record of each request, and the probe's in every process of both servers (for
+    # Warmline: gunicorn's master, its workers, its housekeeping process).
+    assert len((tmp_path / "client-warmline-1.jsonl").read_text().splitlines()) >= result["app"]["requests"]
+    kinds = {
+        path.name: {json.loads(line)["kind"] for line in path.open()} for path in tmp_path.glob("events-warmline-*")
+    }
+    serving = [name for name, found in kinds.items() if "request" in found]
+    sweeping = [name for name, found in kinds.items() if "sweep" in found]
+    assert len(serving) == 2 and len(sweeping) == 1 and not set(serving) & set(sweeping), kinds
+    assert "Slow requests (> 5 ms)" in report and "\nwarmline: " in report, report
+
+
+def test_a_baseline_commit_is_served_beside_the_current_tree_and_measured_in_the_same_rounds() -> None:
+    """``--baseline HEAD``: the same commit checked out in a temporary worktree, with a database its own commands
+    made; both apps answer every call of both steps correctly, and the worktree is gone afterwards."""
+    worktrees_before = _worktrees()
+    returncode, result, report = run_bench("--baseline", "HEAD", "--rounds", "2", timeout=180)
+    assert_valid_run(returncode, result, report)
+    assert result["baseline_label"].startswith("HEAD"), report
+    baseline = result["baseline"]
+    assert baseline["failures"] == 0 and baseline["steps"]["gather"]["requests"] > 0, report
+    assert set(baseline["gather_outcomes"]) <= {"Dial", "Enqueue"}, report
+    assert result["baseline_ratio"] > 0 and result["app_to_baseline"] > 0, report
+    assert all(current["baseline"] is not None for current in result["rounds"]), report
+    assert "ratio app/baseline HEAD" in report
+    assert _worktrees() == worktrees_before
+
+
+def _worktrees() -> str:
+    listed = ["git", "worktree", "list", "--porcelain"]
+    return subprocess.run(listed, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
 
 
 @pytest.mark.postgres

@@ -7,6 +7,7 @@ builds its own webhook URLs from, and where it sends its Twilio REST requests, s
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ import click
 
 from voice import create_app
 from voice.cli.context import warmline_parts, with_app
+from voice.cli.housekeeping_process import HousekeepingProcess
 
 SERVING_FILE = "serving.json"
 
@@ -90,6 +92,8 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
     warmline.store.upgrade()
     warmline.store.dispose()  # the workers open their own connections after fork
 
+    # The housekeeping pass runs in one process beside the workers, not in a thread of each (see its module).
+    housekeeping = HousekeepingProcess() if settings.routing.sweep_interval else None
     url = loopback_url(host, port)
     overrides: dict[str, Any] = {}
     if settings.development and not settings.public_url:
@@ -106,9 +110,13 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
                 self.cfg.set("threads", threads)
             self.cfg.set("control_socket_disable", True)  # several servers on one host must not share one socket
             self.cfg.set("accesslog", "-")
+            self.cfg.set("post_worker_init", _freeze_the_loaded_app)
+            if housekeeping is not None:  # started once gunicorn listens, stopped when it exits
+                self.cfg.set("when_ready", lambda _arbiter: housekeeping.start())
+                self.cfg.set("on_exit", lambda _arbiter: housekeeping.stop())
 
         def load(self) -> Any:
-            return create_app(overrides)
+            return create_app(overrides, housekeeping=False)
 
     record = ServingRecord(
         url=url,
@@ -130,3 +138,12 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
         # and only its own (a newer server may have written one since).
         if os.getpid() == record.pid and ServingRecord.read(settings.instance_path) == record:
             written.unlink(missing_ok=True)
+
+
+def _freeze_the_loaded_app(_worker: Any) -> None:
+    """A worker has loaded the app: its objects (modules, models, flows, classifiers) live as long as the worker, so
+    they leave the collector's generations (``gc.freeze``) and a full collection no longer walks them; walking them
+    held up every request behind it, the other worker's too when it came while holding SQLite's writers' lock
+    (ARCHITECTURE.md, "GC after the app is loaded")."""
+    gc.collect()
+    gc.freeze()

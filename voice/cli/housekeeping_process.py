@@ -1,0 +1,89 @@
+"""The housekeeping pass in a process of its own: one per host, started by ``warmline serve`` beside gunicorn's
+workers, which then run no sweep thread of their own.
+
+In every worker, the sweep thread (``voice.services.housekeeping.SweepThread``, every ``routing.sweep_interval``)
+took the worker's GIL away from the request it was serving, and with two workers the pass and its WAL checkpoint ran
+twice as often as needed; here the pass runs once per interval per host, and no request waits for it (measured in
+ARCHITECTURE.md, "Housekeeping runs in a process of its own"). Several hosts may each run one: every step of the
+pass is a guarded transition on a locked row.
+
+The process builds the app as a worker does (same settings, from the same environment and config file) with its
+sweep thread, and keeps the main thread for listening: it ends on SIGTERM or SIGINT (``warmline serve`` stops it
+when gunicorn exits), and on its own when the server that started it is gone (killed without a chance to stop it),
+so it never outlives the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from types import FrameType
+
+from voice import create_app
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks at whether the server that started the process is still there.
+PARENT_CHECK_INTERVAL = 1.0
+
+
+class HousekeepingProcess:
+    """The server's side: start the process, stop it."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        # A fresh interpreter, not a fork: the server process has loaded the app and may hold threads and
+        # connections that a forked child must not share. It inherits the environment, working directory and output.
+        command = [sys.executable, "-m", __name__, str(os.getpid())]
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        log.info("housekeeping process %s started", self._process.pid)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("housekeeping process %s did not stop in %.0f s: killed", process.pid, timeout)
+            process.kill()
+            process.wait()
+
+
+def main() -> int:
+    """The process itself: returns once told to stop or once its parent is gone."""
+    # The server names itself: by the time this line runs (after the imports) it may already be gone, and then
+    # getppid() would name whoever adopted this process, which would never change.
+    parent = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    app = create_app()  # with its sweep thread and flow watcher, as a single-process app runs
+    warmline = app.extensions["warmline"]
+    try:
+        while not stop.wait(PARENT_CHECK_INTERVAL):
+            if os.getppid() != parent:
+                log.warning("the server that started the housekeeping process is gone: stopping")
+                break
+    finally:
+        warmline.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
