@@ -23,6 +23,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, background: bool = 
     # emulator for `warmline call`, a CLI command that never builds the app), and they must not pay for all of it.
     from voice.bootstrap import assemble
     from voice.web import api, bound_bodies, errors, health, webhooks
+    from voice.web.console import app as console
 
     settings = load_settings(test_config)
     configure_logging(settings.log_level)
@@ -35,5 +36,6 @@ def create_app(test_config: dict[str, Any] | None = None, *, background: bool = 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    console.install(app, settings)
     errors.install(app)
     return app
