@@ -152,6 +152,7 @@ def test_a_caller_who_chose_spanish_hears_the_fallback_in_spanish(
     assert {(say.get("language"), say.get("voice")) for say in says} == {("es-MX", "Polly.Mia")}
 
 
+
 def test_the_fallback_reads_the_store_again_only_when_that_cannot_wait_on_the_same_fault() -> None:
     lost = OperationalError("SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True)
     assert not store_may_answer(SqlAlchemyTimeout("QueuePool limit of size 10 overflow 10 reached"))
@@ -169,7 +170,9 @@ SAFE_ANSWERS = {
 }
 
 
-def test_every_webhook_fails_safe_for_the_leg_it_answers_for(broken_app: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_every_webhook_fails_safe_for_the_leg_it_answers_for(
+    broken_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     client = broken_app(fallback={"number": "+15550109999"})
     # The database is broken, and our ids in the URLs are garbled: every route that does any work fails.
     form = {**CALL, "QueueResult": "leave", "StatusCallbackEvent": "participant-join", "CallStatus": "completed"}
@@ -184,3 +187,4 @@ def test_every_webhook_fails_safe_for_the_leg_it_answers_for(broken_app: Any, ca
             continue
         assert "answering with fallback TwiML" in caplog.text, endpoint
         assert answer == SAFE_ANSWERS[leg], (endpoint, leg)
+
