@@ -233,17 +233,18 @@ class FloorService(Service):
             return self._screen(session, interaction, stage, rep, now)
 
     def screen_of_call(self, actor: Actor, call_sid: str) -> ScreenPop:
-        """One call's record as its screen-pop showed it (to wrap it up later): only for the rep who took it, or a
-        supervisor."""
+        """One call's record as its screen-pop showed it (to wrap it up later): only for the rep it is offered to or
+        who took it, or a supervisor."""
         now = self._clock()
         with self._store.unit_of_work(read_only=True) as session:
             interaction = interactions.require_interaction(session, call_sid)
-            if not actor.supervisor and not took_the_call(session, interaction, actor.rep_id):
-                raise WrapUpRefused("this call is not one you took")
             rep = session.get(Rep, actor.rep_id)
             assert rep is not None  # the actor's session names an existing rep
             in_front, stage = _call_in_front_of(session, rep)
-            if in_front is None or in_front.id != interaction.id:
+            offered_to_them = in_front is not None and in_front.id == interaction.id
+            if not (actor.supervisor or offered_to_them or took_the_call(session, interaction, actor.rep_id)):
+                raise WrapUpRefused("this call is not one you took")
+            if not offered_to_them:
                 stage = "ended" if interaction.ended else "in progress"
             return self._screen(session, interaction, stage, rep, now)
 
