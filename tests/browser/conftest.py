@@ -35,6 +35,8 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / ".artifacts" / "screenshots"
 #: How long a page may take to show something that follows from a call's progress (polling every 2 s included).
 LIVE = 15_000
 VIEWPORT = {"width": 1440, "height": 900}
+#: For pages whose behaviour does not depend on the database (the services under them are tested on both): one run.
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 def _missing_browser(reason: str) -> None:

@@ -19,9 +19,11 @@ from voice.emulator import Digits, EmulatedCall, RepScript, Speech
 ALICE, BOB = "+15550100001", "+15550100002"
 JANE = "+15551230001"
 NOTE = "Router reboots since the update; she was double-billed for the router rental too."
-#: Virtual seconds pass at this share of real time, so that ringing and the whisper last long enough (~6 s) for a
-#: page that polls every 2 s to show the offered call, as a rep's page must while they listen.
+#: Virtual seconds pass at this share of real time, and Alice's phone rings this long (virtual seconds) before she
+#: picks up, so that ringing and the whisper last long enough (~8 s) for pages that poll every 2 s to show the
+#: offered call, as a rep's page must while they listen.
 TIME_SCALE = 0.3
+OFFER_RINGS = 16
 
 
 def rep_state(system: PhoneSystem, name: str) -> RepState:
@@ -55,7 +57,7 @@ def test_a_call_rings_is_taken_transferred_and_wrapped_up_on_the_console(
     screenshot(alice, "home-no-call")
 
     # Jane calls about her bill; Alice (billing) is offered the call and hears the whisper before pressing 1.
-    system.twilio.register_rep(ALICE, RepScript.accepts(talk_seconds=None, answer_after=10))
+    system.twilio.register_rep(ALICE, RepScript.accepts(talk_seconds=None, answer_after=OFFER_RINGS))
     system.twilio.register_rep(BOB, RepScript.accepts(talk_seconds=None, answer_after=1))
     caller: EmulatedCall = system.call(
         JANE, Speech("I was charged twice and my router keeps rebooting"), Digits("4"), talk_seconds=None
@@ -63,14 +65,14 @@ def test_a_call_rings_is_taken_transferred_and_wrapped_up_on_the_console(
     wait_for_state(system, "Alice Rivera", RepState.RESERVED, alice)
     screen = alice.locator("#screen")
     expect(screen.get_by_text("Incoming call — listen to the whisper")).to_be_visible(timeout=LIVE)
+    screenshot(alice, "home-offered")
+    expect(floor_row(supervisor, "Alice Rivera")).to_contain_text("Ringing", timeout=LIVE)
+    # Still offered (ringing, or hearing the whisper) when both pages showed it: the screen-pop came first.
+    assert rep_state(system, "Alice Rivera") is RepState.RESERVED
     expect(screen.get_by_text("Jane Doe", exact=True)).to_be_visible()
     expect(screen.get_by_text("gold", exact=True)).to_be_visible()
     expect(screen.get_by_text("I was charged twice and my router keeps rebooting", exact=False)).to_be_visible()
     expect(screen.get_by_text("Billing", exact=True)).to_be_visible()
-    # Still offered (ringing or whispering) when the page showed it: the screen-pop came before the call.
-    assert rep_state(system, "Alice Rivera") is RepState.RESERVED
-    screenshot(alice, "home-offered")
-    expect(floor_row(supervisor, "Alice Rivera")).to_contain_text("Ringing", timeout=LIVE)
 
     # Alice presses 1: the same record stays, now as the call; the floor shows who she is talking with.
     expect(alice.get_by_text("On the call")).to_be_visible(timeout=LIVE)
@@ -107,7 +109,7 @@ def test_a_call_rings_is_taken_transferred_and_wrapped_up_on_the_console(
     alice.get_by_label("Department").select_option("technical_support")
     screenshot(alice, "home-wrap-up")
     alice.get_by_role("button", name="Save wrap-up").click()
-    expect(alice.get_by_text("Saved. You are available for the next caller.")).to_be_visible()
+    expect(alice.get_by_text("Wrap-up saved for Jane Doe. You are available for the next caller.")).to_be_visible()
     expect(alice.get_by_text("No call right now")).to_be_visible(timeout=LIVE)
     expect(floor_row(supervisor, "Alice Rivera")).to_contain_text("Available", timeout=LIVE)
     with system.store.unit_of_work() as session:

@@ -68,6 +68,14 @@ def iso(moment: datetime) -> str:
     return wire.iso(moment)
 
 
+@console.app_template_filter("phone")
+def phone(number: str) -> str:
+    """+15551230001 → +1 555 123 0001 (North American numbers, as console.js shows them; others as stored)."""
+    if len(number) == 12 and number.startswith("+1") and number[1:].isdigit():
+        return f"+1 {number[2:5]} {number[5:8]} {number[8:]}"
+    return number
+
+
 @console.app_template_filter("sentence")
 def sentence(message: str) -> str:
     """A message as a sentence: the services' messages start lower-case and end without a full stop."""

@@ -284,6 +284,13 @@
             }
             select.value = value;
         }
+        // Calling a customer back needs a rep who is working (available, in wrap-up, or away on follow-ups).
+        const working = ["available", "wrap_up", "away"].includes(me.state);
+        for (const button of $$('[data-task-action="call-back"]')) {
+            button.disabled = !working;
+            button.title = working ? "" : "Set your presence to Available or Away to call customers back";
+        }
+        renderReady();
         const after = $("#after-call");
         if (after) {
             after.hidden = !me.after_call;
@@ -291,6 +298,25 @@
             setText(after, me.after_call ? `${STATE_LABELS[me.after_call]}${reason} after this call` : "");
         }
         tick();
+    }
+
+    /* With no call in front of them, what the rep can expect. */
+    function renderReady() {
+        const me = state.me;
+        const ready = $('[data-bind="ready"]');
+        const hint = $('[data-bind="ready-hint"]');
+        if (!ready || !hint || !me) return;
+        const departments = (me.departments || []).map(humanize);
+        const list = departments.length > 1 ? `${departments.slice(0, -1).join(", ")} and ${departments.at(-1)}` : departments[0] || "";
+        const words = {
+            available: ["Ready for calls", `Calls for ${list} ring your phone. The caller's record appears here the moment one is offered to you, while you hear the whisper.`],
+            away: [`Away${me.away_reason ? ` · ${me.away_reason}` : ""}`, "No calls ring for you. Choose Available in Presence when you are back; meanwhile the work queue has your follow-ups."],
+            offline: ["Offline", "No calls ring for you. Choose Available in Presence to start taking calls."],
+            wrap_up: ["Wrap-up", "Your next call comes when the wrap-up time ends."],
+        }[me.state] || [STATE_LABELS[me.state] || "", ""];
+        ready.dataset.state = me.state;
+        fill(ready, el("span", { class: "pill", "data-state": me.state }, el("span", { class: "dot", "aria-hidden": "true" }), words[0]));
+        setText(hint, words[1]);
     }
 
     function renderWork() {
@@ -639,6 +665,20 @@
         if (select instanceof HTMLSelectElement && select.dataset.repId) setPresence(select);
     });
 
+    /* A short confirmation at the top of the page, for changes whose form goes away (a saved wrap-up). */
+    let noticeTimer = null;
+    function notify(text) {
+        let box = $("#page-notice");
+        if (!box) {
+            box = el("div", { id: "page-notice", class: "notice ok", role: "status" });
+            document.querySelector("main").prepend(box);
+        }
+        box.textContent = text;
+        box.hidden = false;
+        clearTimeout(noticeTimer);
+        noticeTimer = setTimeout(() => { box.hidden = true; }, 10000);
+    }
+
     function alertError(error) {
         let box = $("#page-error");
         if (!box) {
@@ -669,6 +709,7 @@
                     department: department || null,
                 });
                 showStatus(status, saved.wrap_up_ended ? "Saved. You are available for the next caller." : "Saved.", "ok");
+                if (saved.wrap_up_ended) notify(`Wrap-up saved for ${screen.caller}. You are available for the next caller.`);
                 if (config.page === "call") {
                     callScreen = { ...callScreen, disposition: saved.disposition, notes: saved.notes, corrected_department: saved.corrected_department };
                     renderCall(callScreen);
