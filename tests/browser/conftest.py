@@ -73,6 +73,8 @@ class Console:
     system: PhoneSystem
     browser: Browser
     contexts: list[BrowserContext] = field(default_factory=list)
+    #: Uncaught JavaScript errors on any of the pages: a test with one fails, whatever it checked.
+    script_errors: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -81,6 +83,9 @@ class Console:
     def context(self) -> BrowserContext:
         context = self.browser.new_context(viewport=VIEWPORT, base_url=self.system.url)  # type: ignore[arg-type]
         context.set_default_timeout(10_000)
+        context.on(
+            "weberror", lambda error: self.script_errors.append(f"{error.page and error.page.url}: {error.error}")
+        )
         self.contexts.append(context)
         return context
 
@@ -113,6 +118,8 @@ def console_factory(browser: Browser) -> Iterator[Callable[[PhoneSystem], Consol
     yield open_console
     for console in opened:
         console.close()
+    errors = [error for console in opened for error in console.script_errors]
+    assert errors == [], f"the console's pages raised: {errors}"
 
 
 def screenshot(page: Page, name: str, **options: Any) -> Path:

@@ -126,3 +126,9 @@ def test_a_call_rings_is_taken_transferred_and_wrapped_up_on_the_console(
     expect(supervisor.locator('[data-live="kpi-answered"]')).to_have_text("1", timeout=LIVE)
     expect(billing.locator("td").nth(3)).to_have_text("1")  # answered today, counted where it was routed
     screenshot(supervisor, "floor-after-call")
+
+    # The supervisor sends Alice on her training from the floor; Alice's own page follows.
+    supervisor.get_by_label("Set status of Alice Rivera").select_option("away:training")
+    expect(floor_row(supervisor, "Alice Rivera")).to_contain_text("Away · training", timeout=LIVE)
+    expect(alice.locator("#my-state")).to_contain_text("Away · training", timeout=LIVE)
+    assert rep_state(system, "Alice Rivera") is RepState.AWAY

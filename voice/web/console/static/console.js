@@ -196,13 +196,19 @@
         for (const name of PIECES) apply(name, snapshot[name], snapshot.sent_at);
     }
 
-    let pollTimer = null;
     let polling = false;
+    let pollAgain = false; // asked for while a poll was out: its answer may be from before the change
     async function poll() {
-        if (polling) return;
+        if (polling) {
+            pollAgain = true;
+            return;
+        }
         polling = true;
         try {
-            applySnapshot(await call("GET", config.stateUrl));
+            do {
+                pollAgain = false;
+                applySnapshot(await call("GET", config.stateUrl));
+            } while (pollAgain);
         } catch (error) {
             console.warn("console: could not refresh", error);
         } finally {
@@ -216,7 +222,9 @@
         body.dataset.live = "polling";
         if (why) console.info(`console: polling ${config.stateUrl} every ${config.pollMs} ms (${why})`);
         poll();
-        pollTimer = setInterval(poll, config.pollMs);
+        setInterval(poll, config.pollMs);
+        // A tab in the background polls rarely (browsers slow its timers down): catch up as soon as it is seen.
+        document.addEventListener("visibilitychange", () => document.hidden || poll());
     }
 
     function startStream() {
@@ -277,7 +285,7 @@
         setText(bind(pill, "label"), label);
         bind(pill, "time").dataset.since = me.since;
         const select = $("#presence");
-        if (select && document.activeElement !== select && !select.dataset.busy) {
+        if (select && !select.dataset.busy) {
             const value = presenceValue(me);
             if (!Array.from(select.options).some((option) => option.value === value)) {
                 select.append(el("option", { value, text: humanize(value.replace(":", " · ")) }));
@@ -457,7 +465,7 @@
                         rep.call_department ? el("div", { class: "dept" }, humanize(rep.call_department)) : null)
                     : el("span", { class: "muted" }, "—"));
             const select = row.querySelector("select");
-            if (document.activeElement !== select && !select.dataset.busy) select.value = presenceValue(rep);
+            if (!select.dataset.busy) select.value = presenceValue(rep);
             return row;
         });
         tbody.replaceChildren(...rows);
