@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
@@ -31,6 +32,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: Ports Chromium will not connect to that a test server could otherwise be given (SIP).
+UNSAFE_PORTS = frozenset({5060, 5061})
 SCREENSHOTS = Path(__file__).resolve().parents[2] / ".artifacts" / "screenshots"
 #: How long a page may take to show something that follows from a call's progress (polling every 2 s included).
 LIVE = 15_000
@@ -111,6 +114,9 @@ def console_factory(browser: Browser) -> Iterator[Callable[[PhoneSystem], Consol
     opened: list[Console] = []
 
     def open_console(system: PhoneSystem) -> Console:
+        # Chromium refuses some ports outright (ERR_UNSAFE_PORT), SIP's among them; servers bound to port 0 get an
+        # ephemeral one, never these.
+        assert urlsplit(system.url).port not in UNSAFE_PORTS, system.url
         console = Console(system, browser)
         opened.append(console)
         return console
