@@ -77,7 +77,8 @@ def test_a_call_rings_is_taken_transferred_and_wrapped_up_on_the_console(
     # Alice presses 1: the same record stays, now as the call; the floor shows who she is talking with.
     expect(alice.get_by_text("On the call")).to_be_visible(timeout=LIVE)
     expect(screen.get_by_text("Jane Doe", exact=True)).to_be_visible()
-    expect(floor_row(supervisor, "Alice Rivera")).to_contain_text("Jane Doe", timeout=LIVE)
+    expect(floor_row(supervisor, "Alice Rivera")).to_contain_text("On a call", timeout=LIVE)
+    expect(floor_row(supervisor, "Alice Rivera")).to_contain_text("Jane Doe")
     screenshot(supervisor, "floor-alice-on-call")
 
     # A warm transfer to Bob, with a note; the directory shows who is free.
