@@ -17,8 +17,8 @@ PYTEST_WORKERS ?= 2
 
 install: $(STAMP)
 
-# Debian packages (espeak-ng for pyttsx3, flite + sox for speech tests, graphviz for `flows graph`) come from
-# scripts/system-deps.sh, which installs only what is missing.
+# Debian packages (espeak-ng for pyttsx3, flite + sox for speech tests, graphviz for `flows graph`, chromium for the
+# browser tests) come from scripts/system-deps.sh, which installs only what is missing.
 $(STAMP): requirements.txt requirements-dev.txt requirements-speech.txt requirements-routing.txt pyproject.toml \
   scripts/system-deps.sh
 	scripts/system-deps.sh
@@ -69,7 +69,7 @@ bench-routing: $(EXTRAS)
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable \
-	  | grep -viE '^(pytest|execnet|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|toml=|graphviz|import.linter|grimp|rich=|markdown.it|mdurl|trustme)' \
+	  | grep -viE '^(pytest|execnet|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|toml=|graphviz|import.linter|grimp|rich=|markdown.it|mdurl|trustme|playwright|greenlet)' \
 	  > requirements.txt
 
 clean:

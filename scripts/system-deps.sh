@@ -4,11 +4,13 @@
 #   flite                       natural-enough voices for speech-recognition tests and bench/speech_routing.py
 #                               (PocketSphinx cannot recognise espeak's voice)
 #   sox + libsox-fmt-base       telephone-band conversion (8 kHz µ-law, 300-3400 Hz) in the tests and the bench
+#   graphviz                    `warmline flows graph`
+#   chromium                    the rep console's browser tests (tests/browser: Playwright drives it)
 # Installs only what is missing (dpkg -s), runs `apt-get update` at most once, and exits non-zero with a message
 # saying what to do when it cannot (not root and no sudo, no apt-get, a failed install).
 set -eu
 
-PACKAGES="espeak-ng libespeak-ng1 flite sox libsox-fmt-base graphviz"
+PACKAGES="espeak-ng libespeak-ng1 flite sox libsox-fmt-base graphviz chromium"
 
 missing=""
 for package in $PACKAGES; do

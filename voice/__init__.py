@@ -26,6 +26,7 @@ def create_app(
     # emulator for `warmline call`, a CLI command that never builds the app), and they must not pay for all of it.
     from voice.bootstrap import assemble
     from voice.web import api, bound_bodies, errors, health, webhooks
+    from voice.web.console import app as console
 
     settings = load_settings(test_config)
     configure_logging(settings.log_level)
@@ -38,5 +39,6 @@ def create_app(
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    console.install(app, settings)
     errors.install(app)
     return app

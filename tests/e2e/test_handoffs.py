@@ -197,7 +197,7 @@ def test_nobody_free_in_the_target_department_is_refused_and_nothing_moves(phone
     assert response.status_code == 409
     assert response.get_json()["error"]["message"] == "nobody in technical support is free right now"
     assert caller.state == "bridged" and handoff_state(phone_system, caller.sid) is None
-    assert transfer(phone_system, "Bob Chen", caller.sid, department="sales").status_code == 409  # not Bob's call
+    assert transfer(phone_system, "Bob Chen", caller.sid, department="sales").status_code == 403  # not Bob's call
 
 
 def test_after_a_declined_handoff_the_first_rep_hanging_up_does_not_strand_the_caller(

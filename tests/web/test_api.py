@@ -89,9 +89,9 @@ def test_only_the_rep_on_a_call_may_transfer_it(app: Flask, client: FlaskClient)
     signed_post(client, "/voice/incoming", {"CallSid": sid, "From": "+15551230001", "To": "+15550009999"})
     signed_post(client, "/voice/gather", {"CallSid": sid, "Digits": "1"})  # ringing Alice, not Bob
     response = client.post(f"/api/calls/{sid}/transfer", json={"department": "sales"}, headers=auth(token))
-    assert response.status_code == 409
+    assert response.status_code == 403  # another rep's call: not Bob's, whatever the moment (not a 409)
     assert error_of(response) == {
-        "code": "refused",
+        "code": "forbidden",
         "message": "only the rep talking with the caller can transfer this call",
     }
 

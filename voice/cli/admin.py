@@ -17,7 +17,12 @@ from crm_sync.phones import mask_phone
 from voice.adapters.twilio_rest import InlineRunner
 from voice.bootstrap import assemble
 from voice.cli.context import warmline_parts, with_app
+from voice.cli.serve import ServingRecord
 from voice.cli.wording import plural
+from voice.services.accounts import LINK_MINUTES
+
+#: Where sign-in links point when neither WARMLINE_PUBLIC_URL nor a running `warmline serve` says otherwise.
+DEFAULT_CONSOLE_BASE = "http://127.0.0.1:5000"
 
 
 @click.group()
@@ -162,6 +167,28 @@ def rep_token(name: str) -> None:
         raise click.ClickException(f"no rep named {name!r} (see `warmline reps list`)") from None
     click.echo(token)
     click.echo(f"(shown once: give it to {name}; send it as 'Authorization: Bearer <token>')", err=True)
+
+
+@reps.command("login-link")
+@click.argument("name")
+@with_app
+def rep_login_link(name: str) -> None:
+    """Print a one-time sign-in URL for a rep's console (valid 15 minutes; the rep may then set a password)."""
+    warmline = warmline_parts()
+    try:
+        token = warmline.accounts.issue_login_link(name)
+    except UnknownRep:
+        raise click.ClickException(f"no rep named {name!r} (see `warmline reps list`)") from None
+    click.echo(f"{_console_base(warmline.settings.public_url, warmline.settings.instance_path)}/console/link/{token}")
+    click.echo(f"(works once, for {LINK_MINUTES} minutes: give it to {name})", err=True)
+
+
+def _console_base(public_url: str, instance_path: Path) -> str:
+    """Where the console is browsed: WARMLINE_PUBLIC_URL, else the running `warmline serve`'s URL, else :5000."""
+    if public_url:
+        return public_url.rstrip("/")
+    serving = ServingRecord.read(instance_path)
+    return serving.url.rstrip("/") if serving is not None else DEFAULT_CONSOLE_BASE
 
 
 @reps.command("list")

@@ -4,7 +4,8 @@ Every error Warmline raises on purpose is a ``WarmlineError`` of one of three ki
 (``voice.web.errors``: the reps' API to an HTTP status, a webhook to safe TwiML; the CLI to a one-line message):
 
 - ``NotFound``: the thing named does not exist (a rep, a call, an offer, a hand-off);
-- ``Refused``: understood, but not allowed now, and the message says why;
+- ``Refused``: understood, but not allowed now, and the message says why; ``Forbidden``, one of them: not this
+  person's to do (another rep's call, task or presence), whatever the moment;
 - ``InvalidInput``: a value from outside (a webhook field, a JSON body, a config key) cannot be used as given.
 
 The roots live in ``crm_sync.errors`` because the domain model there refuses transitions with them and ``crm_sync``
@@ -34,6 +35,7 @@ from crm_sync.errors import (
 )
 
 __all__ = [
+    "Forbidden",
     "HandoffRefused",
     "InvalidInput",
     "NotFound",
@@ -45,5 +47,13 @@ __all__ = [
 ]
 
 
+class Forbidden(Refused):
+    """Refused because it is someone else's: another rep's call, task, presence or hand-off (a supervisor's page)."""
+
+
 class HandoffRefused(Refused):
     """The transfer cannot start (not the rep's call, nobody free, already being transferred); says why."""
+
+
+class NotYourHandoff(HandoffRefused, Forbidden):
+    """The call or transfer belongs to another rep."""

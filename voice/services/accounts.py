@@ -182,6 +182,14 @@ class AccountService(Service):
                     touched.last_seen_at = now
         return actor
 
+    def actor_for_token(self, token: str) -> Actor | None:
+        """Who a reps' API token (``warmline reps token``) belongs to: a credential apart from console sessions."""
+        if not token:
+            return None
+        with self._store.unit_of_work(read_only=True) as session:
+            rep = reps.rep_by_token_digest(session, _digest(token))
+            return actor_of(rep) if rep is not None else None
+
     def sign_out(self, session_id: str) -> None:
         """End the session; the rep goes offline (after the current call, if they are on one)."""
         with self._store.unit_of_work() as session:

@@ -16,14 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_sync.models import (
     WAITING_STATUSES,
     Customer,
     Interaction,
-    InteractionStatus,
     Offer,
     Outcome,
     Rep,
@@ -31,10 +30,11 @@ from crm_sync.models import (
     Task,
     TaskState,
 )
-from crm_sync.queries import reps
+from crm_sync.queries import interactions, reps
 from ivr_flows import Flow
 from voice.domain.actor import Actor
 from voice.services.context import Service
+from voice.services.wrapup import WrapUpRefused, last_call_taken, took_the_call
 
 #: The service level's threshold (the industry's common 80/20 target is measured at 20 s).
 SERVICE_LEVEL_SECONDS = 20
@@ -104,7 +104,9 @@ class ScreenPop:
     """The call in front of a rep: offered (ringing, whisper), on the line, or in wrap-up."""
 
     call_sid: str
-    stage: str  # "offered" | "talking" | "wrap-up"
+    #: "offered" | "talking" | "wrap-up"; a call looked up by its id that is not in front of the actor: "ended", or
+    #: "in progress" (another rep's, seen by a supervisor).
+    stage: str
     customer_id: int | None
     caller: str  # the customer's name, or the number (masked) for a caller the CRM does not know
     caller_number: str
@@ -230,6 +232,22 @@ class FloorService(Service):
                 return None
             return self._screen(session, interaction, stage, rep, now)
 
+    def screen_of_call(self, actor: Actor, call_sid: str) -> ScreenPop:
+        """One call's record as its screen-pop showed it (to wrap it up later): only for the rep it is offered to or
+        who took it, or a supervisor."""
+        now = self._clock()
+        with self._store.unit_of_work(read_only=True) as session:
+            interaction = interactions.require_interaction(session, call_sid)
+            rep = session.get(Rep, actor.rep_id)
+            assert rep is not None  # the actor's session names an existing rep
+            in_front, stage = _call_in_front_of(session, rep)
+            offered_to_them = in_front is not None and in_front.id == interaction.id
+            if not (actor.supervisor or offered_to_them or took_the_call(session, interaction, actor.rep_id)):
+                raise WrapUpRefused("this call is not one you took")
+            if not offered_to_them:
+                stage = "ended" if interaction.ended else "in progress"
+            return self._screen(session, interaction, stage, rep, now)
+
     def _screen(self, session: Session, interaction: Interaction, stage: str, rep: Rep, now: datetime) -> ScreenPop:
         flow = self._flow_of(interaction)
         customer = interaction.customer
@@ -309,16 +327,9 @@ def _call_in_front_of(session: Session, rep: Rep) -> tuple[Interaction | None, s
         if offer is not None:
             return offer.interaction, "talking" if rep.state is RepState.ON_CALL else "offered"
     if rep.state is RepState.WRAP_UP:
-        last = session.scalars(
-            select(Interaction)
-            .join(Offer, Offer.interaction_id == Interaction.id)
-            .where(
-                Offer.rep_id == rep.id, or_(Interaction.rep_id == rep.id, Interaction.status == InteractionStatus.ENDED)
-            )
-            .order_by(Offer.id.desc())
-            .limit(1)
-        ).first()
-        return last, "wrap-up"
+        # The call they took last, ended or handed on to a colleague (it goes on without them).
+        last = last_call_taken(session, rep.id)
+        return (session.get(Interaction, last) if last is not None else None), "wrap-up"
     return None, ""
 
 

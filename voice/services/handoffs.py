@@ -50,7 +50,7 @@ from voice.domain.actions import (
     HoldParticipant,
     RedirectHandoffLeg,
 )
-from voice.domain.errors import HandoffRefused
+from voice.domain.errors import HandoffRefused, NotYourHandoff
 from voice.domain.replies import (
     Acknowledge,
     AfterHandoff,
@@ -131,8 +131,10 @@ class HandoffService(Service):
         return view
 
     def _current_offer(self, session: Session, interaction: Interaction, rep_id: int) -> Offer:
-        if interaction.status is not InteractionStatus.CONNECTED or interaction.rep_id != rep_id:
-            raise HandoffRefused("only the rep talking with the caller can transfer this call")
+        if interaction.rep_id != rep_id:
+            raise NotYourHandoff("only the rep talking with the caller can transfer this call")
+        if interaction.status is not InteractionStatus.CONNECTED:
+            raise HandoffRefused("this call is not connected any more")
         offer = next(
             (
                 offer
@@ -445,7 +447,7 @@ class HandoffService(Service):
         with self._store.unit_of_work(read_only=True) as session:
             handoff = handoffs.require_handoff(session, handoff_id)
             if rep_id not in (handoff.from_rep_id, handoff.to_rep_id):
-                raise HandoffRefused("this transfer is not yours")
+                raise NotYourHandoff("this transfer is not yours")
             return handoff_view(handoff)
 
 

@@ -17,6 +17,7 @@ from crm_sync.models import Rep, RepState
 from crm_sync.queries import reps
 from voice.domain.actions import Action
 from voice.domain.actor import Actor
+from voice.domain.errors import Forbidden
 from voice.services.audit import audit
 from voice.services.context import Service
 
@@ -41,6 +42,10 @@ class PresenceChange:
     immediate: bool
     #: How many waiting callers the rep was given at once (0 or 1).
     pulled: int
+
+
+class NotYourPresence(PresenceRefused, Forbidden):
+    """A rep tried to set another rep's presence."""
 
 
 def rep_view(rep: Rep) -> RepView:
@@ -75,7 +80,7 @@ class PresenceService(Service):
     ) -> PresenceChange:
         """A rep sets their own presence, or a supervisor sets a rep's (``actor``: who, for the audit trail)."""
         if actor is not None and not actor.may_act_for(rep_id):
-            raise PresenceRefused("only a supervisor can set another rep's presence")
+            raise NotYourPresence("only a supervisor can set another rep's presence")
         with self._store.unit_of_work() as session:
             change, actions = self._set(session, reps.lock_rep(session, rep_id), state, reason=reason, actor=actor)
         self._after_commit(actions)

@@ -27,6 +27,7 @@ from crm_sync.queries import reps
 from ivr_flows import CallerFacts, start_call
 from voice.domain.actions import Action, PlaceCallback
 from voice.domain.actor import Actor
+from voice.domain.errors import Forbidden
 from voice.services.audit import audit
 from voice.services.context import Service
 
@@ -35,6 +36,10 @@ MAX_NOTE = 2000
 
 class TaskRefused(Refused):
     """Not this rep's task, or not possible in its state."""
+
+
+class NotYourTask(TaskRefused, Forbidden):
+    """The task is not in this rep's work queue (another department's, or someone else is working on it)."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,7 @@ class WorkService(Service):
         departments = reps.lock_rep(session, actor.rep_id).departments
         mine = task.claimed_by_rep_id in (None, actor.rep_id)
         if not mine or (task.department is not None and task.department not in departments):
-            raise TaskRefused("this task is not in your work queue")
+            raise NotYourTask("this task is not in your work queue")
         return task
 
     def _mine(self, session: Session, actor: Actor, task_id: int, *, unclaimed_ok: bool = False) -> Task:

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crm_sync.errors import InvalidInput, Refused
+from crm_sync.errors import InvalidInput
 from crm_sync.models import Interaction, Offer, OfferState, RepState
 from crm_sync.queries import interactions, reps
 from voice.domain.actions import Action
 from voice.domain.actor import Actor
+from voice.domain.errors import Forbidden
 from voice.services.audit import audit
 from voice.services.context import Service
 
@@ -25,8 +26,8 @@ from voice.services.context import Service
 MAX_NOTES = 5000
 
 
-class WrapUpRefused(Refused):
-    """Not this rep's call, or not a call yet."""
+class WrapUpRefused(Forbidden):
+    """Not this rep's call."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class WrapUpService(Service):
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
             interaction = interactions.require_interaction(session, call_sid, for_update=True)
-            if not actor.supervisor and not _took_the_call(session, interaction, actor.rep_id):
+            if not actor.supervisor and not took_the_call(session, interaction, actor.rep_id):
                 raise WrapUpRefused("only the rep who took this call, or a supervisor, can wrap it up")
             flow = self._flow_of(interaction)
             department_of_call = interaction.corrected_department or interaction.routed_department
@@ -80,7 +81,7 @@ class WrapUpService(Service):
             )
             ended = False
             rep = reps.lock_rep(session, actor.rep_id)
-            if rep.state is RepState.WRAP_UP and interaction.rep_id == rep.id and interaction.ended:
+            if rep.state is RepState.WRAP_UP and last_call_taken(session, rep.id) == interaction.id:
                 # Saving ends the wrap-up time: back to available, and the first caller in line.
                 rep.choose_presence(RepState.AVAILABLE, now=self._clock())
                 actions = self._dispatch.next_caller_for(session, rep)
@@ -97,7 +98,18 @@ class WrapUpService(Service):
         return result
 
 
-def _took_the_call(session: Session, interaction: Interaction, rep_id: int) -> bool:
+def last_call_taken(session: Session, rep_id: int) -> int | None:
+    """The interaction id of the last call the rep talked on: the one their wrap-up time is for, whether it ended
+    or they handed the caller on to a colleague (it goes on without them)."""
+    return session.scalar(
+        select(Offer.interaction_id)
+        .where(Offer.rep_id == rep_id, Offer.state.in_([OfferState.ACCEPTED, OfferState.ENDED]))
+        .order_by(Offer.id.desc())
+        .limit(1)
+    )
+
+
+def took_the_call(session: Session, interaction: Interaction, rep_id: int) -> bool:
     """The rep talked with the caller on this call (now, or before a transfer handed it on)."""
     if interaction.rep_id == rep_id:
         return True

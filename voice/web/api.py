@@ -1,81 +1,51 @@
-"""The reps' JSON API — what the rep console uses: presence, and warm transfers onward.
+"""The reps' JSON API, for integrations: presence, warm transfers, wrap-up, the work queue and customers — the same
+services as the rep console, the same rules (a rep acts on their own calls and tasks, a supervisor on everyone's).
 
 Authentication: ``Authorization: Bearer <token>``, a per-rep token from ``warmline reps token NAME`` (only its
-SHA-256 is stored). Bodies are JSON validated by pydantic (unknown keys refused); every error is JSON of the form
+SHA-256 is stored): a credential apart from the console's sessions, so no CSRF token here. Bodies are JSON validated
+by pydantic (unknown keys refused, ``voice.web.bodies``); every error is JSON of the form
 ``{"error": {"code": …, "message": …}}``, its status chosen by the error's kind in ``voice.web.errors``.
 
-    GET  /api/me                        who I am, my presence and skills
-    PUT  /api/me/presence               {"state": "available" | "away" | "offline"}
-    POST /api/calls/<CallSid>/transfer  {"department": "billing"} or {"rep": "Bob Chen"}, optional "note"
-    GET  /api/handoffs/<id>             how a transfer I started (or received) is going
+    GET  /api/me                                  who I am, my presence and skills
+    PUT  /api/me/presence                         {"state": "available" | "away" | "offline", "reason": "lunch"}
+    POST /api/calls/<CallSid>/transfer            {"department": "billing"} or {"rep": "Bob Chen"}, optional "note"
+    GET  /api/handoffs/<id>                       how a transfer I started (or received) is going
+    POST /api/calls/<CallSid>/wrap-up             {"disposition", "notes", "department"} (each optional)
+    GET  /api/tasks                               my work queue (a supervisor's: every open task)
+    POST /api/tasks/<id>/claim|release            take a task, or give it back
+    POST /api/tasks/<id>/close                    {"note": "what was done"}
+    POST /api/tasks/<id>/call-back                Warmline calls the customer and whispers me (202)
+    GET  /api/customers?q=…                       search by name or number
+    GET  /api/customers/<id>                      contact details, notes and the timeline
+    PUT  /api/customers/<id>                      {"name", "phone", "email", "tier", "notes"}
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
-
 from flask import Blueprint, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from crm_sync.models import RepState
-from voice.domain.errors import InvalidInput
-from voice.services.handoffs import HandoffView
-from voice.services.presence import RepView
+from voice.domain.actor import Actor
+from voice.web.bodies import CloseTaskBody, CustomerBody, PresenceBody, TransferBody, WrapUpBody, json_body
+from voice.web.console import wire
 from voice.web.errors import API_PREFIX, Unauthorized, api_failure
 from voice.web.parts import app_parts
 
 bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PresenceBody(_Body):
-    # Any presence there is; which of them a person may choose is the rep model's rule (a refusal, 409, says why).
-    state: RepState
-
-
-class TransferBody(_Body):
-    department: str | None = Field(default=None, min_length=1, max_length=64)
-    rep: str | None = Field(default=None, min_length=1, max_length=200)
-    note: str = Field(default="", max_length=1000)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> TransferBody:
-        if (self.department is None) == (self.rep is None):
-            raise ValueError("give either 'department' or 'rep'")
-        return self
-
-
-def _me() -> RepView:
-    rep: RepView = g.rep
-    return rep
-
-
-Body = TypeVar("Body", bound=_Body)
-
-
-def _body(model: type[Body]) -> Body:
-    """The request's JSON body as ``model``; InvalidInput naming each bad key and why."""
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise InvalidInput("the body must be a JSON object")
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        problems = (f"{'.'.join(str(part) for part in item['loc']) or 'body'}: {item['msg']}" for item in exc.errors())
-        raise InvalidInput("; ".join(problems)) from exc
+def _me() -> Actor:
+    actor: Actor = g.actor
+    return actor
 
 
 @bp.before_request
 def authenticate() -> None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    rep = app_parts().presence.rep_for_token(token.strip()) if scheme.lower() == "bearer" else None
-    if rep is None:
+    actor = app_parts().accounts.actor_for_token(token.strip()) if scheme.lower() == "bearer" else None
+    if actor is None:
         raise Unauthorized()
-    g.rep = rep
+    g.actor = actor
 
 
 @bp.errorhandler(Exception)
@@ -83,46 +53,92 @@ def on_error(error: Exception) -> ResponseReturnValue:
     return api_failure(error)
 
 
-def _rep_json(rep: RepView) -> dict[str, Any]:
-    return {
-        "id": rep.id,
-        "name": rep.name,
-        "state": rep.state,
-        "after_call": rep.after_call,
-        "departments": list(rep.departments),
-    }
-
-
-def _handoff_json(handoff: HandoffView) -> dict[str, Any]:
-    return {
-        "id": handoff.id,
-        "state": handoff.state,
-        "to_rep": handoff.to_rep,
-        "to_department": handoff.to_department,
-        "failure": handoff.failure,
-    }
+# --- presence and transfers -----------------------------------------------------------------------------------------
 
 
 @bp.get("/me")
 def me() -> Response:
-    return jsonify(_rep_json(app_parts().presence.rep(_me().id)))
+    return jsonify(wire.rep_json(app_parts().presence.rep(_me().rep_id)))
 
 
 @bp.put("/me/presence")
 def set_presence() -> Response:
-    change = app_parts().presence.set_presence_of(_me().id, _body(PresenceBody).state)
-    return jsonify({**_rep_json(change.rep), "immediate": change.immediate})
+    body = json_body(PresenceBody)
+    change = app_parts().presence.set_presence_of(_me().rep_id, body.state, reason=body.reason, actor=_me())
+    return jsonify({**wire.rep_json(change.rep), "immediate": change.immediate})
 
 
 @bp.post("/calls/<call_sid>/transfer")
 def transfer(call_sid: str) -> tuple[Response, int]:
-    body = _body(TransferBody)
+    body = json_body(TransferBody)
     handoff = app_parts().handoffs.start(
-        rep_id=_me().id, call_sid=call_sid, to_department=body.department, to_rep=body.rep, note=body.note
+        rep_id=_me().rep_id, call_sid=call_sid, to_department=body.department, to_rep=body.rep, note=body.note
     )
-    return jsonify(_handoff_json(handoff)), 202
+    return jsonify(wire.handoff_json(handoff)), 202
 
 
 @bp.get("/handoffs/<int:handoff_id>")
 def handoff(handoff_id: int) -> Response:
-    return jsonify(_handoff_json(app_parts().handoffs.status_of(handoff_id, rep_id=_me().id)))
+    return jsonify(wire.handoff_json(app_parts().handoffs.status_of(handoff_id, rep_id=_me().rep_id)))
+
+
+# --- wrap-up --------------------------------------------------------------------------------------------------------
+
+
+@bp.post("/calls/<call_sid>/wrap-up")
+def wrap_up(call_sid: str) -> Response:
+    body = json_body(WrapUpBody)
+    saved = app_parts().wrap_ups.save(
+        _me(), call_sid, disposition=body.disposition, notes=body.notes, department=body.department
+    )
+    return jsonify(wire.wrap_up_json(saved))
+
+
+# --- the work queue -------------------------------------------------------------------------------------------------
+
+
+@bp.get("/tasks")
+def tasks() -> Response:
+    return jsonify({"tasks": [wire.work_item_json(item) for item in app_parts().work.work_queue(_me())]})
+
+
+@bp.post("/tasks/<int:task_id>/claim")
+def claim_task(task_id: int) -> Response:
+    return jsonify(wire.work_item_json(app_parts().work.claim(_me(), task_id)))
+
+
+@bp.post("/tasks/<int:task_id>/release")
+def release_task(task_id: int) -> Response:
+    return jsonify(wire.work_item_json(app_parts().work.release(_me(), task_id)))
+
+
+@bp.post("/tasks/<int:task_id>/close")
+def close_task(task_id: int) -> Response:
+    note = json_body(CloseTaskBody).note
+    return jsonify(wire.work_item_json(app_parts().work.close(_me(), task_id, note=note)))
+
+
+@bp.post("/tasks/<int:task_id>/call-back")
+def call_back(task_id: int) -> tuple[Response, int]:
+    return jsonify({"call_sid": app_parts().work.call_back(_me(), task_id)}), 202
+
+
+# --- customers ------------------------------------------------------------------------------------------------------
+
+
+@bp.get("/customers")
+def search_customers() -> Response:
+    found = app_parts().customers.search(_me(), request.args.get("q", ""))
+    return jsonify({"customers": [wire.customer_summary_json(customer) for customer in found]})
+
+
+@bp.get("/customers/<int:customer_id>")
+def customer(customer_id: int) -> Response:
+    return jsonify(wire.customer_json(app_parts().customers.record(_me(), customer_id)))
+
+
+@bp.put("/customers/<int:customer_id>")
+def update_customer(customer_id: int) -> Response:
+    body = json_body(CustomerBody)
+    record = app_parts().customers.update(_me(), customer_id, **body.model_dump())
+    return jsonify(wire.customer_json(record))

@@ -8,6 +8,11 @@ when the route is registered): a 500 would make Twilio say "an application error
 The reps' JSON API: ``{"error": {"code": ..., "message": ...}}`` with the status of the error's kind
 (:data:`API_ERRORS`), werkzeug's own HTTP errors (unknown path, wrong method, too large) in the same shape, and a
 500 only for what nobody raised on purpose (logged with its traceback).
+
+The rep console (:data:`CONSOLE_ERRORS`): the same kinds and statuses, plus its own — not signed in (a page
+redirects to the sign-in form), a missing or wrong CSRF token (400, 403), a refused or throttled sign-in (401, 429
+with Retry-After). Its fetch calls get the API's JSON shape; a page gets a readable page, and a form that was
+refused comes back as itself with the reason above it.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from __future__ import annotations
 import enum
 import logging
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from voice.domain.errors import InvalidInput, NotFound, Refused, WarmlineError
+from voice.domain.errors import Forbidden, InvalidInput, NotFound, Refused, WarmlineError
 from voice.domain.replies import Acknowledge, Fallback, Goodbye, HoldMusic, HoldThrough, LeaveQueue, Reply
+from voice.services.accounts import SignInRefused, TooManyAttempts
 from voice.web.parts import app_parts
 from voice.web.signature import SignatureRejected, is_signed
 from voice.web.twiml import respond
@@ -28,6 +34,7 @@ from voice.web.twiml import respond
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api"
+CONSOLE_PREFIX = "/console"
 #: Failed turns of a hold loop in a row before the caller leaves the line for the fallback number.
 MAX_HOLD_FAILURES = 3
 
@@ -58,6 +65,28 @@ class Unauthorized(WarmlineError):
 
     def __init__(self) -> None:
         super().__init__("send 'Authorization: Bearer <token>' with your rep token (warmline reps token NAME)")
+
+
+class NotSignedIn(WarmlineError):
+    """The console: no session, or one that ended (signed out, expired)."""
+
+    def __init__(self) -> None:
+        super().__init__("sign in to the console first")
+
+
+class CsrfMissing(WarmlineError):
+    """A state-changing console request without its CSRF token."""
+
+    def __init__(self) -> None:
+        super().__init__("this request carries no CSRF token: reload the page and try again")
+
+
+class CsrfMismatch(WarmlineError):
+    """A state-changing console request whose CSRF token is not this browser's (a forged request, or a page from
+    before signing in again)."""
+
+    def __init__(self) -> None:
+        super().__init__("this request's CSRF token is not right: reload the page and try again")
 
 
 # --- webhooks -------------------------------------------------------------------------------------------------------
@@ -131,6 +160,7 @@ API_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (Unauthorized, 401, "unauthorized"),
     (InvalidInput, 400, "invalid"),
     (NotFound, 404, "not_found"),
+    (Forbidden, 403, "forbidden"),
     (Refused, 409, "refused"),
     (RequestEntityTooLarge, 413, "too_large"),
 )
@@ -159,16 +189,86 @@ def _api_error(status: int, code: str, message: str, error: Exception) -> Respon
     headers: dict[str, str] = {}
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="warmline"'
+    if isinstance(error, TooManyAttempts):
+        headers["Retry-After"] = str(error.retry_after_seconds)
     if isinstance(error, HTTPException):  # e.g. a 405's Allow; not its HTML content type
         headers.update((name, value) for name, value in error.get_headers() if name.lower() != "content-type")
     return jsonify({"error": {"code": code, "message": message}}), status, headers
 
 
+# --- the rep console ------------------------------------------------------------------------------------------------
+
+#: (kind, HTTP status, error code), the first that matches wins; anything else is a 500.
+CONSOLE_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+    (NotSignedIn, 401, "unauthorized"),
+    (CsrfMissing, 400, "csrf_missing"),
+    (CsrfMismatch, 403, "csrf_mismatch"),
+    (TooManyAttempts, 429, "too_many_attempts"),
+    (SignInRefused, 401, "sign_in_refused"),
+    (InvalidInput, 400, "invalid"),
+    (NotFound, 404, "not_found"),
+    (Forbidden, 403, "forbidden"),
+    (Refused, 409, "refused"),
+    (RequestEntityTooLarge, 413, "too_large"),
+)
+
+#: Page titles for the statuses a console page can answer with.
+_PAGE_TITLES = {
+    400: "That did not work",
+    401: "Sign in again",
+    403: "Not yours to open",
+    404: "Not found",
+    405: "Not allowed",
+    409: "Not possible right now",
+    413: "Too large",
+    429: "Too many attempts",
+    500: "Something went wrong on our side",
+}
+
+
+def console_failure(error: Exception, *, form_template: str | None = None) -> ResponseReturnValue:
+    """The answer to a console request that raised ``error``. ``form_template``: the page of the form this request
+    posted, shown again with the reason (a refused sign-in, a weak password)."""
+    status, code, message = _console_kind(error)
+    if _wants_json():
+        return _api_error(status, code, message, error)
+    if isinstance(error, NotSignedIn) and request.method == "GET":
+        return redirect(url_for("console.auth.sign_in", next=request.full_path.rstrip("?")))
+    headers = {"Retry-After": str(error.retry_after_seconds)} if isinstance(error, TooManyAttempts) else {}
+    if form_template is not None and status < 500:
+        return render_template(form_template, error=message, form=request.form), status, headers
+    title = _PAGE_TITLES.get(status, "That did not work")
+    return render_template("console/error.html", title=title, message=message, status=status), status, headers
+
+
+def _console_kind(error: Exception) -> tuple[int, str, str]:
+    for kind, status, code in CONSOLE_ERRORS:
+        if isinstance(error, kind):
+            return status, code, _api_message(error)
+    if isinstance(error, HTTPException) and error.code is not None and error.code < 500:
+        return error.code, error.name.lower().replace(" ", "_"), error.description or error.name
+    log.exception("console request %s %s failed", request.method, request.path)
+    return 500, "internal", "something went wrong on our side; it has been logged"
+
+
+def _wants_json() -> bool:
+    """A fetch call (it asks for JSON, or sends it) rather than a browser opening a page or posting a form."""
+    if request.is_json:
+        return True
+    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
+
+
+def _under(prefix: str) -> bool:
+    return request.path == prefix or request.path.startswith(prefix + "/")
+
+
 def http_failure(error: HTTPException) -> ResponseReturnValue:
     """werkzeug's own errors raised before any route matched (unknown path, wrong method): JSON under /api, as
-    every other API answer; werkzeug's page elsewhere."""
-    if request.path == API_PREFIX or request.path.startswith(API_PREFIX + "/"):
+    every other API answer; the console's page under /console; werkzeug's page elsewhere."""
+    if _under(API_PREFIX):
         return api_failure(error)
+    if _under(CONSOLE_PREFIX):
+        return console_failure(error)
     return error
 
 

@@ -11,11 +11,17 @@ from flask import current_app
 from crm_sync.db import Store
 from ivr_flows import Flow
 from voice.config import Settings
+from voice.services.accounts import AccountService
 from voice.services.calls import CallService
+from voice.services.context import Clock
+from voice.services.customers import CustomerService
+from voice.services.floor import FloorService
 from voice.services.handoffs import HandoffService
 from voice.services.presence import PresenceService
 from voice.services.queue import QueueService
 from voice.services.voicemail import VoicemailService
+from voice.services.worklist import WorkService
+from voice.services.wrapup import WrapUpService
 
 
 class Flows(Protocol):
@@ -36,6 +42,9 @@ class WebParts(Protocol):
     def flows(self) -> Flows: ...
 
     @property
+    def clock(self) -> Clock: ...
+
+    @property
     def calls(self) -> CallService: ...
 
     @property
@@ -49,6 +58,22 @@ class WebParts(Protocol):
 
     @property
     def handoffs(self) -> HandoffService: ...
+
+    # The rep console's (and the reps' API's) services.
+    @property
+    def accounts(self) -> AccountService: ...
+
+    @property
+    def wrap_ups(self) -> WrapUpService: ...
+
+    @property
+    def work(self) -> WorkService: ...
+
+    @property
+    def customers(self) -> CustomerService: ...
+
+    @property
+    def floor(self) -> FloorService: ...
 
 
 def app_parts() -> WebParts:
