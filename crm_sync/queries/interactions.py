@@ -7,13 +7,37 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from crm_sync.errors import UnknownInteraction
 from crm_sync.models import Interaction, InteractionStatus
+
+_OPENED_COLUMNS = (
+    "call_sid",
+    "caller_number",
+    "called_number",
+    "customer_id",
+    "flow_name",
+    "flow_version",
+    "flow_state",
+    "started_at",
+)
+
+
+def _open_statement(insert: Any) -> Any:
+    """INSERT … ON CONFLICT (call_sid) DO NOTHING RETURNING id, built once per dialect (this runs on every call)."""
+    return (
+        insert(Interaction)
+        .values({column: bindparam(column) for column in _OPENED_COLUMNS})
+        .on_conflict_do_nothing(index_elements=["call_sid"])
+        .returning(Interaction.id)
+    )
+
+
+_OPEN = {"postgresql": _open_statement(postgresql_insert), "sqlite": _open_statement(sqlite_insert)}
 
 
 def open_interaction(
@@ -31,32 +55,52 @@ def open_interaction(
     """Open the interaction of a new call (in the flow, the columns' defaults). Returns its id, or None when it is
     open already: Twilio retried the Voice URL with the same CallSid, and one statement settles that race between
     workers (``ON CONFLICT DO NOTHING``)."""
-    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(Interaction)
-        .values(
-            call_sid=call_sid,
-            caller_number=caller_number,
-            called_number=called_number,
-            customer_id=customer_id,
-            flow_name=flow_name,
-            flow_version=flow_version,
-            flow_state=flow_state,
-            started_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["call_sid"])
-        .returning(Interaction.id)
-    )
-    new_id: int | None = session.execute(statement).scalar()
+    connection = session.connection()
+    values = {
+        "call_sid": call_sid,
+        "caller_number": caller_number,
+        "called_number": called_number,
+        "customer_id": customer_id,
+        "flow_name": flow_name,
+        "flow_version": flow_version,
+        "flow_state": flow_state,
+        "started_at": now,
+    }
+    new_id: int | None = connection.execute(_OPEN[connection.dialect.name], values).scalar()
     return new_id
+
+
+@dataclass(frozen=True)
+class FlowPosition:
+    """Where a call stands in its flow, read without the ORM (the gather step reads it before the write lock)."""
+
+    status: InteractionStatus
+    flow_name: str
+    flow_version: str
+    flow_state: dict[str, Any]
+
+
+_POSITION = select(
+    Interaction.status, Interaction.flow_name, Interaction.flow_version, Interaction.flow_state
+).where(or_(Interaction.call_sid == bindparam("sid"), Interaction.live_call_sid == bindparam("sid")))
+
+
+def flow_position(session: Session, call_sid: str) -> FlowPosition | None:
+    row = session.connection().execute(_POSITION, {"sid": call_sid}).first()
+    return FlowPosition(*row) if row else None
+
+
+_BY_CALL_SID = select(Interaction).where(
+    or_(Interaction.call_sid == bindparam("sid"), Interaction.live_call_sid == bindparam("sid"))
+)
+# Built once: every webhook of a call looks its interaction up, and building the statement cost more than running it.
+_BY_CALL_SID_FOR_UPDATE = _BY_CALL_SID.with_for_update(of=Interaction)
 
 
 def find_interaction(session: Session, call_sid: str, *, for_update: bool = False) -> Interaction | None:
     """The interaction of a call: the caller's first call, or the call carrying them now (a callback)."""
-    query = select(Interaction).where(or_(Interaction.call_sid == call_sid, Interaction.live_call_sid == call_sid))
-    if for_update:
-        query = query.with_for_update(of=Interaction)
-    return session.scalars(query).one_or_none()
+    query = _BY_CALL_SID_FOR_UPDATE if for_update else _BY_CALL_SID
+    return session.scalars(query, {"sid": call_sid}).one_or_none()
 
 
 def require_interaction(session: Session, call_sid: str, *, for_update: bool = False) -> Interaction:

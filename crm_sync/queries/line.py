@@ -1,5 +1,8 @@
 """The line: callers waiting for a rep, on hold or for a callback, one line per department.
 
+The questions asked on every transfer and every turn of a hold loop are Core statements on the unit of work's
+connection: the ORM's execute path (and its autoflush) costs more than they do.
+
 Ordered by ``rank_at`` (arrival minus head start, see ``voice.domain.priority``), then id: one indexed order for
 priority and first-come-first-served alike.
 """
@@ -49,7 +52,7 @@ def line_position(session: Session, interaction: Interaction) -> int:
     if interaction.rank_at is None:
         return 1
     params = {"department": interaction.department, "rank_at": interaction.rank_at, "interaction_id": interaction.id}
-    return int(session.execute(_AHEAD_IN_LINE, params).scalar_one()) + 1
+    return int(session.connection().execute(_AHEAD_IN_LINE, params).scalar_one()) + 1
 
 
 def lock_queued_interaction(session: Session, interaction_id: int) -> bool:
@@ -103,7 +106,7 @@ def probe_department(session: Session, department: str, *, exclude_rep_ids: Coll
     params: dict[str, Any] = {"department": department}
     if exclude_rep_ids:
         params["exclude"] = list(exclude_rep_ids)
-    waiting, free, on_duty = session.execute(_PROBE[bool(exclude_rep_ids)], params).one()
+    waiting, free, on_duty = session.connection().execute(_PROBE[bool(exclude_rep_ids)], params).one()
     return DepartmentProbe(waiting=bool(waiting), free=bool(free), on_duty=bool(on_duty))
 
 
@@ -198,5 +201,5 @@ def recent_talk_seconds(session: Session, department: str) -> list[float]:
 
     200: the mean of exponential-ish handle times over n calls is off by about 1/sqrt(n); 50 would put ±14 % of
     noise into every wait estimate, 200 about ±7 %."""
-    rows = session.execute(_RECENT_HANDLING, {"department": department})
+    rows = session.connection().execute(_RECENT_HANDLING, {"department": department})
     return [max(0.0, (ended - answered).total_seconds()) for answered, ended in rows if answered and ended]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from crm_sync.errors import UnknownInteraction
@@ -46,13 +46,16 @@ def offers_in_group(session: Session, leader: Offer) -> Sequence[Offer]:
     return session.scalars(select(Offer).where(Offer.group_id == leader.group_id).order_by(Offer.id)).all()
 
 
+_DECLINED = select(Offer.rep_id).where(
+    Offer.interaction_id == bindparam("interaction_id"), Offer.state == OfferState.DECLINED
+)
+
+
 def declined_rep_ids(session: Session, interaction_id: int) -> set[int]:
     """Reps who declined this caller or let their call ring out: they are not offered this caller again. An offer
     withdrawn (the caller hung up, another rep of a ring group answered, a callback went unanswered) does not
     count."""
-    rows = session.execute(
-        select(Offer.rep_id).where(Offer.interaction_id == interaction_id, Offer.state == OfferState.DECLINED)
-    )
+    rows = session.connection().execute(_DECLINED, {"interaction_id": interaction_id})
     return {rep_id for (rep_id,) in rows}
 
 

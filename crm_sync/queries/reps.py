@@ -175,4 +175,4 @@ _STAFFED = (
 
 
 def staffed_reps(session: Session, department: str) -> list[StaffedRep]:
-    return [StaffedRep(*row) for row in session.execute(_STAFFED, {"department": department})]
+    return [StaffedRep(*row) for row in session.connection().execute(_STAFFED, {"department": department})]

@@ -144,7 +144,7 @@ class CallService(Service):
             # Gather, a hang-up), otherwise it is worked out again on what is there now. PostgreSQL locks only
             # this call's row: one read under the lock is cheaper than two round trips.
             with self._store.unit_of_work(read_only=True) as session:
-                seen = interactions.find_interaction(session, call_sid)
+                seen = interactions.flow_position(session, call_sid)
                 answer = self._answer(seen, heard) if seen is not None else None
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
@@ -160,11 +160,11 @@ class CallService(Service):
         self._after_commit(actions)
         return reply
 
-    def _answer(self, interaction: Interaction, heard: CallerInput) -> _Answer:
+    def _answer(self, position: Interaction | interactions.FlowPosition, heard: CallerInput) -> _Answer:
         """Where the caller's answer takes the flow (pure: the flow engine, no database)."""
-        flow = self._flow_of(interaction)
-        seen = _snapshot(interaction)
-        state = CallState.model_validate(interaction.flow_state)
+        flow = self._flows.version(position.flow_version, name=position.flow_name)
+        seen = _snapshot(position)
+        state = CallState.model_validate(position.flow_state)
         if state.finished:
             return _Answer(seen, flow, None)
         event: SpeechHeard | DigitsPressed | NoInput
@@ -552,9 +552,11 @@ def store_may_answer(cause: BaseException | None) -> bool:
     return not (isinstance(cause, DBAPIError) and cause.connection_invalidated)
 
 
-def _snapshot(interaction: Interaction) -> tuple[InteractionStatus, str, dict[str, object]]:
+def _snapshot(
+    position: Interaction | interactions.FlowPosition,
+) -> tuple[InteractionStatus, str, dict[str, object]]:
     """What an answer was worked out from: the call has not moved on while this is unchanged."""
-    return interaction.status, interaction.flow_version, interaction.flow_state
+    return position.status, position.flow_version, position.flow_state
 
 
 def _caller_facts(

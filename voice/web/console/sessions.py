@@ -13,8 +13,8 @@ import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from flask import Flask, g, request, session
-from flask.sessions import SecureCookieSessionInterface, SessionMixin
+from flask import Flask, Request, g, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 
 from voice.config import Settings
 from voice.domain.actor import Actor
@@ -32,7 +32,13 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 class ConsoleSessions(SecureCookieSessionInterface):
     """Flask's signed cookie, lasting ``console.session_hours`` without a ``_permanent`` key in it: the cookie
-    holds ``sid`` and ``csrf``, nothing else."""
+    holds ``sid`` and ``csrf``, nothing else. Outside ``/console`` the cookie is never sent (its path), so no session
+    is opened there: a webhook would otherwise build a signing serializer for nothing on every request."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if not request.path.startswith(COOKIE_PATH):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
     def get_expiration_time(self, app: Flask, session: SessionMixin) -> datetime:
         return datetime.now(UTC) + app.permanent_session_lifetime
