@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from crm_sync.db import Store
+from crm_sync.sync.worker import DeliveryThread
 from voice.adapters.action_runner import ActionRunner
 from voice.adapters.flow_archive import FlowArchive
 from voice.adapters.flow_library import FlowLibrary, FlowWatcher
@@ -58,6 +59,7 @@ class Warmline:
     runner: BackgroundRunner
     watcher: FlowWatcher | None = None
     sweeper: SweepThread | None = None
+    delivery: DeliveryThread | None = None
 
     def close(self) -> None:
         """Stop background threads and close database connections (tests, CLI)."""
@@ -65,6 +67,8 @@ class Warmline:
             self.watcher.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
+        if self.delivery is not None:
+            self.delivery.stop()
         self.runner.shutdown(wait=True)
         self.flows.close()
         self.store.dispose()
@@ -86,9 +90,8 @@ def assemble(
     # sweeping switched off) commits do, as usual.
     sweeping = background and 0 < settings.routing.sweep_interval <= MAX_CHECKPOINT_INTERVAL
     # The CRMs configured for sync: every change they must hear of gets an outbox row in its own transaction.
-    store = Store(
-        settings.database_url, background_checkpoints=sweeping, announce_to=sync_settings(settings).targets
-    )
+    crm = sync_settings(settings)
+    store = Store(settings.database_url, background_checkpoints=sweeping, announce_to=crm.targets)
     flows = FlowLibrary(
         settings.flows_directory,
         default=settings.flows.default,
@@ -148,6 +151,10 @@ def assemble(
         if background and housekeeping and settings.routing.sweep_interval
         else None
     )
+    # The outbox is delivered where housekeeping runs (the host's housekeeping process under `warmline serve`, the app
+    # itself in a single process): the same worker as `warmline crm sync run`, so no webhook's worker waits on a CRM.
+    # Several hosts may each run one (rows are claimed with SKIP LOCKED).
+    delivery = DeliveryThread(store, crm).start() if background and housekeeping and crm.targets else None
     return Warmline(
         settings=settings,
         store=store,
@@ -169,4 +176,5 @@ def assemble(
         runner=runner,
         watcher=watcher,
         sweeper=sweeper,
+        delivery=delivery,
     )

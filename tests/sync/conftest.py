@@ -98,8 +98,10 @@ def crm_overrides(
 def sync_app_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Flask]]:
     made: list[Flask] = []
 
-    def make(**overrides: Any) -> Flask:
-        app = create_app(app_config(database_url, tmp_path / f"instance{len(made)}", **overrides))
+    def make(*, housekeeping: bool = False, **overrides: Any) -> Flask:
+        # No housekeeping thread, so no delivery thread of the app's own: each test drives its worker itself.
+        config = app_config(database_url, tmp_path / f"instance{len(made)}", **overrides)
+        app = create_app(config, housekeeping=housekeeping)
         app.config["TESTING"] = True
         made.append(app)
         seed_demo(app.extensions["warmline"].store)

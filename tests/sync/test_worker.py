@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -130,3 +131,18 @@ class _MovingClock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+def test_the_app_that_runs_housekeeping_delivers_on_its_own(
+    sync_app_factory: Callable[..., Flask], receiver: WebhookReceiver
+) -> None:
+    # The housekeeping process under `warmline serve`, or a single-process app: nobody runs `crm sync run`.
+    app = sync_app_factory(housekeeping=True, **crm_overrides(receiver=receiver))
+    assert app.extensions["warmline"].delivery is not None
+    place_call(app, "CA" + "d" * 32)
+    deadline = time.monotonic() + 15
+    while not receiver.records and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(receiver.records) == 1
+    app.extensions["warmline"].close()  # stops the delivery thread (closing twice is harmless)
+    assert sync_app_factory(**crm_overrides(receiver=receiver)).extensions["warmline"].delivery is None

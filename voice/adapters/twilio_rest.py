@@ -90,9 +90,7 @@ class TwilioRest:
             participant.update(hold=False)
 
     def announce_to_participant(self, conference_sid: str, call_sid: str, url: str) -> None:
-        self._client.conferences(conference_sid).participants(call_sid).update(
-            announce_url=url, announce_method="POST"
-        )
+        self._client.conferences(conference_sid).participants(call_sid).update(announce_url=url, announce_method="POST")
 
 
 class BackgroundRunner:

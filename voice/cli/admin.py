@@ -203,8 +203,7 @@ def _print_report(report: csv_import.ImportReport, what: str) -> None:
     for error in report.errors:
         click.echo(f"error: {error}", err=True)
     click.echo(
-        f"{what}: {report.created} created, {report.updated} updated, "
-        f"{plural(len(report.errors), 'row')} rejected"
+        f"{what}: {report.created} created, {report.updated} updated, {plural(len(report.errors), 'row')} rejected"
     )
     if report.errors:
         sys.exit(1)

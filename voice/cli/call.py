@@ -164,12 +164,15 @@ def place_call(
     script = {"accepts": RepScript.accepts(talk_seconds=20), "declines": RepScript.declines()}.get(
         rep_behaviour, RepScript.no_answer()
     )
-    with TwilioEmulator(
-        public_url=server.signing_url,
-        connect_url=server.url if server.url != server.signing_url else None,
-        account_sid=settings.account_sid,
-        auth_token=settings.auth_token,
-    ) as twilio, rest_relay(server.rest_url, twilio) as relayed:
+    with (
+        TwilioEmulator(
+            public_url=server.signing_url,
+            connect_url=server.url if server.url != server.signing_url else None,
+            account_sid=settings.account_sid,
+            auth_token=settings.auth_token,
+        ) as twilio,
+        rest_relay(server.rest_url, twilio) as relayed,
+    ):
         if not relayed:
             click.echo(
                 f"note: the server sends its REST requests to {server.rest_url}, not to this emulator: a caller put "

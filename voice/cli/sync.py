@@ -1,7 +1,7 @@
 """`warmline crm sync status|retry|pull|run`: the CRM outbox, seen and worked from the command line.
 
-``start_background_delivery`` is the seam for `warmline serve` (or its housekeeping process): the same delivery
-worker as `warmline crm sync run`, on a thread of that process.
+The server delivers on its own (voice/bootstrap.py starts the same worker on a thread where housekeeping runs);
+`run` is for a host that should deliver without serving.
 """
 
 from __future__ import annotations
@@ -13,30 +13,20 @@ from types import FrameType
 
 import click
 
-from crm_sync.db import Store
 from crm_sync.models import utcnow
 from crm_sync.queries import sync as sync_queries
 from crm_sync.sync.failures import SyncFailure
 from crm_sync.sync.settings import TARGET_NAMES
-from crm_sync.sync.worker import DeliveryThread, DeliveryWorker
+from crm_sync.sync.worker import DeliveryWorker
 from voice.cli.context import warmline_parts, with_app
 from voice.cli.wording import plural
-from voice.config import Settings, sync_settings
+from voice.config import sync_settings
 
 NOT_CONFIGURED = (
     "no CRM is configured: set HUBSPOT_ACCESS_TOKEN, SALESFORCE_INSTANCE_URL with SALESFORCE_ACCESS_TOKEN (or "
     "SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET), or WARMLINE_SYNC_WEBHOOK_URL with "
     'WARMLINE_SYNC_WEBHOOK_SECRET (README "Connect your CRM")'
 )
-
-
-def start_background_delivery(store: Store, settings: Settings) -> DeliveryThread | None:
-    """Deliver the outbox (and pull contacts on schedule) on a background thread of this process; None when no CRM
-    is configured. Stop it with ``.stop()``. Any number of processes and hosts may run one."""
-    configured = sync_settings(settings)
-    if not configured.targets:
-        return None
-    return DeliveryThread(store, configured).start()
 
 
 @click.group("sync")

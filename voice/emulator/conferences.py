@@ -303,9 +303,7 @@ class ParticipantView:
 class Conference:
     """One conference room.  Read it from tests through the properties (they take the lock)."""
 
-    def __init__(
-        self, registry: ConferenceRegistry, friendly_name: str, options: JoinOptions, when: datetime
-    ) -> None:
+    def __init__(self, registry: ConferenceRegistry, friendly_name: str, options: JoinOptions, when: datetime) -> None:
         self._registry = registry
         self.sid = new_sid("CF")
         self.friendly_name = friendly_name

@@ -332,9 +332,7 @@ def _note_changes(ear: _Ear, p: Participant, before: ParticipantView | None, now
         ear.note("beep", f"beep: {beep}")
 
 
-def _audio(
-    runner: LegRunner, ear: _Ear, kind: str, url: str | None, method: str, rest: Callable[[], None]
-) -> None:
+def _audio(runner: LegRunner, ear: _Ear, kind: str, url: str | None, method: str, rest: Callable[[], None]) -> None:
     """Play wait or hold audio until woken: the URL's TwiML or audio, then silence (``rest``)."""
     config = runner.rt.config
     poll = config.queue_poll_interval

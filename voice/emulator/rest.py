@@ -765,5 +765,3 @@ def _on_or_before(moment: datetime, day: date) -> bool:
 
 def _on_or_after(moment: datetime, day: date) -> bool:
     return _day(moment) >= day
-
-

@@ -124,9 +124,7 @@ class AccountService(Service):
 
     def _start_session(self, session: Session, rep: Rep, now: datetime, *, how: str) -> SignedIn:
         # The rep's sessions that ran out are gone for good now (nothing else needs to sweep them).
-        session.execute(
-            delete(ConsoleSession).where(ConsoleSession.rep_id == rep.id, ConsoleSession.expires_at <= now)
-        )
+        session.execute(delete(ConsoleSession).where(ConsoleSession.rep_id == rep.id, ConsoleSession.expires_at <= now))
         session_id = secrets.token_urlsafe(32)
         session.add(
             ConsoleSession(

@@ -46,7 +46,16 @@ _AFTER_CONFERENCE: dict[ConferenceLeg, Endpoint] = {
 # Replies that carry no per-call identifier (greetings, questions, hold loops) repeat across calls: rendering one is
 # most of a webhook's CPU after the database, so identical (reply, base URL) pairs are rendered once.
 _CACHEABLE = (
-    FlowReply, EnqueueCaller, HoldLoop, HoldMusic, LeaveQueue, Bridge, Goodbye, Voicemail, Fallback, Acknowledge
+    FlowReply,
+    EnqueueCaller,
+    HoldLoop,
+    HoldMusic,
+    LeaveQueue,
+    Bridge,
+    Goodbye,
+    Voicemail,
+    Fallback,
+    Acknowledge,
 )
 
 
@@ -84,7 +93,11 @@ def _render(reply: Reply, urls: CallbackUrls) -> str:
                 response.hangup()
             elif isinstance(action, RecordAction):
                 _record(
-                    response, urls, action.max_length, no_message=action.no_message, language=step.language,
+                    response,
+                    urls,
+                    action.max_length,
+                    no_message=action.no_message,
+                    language=step.language,
                     voice=step.voice,
                 )
         case DialRep():
@@ -114,9 +127,7 @@ def _render(reply: Reply, urls: CallbackUrls) -> str:
             # per turn at most, and the key offer inside the same Gather, so announcements never overlap.
             texts = [text for text in (reply.announcement, reply.choice_prompt) if text]
             if reply.choice_prompt:
-                gather = Gather(
-                    input="dtmf", num_digits=1, timeout=3, action=urls(Endpoint.HOLD_CHOICE), method="POST"
-                )
+                gather = Gather(input="dtmf", num_digits=1, timeout=3, action=urls(Endpoint.HOLD_CHOICE), method="POST")
                 for text in texts:
                     gather.say(text, language=reply.language, voice=reply.voice)
                 response.append(gather)
@@ -176,7 +187,11 @@ def _render(reply: Reply, urls: CallbackUrls) -> str:
         case Voicemail():
             _say_all(response, reply.say, reply.language, reply.voice)
             _record(
-                response, urls, reply.max_length, no_message=reply.no_message, language=reply.language,
+                response,
+                urls,
+                reply.max_length,
+                no_message=reply.no_message,
+                language=reply.language,
                 voice=reply.voice,
             )
         case Fallback():
@@ -186,8 +201,12 @@ def _render(reply: Reply, urls: CallbackUrls) -> str:
             else:
                 response.say(reply.voicemail_prompt, language=reply.language, voice=reply.voice)
                 _record(
-                    response, urls, reply.voicemail_max_length, no_message=reply.no_message,
-                    language=reply.language, voice=reply.voice,
+                    response,
+                    urls,
+                    reply.voicemail_max_length,
+                    no_message=reply.no_message,
+                    language=reply.language,
+                    voice=reply.voice,
                 )
     return str(response)
 
