@@ -1,4 +1,5 @@
-"""The rules the tree shows, checked: no import cycle anywhere, and no state field written outside the domain model.
+"""The rules the tree shows, checked: no import cycle anywhere, no state field written outside the domain model, and
+no path in ARCHITECTURE.md that does not exist.
 
 The layers themselves (``web -> services -> domain``; ``ivr_flows`` and ``crm_sync`` never import ``voice``) are
 import-linter contracts in ``pyproject.toml``, run by ``make lint``.
@@ -7,6 +8,7 @@ import-linter contracts in ``pyproject.toml``, run by ``make lint``.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +181,12 @@ def test_the_state_field_check_leaves_reads_and_other_fields_alone() -> None:
         state_field_writes("class Gone(Exception):\n    def __init__(self, status):\n        self.status = status")
         == []
     )
+
+
+def test_every_path_architecture_md_names_exists() -> None:
+    # ARCHITECTURE.md is the map from concept to path: a path that moved without it is a wrong map.
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:voice|crm_sync|ivr_flows|tests|bench|scripts)/[\w./-]*)`", text))
+    assert named, "ARCHITECTURE.md names no paths"
+    missing = sorted(path for path in named if not (ROOT / path.rstrip("/")).exists())
+    assert missing == [], f"ARCHITECTURE.md names paths that do not exist: {missing}"
