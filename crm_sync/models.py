@@ -1199,6 +1199,87 @@ class FlowVersion(Base):
     first_live_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# --- routing that learns from the reps' corrections --------------------------------------------------------------
+
+
+#: Why a learned example stopped counting when the rep took the correction back (saved the detected department).
+WITHDRAWN = "the correction was withdrawn"
+
+
+class LearnedExample(Base):
+    """What a rep's "Wrong department?" taught routing: the caller's words and the right department, for the flow
+    the call went through. Whether routing uses it is decided afresh, for the flow as it is, by the guard
+    (``ivr_flows.learning.admit``); this row only records the correction and its life. Never deleted: an example an
+    admin removes, or a correction taken back, is marked removed (who, when, why) and stays on the list."""
+
+    __tablename__ = "learned_examples"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flow_name: Mapped[str] = mapped_column(String(100), index=True)
+    # One per corrected call: correcting the call again changes this row.
+    interaction_id: Mapped[int] = mapped_column(ForeignKey("interactions.id"), unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    department: Mapped[str] = mapped_column(String(64))
+    detected_department: Mapped[str | None] = mapped_column(String(64))
+    taught_by_rep_id: Mapped[int] = mapped_column(ForeignKey("reps.id"))
+    # A supervisor's correction weighs more and is not capped (ivr_flows.learning): as they were when they taught it.
+    taught_by_supervisor: Mapped[bool] = mapped_column(default=False)
+    taught_at: Mapped[datetime] = mapped_column()
+    # Every change moves it on, so the workers' flow libraries see that a flow's examples changed with one query.
+    changed_at: Mapped[datetime] = mapped_column()
+    removed_at: Mapped[datetime | None] = mapped_column()
+    removed_by: Mapped[str | None] = mapped_column(String(100))
+    removed_reason: Mapped[str | None] = mapped_column(String(200))
+
+    taught_by: Mapped[Rep] = relationship(foreign_keys=[taught_by_rep_id])
+
+    @property
+    def removed(self) -> bool:
+        return self.removed_at is not None
+
+    @classmethod
+    def teach(
+        cls, interaction: Interaction, *, text: str, department: str, by_rep_id: int, supervisor: bool, now: datetime
+    ) -> LearnedExample:
+        """A correction of ``interaction``'s department, to learn from."""
+        return cls(
+            flow_name=interaction.flow_name,
+            interaction_id=interaction.id,
+            text=text,
+            department=department,
+            detected_department=interaction.department,
+            taught_by_rep_id=by_rep_id,
+            taught_by_supervisor=supervisor,
+            taught_at=now,
+            changed_at=now,
+        )
+
+    def relearn(self, *, department: str, by_rep_id: int, supervisor: bool, now: datetime) -> None:
+        """The call was corrected again (another department, or again after the correction was taken back). An
+        example an admin removed stays removed: a rep re-saving a wrap-up does not overrule the admin."""
+        self.department = department
+        self.taught_by_rep_id = by_rep_id
+        self.taught_by_supervisor = supervisor
+        self.taught_at = now
+        self.changed_at = now
+        if self.removed_reason == WITHDRAWN:
+            self.removed_at = self.removed_by = self.removed_reason = None
+
+    def withdraw(self, *, by: str, now: datetime) -> None:
+        """The rep took the correction back (they saved the detected department after all)."""
+        self.remove(by=by, reason=WITHDRAWN, now=now)
+
+    def remove(self, *, by: str, reason: str, now: datetime) -> bool:
+        """Routing stops learning from it; the row stays, marked. Returns whether it was not removed already."""
+        if self.removed_at is not None:
+            return False
+        self.removed_at = now
+        self.removed_by = by[:100]
+        self.removed_reason = reason[:200]
+        self.changed_at = now
+        return True
+
+
 # --- CRM sync: the outbox, the contacts the CRMs know, each CRM's own state ----------------------------------------
 
 

@@ -11,6 +11,7 @@ from crm_sync.sync.worker import DeliveryThread
 from voice.adapters.action_runner import ActionRunner
 from voice.adapters.flow_archive import FlowArchive
 from voice.adapters.flow_library import FlowLibrary, FlowWatcher
+from voice.adapters.learned_examples import LearnedExamples
 from voice.adapters.transcription import Transcription
 from voice.adapters.twilio_rest import BackgroundRunner, TwilioRest
 from voice.config import Settings, sync_settings
@@ -100,6 +101,8 @@ def assemble(
         defer_classifiers=not background,
         # The service keeps every version that goes live; one-shot commands read files only.
         archive=FlowArchive(store) if background else None,
+        # What the reps' corrections taught routing: the service relearns at every reload poll, a command once.
+        learned=LearnedExamples(store),
     )
     flows.load_all()
     watcher = (

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
-from ivr_flows.learning import LearnedExample
+from ivr_flows.learning import Correction, Guard, admit_for_flow
 from ivr_flows.routing.base import (
     Classification,
     Classifier,
@@ -235,15 +235,16 @@ def sentence_encoder(engine: Engine = "auto") -> tuple[SentenceEncoder, str]:
     raise ClassifierUnavailable("; ".join(problems))
 
 
-def build_flow_classifier(flow: Flow, *, engine: Engine, learned: Iterable[LearnedExample] = ()) -> Classifier:
+def build_flow_classifier(
+    flow: Flow, *, engine: Engine, corrections: Iterable[Correction] = (), guard: Guard | None = None
+) -> Classifier:
     """The classifier for ``flow``'s departments with ``engine`` (see :func:`build_classifier`): their examples,
-    spoken names and descriptions, plus the examples ``learned`` from the reps' corrections (those
-    :func:`ivr_flows.learning.admit` let through); ``general`` (when the flow has it) for words with no evidence.
-    The one place where learned examples join a flow's classifier: the service and ``warmline flows try`` both
-    come here."""
-    phrases: dict[str, list[str]] = {}
-    for example in learned:
-        phrases.setdefault(example.department, []).append(example.text)
+    spoken names and descriptions, plus what the reps' ``corrections`` teach, as far as the ``guard``
+    (:func:`ivr_flows.learning.admit_for_flow`) lets them; ``general`` (when the flow has it) for words with no
+    evidence. The one place where learned examples join a flow's classifier: the service's flow library and
+    ``warmline flows try`` both come here."""
+    taught = tuple(corrections)
+    phrases = admit_for_flow(flow, taught, guard).phrases() if taught else {}
     return build_classifier(
         {key: department.examples for key, department in flow.departments.items()},
         learned=phrases,

@@ -7,6 +7,12 @@ it and keeps it to the end, even if a newer version is loaded meanwhile.
 Each version has its speech classifier, kept here beside it (:meth:`FlowLibrary.classifier_for`): the flow itself is
 only the flow language, and the engine is handed the classifier with every call.
 
+Routing learns from the reps' corrections (``ivr_flows.learning``) without a restart: at every poll of the flow
+watcher (``flows.reload_interval``), in every worker, the library asks the store whether a flow's learned examples
+changed (one small aggregate) and, if so, rebuilds that flow's classifiers with them (:meth:`FlowLibrary.relearn`),
+swapped in like a reloaded flow. The corrections belong to the flow by name, so a new version of the flow file
+keeps them; the guard decides afresh, for the version's department set, which ones count.
+
 Every version that goes live is also kept in the store (``voice.adapters.flow_archive``). A worker that boots while
 a flow file is broken or missing serves the last version that went live (a gunicorn worker that fails to boot takes
 the whole service down with it), and with none at all, ``BUILT_IN_FLOW``: every caller is put through to the
@@ -22,10 +28,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from crm_sync.queries.learned import Revision
 from ivr_flows import Flow, FlowError, parse_flow
+from ivr_flows.learning import Correction
 from ivr_flows.routing.base import Classifier
 from ivr_flows.routing.factory import DeferredClassifier, Engine, build_flow_classifier
 from voice.adapters.flow_archive import FlowArchive
+from voice.adapters.learned_examples import LearnedExamples
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +85,7 @@ class FlowLibrary:
         classifier: Engine = "tfidf",
         defer_classifiers: bool = False,
         archive: FlowArchive | None = None,
+        learned: LearnedExamples | None = None,
     ) -> None:
         self.directory = directory
         self.default = default
@@ -98,6 +108,10 @@ class FlowLibrary:
         self._archive = archive
         #: Flows serving from the archive or built in because their file is broken or missing.
         self.stand_ins: dict[str, str] = {}
+        self._learned = learned
+        #: Flow name -> the reps' corrections its classifiers learn from, and the store's revision they are of.
+        self._corrections: dict[str, tuple[Correction, ...]] = {}
+        self._revisions: dict[str, Revision] = {}
 
     def close(self) -> None:
         """Finish archiving the versions that went live (see ``voice.adapters.flow_archive``)."""
@@ -137,7 +151,9 @@ class FlowLibrary:
         log.error("FLOW %s IS BROKEN OR MISSING (%s): it %s", name, problem.splitlines()[0], how)
 
     def refresh(self) -> list[str]:
-        """Reload the files that changed since the last look. Returns the names of the flows swapped in."""
+        """Reload the files that changed since the last look, and relearn the flows whose learned examples changed.
+        Returns the names of the flows swapped in (from their files)."""
+        self.relearn()
         swapped: list[str] = []
         current = {path: _stat(path) for path in sorted(self.directory.glob("*.yaml"))}
         for path, seen in current.items():
@@ -163,6 +179,29 @@ class FlowLibrary:
             log.info("flow %s@%s loaded from %s", flow.name, flow.version, path)
         return swapped
 
+    def relearn(self) -> list[str]:
+        """Rebuild the classifiers of every version of the flows whose learned examples changed in the store since
+        the last look (each swapped in when built, so no caller waits). Returns those flows' names."""
+        if self._learned is None:
+            return []
+        changes = self._learned.changes(self._revisions)
+        if changes is None:
+            return []
+        self._corrections.update(changes.corrections)
+        self._revisions = dict(changes.revisions)
+        for name in changes.corrections:
+            for flow in [flow for flow in list(self._by_version.values()) if flow.name == name]:
+                classifier = self._build_classifier(flow)
+                with self._lock:
+                    self._classifiers[flow.version] = classifier
+            if any(flow.name == name for flow in self._by_version.values()):
+                log.info("flow %s relearned: %d corrections", name, len(changes.corrections[name]))
+        return sorted(changes.corrections)
+
+    def corrections(self, name: str) -> tuple[Correction, ...]:
+        """The reps' corrections flow ``name`` learns from now (not removed; the guard decides which count)."""
+        return self._corrections.get(name, ())
+
     def add(self, flow: Flow) -> None:
         # Built before the flow is swapped in, so no caller of the new version waits for it (the service); a version
         # seen before (a file changed and changed back) keeps the classifier it had.
@@ -183,9 +222,10 @@ class FlowLibrary:
         return classifier
 
     def _build_classifier(self, flow: Flow) -> Classifier:
+        build = partial(build_flow_classifier, flow, engine=self.classifier, corrections=self.corrections(flow.name))
         if self.defer_classifiers and self.classifier != "tfidf":  # TF-IDF costs next to nothing: built now
-            return DeferredClassifier(partial(build_flow_classifier, flow, engine=self.classifier))
-        return build_flow_classifier(flow, engine=self.classifier)
+            return DeferredClassifier(build)
+        return build()
 
     def current(self, name: str | None = None) -> Flow:
         flow = self._by_name.get(name or self.default)

@@ -3,7 +3,8 @@
 
 Who may: the rep who took the call, or any supervisor. Saving during wrap-up time ends it: the rep is available
 (and offered the next caller) at once. A correction keeps what the flow detected (``department``, ``confidence``)
-next to what was right (``corrected_department``): routing learns from the pair.
+next to what was right (``corrected_department``): routing learns from the pair (a ``LearnedExample``, saved in
+the same transaction; see ``ivr_flows.learning`` for which ones it uses).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_sync.errors import InvalidInput
-from crm_sync.models import Interaction, Offer, OfferState, RepState
-from crm_sync.queries import interactions, reps
+from crm_sync.models import Interaction, LearnedExample, Offer, OfferState, RepState
+from crm_sync.queries import interactions, learned, reps
 from voice.domain.actions import Action
 from voice.domain.actor import Actor
 from voice.domain.errors import Forbidden
@@ -67,9 +68,12 @@ class WrapUpService(Service):
                     raise InvalidInput(f"disposition: {disposition!r} is not one of {', '.join(allowed)}")
             if department is not None and department not in flow.departments:
                 raise InvalidInput(f"department: {department!r} is not one of {', '.join(flow.departments)}")
+            corrected_before = interaction.corrected_department
             interaction.wrap_up(
                 by_rep_id=actor.rep_id, disposition=disposition, notes=notes, department=department, now=self._clock()
             )
+            if interaction.corrected_department != corrected_before:
+                self._teach(session, interaction, actor)
             audit(
                 session,
                 actor,
@@ -96,6 +100,30 @@ class WrapUpService(Service):
             )
         self._after_commit(actions)
         return result
+
+    def _teach(self, session: Session, interaction: Interaction, actor: Actor) -> None:
+        """Routing learns from the correction (``ivr_flows.learning`` decides whether it uses it): in the same
+        transaction as the wrap-up, so every worker's flow library sees it at its next reload poll. A correction
+        taken back is marked withdrawn, never deleted; a call with no words to learn from teaches nothing."""
+        now = self._clock()
+        existing = learned.for_interaction(session, interaction.id, for_update=True)
+        corrected = interaction.corrected_department
+        if corrected is None:
+            if existing is not None:
+                existing.withdraw(by=actor.name, now=now)
+        elif existing is not None:
+            existing.relearn(department=corrected, by_rep_id=actor.rep_id, supervisor=actor.supervisor, now=now)
+        elif interaction.issue_text and interaction.issue_text.strip():
+            session.add(
+                LearnedExample.teach(
+                    interaction,
+                    text=interaction.issue_text.strip(),
+                    department=corrected,
+                    by_rep_id=actor.rep_id,
+                    supervisor=actor.supervisor,
+                    now=now,
+                )
+            )
 
 
 def last_call_taken(session: Session, rep_id: int) -> int | None:
