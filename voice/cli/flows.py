@@ -1,5 +1,5 @@
-"""`warmline flows …`: ivr_flows' own `lint` and `graph` (the same options), plus `try` and `suggest-examples`,
-all finding flows in the configured flows folder rather than in the current one.
+"""`warmline flows …`: ivr_flows' own `lint` and `graph` (the same options), plus `try`, `suggest-examples` and
+`learned`, all finding flows in the configured flows folder rather than in the current one.
 
 ``python -m ivr_flows`` keeps its commands as they are (paths relative to where it runs): it knows no config.yaml.
 """
@@ -12,6 +12,7 @@ import click
 
 from ivr_flows import cli as ivr_flows_cli
 from voice.cli.flow_files import configured_flows_directory, flow_path
+from voice.cli.flows_learned import learned_command
 from voice.cli.flows_suggest import suggest_examples_command
 from voice.cli.flows_try import try_flow
 
@@ -54,3 +55,4 @@ flows.add_command(
 )
 flows.add_command(try_flow)
 flows.add_command(suggest_examples_command)
+flows.add_command(learned_command)

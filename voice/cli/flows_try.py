@@ -1,4 +1,9 @@
-"""`warmline flows try`: how a flow's classifier routes real caller words, one line per phrase."""
+"""`warmline flows try`: how a flow's classifier routes real caller words, one line per phrase.
+
+It routes exactly as the live service does: the engine config.yaml's ``flows.classifier`` names (``--engine``
+overrides it), and what the flow learned from the reps' corrections, through the same
+:func:`ivr_flows.routing.factory.build_flow_classifier`. A result whose nearest example was learned says so.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import click
 
 from ivr_flows import Classifier, Flow, RouteNode
 from ivr_flows.routing.factory import Engine, build_flow_classifier
+from voice.adapters.learned_examples import LearnedExamples
+from voice.cli.context import warmline_parts, with_app
 from voice.cli.flow_files import configured_flows_directory, resolve_flow
 
 
@@ -27,6 +34,8 @@ def route_phrase(flow: Flow, classifier: Classifier, phrase: str) -> dict[str, o
         "confidence": round(result.confidence, 3),
         "best_match": result.department,
         "below_threshold": result.confidence < threshold,
+        "nearest_example": result.nearest_example,
+        "learned": result.matched_learned,
     }
 
 
@@ -43,14 +52,23 @@ def route_phrase(flow: Flow, classifier: Classifier, phrase: str) -> dict[str, o
 @click.option(
     "--engine",
     type=click.Choice(list(get_args(Engine))),
-    default="auto",
-    show_default=True,
-    help="speech classifier (the service uses config.yaml flows.classifier)",
+    default=None,
+    help="speech classifier  [default: config.yaml's flows.classifier, as the service routes]",
 )
-def try_flow(flow: str, phrases: tuple[str, ...], output_format: str, directory: Path | None, engine: str) -> None:
-    """Route each PHRASE (or each line on stdin) through FLOW's classifier: department and confidence per line."""
+@with_app
+def try_flow(
+    flow: str, phrases: tuple[str, ...], output_format: str, directory: Path | None, engine: str | None
+) -> None:
+    """Route each PHRASE (or each line on stdin) through FLOW's classifier as the service would, learned examples
+    included: department and confidence per line, and which results came from a learned example."""
     loaded = resolve_flow(flow, directory=directory or configured_flows_directory())
-    classifier = build_flow_classifier(loaded, engine=cast(Engine, engine))
+    warmline = warmline_parts(require_schema=False)
+    corrections = LearnedExamples(warmline.store).corrections(loaded.name)
+    classifier = build_flow_classifier(
+        loaded,
+        engine=cast(Engine, engine or warmline.settings.flows.classifier),
+        corrections=corrections or (),
+    )
     lines = list(phrases) or [line.strip() for line in sys.stdin if line.strip()]
     results = [route_phrase(loaded, classifier, phrase) for phrase in lines]
     if output_format == "json":
@@ -58,4 +76,8 @@ def try_flow(flow: str, phrases: tuple[str, ...], output_format: str, directory:
         return
     for result in results:
         note = f" (best match {result['best_match']}, below threshold)" if result["below_threshold"] else ""
+        if result["learned"]:
+            note += f" (learned from a correction: {result['nearest_example']!r})"
         click.echo(f"{result['department']:<20} {result['confidence']:.2f}  {result['phrase']}{note}")
+    if corrections is None:
+        click.echo("# routed without learned examples: the database is not readable (not migrated yet?)", err=True)
