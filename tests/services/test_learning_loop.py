@@ -19,6 +19,7 @@ from crm_sync.queries.interactions import require_interaction
 from tests.conftest import app_config, seed_demo, signed_post
 from tests.services.test_console_services import actor, answered_billing_call, parts
 from tests.services.test_flow_reload import SAMPLE, rewrite
+from tests.web.test_api import token_for
 from voice import create_app
 
 FIRST_CALLER = "my late husband's card is still paying the bill"
@@ -136,3 +137,16 @@ def test_a_supervisor_corrects_a_call_days_later_and_routing_learns_it(learning_
     within_reload(lambda: routes(app, NEXT_CALLER) == ("account", True))
     with parts(app).store.unit_of_work() as session:
         assert session.scalars(select(LearnedExample)).one().taught_by_supervisor
+
+
+def test_a_correction_over_the_api_days_later_teaches_routing_too(learning_app: Flask) -> None:
+    app = learning_app
+    client = app.test_client()
+    answered_billing_call(client, sid=FIRST_SID, say=FIRST_CALLER)
+    parts(app).clock.source = lambda: utcnow() + timedelta(days=5)
+    token = token_for(app, "Alice Rivera")
+    response = client.post(
+        f"/api/calls/{FIRST_SID}/wrap-up", json={"department": "account"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200, response.get_json()
+    within_reload(lambda: routes(app, NEXT_CALLER) == ("account", True))
