@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from crm_sync.models import WITHDRAWN, LearnedExample, utcnow
 from crm_sync.queries.interactions import require_interaction
@@ -150,3 +150,17 @@ def test_a_correction_over_the_api_days_later_teaches_routing_too(learning_app: 
     )
     assert response.status_code == 200, response.get_json()
     within_reload(lambda: routes(app, NEXT_CALLER) == ("account", True))
+
+
+def test_when_the_store_cannot_be_read_routing_keeps_what_it_learned(
+    learning_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = learning_app
+    answered_billing_call(app.test_client(), sid=FIRST_SID, say=FIRST_CALLER)
+    parts(app).wrap_ups.save(actor(app, "Alice Rivera"), FIRST_SID, department="account")
+    within_reload(lambda: routes(app, NEXT_CALLER) == ("account", True))
+    with parts(app).store.engine.begin() as connection:  # the table is gone: every poll's read fails
+        connection.execute(text("DROP TABLE learned_examples"))
+    within_reload(lambda: "learned examples not readable" in caplog.text)
+    assert routes(app, NEXT_CALLER) == ("account", True)
+    assert caplog.text.count("learned examples not readable") == 1  # said once, not at every poll
