@@ -1225,7 +1225,9 @@ class LearnedExample(Base):
     # A supervisor's correction weighs more and is not capped (ivr_flows.learning): as they were when they taught it.
     taught_by_supervisor: Mapped[bool] = mapped_column(default=False)
     taught_at: Mapped[datetime] = mapped_column()
-    # Every change moves it on, so the workers' flow libraries see that a flow's examples changed with one query.
+    # Every change counts one more (and says when), so the workers' flow libraries see that a flow's examples
+    # changed with one aggregate query, whatever the clock says.
+    changes: Mapped[int] = mapped_column(Integer, default=1)
     changed_at: Mapped[datetime] = mapped_column()
     removed_at: Mapped[datetime | None] = mapped_column()
     removed_by: Mapped[str | None] = mapped_column(String(100))
@@ -1251,6 +1253,7 @@ class LearnedExample(Base):
             taught_by_rep_id=by_rep_id,
             taught_by_supervisor=supervisor,
             taught_at=now,
+            changes=1,
             changed_at=now,
         )
 
@@ -1261,7 +1264,7 @@ class LearnedExample(Base):
         self.taught_by_rep_id = by_rep_id
         self.taught_by_supervisor = supervisor
         self.taught_at = now
-        self.changed_at = now
+        self._changed(now)
         if self.removed_reason == WITHDRAWN:
             self.removed_at = self.removed_by = self.removed_reason = None
 
@@ -1276,8 +1279,12 @@ class LearnedExample(Base):
         self.removed_at = now
         self.removed_by = by[:100]
         self.removed_reason = reason[:200]
-        self.changed_at = now
+        self._changed(now)
         return True
+
+    def _changed(self, now: datetime) -> None:
+        self.changes += 1
+        self.changed_at = now
 
 
 # --- CRM sync: the outbox, the contacts the CRMs know, each CRM's own state ----------------------------------------

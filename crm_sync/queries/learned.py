@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
 from crm_sync.models import LearnedExample
 
-#: A flow's learned examples as of one moment: how many rows, the latest change, the highest id. Any teaching,
-#: correcting again, withdrawing or removing changes it.
-Revision = tuple[int, datetime | None, int | None]
+#: A flow's learned examples as of one moment: how many rows, how many changes in all, the highest id. Any
+#: teaching, correcting again, withdrawing or removing changes it (each row counts its own changes).
+Revision = tuple[int, int | None, int | None]
 
 
 def revisions(session: Session) -> dict[str, Revision]:
@@ -21,7 +20,7 @@ def revisions(session: Session) -> dict[str, Revision]:
         select(
             LearnedExample.flow_name,
             func.count(LearnedExample.id),
-            func.max(LearnedExample.changed_at),
+            func.sum(LearnedExample.changes),
             func.max(LearnedExample.id),
         ).group_by(LearnedExample.flow_name)
     ).all()

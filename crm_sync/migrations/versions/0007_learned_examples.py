@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("taught_by_rep_id", sa.Integer(), nullable=False),
         sa.Column("taught_by_supervisor", sa.Boolean(), nullable=False),
         sa.Column("taught_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("changes", sa.Integer(), nullable=False),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("removed_by", sa.String(length=100), nullable=True),
