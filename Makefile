@@ -13,7 +13,7 @@ PORT   ?= 5000
 # processes").
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint typecheck pytest bench bench-speech bench-routing bench-queue install clean lock
+.PHONY: run test lint typecheck pytest bench bench-speech bench-routing bench-queue bench-learning install clean lock
 
 install: $(STAMP)
 
@@ -63,6 +63,9 @@ bench-speech: $(STAMP)
 
 bench-queue: $(STAMP)
 	$(BIN)/python bench/queue_sim.py
+
+bench-learning: $(STAMP)
+	$(BIN)/python bench/learning_guard.py
 
 bench-routing: $(EXTRAS)
 	$(BIN)/python bench/routing_accuracy.py
