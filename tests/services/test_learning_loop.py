@@ -164,3 +164,19 @@ def test_when_the_store_cannot_be_read_routing_keeps_what_it_learned(
     within_reload(lambda: "learned examples not readable" in caplog.text)
     assert routes(app, NEXT_CALLER) == ("account", True)
     assert caplog.text.count("learned examples not readable") == 1  # said once, not at every poll
+
+
+def test_every_worker_learns_a_correction_saved_in_another(
+    learning_app: Flask, database_url: str, tmp_path: Path, flows_dir: Path
+) -> None:
+    # A second app on the same database and flows: another gunicorn worker, with its own flow library and watcher.
+    config = app_config(database_url, tmp_path / "other-worker")
+    config["flows"] = {"directory": str(flows_dir), "reload_interval": RELOAD_INTERVAL, "classifier": "tfidf"}
+    other_worker = create_app(config)
+    try:
+        assert routes(other_worker, NEXT_CALLER) == ("billing", False)
+        answered_billing_call(learning_app.test_client(), sid=FIRST_SID, say=FIRST_CALLER)
+        parts(learning_app).wrap_ups.save(actor(learning_app, "Alice Rivera"), FIRST_SID, department="account")
+        within_reload(lambda: routes(other_worker, NEXT_CALLER) == ("account", True))
+    finally:
+        parts(other_worker).close()
