@@ -39,6 +39,13 @@ def test_a_rep_corrects_a_misrouted_call_and_the_next_caller_reaches_the_right_d
     expect(alice.get_by_text("On the call")).to_be_visible(timeout=LIVE)
     expect(alice.locator("#screen [data-bind=issue]")).to_contain_text(FIRST_CALLER)
     assert jane.hang_up()
+    # The call's last webhooks are done before Alice saves (she is in wrap-up time and the call is over).
+    wait_for_state(system, "Alice Rivera", RepState.WRAP_UP, alice)
+    for _ in range(200):
+        with system.store.unit_of_work() as session:
+            if require_interaction(session, jane.sid).ended:
+                break
+        alice.wait_for_timeout(50)
 
     # Wrap-up: it was about closing her late husband's account, not a bill. Alice says so.
     expect(alice.get_by_text("Wrap-up", exact=True).first).to_be_visible(timeout=LIVE)
