@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import itertools
 import json
 import math
 import os
@@ -103,13 +104,14 @@ TARGET_RATIO = 0.60
 #: An open-loop request sent later than this after it was due counts as a late send (the client fell behind).
 LATE_SEND_MS = 1.0
 
-Step = Literal["incoming", "gather"]
-STEPS: tuple[Step, Step] = ("incoming", "gather")
-PATHS: dict[Step, str] = {"incoming": "/voice/incoming", "gather": "/voice/gather"}
+Step = Literal["incoming", "gather", "status"]
+STEPS: tuple[Step, ...] = ("incoming", "gather", "status")
+PATHS: dict[Step, str] = {"incoming": "/voice/incoming", "gather": "/voice/gather", "status": "/voice/status"}
 
-# What each step must answer with (a TwiML verb directly under <Response>), per target.
-FLOOR_EXPECTS: dict[Step, tuple[str, ...]] = {"incoming": ("Gather",), "gather": ("Gather",)}
-APP_EXPECTS: dict[Step, tuple[str, ...]] = {"incoming": ("Gather",), "gather": ("Dial", "Enqueue")}
+# What each step must answer with (a TwiML verb directly under <Response>), per target; () : any TwiML <Response>
+# (the status callback's answer is empty).
+FLOOR_EXPECTS: dict[Step, tuple[str, ...]] = {"incoming": ("Gather",), "gather": ("Gather",), "status": ()}
+APP_EXPECTS: dict[Step, tuple[str, ...]] = {"incoming": ("Gather",), "gather": ("Dial", "Enqueue"), "status": ()}
 
 # What callers say at the gather step (one per department of the sample flow, billing most often).
 CALLER_PHRASES = (
@@ -162,8 +164,10 @@ class BenchConfig:
     # "minimal": also the least CRM work of a call (a lookup, one INSERT), see bench/floor_app.py
     floor: Literal["bare", "checked", "minimal"] = "bare"
     # "both": each emulated call posts /voice/incoming then the gather (the default, and the stricter reading of
-    # the target); "incoming": only /voice/incoming, the endpoint the issue's target names
-    steps: Literal["both", "incoming"] = "both"
+    # the target); "incoming": only /voice/incoming, the endpoint the issue's target names; "call": both, then the
+    # call's final status callback (completed), the webhook that ends the interaction and, with a CRM configured,
+    # writes the CRM outbox's rows
+    steps: Literal["both", "incoming", "call"] = "both"
     # What takes the app's place: Warmline (the target's subject), or one of the reference floors, to measure how far
     # the least a signed webhook must do ("checked") or the least a call-recording one must do ("minimal") gets
     # against the bare floor under the very same load (an analysis aid; only Warmline is judged)
@@ -177,12 +181,14 @@ class BenchConfig:
 
     def posted(self, call: EmulatedCall) -> tuple[PreparedRequest, ...]:
         """The requests each emulated call posts under these settings."""
-        return call.requests() if self.steps == "both" else (call.incoming,)
+        if self.steps == "call":
+            return (call.incoming, call.gather, call.status)
+        return (call.incoming, call.gather) if self.steps == "both" else (call.incoming,)
 
     @property
     def last_step(self) -> Step:
         """The step that completes a call (what ``calls/s`` counts)."""
-        return "gather" if self.steps == "both" else "incoming"
+        return {"both": "gather", "call": "status"}.get(self.steps, "incoming")  # type: ignore[return-value]
 
     def describe_server(self) -> str:
         kind = f"gthread x {self.threads} threads" if self.worker_class == "gthread" else "sync"
@@ -205,6 +211,7 @@ class PreparedRequest:
 class EmulatedCall:
     incoming: PreparedRequest
     gather: PreparedRequest
+    status: PreparedRequest  # the call's final status callback (posted with --steps call)
 
     def requests(self) -> tuple[PreparedRequest, PreparedRequest]:
         return (self.incoming, self.gather)
@@ -277,7 +284,14 @@ def build_calls(
             "Confidence": f"{rng.uniform(0.75, 0.97):.8f}",
             "Language": "en-US",
         }
-        calls.append(EmulatedCall(incoming, _signed("gather", gather_form, base_url=base_url, sign=sign)))
+        status_form = {**common, "CallStatus": "completed", "CallDuration": str(rng.randrange(30, 600))}
+        calls.append(
+            EmulatedCall(
+                incoming,
+                _signed("gather", gather_form, base_url=base_url, sign=sign),
+                _signed("status", status_form, base_url=base_url, sign=sign),
+            )
+        )
     return calls
 
 
@@ -300,6 +314,8 @@ def check_twiml(
     if fallback_marker and any(fallback_marker in (say.text or "") for say in root.iter("Say")):
         return "fallback TwiML (the app hit an error and apologised)", "Fallback"
     found = next((verb for verb in expects if verb in verbs), None)
+    if not expects:
+        return None, "+".join(verbs) or "Response"
     if found is None:
         shape = "+".join(verbs) or "empty"
         return f"unexpected reply <Response>{shape} (expected one of {', '.join(expects)})", shape
@@ -891,10 +907,14 @@ def drive_open_loop(
     offsets = poisson_arrivals(cfg.rate, cfg.warmup + cfg.duration, seed=cfg.seed)
     if not cycle and len(offsets) > len(calls):
         raise BenchError(f"{name}: {len(offsets)} arrivals but only {len(calls)} calls prepared")
-    gathers = {id(call.incoming): call.gather for call in calls} if cfg.steps == "both" else {}
+    # Each answered step is followed by the call's next one, as Twilio would post it.
+    follow_ups: dict[int, PreparedRequest] = {}
+    for call in calls:
+        posted = cfg.posted(call)
+        follow_ups.update((id(step), then) for step, then in itertools.pairwise(posted))
 
     def follow_up(exchange: Exchange) -> PreparedRequest | None:
-        return gathers.get(id(exchange.request)) if exchange.status == 200 else None
+        return follow_ups.get(id(exchange.request)) if exchange.status == 200 else None
 
     address = urlsplit(base_url)
     client = OpenLoopClient(
@@ -1836,13 +1856,16 @@ def format_report(result: BenchResult) -> str:
     with_baseline = result.baseline_label is not None
     alternating = "floor/app/baseline" if with_baseline else "floor/app"
     rounds = f", {len(result.rounds)} rounds alternating {alternating} (median shown)" if len(result.rounds) > 1 else ""
-    both = cfg.get("steps", "both") == "both"
+    steps_posted = cfg.get("steps", "both")
     app_name = str(cfg.get("app", "warmline"))
     app_label = {"checked": "reference app (form + signature)", "minimal": "reference app (+ lookup, 1 INSERT)"}.get(
         app_name, "warmline"
     )
     baseline_label = f"baseline {result.baseline_label}"
-    posted = "signed POST /voice/incoming, then POST /voice/gather" if both else "signed POST /voice/incoming only"
+    posted = {
+        "both": "signed POST /voice/incoming, then POST /voice/gather",
+        "call": "signed POST /voice/incoming, /voice/gather, then the final POST /voice/status",
+    }.get(str(steps_posted), "signed POST /voice/incoming only")
     if open_loop:
         load = f"open loop: {cfg['rate']:g} calls/s arriving (Poisson, seed {cfg['seed']})"
         client = "open-loop client (a connection per request; a sender and a reader thread)"
@@ -1891,13 +1914,14 @@ def format_report(result: BenchResult) -> str:
         apps = [(app_label, current.app)] + ([(baseline_label, current.baseline)] if current.baseline else [])
         for label, target in apps:
             lines.append(row(f"{label}{suffix}", target))
-            if both:
+            if steps_posted != "incoming":
                 for step in STEPS:
-                    lines.append(step_row(f"  {PATHS[step]}", target, target.steps[step]))
+                    if target.steps[step].requests:
+                        lines.append(step_row(f"  {PATHS[step]}", target, target.steps[step]))
     floor, app = result.floor, result.app
     outcomes = ", ".join(f"{verb} {count}" for verb, count in sorted(app.gather_outcomes.items(), key=lambda i: -i[1]))
     lines += [""]
-    if both and app_name == "warmline":
+    if steps_posted != "incoming" and app_name == "warmline":
         lines.append(f"gather step answered: {outcomes or 'nothing'}")
     lines += [
         f"CPU busy: servers {floor.server_cpu_cores:.2f} / {app.server_cpu_cores:.2f} cores, load generator "
@@ -2017,10 +2041,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
     )
     parser.add_argument(
         "--steps",
-        choices=["both", "incoming"],
+        choices=["both", "incoming", "call"],
         default=None,
         help="both: each call posts /voice/incoming then /voice/gather (the default in the closed loop); incoming: "
-        "only /voice/incoming (the default with --rate)",
+        "only /voice/incoming (the default with --rate); call: both, then the call's final status callback "
+        "(completed: ends the interaction, writes the CRM outbox)",
     )
     parser.add_argument(
         "--rate",
