@@ -80,9 +80,9 @@ class FlowPosition:
     flow_state: dict[str, Any]
 
 
-_POSITION = select(Interaction.status, Interaction.flow_name, Interaction.flow_version, Interaction.flow_state).where(
-    or_(Interaction.call_sid == bindparam("sid"), Interaction.live_call_sid == bindparam("sid"))
-)
+_POSITION = select(
+    Interaction.status, Interaction.flow_name, Interaction.flow_version, Interaction.flow_state
+).where(or_(Interaction.call_sid == bindparam("sid"), Interaction.live_call_sid == bindparam("sid")))
 
 
 def flow_position(session: Session, call_sid: str) -> FlowPosition | None:
