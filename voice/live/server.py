@@ -94,7 +94,8 @@ class TokenBucket:
 class Subscriber:
     sid: str
     actor: Actor
-    queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(maxsize=Tuning.backlog))
+    #: Messages waiting to be written (None: end the stream), at most ``Tuning.backlog``.
+    queue: asyncio.Queue[bytes | None]
 
 
 @dataclass(eq=False)
@@ -247,7 +248,7 @@ class LiveEvents:
         )
         await response.prepare(request)
         await response.write(f"retry: {self.tuning.retry_ms}\n\n".encode())
-        subscriber = Subscriber(sid, actor)
+        subscriber = Subscriber(sid, actor, asyncio.Queue(maxsize=self.tuning.backlog))
         try:
             for message in await self._join(subscriber):  # where the console stands now: every piece
                 await response.write(message)
