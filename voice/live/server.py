@@ -283,7 +283,12 @@ class LiveEvents:
                 break
             # Nobody followed this console yet: read its pieces now (its first paint), before it joins, so that the
             # reading is sent to it once, below.
-            await self._refresh(reason="connect", only=key)
+            try:
+                await self._refresh(reason="connect", only=key)
+            except Exception:
+                if not scope.subscribers:  # nobody else follows it: not read again on every change for nothing
+                    self.scopes.pop(key, None)
+                raise
         scope = self.scopes.setdefault(key, Scope(subscriber.actor))
         # From here to the return nothing awaits: no change can be sent between what it is given and what it is sent.
         scope.subscribers.add(subscriber)
