@@ -1730,24 +1730,7 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 wanted = math.ceil(floor_rate * (cfg.warmup + cfg.duration) * 1.2) + 2 * cfg.concurrency
             count = max(min(wanted, cfg.max_calls), cfg.concurrency)
             results: dict[str, TargetResult] = {}
-            # The apps take turns going first, so that neither always runs on the machine the other just warmed.
-            order = served if number % 2 else served[::-1]
-            for app in order:
-                assert app.database is not None
-                started = time.perf_counter()
-                app_calls = calls_for(count, app.server.url, app.database)
-                _log(f"  signed {count} calls for {app.server.name} in {time.perf_counter() - started:.1f} s")
-                results[app.server.name] = _measure(
-                    app.server,
-                    app_calls,
-                    cfg=cfg,
-                    cycle=False,
-                    expects=app.expects,
-                    fallback_marker=app.settings.fallback_apology,
-                    database_marker=app.database.process_marker,
-                    round_number=number,
-                )
-            if cfg.consoles:
+            def measure_with_consoles(count: int, number: int, results: dict[str, TargetResult]) -> None:
                 # The same app, the same load, with every console's stream open; before or after the measurement
                 # without them, by turns.
                 app = served[0]
@@ -1776,6 +1759,29 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 results["consoles"] = replace(with_consoles, name="warmline+consoles")
                 if stats["failures"]:
                     raise BenchError(f"console streams failed during the measurement: {stats}")
+
+            # Consoles open before the app alone in even rounds, after it in odd ones (the database grows meanwhile).
+            if cfg.consoles and number % 2 == 0:
+                measure_with_consoles(count, number, results)
+            # The apps take turns going first, so that neither always runs on the machine the other just warmed.
+            order = served if number % 2 else served[::-1]
+            for app in order:
+                assert app.database is not None
+                started = time.perf_counter()
+                app_calls = calls_for(count, app.server.url, app.database)
+                _log(f"  signed {count} calls for {app.server.name} in {time.perf_counter() - started:.1f} s")
+                results[app.server.name] = _measure(
+                    app.server,
+                    app_calls,
+                    cfg=cfg,
+                    cycle=False,
+                    expects=app.expects,
+                    fallback_marker=app.settings.fallback_apology,
+                    database_marker=app.database.process_marker,
+                    round_number=number,
+                )
+            if cfg.consoles and number % 2 == 1:
+                measure_with_consoles(count, number, results)
             rounds.append(_round(floor, results["warmline"], results.get("baseline"), results.get("consoles")))
 
         serving: dict[str, list[str]] = {}
