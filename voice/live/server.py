@@ -65,6 +65,13 @@ class Tuning:
     #: Readings of the state per second, sustained, and how many may come at once after a quiet spell.
     rate: float = 4.0
     burst: int = 2
+    #: The share of one core the server may spend on average (readings, sending, checking sessions): after each
+    #: reading the next waits until the CPU the server used since the last one, spread at this share, has passed.
+    #: Idle, a change is read at once; under load, readings thin out instead of taking CPU the webhooks need.
+    cpu_share: float = 0.05
+    #: ...but never longer than this (seconds): a burst of consoles connecting must not hold changes back for long,
+    #: and a stream should not fall behind what polling would show.
+    max_wait: float = 2.0
     #: Read again this often even when nothing is heard (overdue tasks and the like follow the clock).
     refresh_seconds: float = 30.0
     #: Messages a console may fall behind by before its stream is closed (the browser reconnects, fresh).
@@ -152,8 +159,10 @@ class LiveEvents:
         self.tuning = tuning or Tuning()
         self.allowed_origins = frozenset(origin.rstrip("/") for origin in allowed_origins if origin)
         self.scopes: dict[tuple[int, bool], Scope] = {}
-        #: Readings of the state made since start (for tests and the bench: one per change, not one per console).
+        #: Readings of the state made since start (for tests and the bench: one per change, not one per console),
+        #: and how many waited for the CPU budget.
         self.readings = 0
+        self.throttled = 0
         self.session_id = _cookie_reader(parts)
         """The session id a console cookie carries ("": none, or not signed with our key)."""
         # The services are synchronous (SQLAlchemy): they run on one thread, never on the event loop.
@@ -317,12 +326,20 @@ class LiveEvents:
     async def _refresh_loop(self) -> None:
         assert self._changed is not None
         bucket = TokenBucket(self.tuning.rate, self.tuning.burst)
+        last_wall, last_cpu = time.monotonic(), time.process_time()
         while True:
             await self._changed.wait()
             await bucket.take()  # changes heard meanwhile are taken by this one reading
+            # What the last reading cost, its sending included (the whole process's CPU since it began), spread at
+            # cpu_share of a core: readings are never closer than that.
+            due = last_wall + (time.process_time() - last_cpu) / self.tuning.cpu_share
+            if (delay := min(due - time.monotonic(), self.tuning.max_wait)) > 0:
+                self.throttled += 1
+                await asyncio.sleep(delay)
             self._changed.clear()
             if not self.scopes:
                 continue
+            last_wall, last_cpu = time.monotonic(), time.process_time()
             try:
                 await self._refresh(reason="change")
             except Exception:  # a failing store must not end the stream: the next change tries again
