@@ -75,7 +75,7 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
@@ -87,6 +87,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:  # run as a script (`python bench/webhook.py`): make the project importable
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from bench.consoles import ConsoleCrowd, sign_in_consoles  # noqa: E402
+from bench.consoles import summary as consoles_summary  # noqa: E402
 from bench.tail_probe import TRACE_DIR_VARIABLE, TRACE_NAME_VARIABLE, explain, format_explanation  # noqa: E402
 
 if TYPE_CHECKING:
@@ -178,6 +180,9 @@ class BenchConfig:
     baseline: str | None = None
     # Keep per-request records of the client and the servers here and explain the slow requests (bench/tail_probe.py)
     trace_dir: str | None = None
+    # Rep consoles holding the live-events stream open (bench/consoles.py): the app is measured in every round with
+    # this many open and with none, the same load, and the two compared
+    consoles: int = 0
 
     def posted(self, call: EmulatedCall) -> tuple[PreparedRequest, ...]:
         """The requests each emulated call posts under these settings."""
@@ -1331,6 +1336,10 @@ def write_bench_config(workdir: Path, *, tree: Path = PROJECT_ROOT, name: str = 
     # What `make run` serves: the default install routes speech with WordLlama (MiniLM is an optional extra).
     flows["classifier"] = "wordllama"
     data["flows"] = flows
+    # The emulated calls never end (no status callback comes): after check_calls_after the housekeeping process would
+    # ask the Twilio REST API about them, where nothing listens, and log an error per call, which makes a run longer
+    # than a minute (--consoles, --rounds) invalid. An hour: never, in a benchmark.
+    data["routing"] = {**(data.get("routing") or {}), "check_calls_after": 3600}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
@@ -1495,6 +1504,7 @@ class Round:
     cpu_ratio: float  # floor/app server CPU per request: the same comparison, free of the load generator
     baseline: TargetResult | None = None  # --baseline's app, measured in the same round
     baseline_ratio: float = 0.0  # baseline/floor requests per second
+    consoles: TargetResult | None = None  # --consoles: the app again, with that many consoles' streams open
 
 
 @dataclass(frozen=True)
@@ -1518,6 +1528,10 @@ class BenchResult:
     app_to_baseline: float = 0.0  # median over rounds of app/baseline throughput (same round, same load)
     # Open loop: per target ("floor", "warmline", "baseline"), the median over rounds of each latency figure (ms)
     open_loop: dict[str, dict[str, float]] = field(default_factory=dict)
+    # --consoles: medians over rounds of (with consoles)/(without) throughput and p99, both measured in each round
+    consoles_throughput_ratio: float = 0.0
+    consoles_p99_ratio: float = 0.0
+    consoles_stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -1602,6 +1616,8 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
             trees.append(stack.enter_context(baseline_tree(cfg.baseline)))
         _log(f"server: {cfg.describe_server()}" + (f"; baseline: {trees[1].label}" if len(trees) > 1 else ""))
         floor_port, app_port, baseline_port, rest_port = _distinct_ports(4)
+        while app_port + 1 in (floor_port, baseline_port, rest_port) or not _port_free(app_port + 1):
+            app_port = free_port()  # `warmline serve` runs the console's live-events server on the next port
 
         def environment(tree: SourceTree, config: Path, database_url: str, port: int) -> dict[str, str]:
             env = server_environment(
@@ -1696,6 +1712,19 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
             )
 
         floor_calls = calls_for(min(FLOOR_POOL_CALLS, cfg.calls or FLOOR_POOL_CALLS), floor_server.url, main_database)
+        console_cookies: tuple[str, ...] = ()
+        console_stats: list[dict[str, Any]] = []
+        if cfg.consoles:
+            started = time.perf_counter()
+            console_cookies = sign_in_consoles(
+                database_url=main_database.url,
+                config_path=config_path,
+                instance_path=workdir / "console-instance",
+                app_url=served[0].server.url,
+                count=cfg.consoles,
+                departments=settings.departments,
+            ).cookies
+            _log(f"  signed {cfg.consoles} consoles in, in {time.perf_counter() - started:.1f} s")
         open_loop_calls = (
             len(poisson_arrivals(cfg.rate, cfg.warmup + cfg.duration, seed=cfg.seed)) if cfg.rate is not None else 0
         )
@@ -1725,6 +1754,39 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 wanted = math.ceil(floor_rate * (cfg.warmup + cfg.duration) * 1.2) + 2 * cfg.concurrency
             count = max(min(wanted, cfg.max_calls), cfg.concurrency)
             results: dict[str, TargetResult] = {}
+            def measure_with_consoles(count: int, number: int, results: dict[str, TargetResult]) -> None:
+                # The same app, the same load, with every console's stream open; before or after the measurement
+                # without them, by turns.
+                app = served[0]
+                assert app.database is not None
+                app_calls = calls_for(count, app.server.url, app.database)
+                crowd = ConsoleCrowd(
+                    f"http://127.0.0.1:{app.server.port + 1}/console/events", console_cookies, origin=app.server.url
+                )
+                crowd.open()
+                _log(f"  {cfg.consoles} consoles following the live-events stream")
+                try:
+                    with_consoles = _measure(
+                        app.server,
+                        app_calls,
+                        cfg=cfg,
+                        cycle=False,
+                        expects=app.expects,
+                        fallback_marker=app.settings.fallback_apology,
+                        database_marker=app.database.process_marker,
+                        round_number=number,
+                    )
+                finally:
+                    stats = consoles_summary(crowd.close())
+                console_stats.append(stats)
+                _log(f"  consoles: {stats}")
+                results["consoles"] = replace(with_consoles, name="warmline+consoles")
+                if stats["failures"]:
+                    raise BenchError(f"console streams failed during the measurement: {stats}")
+
+            # Consoles open before the app alone in even rounds, after it in odd ones (the database grows meanwhile).
+            if cfg.consoles and number % 2 == 0:
+                measure_with_consoles(count, number, results)
             # The apps take turns going first, so that neither always runs on the machine the other just warmed.
             order = served if number % 2 else served[::-1]
             for app in order:
@@ -1742,7 +1804,9 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                     database_marker=app.database.process_marker,
                     round_number=number,
                 )
-            rounds.append(_round(floor, results["warmline"], results.get("baseline")))
+            if cfg.consoles and number % 2 == 1:
+                measure_with_consoles(count, number, results)
+            rounds.append(_round(floor, results["warmline"], results.get("baseline"), results.get("consoles")))
 
         serving: dict[str, list[str]] = {}
         stopping: dict[str, list[str]] = {}
@@ -1759,7 +1823,7 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
         database_label = main_database.label
 
     median = sorted(rounds, key=lambda r: r.ratio)[(len(rounds) - 1) // 2]
-    failures = sum(r.floor.failures + r.app.failures + (r.baseline.failures if r.baseline else 0) for r in rounds)
+    failures = sum(sum(target.failures for target in _targets(r)) for r in rounds)
     failures += sum(len(lines) for lines in serving.values())
     with_baseline = [r for r in rounds if r.baseline is not None]
     baseline_median = (
@@ -1793,6 +1857,11 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
             ]
         ),
         open_loop=_open_loop_medians(rounds) if cfg.rate is not None else {},
+        consoles_throughput_ratio=_median(
+            [r.consoles.requests_per_s / r.app.requests_per_s for r in rounds if r.consoles and r.app.requests_per_s]
+        ),
+        consoles_p99_ratio=_median([r.consoles.p99_ms / r.app.p99_ms for r in rounds if r.consoles and r.app.p99_ms]),
+        consoles_stats={"count": cfg.consoles, "rounds": console_stats} if cfg.consoles else {},
     )
 
 
@@ -1822,7 +1891,9 @@ def _open_loop_medians(rounds: Sequence[Round]) -> dict[str, dict[str, float]]:
     }
 
 
-def _round(floor: TargetResult, app: TargetResult, baseline: TargetResult | None = None) -> Round:
+def _round(
+    floor: TargetResult, app: TargetResult, baseline: TargetResult | None = None, consoles: TargetResult | None = None
+) -> Round:
     def ratio(target: TargetResult) -> float:
         return target.requests_per_s / floor.requests_per_s if floor.requests_per_s else 0.0
 
@@ -1834,7 +1905,17 @@ def _round(floor: TargetResult, app: TargetResult, baseline: TargetResult | None
         floor.server_cpu_ms_per_request / app_cpu if app_cpu else 0.0,
         baseline,
         ratio(baseline) if baseline is not None else 0.0,
+        consoles,
     )
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _distinct_ports(count: int) -> list[int]:
@@ -1912,6 +1993,8 @@ def format_report(result: BenchResult) -> str:
         suffix = f" #{number}" if many else ""
         lines.append(row(f"{floor_label}{suffix}", current.floor))
         apps = [(app_label, current.app)] + ([(baseline_label, current.baseline)] if current.baseline else [])
+        if current.consoles is not None:
+            apps.append((f"{app_label} + {cfg['consoles']} consoles", current.consoles))
         for label, target in apps:
             lines.append(row(f"{label}{suffix}", target))
             if steps_posted != "incoming":
@@ -1978,6 +2061,22 @@ def format_report(result: BenchResult) -> str:
                 f"ratio {baseline_label}/floor throughput = {result.baseline_ratio:.2f}",
                 f"ratio app/{baseline_label} throughput = {result.app_to_baseline:.2f} (same rounds, same load)",
             ]
+    if result.consoles_stats:
+        verdict = "within 10 %" if result.consoles_throughput_ratio >= 0.9 else "MORE THAN 10 % LOST"
+        lines += [
+            "",
+            f"with {cfg['consoles']} consoles' live-events streams open against none (same rounds, same load): "
+            f"throughput {result.consoles_throughput_ratio:.3f}x ({verdict}), p99 {result.consoles_p99_ratio:.2f}x",
+        ]
+        if many:
+            lines.append(
+                "by round (throughput with/without): "
+                + ", ".join(
+                    f"{r.consoles.requests_per_s / r.app.requests_per_s:.3f}"
+                    for r in result.rounds
+                    if r.consoles and r.app.requests_per_s
+                )
+            )
     if not result.ok:
         lines += ["", "!" * 100, f"!!! {result.failures} FAILURES: these figures are NOT valid", "!" * 100]
         for number, current in enumerate(result.rounds, start=1):
@@ -2004,7 +2103,8 @@ def explain_trace(directory: Path, result: BenchResult, *, threshold_ms: float =
 
 
 def _targets(current: Round) -> list[TargetResult]:
-    return [current.floor, current.app] + ([current.baseline] if current.baseline is not None else [])
+    extra = [target for target in (current.baseline, current.consoles) if target is not None]
+    return [current.floor, current.app, *extra]
 
 
 # --- command line ----------------------------------------------------------------------------------------------------
@@ -2093,6 +2193,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
     parser.add_argument("--seed", type=int, default=7, help="random seed for callers and phrases")
     parser.add_argument("--rounds", type=int, default=1, help="alternate floor/app runs this many times (median)")
     parser.add_argument("--log-dir", default=None, help="keep the servers' logs (floor.log, warmline.log) here")
+    parser.add_argument(
+        "--consoles",
+        type=int,
+        default=0,
+        help="also measure the app with N signed-in rep consoles following the live-events stream (same rounds)",
+    )
     args = parser.parse_args(argv)
     if min(args.concurrency, args.rounds, args.workers, args.threads, args.calls or 1) < 1:
         parser.error("--concurrency, --rounds, --workers, --threads and --calls must be ≥ 1")
@@ -2125,6 +2231,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
         seed=args.seed,
         rounds=args.rounds,
         log_dir=args.log_dir,
+        consoles=args.consoles,
     )
     return cfg, args.json, args.fail_under_target
 
