@@ -43,8 +43,8 @@ TWIML = (
 )
 TWIML_BYTES = TWIML.encode("utf-8")
 
-# The paths the load generator posts to; both are rules of the one endpoint below.
-PATHS = ("/voice/incoming", "/voice/gather")
+# The paths the load generator posts to; all are rules of the one endpoint below.
+PATHS = ("/voice/incoming", "/voice/gather", "/voice/status")
 
 
 def constant_twiml() -> Response:

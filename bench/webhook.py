@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import itertools
 import json
 import math
 import os
@@ -74,7 +75,7 @@ import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
@@ -86,6 +87,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:  # run as a script (`python bench/webhook.py`): make the project importable
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from bench.consoles import ConsoleCrowd, sign_in_consoles  # noqa: E402
+from bench.consoles import summary as consoles_summary  # noqa: E402
 from bench.tail_probe import TRACE_DIR_VARIABLE, TRACE_NAME_VARIABLE, explain, format_explanation  # noqa: E402
 
 if TYPE_CHECKING:
@@ -103,13 +106,14 @@ TARGET_RATIO = 0.60
 #: An open-loop request sent later than this after it was due counts as a late send (the client fell behind).
 LATE_SEND_MS = 1.0
 
-Step = Literal["incoming", "gather"]
-STEPS: tuple[Step, Step] = ("incoming", "gather")
-PATHS: dict[Step, str] = {"incoming": "/voice/incoming", "gather": "/voice/gather"}
+Step = Literal["incoming", "gather", "status"]
+STEPS: tuple[Step, ...] = ("incoming", "gather", "status")
+PATHS: dict[Step, str] = {"incoming": "/voice/incoming", "gather": "/voice/gather", "status": "/voice/status"}
 
-# What each step must answer with (a TwiML verb directly under <Response>), per target.
-FLOOR_EXPECTS: dict[Step, tuple[str, ...]] = {"incoming": ("Gather",), "gather": ("Gather",)}
-APP_EXPECTS: dict[Step, tuple[str, ...]] = {"incoming": ("Gather",), "gather": ("Dial", "Enqueue")}
+# What each step must answer with (a TwiML verb directly under <Response>), per target; () : any TwiML <Response>
+# (the status callback's answer is empty).
+FLOOR_EXPECTS: dict[Step, tuple[str, ...]] = {"incoming": ("Gather",), "gather": ("Gather",), "status": ()}
+APP_EXPECTS: dict[Step, tuple[str, ...]] = {"incoming": ("Gather",), "gather": ("Dial", "Enqueue"), "status": ()}
 
 # What callers say at the gather step (one per department of the sample flow, billing most often).
 CALLER_PHRASES = (
@@ -162,8 +166,10 @@ class BenchConfig:
     # "minimal": also the least CRM work of a call (a lookup, one INSERT), see bench/floor_app.py
     floor: Literal["bare", "checked", "minimal"] = "bare"
     # "both": each emulated call posts /voice/incoming then the gather (the default, and the stricter reading of
-    # the target); "incoming": only /voice/incoming, the endpoint the issue's target names
-    steps: Literal["both", "incoming"] = "both"
+    # the target); "incoming": only /voice/incoming, the endpoint the issue's target names; "call": both, then the
+    # call's final status callback (completed), the webhook that ends the interaction and, with a CRM configured,
+    # writes the CRM outbox's rows
+    steps: Literal["both", "incoming", "call"] = "both"
     # What takes the app's place: Warmline (the target's subject), or one of the reference floors, to measure how far
     # the least a signed webhook must do ("checked") or the least a call-recording one must do ("minimal") gets
     # against the bare floor under the very same load (an analysis aid; only Warmline is judged)
@@ -174,15 +180,20 @@ class BenchConfig:
     baseline: str | None = None
     # Keep per-request records of the client and the servers here and explain the slow requests (bench/tail_probe.py)
     trace_dir: str | None = None
+    # Rep consoles holding the live-events stream open (bench/consoles.py): the app is measured in every round with
+    # this many open and with none, the same load, and the two compared
+    consoles: int = 0
 
     def posted(self, call: EmulatedCall) -> tuple[PreparedRequest, ...]:
         """The requests each emulated call posts under these settings."""
-        return call.requests() if self.steps == "both" else (call.incoming,)
+        if self.steps == "call":
+            return (call.incoming, call.gather, call.status)
+        return (call.incoming, call.gather) if self.steps == "both" else (call.incoming,)
 
     @property
     def last_step(self) -> Step:
         """The step that completes a call (what ``calls/s`` counts)."""
-        return "gather" if self.steps == "both" else "incoming"
+        return {"both": "gather", "call": "status"}.get(self.steps, "incoming")  # type: ignore[return-value]
 
     def describe_server(self) -> str:
         kind = f"gthread x {self.threads} threads" if self.worker_class == "gthread" else "sync"
@@ -205,6 +216,7 @@ class PreparedRequest:
 class EmulatedCall:
     incoming: PreparedRequest
     gather: PreparedRequest
+    status: PreparedRequest  # the call's final status callback (posted with --steps call)
 
     def requests(self) -> tuple[PreparedRequest, PreparedRequest]:
         return (self.incoming, self.gather)
@@ -277,7 +289,14 @@ def build_calls(
             "Confidence": f"{rng.uniform(0.75, 0.97):.8f}",
             "Language": "en-US",
         }
-        calls.append(EmulatedCall(incoming, _signed("gather", gather_form, base_url=base_url, sign=sign)))
+        status_form = {**common, "CallStatus": "completed", "CallDuration": str(rng.randrange(30, 600))}
+        calls.append(
+            EmulatedCall(
+                incoming,
+                _signed("gather", gather_form, base_url=base_url, sign=sign),
+                _signed("status", status_form, base_url=base_url, sign=sign),
+            )
+        )
     return calls
 
 
@@ -300,6 +319,8 @@ def check_twiml(
     if fallback_marker and any(fallback_marker in (say.text or "") for say in root.iter("Say")):
         return "fallback TwiML (the app hit an error and apologised)", "Fallback"
     found = next((verb for verb in expects if verb in verbs), None)
+    if not expects:
+        return None, "+".join(verbs) or "Response"
     if found is None:
         shape = "+".join(verbs) or "empty"
         return f"unexpected reply <Response>{shape} (expected one of {', '.join(expects)})", shape
@@ -891,10 +912,14 @@ def drive_open_loop(
     offsets = poisson_arrivals(cfg.rate, cfg.warmup + cfg.duration, seed=cfg.seed)
     if not cycle and len(offsets) > len(calls):
         raise BenchError(f"{name}: {len(offsets)} arrivals but only {len(calls)} calls prepared")
-    gathers = {id(call.incoming): call.gather for call in calls} if cfg.steps == "both" else {}
+    # Each answered step is followed by the call's next one, as Twilio would post it.
+    follow_ups: dict[int, PreparedRequest] = {}
+    for call in calls:
+        posted = cfg.posted(call)
+        follow_ups.update((id(step), then) for step, then in itertools.pairwise(posted))
 
     def follow_up(exchange: Exchange) -> PreparedRequest | None:
-        return gathers.get(id(exchange.request)) if exchange.status == 200 else None
+        return follow_ups.get(id(exchange.request)) if exchange.status == 200 else None
 
     address = urlsplit(base_url)
     client = OpenLoopClient(
@@ -1311,6 +1336,10 @@ def write_bench_config(workdir: Path, *, tree: Path = PROJECT_ROOT, name: str = 
     # What `make run` serves: the default install routes speech with WordLlama (MiniLM is an optional extra).
     flows["classifier"] = "wordllama"
     data["flows"] = flows
+    # The emulated calls never end (no status callback comes): after check_calls_after the housekeeping process would
+    # ask the Twilio REST API about them, where nothing listens, and log an error per call, which makes a run longer
+    # than a minute (--consoles, --rounds) invalid. An hour: never, in a benchmark.
+    data["routing"] = {**(data.get("routing") or {}), "check_calls_after": 3600}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
@@ -1475,6 +1504,7 @@ class Round:
     cpu_ratio: float  # floor/app server CPU per request: the same comparison, free of the load generator
     baseline: TargetResult | None = None  # --baseline's app, measured in the same round
     baseline_ratio: float = 0.0  # baseline/floor requests per second
+    consoles: TargetResult | None = None  # --consoles: the app again, with that many consoles' streams open
 
 
 @dataclass(frozen=True)
@@ -1498,6 +1528,10 @@ class BenchResult:
     app_to_baseline: float = 0.0  # median over rounds of app/baseline throughput (same round, same load)
     # Open loop: per target ("floor", "warmline", "baseline"), the median over rounds of each latency figure (ms)
     open_loop: dict[str, dict[str, float]] = field(default_factory=dict)
+    # --consoles: medians over rounds of (with consoles)/(without) throughput and p99, both measured in each round
+    consoles_throughput_ratio: float = 0.0
+    consoles_p99_ratio: float = 0.0
+    consoles_stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -1582,6 +1616,8 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
             trees.append(stack.enter_context(baseline_tree(cfg.baseline)))
         _log(f"server: {cfg.describe_server()}" + (f"; baseline: {trees[1].label}" if len(trees) > 1 else ""))
         floor_port, app_port, baseline_port, rest_port = _distinct_ports(4)
+        while app_port + 1 in (floor_port, baseline_port, rest_port) or not _port_free(app_port + 1):
+            app_port = free_port()  # `warmline serve` runs the console's live-events server on the next port
 
         def environment(tree: SourceTree, config: Path, database_url: str, port: int) -> dict[str, str]:
             env = server_environment(
@@ -1676,6 +1712,19 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
             )
 
         floor_calls = calls_for(min(FLOOR_POOL_CALLS, cfg.calls or FLOOR_POOL_CALLS), floor_server.url, main_database)
+        console_cookies: tuple[str, ...] = ()
+        console_stats: list[dict[str, Any]] = []
+        if cfg.consoles:
+            started = time.perf_counter()
+            console_cookies = sign_in_consoles(
+                database_url=main_database.url,
+                config_path=config_path,
+                instance_path=workdir / "console-instance",
+                app_url=served[0].server.url,
+                count=cfg.consoles,
+                departments=settings.departments,
+            ).cookies
+            _log(f"  signed {cfg.consoles} consoles in, in {time.perf_counter() - started:.1f} s")
         open_loop_calls = (
             len(poisson_arrivals(cfg.rate, cfg.warmup + cfg.duration, seed=cfg.seed)) if cfg.rate is not None else 0
         )
@@ -1705,6 +1754,39 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                 wanted = math.ceil(floor_rate * (cfg.warmup + cfg.duration) * 1.2) + 2 * cfg.concurrency
             count = max(min(wanted, cfg.max_calls), cfg.concurrency)
             results: dict[str, TargetResult] = {}
+            def measure_with_consoles(count: int, number: int, results: dict[str, TargetResult]) -> None:
+                # The same app, the same load, with every console's stream open; before or after the measurement
+                # without them, by turns.
+                app = served[0]
+                assert app.database is not None
+                app_calls = calls_for(count, app.server.url, app.database)
+                crowd = ConsoleCrowd(
+                    f"http://127.0.0.1:{app.server.port + 1}/console/events", console_cookies, origin=app.server.url
+                )
+                crowd.open()
+                _log(f"  {cfg.consoles} consoles following the live-events stream")
+                try:
+                    with_consoles = _measure(
+                        app.server,
+                        app_calls,
+                        cfg=cfg,
+                        cycle=False,
+                        expects=app.expects,
+                        fallback_marker=app.settings.fallback_apology,
+                        database_marker=app.database.process_marker,
+                        round_number=number,
+                    )
+                finally:
+                    stats = consoles_summary(crowd.close())
+                console_stats.append(stats)
+                _log(f"  consoles: {stats}")
+                results["consoles"] = replace(with_consoles, name="warmline+consoles")
+                if stats["failures"]:
+                    raise BenchError(f"console streams failed during the measurement: {stats}")
+
+            # Consoles open before the app alone in even rounds, after it in odd ones (the database grows meanwhile).
+            if cfg.consoles and number % 2 == 0:
+                measure_with_consoles(count, number, results)
             # The apps take turns going first, so that neither always runs on the machine the other just warmed.
             order = served if number % 2 else served[::-1]
             for app in order:
@@ -1722,7 +1804,9 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
                     database_marker=app.database.process_marker,
                     round_number=number,
                 )
-            rounds.append(_round(floor, results["warmline"], results.get("baseline")))
+            if cfg.consoles and number % 2 == 1:
+                measure_with_consoles(count, number, results)
+            rounds.append(_round(floor, results["warmline"], results.get("baseline"), results.get("consoles")))
 
         serving: dict[str, list[str]] = {}
         stopping: dict[str, list[str]] = {}
@@ -1739,7 +1823,7 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
         database_label = main_database.label
 
     median = sorted(rounds, key=lambda r: r.ratio)[(len(rounds) - 1) // 2]
-    failures = sum(r.floor.failures + r.app.failures + (r.baseline.failures if r.baseline else 0) for r in rounds)
+    failures = sum(sum(target.failures for target in _targets(r)) for r in rounds)
     failures += sum(len(lines) for lines in serving.values())
     with_baseline = [r for r in rounds if r.baseline is not None]
     baseline_median = (
@@ -1773,6 +1857,11 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
             ]
         ),
         open_loop=_open_loop_medians(rounds) if cfg.rate is not None else {},
+        consoles_throughput_ratio=_median(
+            [r.consoles.requests_per_s / r.app.requests_per_s for r in rounds if r.consoles and r.app.requests_per_s]
+        ),
+        consoles_p99_ratio=_median([r.consoles.p99_ms / r.app.p99_ms for r in rounds if r.consoles and r.app.p99_ms]),
+        consoles_stats={"count": cfg.consoles, "rounds": console_stats} if cfg.consoles else {},
     )
 
 
@@ -1802,7 +1891,9 @@ def _open_loop_medians(rounds: Sequence[Round]) -> dict[str, dict[str, float]]:
     }
 
 
-def _round(floor: TargetResult, app: TargetResult, baseline: TargetResult | None = None) -> Round:
+def _round(
+    floor: TargetResult, app: TargetResult, baseline: TargetResult | None = None, consoles: TargetResult | None = None
+) -> Round:
     def ratio(target: TargetResult) -> float:
         return target.requests_per_s / floor.requests_per_s if floor.requests_per_s else 0.0
 
@@ -1814,7 +1905,17 @@ def _round(floor: TargetResult, app: TargetResult, baseline: TargetResult | None
         floor.server_cpu_ms_per_request / app_cpu if app_cpu else 0.0,
         baseline,
         ratio(baseline) if baseline is not None else 0.0,
+        consoles,
     )
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _distinct_ports(count: int) -> list[int]:
@@ -1836,13 +1937,16 @@ def format_report(result: BenchResult) -> str:
     with_baseline = result.baseline_label is not None
     alternating = "floor/app/baseline" if with_baseline else "floor/app"
     rounds = f", {len(result.rounds)} rounds alternating {alternating} (median shown)" if len(result.rounds) > 1 else ""
-    both = cfg.get("steps", "both") == "both"
+    steps_posted = cfg.get("steps", "both")
     app_name = str(cfg.get("app", "warmline"))
     app_label = {"checked": "reference app (form + signature)", "minimal": "reference app (+ lookup, 1 INSERT)"}.get(
         app_name, "warmline"
     )
     baseline_label = f"baseline {result.baseline_label}"
-    posted = "signed POST /voice/incoming, then POST /voice/gather" if both else "signed POST /voice/incoming only"
+    posted = {
+        "both": "signed POST /voice/incoming, then POST /voice/gather",
+        "call": "signed POST /voice/incoming, /voice/gather, then the final POST /voice/status",
+    }.get(str(steps_posted), "signed POST /voice/incoming only")
     if open_loop:
         load = f"open loop: {cfg['rate']:g} calls/s arriving (Poisson, seed {cfg['seed']})"
         client = "open-loop client (a connection per request; a sender and a reader thread)"
@@ -1889,15 +1993,18 @@ def format_report(result: BenchResult) -> str:
         suffix = f" #{number}" if many else ""
         lines.append(row(f"{floor_label}{suffix}", current.floor))
         apps = [(app_label, current.app)] + ([(baseline_label, current.baseline)] if current.baseline else [])
+        if current.consoles is not None:
+            apps.append((f"{app_label} + {cfg['consoles']} consoles", current.consoles))
         for label, target in apps:
             lines.append(row(f"{label}{suffix}", target))
-            if both:
+            if steps_posted != "incoming":
                 for step in STEPS:
-                    lines.append(step_row(f"  {PATHS[step]}", target, target.steps[step]))
+                    if target.steps[step].requests:
+                        lines.append(step_row(f"  {PATHS[step]}", target, target.steps[step]))
     floor, app = result.floor, result.app
     outcomes = ", ".join(f"{verb} {count}" for verb, count in sorted(app.gather_outcomes.items(), key=lambda i: -i[1]))
     lines += [""]
-    if both and app_name == "warmline":
+    if steps_posted != "incoming" and app_name == "warmline":
         lines.append(f"gather step answered: {outcomes or 'nothing'}")
     lines += [
         f"CPU busy: servers {floor.server_cpu_cores:.2f} / {app.server_cpu_cores:.2f} cores, load generator "
@@ -1954,6 +2061,22 @@ def format_report(result: BenchResult) -> str:
                 f"ratio {baseline_label}/floor throughput = {result.baseline_ratio:.2f}",
                 f"ratio app/{baseline_label} throughput = {result.app_to_baseline:.2f} (same rounds, same load)",
             ]
+    if result.consoles_stats:
+        verdict = "within 10 %" if result.consoles_throughput_ratio >= 0.9 else "MORE THAN 10 % LOST"
+        lines += [
+            "",
+            f"with {cfg['consoles']} consoles' live-events streams open against none (same rounds, same load): "
+            f"throughput {result.consoles_throughput_ratio:.3f}x ({verdict}), p99 {result.consoles_p99_ratio:.2f}x",
+        ]
+        if many:
+            lines.append(
+                "by round (throughput with/without): "
+                + ", ".join(
+                    f"{r.consoles.requests_per_s / r.app.requests_per_s:.3f}"
+                    for r in result.rounds
+                    if r.consoles and r.app.requests_per_s
+                )
+            )
     if not result.ok:
         lines += ["", "!" * 100, f"!!! {result.failures} FAILURES: these figures are NOT valid", "!" * 100]
         for number, current in enumerate(result.rounds, start=1):
@@ -1980,7 +2103,8 @@ def explain_trace(directory: Path, result: BenchResult, *, threshold_ms: float =
 
 
 def _targets(current: Round) -> list[TargetResult]:
-    return [current.floor, current.app] + ([current.baseline] if current.baseline is not None else [])
+    extra = [target for target in (current.baseline, current.consoles) if target is not None]
+    return [current.floor, current.app, *extra]
 
 
 # --- command line ----------------------------------------------------------------------------------------------------
@@ -2017,10 +2141,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
     )
     parser.add_argument(
         "--steps",
-        choices=["both", "incoming"],
+        choices=["both", "incoming", "call"],
         default=None,
         help="both: each call posts /voice/incoming then /voice/gather (the default in the closed loop); incoming: "
-        "only /voice/incoming (the default with --rate)",
+        "only /voice/incoming (the default with --rate); call: both, then the call's final status callback "
+        "(completed: ends the interaction, writes the CRM outbox)",
     )
     parser.add_argument(
         "--rate",
@@ -2068,6 +2193,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
     parser.add_argument("--seed", type=int, default=7, help="random seed for callers and phrases")
     parser.add_argument("--rounds", type=int, default=1, help="alternate floor/app runs this many times (median)")
     parser.add_argument("--log-dir", default=None, help="keep the servers' logs (floor.log, warmline.log) here")
+    parser.add_argument(
+        "--consoles",
+        type=int,
+        default=0,
+        help="also measure the app with N signed-in rep consoles following the live-events stream (same rounds)",
+    )
     args = parser.parse_args(argv)
     if min(args.concurrency, args.rounds, args.workers, args.threads, args.calls or 1) < 1:
         parser.error("--concurrency, --rounds, --workers, --threads and --calls must be ≥ 1")
@@ -2100,6 +2231,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, bool, bo
         seed=args.seed,
         rounds=args.rounds,
         log_dir=args.log_dir,
+        consoles=args.consoles,
     )
     return cfg, args.json, args.fail_under_target
 

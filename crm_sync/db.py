@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from crm_sync import sqlite
+from crm_sync.changes import notify_commits
 from crm_sync.sync.outbox import OutboxWriter
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -109,6 +110,8 @@ class Store:
         self.announce_to = tuple(announce_to)
         if self.announce_to:
             event.listen(self._sessions, "before_flush", OutboxWriter(self.announce_to))
+        if not self._sqlite:  # other processes hear of every commit (the console's live events; crm_sync.changes)
+            notify_commits(self._sessions)
 
     @contextmanager
     def unit_of_work(self, *, read_only: bool = False) -> Iterator[Session]:

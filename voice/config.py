@@ -244,6 +244,9 @@ class ConsoleSettings(_Section):
     session_hours: int = Field(default=12, ge=1, le=24 * 14)
     # Failed sign-ins allowed per name (and, times three, per address) in 15 minutes before sign-in is paused.
     max_failed_sign_ins: int = Field(default=5, ge=1, le=100)
+    # Where pages open the live-updates stream: "" = the events server `warmline serve` starts on the port after
+    # the app's (same host name); a path (/console/events) or URL when a proxy routes it; "off" = pages poll.
+    events_url: str = ""
 
     def dispositions_for(self, department: str | None) -> list[str]:
         return self.department_dispositions.get(department or "", self.dispositions)

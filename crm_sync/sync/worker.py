@@ -153,7 +153,12 @@ class DeliveryWorker:
             if not target.pulls or (last is not None and time.monotonic() - last < interval):
                 continue
             self._last_pull[name] = time.monotonic()
-            reports += self.pull([name])
+            try:
+                reports += self.pull([name])
+            except (TryLater, Rejected, TargetRefused) as failure:
+                # A scheduled pull from a CRM that is down or refusing is the CRM's state, recorded on it by pull()
+                # (`crm sync status` shows it): one line, not a traceback per pull interval; the next pull retries.
+                log.warning("CRM %s: contact pull failed: %s", name, failure)
         return reports
 
     def pull(self, names: list[str] | None = None, *, full: bool = False) -> list[PullReport]:

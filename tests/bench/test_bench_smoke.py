@@ -74,6 +74,17 @@ def test_incoming_alone_posts_only_the_incoming_webhook() -> None:
     assert "POST /voice/incoming only" in report and "gather step answered" not in report
 
 
+def test_whole_calls_end_with_their_status_callback() -> None:
+    returncode, result, report = run_bench("--steps", "call")
+    assert returncode == 0 and result["ok"] is True and result["failures"] == 0, report
+    for name in ("floor", "app"):
+        steps = result[name]["steps"]
+        # Every step of the calls in the window answered (a call's first steps may fall just before it opens).
+        assert min(steps[step]["requests"] for step in ("incoming", "gather", "status")) >= 40, report
+        assert steps["status"]["requests"] == result[name]["calls"], report
+    assert "then the final POST /voice/status" in report
+
+
 @pytest.mark.parametrize("reference", ["checked", "minimal"])
 def test_a_reference_floor_can_take_the_apps_place_and_is_never_judged(reference: str) -> None:
     returncode, result, report = run_bench("--app", reference)

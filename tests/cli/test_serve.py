@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from sqlalchemy import select
 
@@ -30,6 +31,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SWEEP_INTERVAL = 0.2
 WORKERS = 2
 HOUSEKEEPING_MODULE = "voice.cli.housekeeping_process"
+EVENTS_MODULE = "voice.cli.console_events"
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes through Linux /proc")
 
@@ -82,11 +84,19 @@ class Served:
     log: Path
     started: tuple[int, ...] = ()  # the server's processes once it was up (its children outlive a killed server)
 
+    port: int = 0
+
     def housekeeping(self) -> list[int]:
         return [pid for pid, command in children(self.process.pid).items() if HOUSEKEEPING_MODULE in command]
 
+    def events(self) -> list[int]:
+        return [pid for pid, command in children(self.process.pid).items() if EVENTS_MODULE in command]
+
     def workers(self) -> list[int]:
-        return [pid for pid, command in children(self.process.pid).items() if HOUSEKEEPING_MODULE not in command]
+        helpers = (HOUSEKEEPING_MODULE, EVENTS_MODULE)
+        return [
+            pid for pid, command in children(self.process.pid).items() if not any(name in command for name in helpers)
+        ]
 
     def rep_state(self, name: str) -> RepState:
         with self.store.unit_of_work(read_only=True) as session:
@@ -102,6 +112,20 @@ class Served:
             rep.wrap_up_until = utcnow() - timedelta(seconds=1)
 
 
+def free_port_pair() -> int:
+    """A port whose next port is free too (the live-events process takes the port after the app's)."""
+    for _ in range(50):
+        with socket.socket() as probe, socket.socket() as following:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+            try:
+                following.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two free ports in a row")
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     config = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text(encoding="utf-8"))
@@ -110,9 +134,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     config["routing"]["sweep_interval"] = SWEEP_INTERVAL
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     url = f"sqlite:///{tmp_path / 'warmline.sqlite3'}"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port_pair()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("WARMLINE_", "TWILIO_"))}
     env.update(
         WARMLINE_CONFIG=str(tmp_path / "config.yaml"),
@@ -133,13 +155,14 @@ def served(tmp_path: Path) -> Iterator[Served]:
             start_new_session=True,
         )
     store = Store(url)
-    served = Served(process, store, log)
+    served = Served(process, store, log, port=port)
     try:
         wait_for(
-            lambda: answers(port) and len(children(process.pid)) == WORKERS + 1,
+            lambda: answers(port) and len(children(process.pid)) == WORKERS + 2,
             within=60,
             what=lambda: (
-                f"{WORKERS} workers and a housekeeping process, not {children(process.pid)}:\n{log.read_text()}"
+                f"{WORKERS} workers, a housekeeping and a live-events process, not {children(process.pid)}:\n"
+                f"{log.read_text()}"
             ),
         )
         served.started = (process.pid, *children(process.pid))
@@ -188,6 +211,26 @@ def test_the_housekeeping_process_stops_with_the_server(served: Served) -> None:
 def test_the_housekeeping_process_ends_when_the_server_is_killed(served: Served) -> None:
     """Killed outright, the server cannot stop it: it notices its parent is gone and ends by itself."""
     (housekeeping,) = served.housekeeping()
+    (events,) = served.events()
     served.process.kill()
     served.process.wait(timeout=10)
     wait_for(lambda: not alive(housekeeping), within=15, what="the housekeeping process outlived a killed server")
+    wait_for(lambda: not alive(events), within=15, what="the live-events process outlived a killed server")
+
+
+def test_the_live_events_process_answers_on_the_next_port_and_stops_with_the_server(served: Served) -> None:
+    """The console's stream is served beside the workers (no worker holds it): not signed in, it answers 401; the
+    app's pages name it; it ends with the server."""
+    (events,) = served.events()
+    events_url = f"http://127.0.0.1:{served.port + 1}/console/events"
+    wait_for(lambda: status_of(events_url) == 401, within=30, what=lambda: f"{events_url}: {served.log.read_text()}")
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=30) == 0
+    wait_for(lambda: not alive(events), within=10, what="the live-events process ended with the server")
+
+
+def status_of(url: str) -> int | None:
+    try:
+        return requests.get(url, timeout=2).status_code
+    except requests.RequestException:
+        return None

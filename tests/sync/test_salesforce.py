@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from flask import Flask
 
 from tests.fakes.crm_server import Scripted
@@ -111,3 +112,21 @@ def test_contacts_are_pulled_incrementally(sync_app_factory: Callable[..., Flask
     with store_of(app).unit_of_work(read_only=True) as session:
         customer = find_customer_by_phone(session, "+15553109999")
         assert customer is not None and customer.name == "Newly Added"
+
+
+def test_a_scheduled_pull_from_a_crm_that_is_down_is_recorded_and_does_not_raise(
+    sync_app_factory: Callable[..., Flask], salesforce: FakeSalesforce, caplog: pytest.LogCaptureFixture
+) -> None:
+    from crm_sync.queries import sync as sync_queries
+
+    app = sync_app_factory(**crm_overrides(salesforce=salesforce, pull_interval=60.0))
+    worker = worker_for(app)
+    salesforce.go_down()
+    with caplog.at_level("WARNING", logger="crm_sync.sync.worker"):
+        assert worker.pull_when_due() == []  # the delivery loop goes on; no traceback per pull interval
+    assert [r.getMessage() for r in caplog.records if "contact pull failed" in r.getMessage()]
+    assert not [r for r in caplog.records if r.exc_info]
+    with store_of(app).unit_of_work(read_only=True) as session:
+        assert sync_queries.target_state(session, "salesforce").pull_error
+    salesforce.come_back()
+    assert worker.pull_when_due() == []  # not due again before the interval

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from voice.cli.admin import crm, db, reps
+from voice.cli.console_events import console_events
 from voice.cli.context import CommandApp, warmline_parts, with_app
 from voice.cli.flows import flows
 from voice.cli.serve import serve
@@ -27,6 +28,7 @@ def main(ctx: click.Context) -> None:
 
 
 main.add_command(serve)
+main.add_command(console_events)
 main.add_command(db)
 main.add_command(crm)
 main.add_command(reps)

@@ -17,8 +17,10 @@ from typing import Any
 import click
 
 from voice import create_app
+from voice.cli.console_events import EventsProcess
 from voice.cli.context import warmline_parts, with_app
 from voice.cli.housekeeping_process import HousekeepingProcess
+from voice.web.console.app import EVENTS_PORT_CONFIG
 
 SERVING_FILE = "serving.json"
 
@@ -94,6 +96,9 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
 
     # The housekeeping pass runs in one process beside the workers, not in a thread of each (see its module).
     housekeeping = HousekeepingProcess() if settings.routing.sweep_interval else None
+    # The console's live updates: an asyncio process of their own on the next port, so that an open console never
+    # holds a worker webhooks need (voice/live/server.py); "off" leaves the pages polling.
+    events = EventsProcess(host, port + 1) if settings.console.events_url.strip().lower() != "off" else None
     url = loopback_url(host, port)
     overrides: dict[str, Any] = {}
     if settings.development and not settings.public_url:
@@ -111,12 +116,16 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
             self.cfg.set("control_socket_disable", True)  # several servers on one host must not share one socket
             self.cfg.set("accesslog", "-")
             self.cfg.set("post_worker_init", _freeze_the_loaded_app)
-            if housekeeping is not None:  # started once gunicorn listens, stopped when it exits
-                self.cfg.set("when_ready", lambda _arbiter: housekeeping.start())
-                self.cfg.set("on_exit", lambda _arbiter: housekeeping.stop())
+            # The helper processes start once gunicorn listens and stop when it exits.
+            helpers = [process for process in (housekeeping, events) if process is not None]
+            self.cfg.set("when_ready", lambda _arbiter: [process.start() for process in helpers])
+            self.cfg.set("on_exit", lambda _arbiter: [process.stop() for process in helpers])
 
         def load(self) -> Any:
-            return create_app(overrides, housekeeping=False)
+            app = create_app(overrides, housekeeping=False)
+            if events is not None:
+                app.config[EVENTS_PORT_CONFIG] = events.port
+            return app
 
     record = ServingRecord(
         url=url,
@@ -126,6 +135,8 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
     )
     written = record.write(settings.instance_path)
     click.echo(f"Warmline answering on {url}/voice/incoming (status: /voice/status)")
+    if events is not None:
+        click.echo(f"console live updates on {loopback_url(host, events.port)}/console/events")
     if settings.development:
         click.echo(
             "development mode (no TWILIO_AUTH_TOKEN): try a call with `warmline call`, which also answers the REST "

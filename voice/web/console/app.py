@@ -16,8 +16,13 @@ from voice.web.parts import app_parts
 
 #: How often a page asks ``/console/state`` when it has no live-events stream (seconds).
 POLL_SECONDS = 2.0
-#: The app.config key naming the live-events stream's URL for the pages ("" : none; the pages poll).
+#: The app.config key naming the live-events stream's URL for the pages ("" : none; the pages poll). Set by tests;
+#: otherwise ``console.events_url`` and :data:`EVENTS_PORT_CONFIG` decide.
 EVENTS_URL_CONFIG = "WARMLINE_CONSOLE_EVENTS_URL"
+#: The app.config key holding the port of the live-events server ``warmline serve`` started beside the app.
+EVENTS_PORT_CONFIG = "WARMLINE_CONSOLE_EVENTS_PORT"
+#: Where the live-events server answers (voice/live/server.py).
+EVENTS_PATH = "/console/events"
 
 console = Blueprint(
     "console",
@@ -43,12 +48,23 @@ def on_error(error: Exception) -> ResponseReturnValue:
 
 
 def events_url() -> str:
-    """Where a page's EventSource connects; "" when no live-events server is known (the page polls).
+    """Where a page's EventSource connects; "" when there is no live-events server (the page polls).
 
-    The seam for the live-events server (``warmline serve`` starts it on the port after the app's): the lead
-    connects it here, e.g. ``app_parts().settings.console.events_url(request.host_url)``; tests set
-    :data:`EVENTS_URL_CONFIG`."""
-    return str(current_app.config.get(EVENTS_URL_CONFIG, ""))
+    In order: the URL tests put in :data:`EVENTS_URL_CONFIG`; ``console.events_url`` when set (a path on this origin
+    that a proxy routes to the events server, or a URL; "off": none); else the server ``warmline serve`` runs on
+    the port after the app's, on the host name this page was asked for (so a page opened as http://box:5000 follows
+    http://box:5001; its cookie goes along, cookies do not depend on the port)."""
+    configured = current_app.config.get(EVENTS_URL_CONFIG)
+    if configured is not None:
+        return str(configured)
+    setting = app_parts().settings.console.events_url.strip()
+    if setting:
+        return "" if setting.lower() == "off" else setting
+    port = current_app.config.get(EVENTS_PORT_CONFIG)
+    if not port:
+        return ""
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    return f"{request.scheme}://{host}:{port}{EVENTS_PATH}"
 
 
 @console.context_processor

@@ -259,9 +259,22 @@
             stream.close();
             window.location.assign(config.signInUrl);
         });
+        let reopening = null;
+        stream.addEventListener("open", () => {
+            clearTimeout(reopening);
+            reopening = null;
+        });
         stream.addEventListener("error", () => {
             // Before anything was heard, or once the browser stops retrying, the stream is not going to work.
-            if (!heard || stream.readyState === EventSource.CLOSED) giveUp("the live-updates stream failed");
+            if (!heard || stream.readyState === EventSource.CLOSED) {
+                giveUp("the live-updates stream failed");
+                return;
+            }
+            // The browser retries a dropped stream by itself, forever if the server is gone: a stream not back
+            // within the grace period is given up, and the page polls (it shows what changed meanwhile at once).
+            if (reopening === null) {
+                reopening = setTimeout(() => giveUp("the live-updates stream did not come back"), STREAM_GRACE_MS);
+            }
         });
     }
 

@@ -1,0 +1,108 @@
+"""`warmline console-events`: the console's live-events server (``voice.live.server``) in a process of its own, and
+the server side of starting and stopping it (``warmline serve`` runs one on the port after the app's, started
+once gunicorn listens and stopped when it exits, as the housekeeping process is).
+
+The process builds the app's parts as a one-shot command does (same settings, environment and config file; no
+flow watcher, no sweep), then serves on an asyncio loop until SIGTERM/SIGINT, or until the server that named itself
+with ``--parent`` is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+import click
+from aiohttp import web
+
+from voice.cli.context import CommandApp, warmline_parts, with_app
+from voice.live.feeds import feed_for
+from voice.live.server import LiveEvents
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks at whether the server that started the process is still there.
+PARENT_CHECK_INTERVAL = 1.0
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+@click.command("console-events")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5001, show_default=True, type=int)
+@click.option("--parent", type=int, default=None, help="stop when this process is gone (`warmline serve` names itself)")
+@click.option(
+    "--allow-origin",
+    multiple=True,
+    help="a page origin allowed to follow the stream besides the public URL's and this host name's (repeatable)",
+)
+@with_app
+def console_events(host: str, port: int, parent: int | None, allow_origin: tuple[str, ...]) -> None:
+    """Serve the rep console's live updates (Server-Sent Events on /console/events)."""
+    warmline = warmline_parts()
+    settings = warmline.settings
+    logging.getLogger("voice.live").setLevel(settings.log_level)
+    origins = (origin_of(settings.public_url), *allow_origin)
+    events = LiveEvents(warmline, feed_for(settings.database_url), allowed_origins=origins)
+    app = events.application()
+    if parent is not None:
+        app.on_startup.append(lambda _app: _watch_parent(parent))
+    click.echo(f"console live events on http://{host}:{port}/console/events")
+    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=2.0, access_log=None)
+
+
+async def _watch_parent(parent: int) -> None:
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(PARENT_CHECK_INTERVAL)
+            if os.getppid() != parent:
+                log.warning("the server that started the live-events process is gone: stopping")
+                os.kill(os.getpid(), signal.SIGTERM)  # run_app's own graceful exit
+                return
+
+    asyncio.get_running_loop().create_task(watch())
+
+
+class EventsProcess:
+    """The server's side: start the process on ``host:port``, stop it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        # A fresh interpreter, not a fork of the server (which has loaded the app and may hold connections).
+        command = [
+            sys.executable, "-m", __name__,
+            "--host", self.host, "--port", str(self.port), "--parent", str(os.getpid()),
+        ]  # fmt: skip
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        log.info("live-events process %s started", self._process.pid)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("live-events process %s did not stop in %.0f s: killed", process.pid, timeout)
+            process.kill()
+            process.wait()
+
+
+if __name__ == "__main__":
+    console_events.main(args=sys.argv[1:], prog_name="warmline console-events", obj=CommandApp())
