@@ -10,10 +10,11 @@ SQLite is the embedded default (its specifics: ``crm_sync.sqlite``); PostgreSQL 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -21,7 +22,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
 from crm_sync import sqlite
 from crm_sync.changes import notify_commits
@@ -166,6 +169,32 @@ class Store:
     def dispose(self) -> None:
         self.engine.dispose()
         self._read_engine.dispose()
+
+
+_Result = TypeVar("_Result")
+
+#: PostgreSQL's SQLSTATE for a transaction it rolled back to break a deadlock.
+DEADLOCK_DETECTED = "40P01"
+
+
+def is_deadlock(error: BaseException) -> bool:
+    """Whether ``error`` is PostgreSQL rolling this transaction back to break a deadlock (nothing it did was kept)."""
+    return isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) == DEADLOCK_DETECTED
+
+
+def again_after_deadlock(work: Callable[[], _Result], *, attempts: int = 3) -> _Result:
+    """Run ``work`` (a whole use case: its units of work, nothing sent before they commit) and run it again when
+    PostgreSQL broke a deadlock by rolling it back. Two use cases that lock the same rows in opposite orders (a
+    rep's wrap-up locks the call then the rep; a call's last webhooks lock the rep then the call) are both right;
+    the database picks one to roll back, and running that one again is the standard answer, rather than a global
+    lock order every use case would have to know. A short random pause lets the other transaction finish first."""
+    retrying = Retrying(
+        retry=retry_if_exception(is_deadlock),
+        stop=stop_after_attempt(attempts),
+        wait=wait_random(0.0, 0.05),
+        reraise=True,
+    )
+    return retrying(work)
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:

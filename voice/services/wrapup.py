@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crm_sync.db import again_after_deadlock
 from crm_sync.errors import InvalidInput
 from crm_sync.models import Interaction, LearnedExample, Offer, OfferState, RepState
 from crm_sync.queries import interactions, learned, reps
@@ -55,6 +56,16 @@ class WrapUpService(Service):
         """Record the wrap-up (each field given replaces what was there; None leaves it)."""
         if notes is not None and len(notes) > MAX_NOTES:
             raise InvalidInput(f"notes: at most {MAX_NOTES} characters")
+        result, actions = again_after_deadlock(
+            lambda: self._record(actor, call_sid, disposition=disposition, notes=notes, department=department)
+        )
+        self._after_commit(actions)
+        return result
+
+    def _record(
+        self, actor: Actor, call_sid: str, *, disposition: str | None, notes: str | None, department: str | None
+    ) -> tuple[WrapUp, list[Action]]:
+        """One try at the wrap-up's transaction (see :meth:`save`)."""
         actions: list[Action] = []
         with self._store.unit_of_work() as session:
             interaction = interactions.require_interaction(session, call_sid, for_update=True)
@@ -98,8 +109,7 @@ class WrapUpService(Service):
                 corrected_department=interaction.corrected_department,
                 wrap_up_ended=ended,
             )
-        self._after_commit(actions)
-        return result
+        return result, actions
 
     def _teach(self, session: Session, interaction: Interaction, actor: Actor) -> None:
         """Routing learns from the correction (``ivr_flows.learning`` decides whether it uses it): in the same
