@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from flask import Blueprint, Response, request
 
+from crm_sync.db import again_after_deadlock
 from voice.services.calls import CallService
 from voice.services.handoffs import HandoffService
 from voice.services.queue import QueueService
@@ -35,7 +36,13 @@ def webhook(endpoint: Endpoint, leg: Leg) -> Callable[[View], View]:
     """Register the view Twilio POSTs ``endpoint`` to; ``leg``: whose call it answers for (see ``Leg``)."""
 
     def register(view: View) -> View:
-        bp.add_url_rule(endpoint.path, endpoint.view_name, view, methods=["POST"])
+        # A webhook that PostgreSQL picks as a deadlock's victim runs again rather than falling back: its
+        # transaction was rolled back whole and nothing is sent before a commit (ARCHITECTURE.md, "A deadlock
+        # victim runs again").
+        def view_again_after_deadlock() -> Response:
+            return again_after_deadlock(view)
+
+        bp.add_url_rule(endpoint.path, endpoint.view_name, view_again_after_deadlock, methods=["POST"])
         LEGS[f"{bp.name}.{endpoint.view_name}"] = leg
         return view
 
