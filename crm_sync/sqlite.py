@@ -5,9 +5,13 @@ takes the write lock at once and waits for it, instead of failing with "database
 later tries to write (a deferred transaction cannot always be upgraded). Reads still go in parallel under WAL, on an
 engine whose transactions begin deferred (``Store.unit_of_work(read_only=True)``).
 
-Writers queue on an ``flock()`` before ``BEGIN IMMEDIATE``: the kernel wakes the next writer the moment the lock is
-free, where SQLite's own busy handler sleeps in growing steps (1 ms, 2 ms, 5 ms, ... up to 100 ms) and wastes the
-wait. It works across threads and processes alike, since every connection has its own open file description.
+Writers queue on an ``flock()`` before ``BEGIN IMMEDIATE``, asked without blocking and then again after short
+pauses (:data:`WRITER_LOCK_PAUSES`, at most 1 ms): SQLite's own busy handler sleeps in growing steps (1 ms, 2 ms,
+5 ms, ... up to 100 ms) and wastes the wait. It works across threads and processes alike, since every connection has
+its own open file description. The wait for the flock and SQLite's own busy wait share one deadline
+(:data:`BUSY_TIMEOUT_MS`): a blocking ``flock()`` has none, and behind a writer stuck for 35 s (another program
+holding the database) every webhook queued past Twilio's 15 s and gunicorn's worker timeout, each one in the queue
+waiting for the busy timeouts of all those ahead of it.
 
 Everything here hangs on SQLAlchemy's own connection events: statements still go through SQLAlchemy (``echo``,
 events and error translation see all of them).
@@ -16,6 +20,8 @@ events and error translation see all of them).
 from __future__ import annotations
 
 import fcntl
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,15 @@ _REOPEN_AFTER = ("readonly database", "disk i/o error", "unable to open database
 #: Twilio's 15 s for a webhook (which then answers with fallback TwiML), and gunicorn's worker timeout, rather than
 #: SQLite's usual 30 s, which outlasted both.
 BUSY_TIMEOUT_MS = 5_000
+
+#: Pauses between two asks for the writers' flock while another writer holds it (seconds; the last one repeats).
+#: Another worker's write transaction takes ~0.2-0.7 ms (ARCHITECTURE.md), so a waiter looks again about as often.
+WRITER_LOCK_PAUSES = (0.0001, 0.0002, 0.0004, 0.0007, 0.001)
+
+
+class WriterLockTimeout(sqlite3.OperationalError):
+    """The writers' flock stayed taken for the whole budget: the same failure as SQLite's "database is locked", so
+    a webhook answers with fallback TwiML instead of waiting past Twilio's timeout."""
 
 
 def writer_lock_path(url: str) -> Path | None:
@@ -65,13 +80,13 @@ def configure(engine: Engine, *, immediate: bool, lock_path: Path | None, autoch
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
+        # Sent on the DBAPI connection itself, inside SQLAlchemy's own begin: through exec_driver_sql it would cost
+        # SQLAlchemy's whole execution path (more than the BEGIN), on every unit of work.
+        driver = connection.connection.driver_connection
+        assert driver is not None  # a checked-out connection always has its DBAPI connection
         if lock_path is not None:
-            _take_writer_lock(connection.connection.info, lock_path)
+            _take_writer_lock(connection.connection.info, lock_path, driver)
         try:
-            # Sent on the DBAPI connection itself, inside SQLAlchemy's own begin: through exec_driver_sql it would
-            # cost SQLAlchemy's whole execution path (more than the BEGIN), on every unit of work.
-            driver = connection.connection.driver_connection
-            assert driver is not None  # a checked-out connection always has its DBAPI connection
             driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         except BaseException:
             _drop_writer_lock(connection.connection.info)
@@ -109,12 +124,44 @@ def checkpoint(engine: Engine) -> tuple[int, int, int]:
     return int(busy), int(frames), int(copied)
 
 
-def _take_writer_lock(info: dict[str, Any], lock_path: Path) -> None:
+def _take_writer_lock(info: dict[str, Any], lock_path: Path, driver: Any) -> None:
+    """Take the writers' flock within :data:`BUSY_TIMEOUT_MS`, then leave SQLite's busy wait only what is left of
+    it; :class:`WriterLockTimeout` when the flock never came free."""
     handle = info.get("writer_lock")
     if handle is None:
         handle = info["writer_lock"] = open(lock_path, "a+b")  # noqa: SIM115 - lives as long as the connection
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    if _try_flock(handle):
+        if info.pop("busy_timeout_shortened", False):
+            driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        info["writer_locked"] = True
+        return
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pauses = iter(WRITER_LOCK_PAUSES)
+    pause = WRITER_LOCK_PAUSES[-1]
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WriterLockTimeout(f"database is locked: the writers' lock stayed taken for {BUSY_TIMEOUT_MS} ms")
+        time.sleep(min(next(pauses, pause), left))
+        if _try_flock(handle):
+            break
     info["writer_locked"] = True
+    # The flock took part of the budget: SQLite's busy wait (a program writing without the flock) gets the rest.
+    left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+    try:
+        driver.execute(f"PRAGMA busy_timeout={left_ms}")
+    except BaseException:
+        _drop_writer_lock(info)
+        raise
+    info["busy_timeout_shortened"] = True
+
+
+def _try_flock(handle: Any) -> bool:
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _drop_writer_lock(info: dict[str, Any]) -> None:
