@@ -20,8 +20,10 @@ events and error translation see all of them).
 from __future__ import annotations
 
 import fcntl
+import gc
 import sqlite3
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,11 @@ _REOPEN_AFTER = ("readonly database", "disk i/o error", "unable to open database
 #: Twilio's 15 s for a webhook (which then answers with fallback TwiML), and gunicorn's worker timeout, rather than
 #: SQLite's usual 30 s, which outlasted both.
 BUSY_TIMEOUT_MS = 5_000
+
+#: Every engine of this process on each database file (a Store has two: writers and readers), and the files whose
+#: connections failed for good since: see :func:`_reopen_everywhere`.
+_ENGINES_BY_FILE: dict[str, weakref.WeakSet[Engine]] = {}
+_REOPENING: set[str] = set()
 
 #: Pauses between two asks for the writers' flock while another writer holds it (seconds; the last one repeats).
 #: Another worker's write transaction takes ~0.2-0.7 ms (ARCHITECTURE.md), so a waiter looks again about as often.
@@ -62,6 +69,21 @@ def configure(engine: Engine, *, immediate: bool, lock_path: Path | None, autoch
     :func:`checkpoint` regularly (``Store``'s docstring says why).
     """
 
+    database = engine.url.database or ""
+    if database not in ("", ":memory:"):
+        _ENGINES_BY_FILE.setdefault(database, weakref.WeakSet()).add(engine)
+
+    @event.listens_for(engine, "do_connect")
+    def _before_connecting(*_: Any) -> None:
+        if database in _REOPENING:
+            _REOPENING.discard(database)
+            # The connections discarded after a file fault are closed with sqlite3_close_v2, which leaves a closed
+            # connection open underneath until its statements are freed; those sit in the failed request's
+            # traceback, a reference cycle, until a collection. And while any connection of this process has the
+            # file open, SQLite's per-process state of it (the WAL index, mapped read-only during the fault) stays,
+            # and every new connection is read-only through it. Collect them first, once per fault.
+            gc.collect()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (the "begin" listener below).
@@ -88,8 +110,14 @@ def configure(engine: Engine, *, immediate: bool, lock_path: Path | None, autoch
             _take_writer_lock(connection.connection.info, lock_path, driver)
         try:
             driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-        except BaseException:
+        except BaseException as error:
             _drop_writer_lock(connection.connection.info)
+            if _must_reopen(error):
+                # This BEGIN ran outside SQLAlchemy's execution path, so handle_error below never sees it: a
+                # connection opened read-only while the files were unwritable would fail every BEGIN IMMEDIATE for
+                # good (measured: workers restarted during the fault still failed 70 s after it). Discard it.
+                connection.invalidate(error)
+                _reopen_everywhere(database)
             raise
 
     @event.listens_for(engine, "handle_error")
@@ -98,10 +126,10 @@ def configure(engine: Engine, *, immediate: bool, lock_path: Path | None, autoch
         # write a readonly database"), and one whose files failed under it keeps failing ("disk I/O error"). Treat
         # both like a lost connection: SQLAlchemy then discards the pool's connections, and the next checkout opens
         # new ones, read-write again the moment the files are writable (before: only a restart recovered).
-        message = str(context.original_exception).lower()
-        if any(sign in message for sign in _REOPEN_AFTER):
+        if _must_reopen(context.original_exception):
             context.is_disconnect = True
             context.invalidate_pool_on_disconnect = True
+            _reopen_everywhere(database)
 
     if lock_path is not None:
         # The flock is given up when the connection goes back to the pool, which a unit of work does the moment
@@ -122,6 +150,20 @@ def checkpoint(engine: Engine) -> tuple[int, int, int]:
     finally:
         connection.close()
     return int(busy), int(frames), int(copied)
+
+
+def _reopen_everywhere(database: str) -> None:
+    """After a file fault, close every connection of this process on ``database``, the read engine's included:
+    reads still work on a connection opened read-only, so nothing else would ever close it, and while one is open
+    the process's new connections share its read-only view of the WAL index (measured: a fresh connection in the
+    same process failed to write after the fault while one in another process could)."""
+    _REOPENING.add(database)
+    for engine in list(_ENGINES_BY_FILE.get(database, ())):
+        engine.dispose()  # idle connections closed now; one in use elsewhere is dropped when it comes back
+
+
+def _must_reopen(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.Error) and any(sign in str(error).lower() for sign in _REOPEN_AFTER)
 
 
 def _take_writer_lock(info: dict[str, Any], lock_path: Path, driver: Any) -> None:
