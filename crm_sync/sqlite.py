@@ -11,7 +11,8 @@ pauses (:data:`WRITER_LOCK_PAUSES`, at most 1 ms): SQLite's own busy handler sle
 its own open file description. The wait for the flock and SQLite's own busy wait share one deadline
 (:data:`BUSY_TIMEOUT_MS`): a blocking ``flock()`` has none, and behind a writer stuck for 35 s (another program
 holding the database) every webhook queued past Twilio's 15 s and gunicorn's worker timeout, each one in the queue
-waiting for the busy timeouts of all those ahead of it.
+waiting for the busy timeouts of all those ahead of it. Once a writer has run out of its budget, the process's next
+writers get a short one (:data:`STUCK_LOCK_BUDGET_MS`) until a write transaction begins again.
 
 Everything here hangs on SQLAlchemy's own connection events: statements still go through SQLAlchemy (``echo``,
 events and error translation see all of them).
@@ -37,6 +38,14 @@ _REOPEN_AFTER = ("readonly database", "disk i/o error", "unable to open database
 #: Twilio's 15 s for a webhook (which then answers with fallback TwiML), and gunicorn's worker timeout, rather than
 #: SQLite's usual 30 s, which outlasted both.
 BUSY_TIMEOUT_MS = 5_000
+
+#: A writer's whole budget once the last one of this process ran out of its own (``_LOCK_STUCK``), until a write
+#: transaction begins again: a lock held for longer than a webhook's budget is held by something stuck (another
+#: program, a hung process), and five seconds per webhook behind it fill both workers, so that requests queue in the
+#: listen backlog past Twilio's 15 s (measured: 155 of them behind a 35 s lock, ``bench/faults.py``). Each writer
+#: still tries, so the first one after the lock is freed writes again.
+STUCK_LOCK_BUDGET_MS = 200
+_LOCK_STUCK: set[str] = set()
 
 #: Every engine of this process on each database file (a Store has two: writers and readers), and the files whose
 #: connections failed for good since: see :func:`_reopen_everywhere`.
@@ -107,11 +116,20 @@ def configure(engine: Engine, *, immediate: bool, lock_path: Path | None, autoch
         driver = connection.connection.driver_connection
         assert driver is not None  # a checked-out connection always has its DBAPI connection
         if lock_path is not None:
-            _take_writer_lock(connection.connection.info, lock_path, driver)
+            budget_ms = STUCK_LOCK_BUDGET_MS if database in _LOCK_STUCK else BUSY_TIMEOUT_MS
+            try:
+                _take_writer_lock(connection.connection.info, lock_path, driver, budget_ms)
+            except WriterLockTimeout:
+                _LOCK_STUCK.add(database)
+                raise
         try:
             driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            if lock_path is not None:
+                _LOCK_STUCK.discard(database)
         except BaseException as error:
             _drop_writer_lock(connection.connection.info)
+            if lock_path is not None and _is_lock_timeout(error):
+                _LOCK_STUCK.add(database)
             if _must_reopen(error):
                 # This BEGIN ran outside SQLAlchemy's execution path, so handle_error below never sees it: a
                 # connection opened read-only while the files were unwritable would fail every BEGIN IMMEDIATE for
@@ -162,40 +180,45 @@ def _reopen_everywhere(database: str) -> None:
         engine.dispose()  # idle connections closed now; one in use elsewhere is dropped when it comes back
 
 
+def _is_lock_timeout(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "database is locked" in str(error).lower()
+
+
 def _must_reopen(error: BaseException) -> bool:
     return isinstance(error, sqlite3.Error) and any(sign in str(error).lower() for sign in _REOPEN_AFTER)
 
 
-def _take_writer_lock(info: dict[str, Any], lock_path: Path, driver: Any) -> None:
-    """Take the writers' flock within :data:`BUSY_TIMEOUT_MS`, then leave SQLite's busy wait only what is left of
-    it; :class:`WriterLockTimeout` when the flock never came free."""
+def _take_writer_lock(info: dict[str, Any], lock_path: Path, driver: Any, budget_ms: int) -> None:
+    """Take the writers' flock within ``budget_ms``, then leave SQLite's busy wait only what is left of it;
+    :class:`WriterLockTimeout` when the flock never came free."""
     handle = info.get("writer_lock")
     if handle is None:
         handle = info["writer_lock"] = open(lock_path, "a+b")  # noqa: SIM115 - lives as long as the connection
-    if _try_flock(handle):
-        if info.pop("busy_timeout_shortened", False):
-            driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        info["writer_locked"] = True
-        return
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    pauses = iter(WRITER_LOCK_PAUSES)
-    pause = WRITER_LOCK_PAUSES[-1]
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise WriterLockTimeout(f"database is locked: the writers' lock stayed taken for {BUSY_TIMEOUT_MS} ms")
-        time.sleep(min(next(pauses, pause), left))
-        if _try_flock(handle):
-            break
+    deadline = time.monotonic() + budget_ms / 1000
+    at_once = _try_flock(handle)
+    if not at_once:
+        pauses = iter(WRITER_LOCK_PAUSES)
+        pause = WRITER_LOCK_PAUSES[-1]
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WriterLockTimeout(f"database is locked: the writers' lock stayed taken for {budget_ms} ms")
+            time.sleep(min(next(pauses, pause), left))
+            if _try_flock(handle):
+                break
     info["writer_locked"] = True
-    # The flock took part of the budget: SQLite's busy wait (a program writing without the flock) gets the rest.
-    left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+    # What the flock took of the budget, SQLite's busy wait (a program writing without the flock) does not get.
+    # (The usual case, the flock free at once with the whole budget left, costs no PRAGMA.)
+    whole = at_once and budget_ms == BUSY_TIMEOUT_MS
+    busy_ms = BUSY_TIMEOUT_MS if whole else max(1, int((deadline - time.monotonic()) * 1000))
+    if info.get("busy_timeout_ms", BUSY_TIMEOUT_MS) == busy_ms:
+        return
     try:
-        driver.execute(f"PRAGMA busy_timeout={left_ms}")
+        driver.execute(f"PRAGMA busy_timeout={busy_ms}")
     except BaseException:
         _drop_writer_lock(info)
         raise
-    info["busy_timeout_shortened"] = True
+    info["busy_timeout_ms"] = busy_ms
 
 
 def _try_flock(handle: Any) -> bool:
