@@ -578,6 +578,53 @@ def run_fault(fault: str, *, calls: int, emulators: int, duration: float, postgr
     )
 
 
+def _probe_writer(path: str, mmap_size: int, seconds: float) -> None:
+    """A process writing and reading a WAL database as fast as it can (errors are expected and ignored)."""
+    connection = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+    connection.execute(f"PRAGMA mmap_size={mmap_size}")
+    end = time.monotonic() + seconds
+    number = 0
+    while time.monotonic() < end:
+        with suppress(sqlite3.Error):
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("INSERT INTO probe VALUES (?)", (number,))
+            connection.execute("COMMIT")
+        with suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        with suppress(sqlite3.Error):
+            connection.execute("SELECT count(*) FROM probe").fetchone()
+        number += 1
+
+
+def probe_sigbus(trials: int) -> dict[int, list[str]]:
+    """Which of two processes writing to a WAL database die, and how, when its three files are made immutable for
+    2 s, with SQLite's mmap off (0) and at Warmline's 256 MB: whether the mmap is what a SIGBUS comes from."""
+    context = multiprocessing.get_context("fork")
+    ends: dict[int, list[str]] = {}
+    for mmap_size in (0, 268_435_456):
+        ends[mmap_size] = []
+        for _ in range(trials):
+            with tempfile.TemporaryDirectory() as directory:
+                path = str(Path(directory) / "probe.sqlite3")
+                setup = sqlite3.connect(path, isolation_level=None)
+                setup.execute("PRAGMA journal_mode=WAL")
+                setup.execute("CREATE TABLE probe (x INTEGER)")
+                writers = [context.Process(target=_probe_writer, args=(path, mmap_size, 5.0)) for _ in range(2)]
+                for writer in writers:
+                    writer.start()
+                time.sleep(1.5)
+                files = [path, f"{path}-wal", f"{path}-shm"]
+                subprocess.run(["chattr", "+i", *files], check=True)
+                time.sleep(2)
+                subprocess.run(["chattr", "-i", *files], check=True)
+                for writer in writers:
+                    writer.join()
+                    code = writer.exitcode or 0
+                    ends[mmap_size].append(signal.Signals(-code).name if code < 0 else f"exit {code}")
+                setup.close()
+    return ends
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -605,7 +652,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds over which the calls are placed")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="an admin URL (for pg-outage)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--sigbus-probe",
+        type=int,
+        metavar="TRIALS",
+        help="only this: two writers, their files made immutable for 2 s, TRIALS times each with mmap off and on",
+    )
     args = parser.parse_args(argv)
+    if args.sigbus_probe:
+        for mmap_size, ends in probe_sigbus(args.sigbus_probe).items():
+            print(f"mmap_size={mmap_size}: {ends.count('SIGBUS')} of {len(ends)} writers died of SIGBUS ({ends})")
+        return 0
     if os.geteuid() != 0 and args.fault in ("all", "sqlite-readonly"):
         raise SystemExit("sqlite-readonly needs root (chattr +i)")
     faults = FAULTS if args.fault == "all" else (args.fault,)

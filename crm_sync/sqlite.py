@@ -94,7 +94,8 @@ def configure(engine: Engine, *, immediate: bool, lock_path: Path | None, autoch
             gc.collect()
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        record.info.pop("busy_timeout_ms", None)  # the record outlives a connection replaced after a fault
         # Let SQLAlchemy, not the driver, decide when transactions begin (the "begin" listener below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
