@@ -95,7 +95,7 @@ def test_webhooks_answer_with_the_fallback_within_the_budget_while_another_progr
         assert status == 200 and "Dial" in answer, answer  # the apology, then the fallback number
         assert took < ANSWERED_WITHIN, [round(took, 1) for took, _, _ in answers]
     for took, status, answer in later:
-        assert status == 200 and "Dial" in answer and took < STUCK_LOCK_BUDGET_MS / 1000 + 1, (took, answer)
+        assert status == 200 and "Dial" in answer and took < STUCK_LOCK_BUDGET_MS / 1000 + 2, (took, answer)
     # The lock is free again: the next call is served as usual, at once.
     took, status, answer = call(WAITING + 3)
     assert (status, answer) == (200, ["Say", "Gather", "Redirect"]) and took < 2
