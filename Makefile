@@ -68,7 +68,7 @@ bench-routing: $(EXTRAS)
 	$(BIN)/python bench/routing_accuracy.py
 
 # Whole calls through faults (a PostgreSQL outage, unwritable SQLite files, a 35 s SQLite lock, a broken flow and a
-# killed worker): ~12 minutes, root (chattr) and the PostgreSQL server on 127.0.0.1:5432. Not part of `make test`.
+# killed worker): ~15 minutes, root (chattr) and the PostgreSQL server on 127.0.0.1:5432. Not part of `make test`.
 bench-faults: $(STAMP)
 	$(BIN)/python bench/faults.py
 
