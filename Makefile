@@ -13,7 +13,7 @@ PORT   ?= 5000
 # processes").
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint typecheck pytest bench bench-speech bench-routing bench-queue bench-learning install clean lock
+.PHONY: run test lint typecheck pytest bench bench-speech bench-routing bench-queue bench-learning bench-faults install clean lock
 
 install: $(STAMP)
 
@@ -69,6 +69,11 @@ bench-learning: $(STAMP)
 
 bench-routing: $(EXTRAS)
 	$(BIN)/python bench/routing_accuracy.py
+
+# Whole calls through faults (a PostgreSQL outage, unwritable SQLite files, a 35 s SQLite lock, a broken flow and a
+# killed worker): ~15 minutes, root (chattr) and the PostgreSQL server on 127.0.0.1:5432. Not part of `make test`.
+bench-faults: $(STAMP)
+	$(BIN)/python bench/faults.py
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable \

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -134,6 +134,19 @@ def iter_interactions(session: Session) -> Iterator[Interaction]:
     Only many-to-one relations are joined, so rows need no de-duplication (which ``yield_per`` would forbid).
     """
     yield from session.scalars(select(Interaction).order_by(Interaction.id).execution_options(yield_per=500))
+
+
+def recorded_call_sids(session: Session, call_sids: Collection[str]) -> set[str]:
+    """Which of ``call_sids`` the store has an interaction for (as its first call, or the call carrying it now)."""
+    if not call_sids:
+        return set()
+    wanted = list(call_sids)
+    rows = session.execute(
+        select(Interaction.call_sid, Interaction.live_call_sid).where(
+            or_(Interaction.call_sid.in_(wanted), Interaction.live_call_sid.in_(wanted))
+        )
+    )
+    return {sid for row in rows for sid in row if sid is not None} & set(wanted)
 
 
 def quiet_calls(session: Session, *, quiet_since: datetime) -> list[str]:

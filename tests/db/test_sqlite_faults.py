@@ -5,11 +5,19 @@ stayed read-only until a restart)."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+import sqlalchemy
 from flask import Flask
+from sqlalchemy.exc import OperationalError
 
+from crm_sync.db import Store
+from crm_sync.models import Rep
 from tests.conftest import app_config, seed_demo, signed_post
 from tests.twiml import parse_twiml, verbs
 from tests.unprivileged import hand_to_nobody, in_child_as_nobody
@@ -56,3 +64,52 @@ def test_webhooks_fall_back_while_the_files_are_read_only_and_recover_without_a_
     assert answers[0] == ["Say", "Gather", "Redirect"]
     assert all("Dial" in answer or "Record" in answer for answer in answers[1:5]), answers  # fallback, never a 500
     assert answers[5:] == [["Say", "Gather", "Redirect"]] * 4, answers  # writable again: served again, at once
+
+
+
+def test_connections_opened_while_the_files_were_immutable_are_replaced_once_they_are_writable(
+    sqlite_store: Store,
+) -> None:
+    """``chattr +i`` on the database, its WAL and its WAL index: unwritable even for root, what a worker restarted
+    during the fault meets. Its connections open read-only; a write fails at ``BEGIN IMMEDIATE``, before any
+    statement SQLAlchemy's error handling sees, and a read works, so nothing would close that connection. Once the
+    files are writable, the very next write transaction must work: before, every one failed until a restart."""
+    database = Path(sqlite_store.url.removeprefix("sqlite:///"))
+    with sqlite_store.unit_of_work() as session:
+        session.execute(sqlalchemy.insert(Rep).values(name="Before", phone="+15550006666"))
+    # Another process keeps the database open, so that the WAL and its index stay (as the other worker would).
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OPEN, str(database)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+    sqlite_store.dispose()
+    files = [str(database), f"{database}-wal", f"{database}-shm"]
+    if subprocess.run(["chattr", "+i", *files], capture_output=True, check=False).returncode != 0:
+        holder.kill()
+        pytest.skip("chattr +i is not available here (needs root and a file system with the immutable flag)")
+    try:
+        with sqlite_store.unit_of_work(read_only=True) as session:  # a read works, on a read-only connection
+            assert session.scalars(sqlalchemy.select(Rep.name).where(Rep.name == "Before")).all() == ["Before"]
+        with (
+            pytest.raises((OperationalError, sqlite3.OperationalError), match="readonly"),
+            sqlite_store.unit_of_work() as session,
+        ):
+            session.execute(sqlalchemy.insert(Rep).values(name="During", phone="+15550007777"))
+    finally:
+        subprocess.run(["chattr", "-i", *files], check=True)
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    with sqlite_store.unit_of_work() as session:  # the next write transaction, at once
+        session.execute(sqlalchemy.insert(Rep).values(name="After", phone="+15550008888"))
+    with sqlite_store.unit_of_work(read_only=True) as session:
+        assert session.scalars(sqlalchemy.select(Rep.name).where(Rep.name == "After")).all() == ["After"]
+
+
+HOLD_OPEN = (
+    "import sqlite3, sys\n"
+    "connection = sqlite3.connect(sys.argv[1])\n"
+    "connection.execute('SELECT count(*) FROM reps').fetchone()\n"
+    "print('open', flush=True)\n"
+    "sys.stdin.read()\n"
+)

@@ -10,8 +10,9 @@ from crm_sync.queries.interactions import require_interaction
 from crm_sync.queries.reps import find_rep
 from tests.conftest import COMPANY_NUMBER, PhoneSystem, signed_post
 from voice.bootstrap import Warmline
-from voice.domain.actions import CheckCall
+from voice.domain.actions import CheckCall, FindUnrecordedCalls
 from voice.emulator import CallerScript, RepScript, Speech
+from voice.services.housekeeping import UNRECORDED_LOOK_BACK
 
 ALICE, JANE = "+15550100001", "+15551230001"
 WAIT = 15
@@ -58,3 +59,20 @@ def test_a_status_callback_for_a_call_never_recorded_records_it(phone_system: Ph
     with phone_system.store.unit_of_work() as session:
         record = require_interaction(session, sid)
         assert record.outcome is Outcome.FAILED and record.customer_id is None and record.duration_seconds == 12
+
+
+def test_twilio_is_asked_for_ended_calls_once_per_check_interval_each_look_overlapping_the_last(
+    phone_system: PhoneSystem,
+) -> None:
+    warmline: Warmline = phone_system.app.extensions["warmline"]
+    started = utcnow()
+    interval = timedelta(seconds=warmline.settings.routing.check_calls_after)
+    moments = [started, started + interval + timedelta(seconds=1), started + interval * 1.5, started + interval * 2.5]
+    looks = []
+    for moment in moments:
+        warmline.clock.source = lambda moment=moment: moment  # type: ignore[misc]
+        looks.append([a for a in warmline.housekeeper.sweep() if isinstance(a, FindUnrecordedCalls)])
+    assert looks[0] == [] and looks[2] == []  # not at once (a process living seconds), then once per interval
+    (first,), (second,) = looks[1], looks[3]
+    assert first.started_after <= started - UNRECORDED_LOOK_BACK  # the first look goes back past the start
+    assert second.started_after == moments[1] - interval  # the next from the last look, with one interval's overlap

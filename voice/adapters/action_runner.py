@@ -3,7 +3,8 @@ API, and voicemail transcription; failures are fed back to the services.
 
 A pull whose call is already gone (the caller hung up and the queue's own callbacks were lost) closes the
 interaction and hands the rep the next caller; a callback Twilio refuses to place counts as an unanswered attempt;
-a call checked for a lost status callback is closed if Twilio says it is over.
+a call checked for a lost status callback is closed if Twilio says it is over; a call Twilio lists that the store
+never heard of is recorded.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from voice.domain.actions import (
     CheckCall,
     DialHandoffTarget,
     EndCall,
+    FindUnrecordedCalls,
     HandoffStep,
     HoldParticipant,
     PlaceCallback,
@@ -117,6 +119,9 @@ class ActionRunner:
                 if facts.status in FINAL_CALL_STATUSES:
                     log.warning("call %s had ended (%s) without a status callback reaching us", call_sid, facts.status)
                     self.calls.call_status(call_sid, call_status=facts.status, duration_seconds=facts.duration)
+            case FindUnrecordedCalls(started_after=started_after):
+                ended = self.rest.ended_inbound_calls(started_after=started_after, statuses=FINAL_CALL_STATUSES)
+                self.calls.record_unrecorded(ended)
             case HoldParticipant(conference=conference, call_sid=call_sid, hold=hold):
                 sid = self._conference_sid(conference)
                 if sid is not None:

@@ -12,11 +12,14 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+
+from voice.domain.actions import EndedCall
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,18 @@ class TwilioRest:
         call = self._client.calls(call_sid).fetch()
         duration = int(call.duration) if call.duration not in (None, "") else None
         return CallFacts(status=str(call.status), duration=duration)
+
+    def ended_inbound_calls(self, *, started_after: datetime, statuses: frozenset[str]) -> list[EndedCall]:
+        """Inbound calls (callers' calls to our numbers, not the legs we dial) that began after ``started_after``
+        and ended with one of ``statuses``; every page of the list."""
+        ended: list[EndedCall] = []
+        for call in self._client.calls.list(start_time_after=started_after, page_size=1000):
+            if call.direction != "inbound" or call.parent_call_sid or call.status not in statuses:
+                continue
+            duration = int(call.duration) if call.duration not in (None, "") else None
+            caller = call._from  # twilio-python's name for the payload's "from" (a keyword in Python)
+            ended.append(EndedCall(str(call.sid), str(call.status), duration, str(caller), str(call.to)))
+        return ended
 
     def conference_sid(self, friendly_name: str) -> str | None:
         """The live conference of that name (conferences are addressed by their Sid in REST)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,26 @@ class CheckCall:
 
 
 @dataclass(frozen=True)
+class FindUnrecordedCalls:
+    """Ask Twilio for the inbound calls that began after ``started_after`` and are over: one the store never heard
+    of (its every webhook failed, its final status callback too: a database outage) is recorded from Twilio's
+    account of it, as its final status callback would have recorded it."""
+
+    started_after: datetime
+
+
+@dataclass(frozen=True)
+class EndedCall:
+    """An inbound call Twilio says is over, as its list of calls tells it."""
+
+    call_sid: str
+    status: str
+    duration: int | None
+    caller: str
+    called: str
+
+
+@dataclass(frozen=True)
 class TranscribeVoicemail:
     """A voicemail was filed: download and transcribe it (the flow version's words tune the recogniser), then add
     the words to the interaction and its task."""
@@ -116,6 +137,7 @@ Action = (
     | AnnounceToParticipant
     | DialHandoffTarget
     | CheckCall
+    | FindUnrecordedCalls
     | TranscribeVoicemail
 )
 

@@ -13,6 +13,7 @@ The queue's own webhooks (hold loop, callbacks) live in ``voice.services.queue``
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,7 +37,7 @@ from ivr_flows import (
     TransferNode,
     start_call,
 )
-from voice.domain.actions import Action, EndCall
+from voice.domain.actions import Action, EndCall, EndedCall
 from voice.domain.priority import CallerSignals
 from voice.domain.replies import Acknowledge, Bridge, Fallback, FlowReply, Goodbye, JoinConference, Reply, Whisper
 from voice.domain.whisper import WhisperFacts, compose_whisper
@@ -442,6 +443,23 @@ class CallService(Service):
             )
         self._after_commit(actions)
         return Acknowledge()
+
+    def record_unrecorded(self, ended: Sequence[EndedCall]) -> int:
+        """Record the calls Twilio says are over that the store has no interaction for (every webhook of theirs,
+        the final status callback included, failed); returns how many. Each goes the way of its final status
+        callback (:meth:`call_status`), one transaction each, so one that fails leaves the others recorded."""
+        with self._store.unit_of_work(read_only=True) as session:
+            known = interactions.recorded_call_sids(session, [call.call_sid for call in ended])
+        missing = [call for call in ended if call.call_sid not in known]
+        for call in missing:
+            self.call_status(
+                call.call_sid,
+                call_status=call.status,
+                duration_seconds=call.duration,
+                caller=call.caller,
+                called=call.called,
+            )
+        return len(missing)
 
     def _record_unseen(
         self,

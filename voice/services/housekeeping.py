@@ -7,6 +7,11 @@
 * calls nothing was heard about for ``routing.check_calls_after`` seconds are checked with Twilio (``CheckCall``):
   a status callback lost in a database outage or with a killed worker leaves a call open and its rep held, and the
   check closes it with what Twilio says (the reps are freed by that);
+* every ``routing.check_calls_after`` seconds Twilio is asked for the inbound calls that began since the last such
+  look (and one interval before it: a call may begin before and end after) and are over (``FindUnrecordedCalls``):
+  a call whose every webhook failed, the final status callback included (a database outage shorter than the call),
+  is recorded from Twilio's account of it. Twilio does not retry status callbacks: without this look such a call
+  would be missing from the records for good;
 * a callback whose ring attempt vanished without a status callback counts as unanswered;
 * any free rep who could take someone in line (a push that was lost, a department overflowing after its delay) is
   matched at once.
@@ -27,11 +32,14 @@ from sqlalchemy.orm import Session
 from crm_sync.db import Store
 from crm_sync.models import OfferPurpose
 from crm_sync.queries import callbacks, housekeeping, interactions, line, offers, reps
-from voice.domain.actions import Action, CheckCall
+from voice.domain.actions import Action, CheckCall, FindUnrecordedCalls
 from voice.services.context import Service, ServiceContext
 from voice.services.queue import QueueService
 
 log = logging.getLogger(__name__)
+
+#: How far back a housekeeping process's first look for unrecorded calls goes.
+UNRECORDED_LOOK_BACK = timedelta(minutes=15)
 
 
 class Housekeeper(Service):
@@ -43,6 +51,9 @@ class Housekeeper(Service):
         self._check_calls_after = timedelta(seconds=context.settings.routing.check_calls_after)
         # Calls already asked about recently (per process): CheckCall at most every check interval per call.
         self._checked: dict[str, datetime] = {}
+        # When this process last asked Twilio for its list of calls (at first: when it started, without asking).
+        self._listed_at = self._clock()
+        self._listed_before = False
 
     def _overflow_rules(self, now: datetime) -> list[line.Overflow]:
         return [
@@ -58,6 +69,7 @@ class Housekeeper(Service):
             due = housekeeping.housekeeping_due(session, now=now, overflow=self._overflow_rules(now))
             quiet = interactions.quiet_calls(session, quiet_since=now - self._check_calls_after)
         actions: list[Action] = self._check_quiet_calls(quiet, now)
+        actions.extend(self._find_unrecorded_calls(now))
         if due:
             with self._store.unit_of_work() as session:
                 actions.extend(self._release_expired(session, now))
@@ -93,6 +105,16 @@ class Housekeeper(Service):
                 interaction.back_in_line()
             actions.extend(self._dispatch.expire_offer(session, offer))
         return actions
+
+    def _find_unrecorded_calls(self, now: datetime) -> list[Action]:
+        if now - self._listed_at < self._check_calls_after:
+            return []
+        # The first look of a process goes back further than one interval: a housekeeping process restarted during
+        # an outage must not lose the calls of the minutes before it. (Not at once: a process that only lives for
+        # seconds, a benchmark's, has nothing to look for yet.)
+        since = self._listed_at - (self._check_calls_after if self._listed_before else UNRECORDED_LOOK_BACK)
+        self._listed_at, self._listed_before = now, True
+        return [FindUnrecordedCalls(started_after=since)]
 
     def _check_quiet_calls(self, call_sids: Iterable[str], now: datetime) -> list[Action]:
         actions: list[Action] = []
