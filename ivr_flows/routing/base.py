@@ -43,6 +43,10 @@ class Classification:
     confidence: float
     #: Score for every department (same scale as ``confidence``), for logs and the rep's screen.
     scores: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    #: The winning department's example closest to the utterance, when the engine can tell (None otherwise).
+    nearest_example: str | None = None
+    #: That example was learned from a rep's correction (:mod:`ivr_flows.learning`), not written by the admin.
+    matched_learned: bool = False
 
 
 _Loaded = TypeVar("_Loaded")

@@ -36,7 +36,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TypeAlias, TypeVar
@@ -506,6 +506,8 @@ class EmbeddingClassifier:
                 if text:
                     texts.append(text)
                     owner.append(number)
+        #: Each row's phrase, so that an answer can name the example it matched best.
+        self._texts: tuple[str, ...] = tuple(texts)
         self._matrix = self._encoder.encode_cached(texts) if texts else np.zeros((0, self._encoder.dim), np.float32)
         # Column numbers of each department's examples in a similarity row, padded with the number of an extra
         # column of -1 (below any cosine); a department with one example lists it twice, so its top-2 mean is
@@ -564,7 +566,17 @@ class EmbeddingClassifier:
             top = heapq.nlargest(2, [sims[column] for column in columns])
             # One example counts twice (its own similarity), none scores -1: as the padded slots of raw_scores.
             raw.append(sum(top) / 2 if len(top) == 2 else top[0] if top else -1.0)
-        return self._decide(raw)
+        return self._with_nearest(self._decide(raw), sims)
+
+    def _with_nearest(self, result: Classification, sims: Sequence[float]) -> Classification:
+        """``result`` naming the winning department's example closest to the utterance (``sims``: one per row)."""
+        if result.department not in self._departments:
+            return result
+        columns = self._columns[self._departments.index(result.department)]
+        if not columns:
+            return result
+        nearest = self._texts[max(columns, key=sims.__getitem__)]
+        return replace(result, nearest_example=nearest)
 
     def classify_many(self, texts: Iterable[str]) -> list[Classification]:
         """``classify`` for many texts at once (batched forward passes): same answers, for benchmarks and tools."""
@@ -572,9 +584,11 @@ class EmbeddingClassifier:
         usable = [i for i, t in enumerate(items) if self._has_content(t)]
         results = [self._no_evidence() for _ in items]
         if usable:
-            raw = self.score_texts([items[i] for i in usable])
+            vectors = self._encoder.encode([items[i] for i in usable])
+            raw = self.raw_scores(vectors)
+            sims = vectors @ self._matrix.T
             for row, i in enumerate(usable):
-                results[i] = self._decide(raw[row].tolist())
+                results[i] = self._with_nearest(self._decide(raw[row].tolist()), sims[row].tolist())
         return results
 
     def _has_content(self, text: object) -> bool:

@@ -28,9 +28,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
+from ivr_flows.learning import LearnedExample
 from ivr_flows.routing.base import (
     Classification,
     Classifier,
@@ -48,6 +50,7 @@ __all__ = [
     "ENGINE_ENV",
     "DeferredClassifier",
     "Engine",
+    "LearnedExamplesClassifier",
     "build_classifier",
     "build_flow_classifier",
     "sentence_encoder",
@@ -99,6 +102,7 @@ def build_classifier(
     default: str | None,
     engine: Engine = "auto",
     descriptions: Mapping[str, str] | None = None,
+    learned: Mapping[str, Sequence[str]] | None = None,
 ) -> Classifier:
     """The classifier for a flow's departments: department id -> example phrases, plus each one's spoken name.
 
@@ -122,9 +126,20 @@ def build_classifier(
 
     ``default`` is the department reported for an utterance with no evidence at all (normally ``general``);
     ``None`` means the first department. Either way the flow's route node applies its threshold and fallback.
+
+    ``learned`` (department id -> phrases learned from the reps' corrections, :mod:`ivr_flows.learning`) joins each
+    department's examples, for every engine alike; the classifier then says when its answer's nearest example was
+    a learned one (:attr:`Classification.matched_learned`). A department the flow does not have is ignored.
     """
     if engine not in _ENGINES:
         raise ValueError(f"unknown classifier engine {engine!r}: use {', '.join(_ENGINES)}")
+    learned_only = _learned_only(phrases, learned)
+    if learned_only:
+        phrases = {department: (*texts, *learned_only.get(department, ())) for department, texts in phrases.items()}
+        return LearnedExamplesClassifier(
+            build_classifier(phrases, names=names, default=default, engine=engine, descriptions=descriptions),
+            learned_only,
+        )
     if engine == "auto":
         engine = _engine_from_environment()
     candidates = _AUTO_ORDER if engine == "auto" else () if engine == "tfidf" else (engine,)
@@ -231,11 +246,18 @@ def sentence_encoder(engine: Engine = "auto") -> tuple[SentenceEncoder, str]:
     raise ClassifierUnavailable("; ".join(problems))
 
 
-def build_flow_classifier(flow: Flow, *, engine: Engine) -> Classifier:
+def build_flow_classifier(flow: Flow, *, engine: Engine, learned: Iterable[LearnedExample] = ()) -> Classifier:
     """The classifier for ``flow``'s departments with ``engine`` (see :func:`build_classifier`): their examples,
-    spoken names and descriptions; ``general`` (when the flow has it) for words with no evidence."""
+    spoken names and descriptions, plus the examples ``learned`` from the reps' corrections (those
+    :func:`ivr_flows.learning.admit` let through); ``general`` (when the flow has it) for words with no evidence.
+    The one place where learned examples join a flow's classifier: the service and ``warmline flows try`` both
+    come here."""
+    phrases: dict[str, list[str]] = {}
+    for example in learned:
+        phrases.setdefault(example.department, []).append(example.text)
     return build_classifier(
         {key: department.examples for key, department in flow.departments.items()},
+        learned=phrases,
         names={key: flow.department_name(key) for key in flow.departments},
         descriptions={
             key: department.description for key, department in flow.departments.items() if department.description
@@ -243,6 +265,49 @@ def build_flow_classifier(flow: Flow, *, engine: Engine) -> Classifier:
         default=GENERAL_DEPARTMENT if GENERAL_DEPARTMENT in flow.departments else None,
         engine=engine,
     )
+
+
+def _learned_only(
+    phrases: Mapping[str, Sequence[str]], learned: Mapping[str, Sequence[str]] | None
+) -> dict[str, tuple[str, ...]]:
+    """The learned phrases that add something: for a department the flow has, and not already its own example
+    (an admin's example stays the admin's, so a match on it is never reported as learned)."""
+    result: dict[str, tuple[str, ...]] = {}
+    for department, texts in (learned or {}).items():
+        if department not in phrases:
+            continue
+        own = {text.strip() for text in phrases[department]}
+        fresh = tuple(dict.fromkeys(text.strip() for text in texts if text.strip() and text.strip() not in own))
+        if fresh:
+            result[department] = fresh
+    return result
+
+
+class LearnedExamplesClassifier:
+    """A classifier built with learned examples among its own, marking answers whose nearest example was learned.
+
+    The engines only name the nearest example (:attr:`Classification.nearest_example`); which examples were
+    learned is known here, where they were added, so no engine needs to know about learning.
+    """
+
+    def __init__(self, inner: Classifier, learned: Mapping[str, Sequence[str]]) -> None:
+        self.inner = inner
+        self._learned = frozenset((department, text) for department, texts in learned.items() for text in texts)
+
+    def _mark(self, result: Classification) -> Classification:
+        nearest = result.nearest_example
+        if nearest is not None and (result.department, nearest.strip()) in self._learned:
+            return replace(result, matched_learned=True)
+        return result
+
+    def classify(self, text: str) -> Classification:
+        return self._mark(self.inner.classify(text))
+
+    def classify_many(self, texts: Iterable[str]) -> list[Classification]:
+        """Batched when the engine batches (the embedding engines), one by one otherwise."""
+        many = getattr(self.inner, "classify_many", None)
+        results = many(list(texts)) if many is not None else [self.inner.classify(text) for text in texts]
+        return [self._mark(result) for result in results]
 
 
 class DeferredClassifier:

@@ -64,11 +64,14 @@ class TfidfClassifier:
         self._departments = tuple(phrases)
         self._default = default if default is not None else self._departments[0]
         docs: list[tuple[str, list[str]]] = []
+        #: Each document's phrase, so that an answer can name the example it matched best.
+        self._doc_text: list[str] = []
         for department, texts in phrases.items():
             for text in texts:
                 tokens = tokenize(text)
                 if tokens:
                     docs.append((department, tokens))
+                    self._doc_text.append(text)
         doc_freq: dict[str, int] = {}
         for _, tokens in docs:
             for token in set(tokens):
@@ -120,5 +123,13 @@ class TfidfClassifier:
         winner = max(self._departments, key=lambda d: scores[d])
         if scores[winner] <= 0.0:
             winner = self._default
+        nearest = max(
+            (number for number in sims if self._doc_department[number] == winner), key=sims.__getitem__, default=None
+        )
         # ``default`` may name a fallback that has no examples of its own (it then scores 0, not KeyError).
-        return Classification(department=winner, confidence=scores.get(winner, 0.0), scores=MappingProxyType(scores))
+        return Classification(
+            department=winner,
+            confidence=scores.get(winner, 0.0),
+            scores=MappingProxyType(scores),
+            nearest_example=self._doc_text[nearest] if nearest is not None else None,
+        )
