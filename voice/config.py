@@ -77,10 +77,11 @@ class FlowsSettings(_Section):
     # Seconds between looks for changed flow files (hot reload); 0 turns reloading off.
     reload_interval: float = Field(default=2.0, ge=0)
     # Speech routing engine: tfidf (words only, microseconds), wordllama (by meaning, ~0.07 ms, the default install's
-    # requirements-routing.txt), minilm (by meaning, better, ~8 ms, needs requirements-embeddings.txt), minilm+mpnet
+    # requirements-routing.txt), minilm-onnx (the same MiniLM on ONNX Runtime, ~2x faster, requirements-onnx.txt),
+    # minilm (by meaning, better, ~8 ms, needs requirements-embeddings.txt), minilm+mpnet
     # (two models averaged, the most accurate, ~0.1 s, also needs requirements-mpnet.txt), or auto (the best of
     # these that is installed).
-    classifier: Literal["auto", "tfidf", "wordllama", "minilm", "minilm+mpnet"] = "auto"
+    classifier: Literal["auto", "tfidf", "wordllama", "minilm", "minilm-onnx", "minilm+mpnet"] = "auto"
 
     @field_validator("numbers")
     @classmethod

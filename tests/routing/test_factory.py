@@ -27,7 +27,12 @@ PACKAGE = PROJECT_ROOT / "ivr_flows"
 
 
 def test_tfidf_is_the_fallback_when_no_embedding_engine_can_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in ("ivr_flows.routing.minilm", "ivr_flows.routing.mpnet", "ivr_flows.routing.wordllama"):
+    for module in (
+        "ivr_flows.routing.minilm",
+        "ivr_flows.routing.mpnet",
+        "ivr_flows.routing.onnx_minilm",
+        "ivr_flows.routing.wordllama",
+    ):
         monkeypatch.setitem(sys.modules, module, None)  # makes the import fail as without NumPy and the extras
     monkeypatch.delenv(ENGINE_ENV, raising=False)
     phrases = {"billing": ["I was charged twice"], "general": ["operator"]}

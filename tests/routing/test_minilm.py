@@ -210,6 +210,7 @@ def test_build_classifier_auto_picks_minilm_when_available(
     monkeypatch.setitem(
         sys.modules, "ivr_flows.routing.mpnet", None
     )  # the heavier extra missing (test_mpnet.py has it)
+    monkeypatch.setitem(sys.modules, "ivr_flows.routing.onnx_minilm", None)  # so is the ONNX one (its own tests)
     assert isinstance(build_classifier(phrases, default="general"), minilm.MiniLMClassifier)
     assert isinstance(build_classifier(phrases, default="general", engine="minilm"), minilm.MiniLMClassifier)
     assert isinstance(build_classifier(phrases, default="general", engine="tfidf"), TfidfClassifier)

@@ -188,6 +188,7 @@ def test_auto_prefers_minilm_mpnet_then_minilm_then_wordllama_then_tfidf(
         raise ClassifierUnavailable("MPNet model files missing")
 
     monkeypatch.setattr(mpnet, "get_minilm_mpnet_encoder", unavailable)
+    monkeypatch.setitem(sys.modules, "ivr_flows.routing.onnx_minilm", None)  # the ONNX engine: its own tests
     assert isinstance(build_classifier(phrases, default="general"), minilm.MiniLMClassifier)
     with pytest.raises(ClassifierUnavailable, match="MPNet model files missing"):
         build_classifier(phrases, default="general", engine="minilm+mpnet")

@@ -112,6 +112,7 @@ def test_auto_prefers_minilm_then_wordllama_then_tfidf(
     monkeypatch.setitem(
         sys.modules, "ivr_flows.routing.mpnet", None
     )  # the heaviest extra missing (test_mpnet.py has it)
+    monkeypatch.setitem(sys.modules, "ivr_flows.routing.onnx_minilm", None)  # and the ONNX one (its own tests)
     try:
         minilm.get_encoder()
     except ClassifierUnavailable:

@@ -82,7 +82,7 @@ def read_labelled_calls(path: Path, flow: Flow) -> LabelledCalls:
 @click.option("--per-department", default=8, show_default=True, type=click.IntRange(1, 50), help="examples each")
 @click.option(
     "--engine",
-    type=click.Choice(["auto", "wordllama", "minilm", "minilm+mpnet"]),
+    type=click.Choice(["auto", "wordllama", "minilm", "minilm-onnx", "minilm+mpnet"]),
     default="auto",
     show_default=True,
     help="whose sentence vectors judge the examples (auto: MiniLM when installed, else WordLlama)",
