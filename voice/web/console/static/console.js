@@ -22,6 +22,8 @@
     const PIECES = ["floor", "me", "screen", "work"];
     /* A stream that has sent nothing this long after opening is given up for polling. */
     const STREAM_GRACE_MS = 5000;
+    /* While polling for want of a stream, the stream is tried again this often. */
+    const STREAM_RETRY_MS = 30000;
 
     const STATE_LABELS = {
         available: "Available",
@@ -216,15 +218,27 @@
         }
     }
 
+    let pollTimer = null;
+    let visibilityHooked = false;
     function startPolling(why) {
+        // The stream may come back (the server restarted, or was still starting): it is tried again now and then.
+        if (config.eventsUrl && "EventSource" in window) setTimeout(() => startStream(), STREAM_RETRY_MS);
         if (mode === "polling") return;
         mode = "polling";
         body.dataset.live = "polling";
         if (why) console.info(`console: polling ${config.stateUrl} every ${config.pollMs} ms (${why})`);
         poll();
-        setInterval(poll, config.pollMs);
+        pollTimer = setInterval(poll, config.pollMs);
         // A tab in the background polls rarely (browsers slow its timers down): catch up as soon as it is seen.
-        document.addEventListener("visibilitychange", () => document.hidden || poll());
+        if (!visibilityHooked) {
+            document.addEventListener("visibilitychange", () => mode !== "polling" || document.hidden || poll());
+        }
+        visibilityHooked = true;
+    }
+
+    function stopPolling() {
+        clearInterval(pollTimer);
+        pollTimer = null;
     }
 
     function startStream() {
@@ -235,9 +249,12 @@
             startPolling(`the live-updates stream cannot be opened: ${error}`);
             return;
         }
-        mode = "connecting";
+        if (mode !== "polling") mode = "connecting"; // polling goes on until the stream is heard
         let heard = false;
+        let over = false;
         const giveUp = (why) => {
+            if (over) return; // once per stream: each failed stream schedules one more try, not several
+            over = true;
             stream.close();
             startPolling(why);
         };
@@ -246,6 +263,7 @@
             stream.addEventListener(name, (event) => {
                 heard = true;
                 if (mode !== "stream") {
+                    stopPolling();
                     mode = "stream";
                     body.dataset.live = "stream";
                     clearTimeout(grace);
