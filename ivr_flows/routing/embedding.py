@@ -82,6 +82,10 @@ UNPACKED_STAMP = ".warmline-unpacked.json"
 #: Word pieces a :class:`TransformerEncoder` keeps unless it says otherwise: all-MiniLM-L6-v2's limit
 #: (sentence-transformers truncates its input to 256; so do we, to give identical vectors). MPNet sets its own.
 MAX_TOKENS = 256
+#: How close (cosine) a caller's words must be to an example learned from a correction for it to count (see
+#: ``EmbeddingClassifier``'s ``near_only``): "callers who say something like it". Chosen on CLINC150's validation
+#: corrections for WordLlama and MiniLM alike (bench/routing_accuracy.py's learning curve).
+NEAR_ONLY_COSINE = 0.8
 #: Characters of an utterance looked at, as in the TF-IDF classifier: the reason for calling comes first, and it
 #: bounds the work per webhook whatever the speech recogniser returns.
 MAX_CHARS = 1000
@@ -480,6 +484,7 @@ class EmbeddingClassifier:
         default: str | None = None,
         encoder: SentenceEncoder | None = None,
         require_content: bool = True,
+        near_only: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """Embed every department's examples, name and description once; an utterance then costs one encoding.
 
@@ -489,6 +494,13 @@ class EmbeddingClassifier:
         the first department. ``encoder`` defaults to :meth:`default_encoder` (one per process). With
         ``require_content`` (the default), an utterance of filler and function words only is "no evidence" (see
         :meth:`_has_content`).
+
+        ``near_only`` (department id -> some of its ``phrases``): examples that count only for an utterance within
+        :data:`NEAR_ONLY_COSINE` of them, and are out of the scoring otherwise: the phrases learned from the reps'
+        corrections (:mod:`ivr_flows.learning`). A misrouted caller's words sit between departments; as ordinary
+        examples they pull neighbouring callers over (measured: 200 right corrections lowered CLINC150 top-1 from
+        89.2 to 86.3 % with WordLlama), while as examples that decide only for callers who say something like them
+        they help those callers and leave the rest to the admin's examples (``bench/RESULTS.md``).
         """
         if not phrases:
             raise ValueError("a classifier needs at least one department")
@@ -508,6 +520,11 @@ class EmbeddingClassifier:
                     owner.append(number)
         #: Each row's phrase, so that an answer can name the example it matched best.
         self._texts: tuple[str, ...] = tuple(texts)
+        near = {(department, text.strip()) for department, group in (near_only or {}).items() for text in group}
+        #: Columns of the examples that count only near an utterance (see ``near_only``).
+        self._near_only: tuple[int, ...] = tuple(
+            column for column, text in enumerate(texts) if (self._departments[owner[column]], text) in near
+        )
         self._matrix = self._encoder.encode_cached(texts) if texts else np.zeros((0, self._encoder.dim), np.float32)
         # Column numbers of each department's examples in a similarity row, padded with the number of an extra
         # column of -1 (below any cosine); a department with one example lists it twice, so its top-2 mean is
@@ -540,12 +557,20 @@ class EmbeddingClassifier:
 
     def raw_scores(self, vectors: Vectors) -> npt.NDArray[np.float32]:
         """Mean-of-top-2 cosine of each vector (rows) with each department (columns); -1 with no examples."""
-        sims = vectors @ self._matrix.T
+        sims = self._similarities(vectors)
         padded = np.concatenate([sims, np.full((sims.shape[0], 1), -1.0, dtype=np.float32)], axis=1)
         grouped = padded[:, self._slots]  # (n, departments, width)
         top2 = -np.partition(-grouped, 1, axis=2)[:, :, :2]
         result: npt.NDArray[np.float32] = top2.mean(axis=2).astype(np.float32)
         return result
+
+    def _similarities(self, vectors: Vectors) -> npt.NDArray[np.float32]:
+        """Cosine of each vector (rows) with each example (columns); a ``near_only`` example that is not near: -1."""
+        sims: npt.NDArray[np.float32] = vectors @ self._matrix.T
+        if self._near_only:
+            gated = sims[:, self._near_only]
+            sims[:, self._near_only] = np.where(gated >= NEAR_ONLY_COSINE, gated, -1.0)
+        return sims
 
     def score_texts(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """:meth:`raw_scores` of ``texts``, encoded in batches."""
@@ -561,6 +586,9 @@ class EmbeddingClassifier:
         if not self._has_content(text):
             return self._no_evidence()
         sims: list[float] = (self._matrix @ self._encoder.encode_one(text)).tolist()
+        for column in self._near_only:
+            if sims[column] < NEAR_ONLY_COSINE:
+                sims[column] = -1.0
         raw: list[float] = []
         for columns in self._columns:
             top = heapq.nlargest(2, [sims[column] for column in columns])
@@ -586,7 +614,7 @@ class EmbeddingClassifier:
         if usable:
             vectors = self._encoder.encode([items[i] for i in usable])
             raw = self.raw_scores(vectors)
-            sims = vectors @ self._matrix.T
+            sims = self._similarities(vectors)
             for row, i in enumerate(usable):
                 results[i] = self._with_nearest(self._decide(raw[row].tolist()), sims[row].tolist())
         return results

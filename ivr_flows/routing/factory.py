@@ -137,9 +137,25 @@ def build_classifier(
     if learned_only:
         phrases = {department: (*texts, *learned_only.get(department, ())) for department, texts in phrases.items()}
         return LearnedExamplesClassifier(
-            build_classifier(phrases, names=names, default=default, engine=engine, descriptions=descriptions),
+            _build(phrases, names=names, default=default, engine=engine, descriptions=descriptions, near=learned_only),
             learned_only,
         )
+    return _build(phrases, names=names, default=default, engine=engine, descriptions=descriptions, near=None)
+
+
+def _build(
+    phrases: Mapping[str, Sequence[str]],
+    *,
+    names: Mapping[str, str] | None,
+    default: str | None,
+    engine: Engine,
+    descriptions: Mapping[str, str] | None,
+    near: Mapping[str, Sequence[str]] | None,
+) -> Classifier:
+    """:func:`build_classifier` once learned examples are among ``phrases``; ``near``: those learned examples, which
+    an embedding engine lets count only for callers who say something like them (``EmbeddingClassifier``'s
+    ``near_only``). TF-IDF scores by shared words already: a learned phrase only reaches callers who use its
+    words."""
     if engine == "auto":
         engine = _engine_from_environment()
     candidates = _AUTO_ORDER if engine == "auto" else () if engine == "tfidf" else (engine,)
@@ -147,7 +163,7 @@ def build_classifier(
     for candidate in candidates:
         try:
             classifier = _embedding_classifier(
-                candidate, phrases, names=names, descriptions=descriptions, default=default
+                candidate, phrases, names=names, descriptions=descriptions, default=default, near_only=near
             )
         except ClassifierUnavailable as exc:
             if engine != "auto":
@@ -227,9 +243,12 @@ def _embedding_classifier(
     names: Mapping[str, str] | None,
     descriptions: Mapping[str, str] | None,
     default: str | None,
+    near_only: Mapping[str, Sequence[str]] | None = None,
 ) -> Classifier:
     """The embedding engine's classifier; :class:`ClassifierUnavailable` when its packages or model are missing."""
-    return _embedding_classifier_class(engine)(phrases, names=names, descriptions=descriptions, default=default)
+    return _embedding_classifier_class(engine)(
+        phrases, names=names, descriptions=descriptions, default=default, near_only=near_only
+    )
 
 
 def sentence_encoder(engine: Engine = "auto") -> tuple[SentenceEncoder, str]:

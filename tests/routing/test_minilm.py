@@ -8,7 +8,6 @@ with WARMLINE_REQUIRE_EXTRAS=1 (CI, where ``make test`` installs it). The model 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -177,29 +176,29 @@ def test_never_raises_on_odd_input(classifier: minilm.MiniLMClassifier) -> None:
     assert classifier.classify("refund " * 2000).department == "billing"
 
 
-def test_one_utterance_is_fast_and_examples_are_embedded_once(
-    classifier: minilm.MiniLMClassifier, encoder: minilm.MiniLMEncoder, sample_flow: Flow
+def test_examples_are_embedded_once(
+    classifier: minilm.MiniLMClassifier,
+    encoder: minilm.MiniLMEncoder,
+    sample_flow: Flow,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # What an utterance costs is bench/routing_accuracy.py's to measure (CPU p50/p99), not a timed test's.
     texts = [text for text, _ in FRESH]
-    classifier.classify(texts[0])
-    timings = []
-    for text in texts:
-        begin = time.process_time()  # CPU time: a busy machine's preemptions do not count
-        classifier.classify(text)
-        timings.append(time.process_time() - begin)
-    # Typically 10-20 ms of CPU here; the bound catches a pathology (padding every utterance to the tokenizer
-    # file's 128 tokens, spinning BLAS threads), not noise.
-    assert sorted(timings)[len(timings) // 2] < 0.1
-    # A reloaded flow reuses the model and the cached example vectors: rebuilding costs no forward pass.
-    begin = time.perf_counter()
+    answer = classifier.classify(texts[0])
+
+    def no_forward_pass(batch: object) -> object:
+        raise AssertionError(f"a reloaded flow embedded its examples again: {batch!r}")
+
+    # A reloaded flow reuses the model and the cached example vectors: rebuilding runs no forward pass.
+    monkeypatch.setattr(encoder, "encode", no_forward_pass)
     again = minilm.MiniLMClassifier(
         {key: dept.examples for key, dept in sample_flow.departments.items()},
         names={key: sample_flow.department_name(key) for key in sample_flow.departments},
         default="general",
     )
-    assert time.perf_counter() - begin < 0.05
+    monkeypatch.undo()
     assert minilm.get_encoder() is encoder
-    assert again.classify(texts[0]) == classifier.classify(texts[0])
+    assert again.classify(texts[0]) == answer
 
 
 def test_build_classifier_auto_picks_minilm_when_available(

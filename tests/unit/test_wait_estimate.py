@@ -7,7 +7,6 @@ import itertools
 import math
 import random
 import statistics
-import time
 from collections.abc import Sequence
 
 import pytest
@@ -174,19 +173,6 @@ def test_mixed_cases_match_a_seeded_simulation(case: str) -> None:
     assert estimate is not None
     assert estimate == pytest.approx(simulated, rel=0.02)
     assert abs(estimate - simulated) < 4 * standard_error  # and within the simulation's own noise
-
-
-def test_fast_enough_for_every_hold_loop() -> None:
-    rng = random.Random(7)
-    reps = [on_call() for _ in range(50)] + [free_in(rng.uniform(0, 600)) for _ in range(50)]
-    calls = 20
-    best = math.inf
-    for _ in range(5):
-        started = time.perf_counter()
-        for _ in range(calls):
-            estimate_wait(position=200, reps=reps, mean_handle_seconds=300)
-        best = min(best, (time.perf_counter() - started) / calls)
-    assert best < 1e-3
 
 
 # --- estimate_wait: input errors -----------------------------------------------------------------------------------
