@@ -41,7 +41,6 @@ from bench import floor_app  # noqa: E402 (needs the path above when run as a sc
 from bench.webhook import (  # noqa: E402
     APP_EXPECTS,
     FLOOR_EXPECTS,
-    STEPS,
     BenchConfig,
     EmulatedCall,
     Step,
@@ -52,6 +51,9 @@ from bench.webhook import (  # noqa: E402
     plan_database,
     write_bench_config,
 )
+
+#: The steps replayed: each call's incoming and gather (what ``EmulatedCall.requests`` posts), not its status callback.
+PROFILED_STEPS: tuple[Step, ...] = ("incoming", "gather")
 
 PUBLIC_URL = "http://127.0.0.1:8999"  # what the calls are signed for; the app is told this is its public URL
 
@@ -91,7 +93,7 @@ def replay(
     Straight into the app, not through Flask's test client: the client builds each request and reads each answer
     at a cost (~0.25 ms) larger than the whole bare floor's (~0.09 ms), which hid how much of a webhook is the
     app's own work."""
-    spent: dict[str, float] = dict.fromkeys(STEPS, 0.0)
+    spent: dict[str, float] = dict.fromkeys(PROFILED_STEPS, 0.0)
     for step, environ in requests:
         statuses: list[str] = []
         started = time.process_time()
@@ -188,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"database: {database.label}; {args.calls} calls, one at a time, straight into the WSGI app (no HTTP)")
     print(f"{'CPU ms per request':<24}{'incoming':>10}{'gather':>10}")
     for name, spent in (("floor", floor_cpu), ("warmline", app_cpu)):
-        print(f"{name:<24}" + "".join(f"{spent[step] * 1000 / args.calls:>10.2f}" for step in STEPS))
+        print(f"{name:<24}" + "".join(f"{spent[step] * 1000 / args.calls:>10.2f}" for step in PROFILED_STEPS))
     print(f"(measured without the profiler; the profile below is of another {args.calls} calls)\n")
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)

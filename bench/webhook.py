@@ -1164,7 +1164,16 @@ class GunicornServer:
         split = len(text) if self.stop_mark is None else self.stop_mark
 
         def problems(part: str) -> list[str]:
-            return [line for line in part.splitlines() if any(marker in line for marker in markers)]
+            lines = part.splitlines()
+            found = []
+            for number, line in enumerate(lines):
+                if not any(marker in line for marker in markers):
+                    continue
+                if "Traceback" in line:  # name the exception: a traceback's first unindented line after it
+                    raised = next((later for later in lines[number + 1 :] if later and not later[0].isspace()), "")
+                    line = f"{line} -> {raised}"
+                found.append(line)
+            return found
 
         return problems(text[:split]), problems(text[split:])
 
