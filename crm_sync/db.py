@@ -188,9 +188,14 @@ def again_after_deadlock(work: Callable[[], _Result], *, attempts: int = 3) -> _
     rep's wrap-up locks the call then the rep; a call's last webhooks lock the rep then the call) are both right;
     the database picks one to roll back, and running that one again is the standard answer, rather than a global
     lock order every use case would have to know. A short random pause lets the other transaction finish first."""
+    try:  # the common case, without building a retry loop on every webhook
+        return work()
+    except DBAPIError as error:
+        if not is_deadlock(error) or attempts <= 1:
+            raise
     retrying = Retrying(
         retry=retry_if_exception(is_deadlock),
-        stop=stop_after_attempt(attempts),
+        stop=stop_after_attempt(attempts - 1),
         wait=wait_random(0.0, 0.05),
         reraise=True,
     )
