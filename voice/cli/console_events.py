@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from typing import cast
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import click
 from aiohttp import web
 
+from voice.cli.child_process import ChildProcess
 from voice.cli.context import AppSource, CommandApp, warmline_parts
 from voice.live.feeds import feed_for
 from voice.live.server import LiveEvents
@@ -103,19 +103,16 @@ async def _watch_parent(parent: int) -> None:
     asyncio.get_running_loop().create_task(watch())
 
 
-class EventsProcess:
+class EventsProcess(ChildProcess):
     """The server's side: start the process on ``host:port``, stop it."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._process: subprocess.Popen[bytes] | None = None
+    label = "live-events"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__()
+        self.host, self.port = host, port
 
     def start(self) -> None:
-        # A fresh interpreter, not a fork of the server (which has loaded the app and may hold connections).
         command = [
             sys.executable, "-m", __name__,
             "--host", self.host, "--port", str(self.port), "--parent", str(os.getpid()),
@@ -126,20 +123,7 @@ class EventsProcess:
         nice = shutil.which("nice")
         if nice is not None:
             command = [nice, "-n", str(NICENESS), *command]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        log.info("live-events process %s started", self._process.pid)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("live-events process %s did not stop in %.0f s: killed", process.pid, timeout)
-            process.kill()
-            process.wait()
+        self._spawn(command)
 
 
 if __name__ == "__main__":

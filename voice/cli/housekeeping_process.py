@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from types import FrameType
 
 from voice import create_app
+from voice.cli.child_process import ChildProcess
 
 log = logging.getLogger(__name__)
 
@@ -31,34 +31,13 @@ log = logging.getLogger(__name__)
 PARENT_CHECK_INTERVAL = 1.0
 
 
-class HousekeepingProcess:
+class HousekeepingProcess(ChildProcess):
     """The server's side: start the process, stop it."""
 
-    def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+    label = "housekeeping"
 
     def start(self) -> None:
-        # A fresh interpreter, not a fork: the server process has loaded the app and may hold threads and
-        # connections that a forked child must not share. It inherits the environment, working directory and output.
-        command = [sys.executable, "-m", __name__, str(os.getpid())]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        log.info("housekeeping process %s started", self._process.pid)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("housekeeping process %s did not stop in %.0f s: killed", process.pid, timeout)
-            process.kill()
-            process.wait()
+        self._spawn([sys.executable, "-m", __name__, str(os.getpid())])
 
 
 def main() -> int:
