@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from ivr_flows import Flow, RouteNode
+from ivr_flows import Flow
 from ivr_flows.routing.base import Classification, ClassifierUnavailable
 from ivr_flows.routing.factory import ENGINE_ENV, build_classifier, sentence_encoder
 from tests.conftest import skip_without_extra
+from tests.routing.test_minilm import REFERENCE_COSINES, REFERENCE_HEADS, route_threshold
 
 try:
     import numpy as np
@@ -49,25 +49,9 @@ def classifier(encoder: onnx_minilm.OnnxMiniLMEncoder, sample_flow: Flow) -> onn
     )
 
 
-def route_threshold(flow: Flow) -> float:
-    thresholds = [node.threshold for node in flow.nodes.values() if isinstance(node, RouteNode)]
-    assert thresholds, "the sample flow has no route node"
-    return min(thresholds)
-
-
-# sentence-transformers' float32 vectors of all-MiniLM-L6-v2 (the same reference values as test_minilm.py): the
-# first 8 components of two sentences and two cosines. int8 weights move components by up to ~0.01, so the
-# comparison is by cosine to the reference head and by the cosines between sentences.
-REFERENCE_HEADS = {
-    "I was charged twice for my subscription": [0.00978, -0.055033, 0.015419, 0.004892, 0.050738, -0.034583, 0.045786,
-                                                -0.052317],
-    "My internet keeps dropping every evening": [-0.007683, -0.012592, 0.094051, -0.002896, -0.003793, -0.093179,
-                                                 0.002311, 0.027667],
-}  # fmt: skip
-REFERENCE_COSINES = [
-    ("I was charged twice for my subscription", "My internet keeps dropping every evening", 0.249568),
-    ("I was charged twice for my subscription", "there's a double charge on my card", 0.626499),
-]
+# sentence-transformers' float32 vectors of all-MiniLM-L6-v2 (REFERENCE_HEADS, REFERENCE_COSINES: test_minilm.py's).
+# int8 weights move components by up to ~0.01, so the comparison is by cosine to the reference head and by the
+# cosines between sentences.
 
 
 def test_vectors_are_all_minilm_l6_v2s(encoder: onnx_minilm.OnnxMiniLMEncoder) -> None:
@@ -140,18 +124,11 @@ def test_batch_path_answers_as_one_by_one_and_odd_input_never_raises(
     assert classifier.classify("refund " * 2000).department == "billing"  # truncated, not refused
 
 
-def test_one_utterance_costs_one_short_inference(
+def test_one_encoder_serves_the_whole_process(
     classifier: onnx_minilm.OnnxMiniLMClassifier, encoder: onnx_minilm.OnnxMiniLMEncoder
 ) -> None:
+    # What an utterance costs is bench/routing_accuracy.py's to measure (CPU p50/p99), not a timed test's.
     classifier.classify(FRESH[0][0])
-    timings = []
-    for text, _ in FRESH:
-        begin = time.process_time()
-        classifier.classify(text)
-        timings.append(time.process_time() - begin)
-    # ~4-10 ms of CPU here (bench/RESULTS.md); the bound catches a pathology (padding to 256 tokens, a thread pool
-    # spinning), not noise. The speed target itself is bench/routing_accuracy.py's.
-    assert sorted(timings)[len(timings) // 2] < 0.1
     assert onnx_minilm.get_onnx_encoder() is encoder
     assert sentence_encoder("minilm-onnx")[0] is encoder
 
