@@ -56,7 +56,11 @@ class VoicemailService(Service):
         with self._store.unit_of_work() as session:
             interaction = interactions.require_interaction(session, call_sid, for_update=True)
             interaction.record_transcript(text, engine=engine, confidence=confidence, error=error)
-            heard = f'Transcript ({engine}): "{text}"' if text else f"No transcript ({error}); listen to the recording."
+            if text:
+                heard = f'Transcript ({engine}): "{text}"'
+            else:  # the speech said nothing it recognised (no error), or the transcriber failed (its error)
+                why = f" ({error})" if error else ""
+                heard = f"No transcript{why}; listen to the recording."
             for task in tasks.tasks_for_interaction(session, interaction.id):
                 if task.kind == "voicemail" and task.open:
                     task.add_to_note(heard)
