@@ -661,23 +661,53 @@ def _summarise(
 ) -> TargetResult:
     last_end = max(load.ends, default=t0)
     window_end = min(stop_at, last_end) if load.pool_exhausted or cfg.calls is not None else stop_at
-    span = max(window_end - t0, 1e-9)
     measured = [i for i, end in enumerate(load.ends) if t0 <= end <= window_end]
-    latencies = sorted((load.ends[i] - load.starts[i]) * 1000.0 for i in measured)
-    steps: dict[str, StepStats] = {}
-    for step in STEPS:
-        values = sorted((load.ends[i] - load.starts[i]) * 1000.0 for i in measured if load.steps[i] == step)
-        steps[step] = StepStats.of(values)
-    wall = window["end"][0] - window["start"][0]
-    server_cpu = window["end"][1] - window["start"][1]
-    client_cpu = window["end"][2] - window["start"][2]
-    database_cpu = window["end"][3] - window["start"][3]
+    return _target_result(
+        name,
+        [(load.steps[i], (load.ends[i] - load.starts[i]) * 1000.0) for i in measured],
+        load,
+        cfg=cfg,
+        span=max(window_end - t0, 1e-9),
+        wall=window["end"][0] - window["start"][0],
+        server_cpu=window["end"][1] - window["start"][1],
+        client_cpu=window["end"][2] - window["start"][2],
+        database_cpu=window["end"][3] - window["start"][3],
+        cpu_requests=len(measured),
+        calls_started=load.next_call,
+        pool_exhausted=load.pool_exhausted,
+        hit_time_bound=cfg.calls is not None and load.measured_claimed < cfg.calls,
+    )
+
+
+def _target_result(
+    name: str,
+    timed: Sequence[tuple[str, float]],
+    load: _Load,
+    *,
+    cfg: BenchConfig,
+    span: float,
+    wall: float,
+    server_cpu: float,
+    client_cpu: float,
+    database_cpu: float,
+    cpu_requests: int,
+    calls_started: int,
+    pool_exhausted: bool = False,
+    hit_time_bound: bool = False,
+    late: Sequence[float] = (),
+) -> TargetResult:
+    """A target's figures, closed or open loop: ``timed`` is (step, latency ms) of each request measured; the CPU
+    figures are per ``cpu_requests`` requests over ``wall`` seconds."""
+    latencies = sorted(ms for _, ms in timed)
+    steps: dict[str, StepStats] = {
+        step: StepStats.of(sorted(ms for posted, ms in timed if posted == step)) for step in STEPS
+    }
     return TargetResult(
         name=name,
         window_s=span,
-        requests=len(measured),
+        requests=len(timed),
         calls=steps[cfg.last_step].requests,
-        requests_per_s=len(measured) / span,
+        requests_per_s=len(timed) / span,
         calls_per_s=steps[cfg.last_step].requests / span,
         p50_ms=percentile(latencies, 50),
         p99_ms=percentile(latencies, 99),
@@ -688,14 +718,17 @@ def _summarise(
         failure_reasons=dict(load.failures),
         failure_examples=list(load.failure_examples),
         gather_outcomes=dict(load.outcomes),
-        server_cpu_ms_per_request=server_cpu * 1000.0 / len(measured) if measured else 0.0,
+        server_cpu_ms_per_request=server_cpu * 1000.0 / cpu_requests if cpu_requests else 0.0,
         server_cpu_cores=server_cpu / wall if wall > 0 else 0.0,
         client_cpu_cores=client_cpu / wall if wall > 0 else 0.0,
-        database_cpu_ms_per_request=database_cpu * 1000.0 / len(measured) if measured else 0.0,
+        database_cpu_ms_per_request=database_cpu * 1000.0 / cpu_requests if cpu_requests else 0.0,
         database_cpu_cores=database_cpu / wall if wall > 0 else 0.0,
-        calls_started=load.next_call,
-        pool_exhausted=load.pool_exhausted,
-        hit_time_bound=cfg.calls is not None and load.measured_claimed < cfg.calls,
+        calls_started=calls_started,
+        pool_exhausted=pool_exhausted,
+        hit_time_bound=hit_time_bound,
+        offered_per_s=cfg.rate or 0.0,
+        late_sends=sum(1 for value in late if value > LATE_SEND_MS),
+        max_late_ms=max(late, default=0.0),
     )
 
 
@@ -957,18 +990,21 @@ def drive_open_loop(
         _write_client_trace(trace, exchanges)
     answered = sum(1 for exchange in exchanges if exchange.error is None)
     late = [exchange.late_ms for exchange in measured if exchange.request.step == "incoming"]
-    return _summarise_exchanges(
+    # The CPU figures are over the whole phase (warm-up included), sampled before the first send and after the last
+    # answer: reading /proc in the middle would hold the GIL and delay the sender.
+    return _target_result(
         name,
-        measured,
+        [(exchange.request.step, exchange.latency_ms) for exchange in measured],
         load,
         cfg=cfg,
-        server_cpu=server_after - server_before,
-        database_cpu=database_after - database_before,
-        client_cpu=client_cpu,
+        span=cfg.duration,
         wall=wall,
-        answered=answered,
-        late=late,
+        server_cpu=server_after - server_before,
+        client_cpu=client_cpu,
+        database_cpu=database_after - database_before,
+        cpu_requests=answered,
         calls_started=len(offsets),
+        late=late,
     )
 
 
@@ -987,58 +1023,6 @@ def _write_client_trace(path: Path, exchanges: Sequence[Exchange]) -> None:
                 "error": exchange.error,
             }
             out.write(json.dumps(record) + "\n")
-
-
-def _summarise_exchanges(
-    name: str,
-    measured: Sequence[Exchange],
-    load: _Load,
-    *,
-    cfg: BenchConfig,
-    server_cpu: float,
-    database_cpu: float,
-    client_cpu: float,
-    wall: float,
-    answered: int,
-    late: Sequence[float],
-    calls_started: int,
-) -> TargetResult:
-    latencies = sorted(exchange.latency_ms for exchange in measured)
-    steps: dict[str, StepStats] = {}
-    for step in STEPS:
-        values = sorted(exchange.latency_ms for exchange in measured if exchange.request.step == step)
-        steps[step] = StepStats.of(values)
-    span = cfg.duration
-    return TargetResult(
-        name=name,
-        window_s=span,
-        requests=len(measured),
-        calls=steps[cfg.last_step].requests,
-        requests_per_s=len(measured) / span,
-        calls_per_s=steps[cfg.last_step].requests / span,
-        p50_ms=percentile(latencies, 50),
-        p99_ms=percentile(latencies, 99),
-        p999_ms=percentile(latencies, 99.9),
-        max_ms=latencies[-1] if latencies else 0.0,
-        steps=steps,
-        failures=sum(load.failures.values()),
-        failure_reasons=dict(load.failures),
-        failure_examples=list(load.failure_examples),
-        gather_outcomes=dict(load.outcomes),
-        # Over the whole phase (warm-up included), sampled before the first send and after the last answer: reading
-        # /proc in the middle would hold the GIL and delay the sender.
-        server_cpu_ms_per_request=server_cpu * 1000.0 / answered if answered else 0.0,
-        server_cpu_cores=server_cpu / wall if wall > 0 else 0.0,
-        client_cpu_cores=client_cpu / wall if wall > 0 else 0.0,
-        database_cpu_ms_per_request=database_cpu * 1000.0 / answered if answered else 0.0,
-        database_cpu_cores=database_cpu / wall if wall > 0 else 0.0,
-        calls_started=calls_started,
-        pool_exhausted=False,
-        hit_time_bound=False,
-        offered_per_s=cfg.rate or 0.0,
-        late_sends=sum(1 for value in late if value > LATE_SEND_MS),
-        max_late_ms=max(late, default=0.0),
-    )
 
 
 # --- server processes ------------------------------------------------------------------------------------------------
