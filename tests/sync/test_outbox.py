@@ -84,36 +84,28 @@ def _a_rep(session: object) -> int:
     return rep.id
 
 
+def _ended_call(call_sid: str) -> Interaction:
+    """A call the store hears of only when it ends: its unit of work announces it to the CRMs."""
+    return Interaction.heard_of_only_at_its_end(
+        call_sid=call_sid,
+        caller_number="+15551230001",
+        called_number=None,
+        call_status="completed",
+        duration_seconds=5,
+        flow_name="main",
+        flow_version="v1",
+        now=utcnow(),
+    )
+
+
 def test_the_row_is_in_the_changes_transaction_and_goes_when_it_rolls_back(store: Store) -> None:
     announcing = Store(store.url, announce_to=("webhook",))
     try:
         with announcing.unit_of_work() as session:
-            session.add(
-                Interaction.heard_of_only_at_its_end(
-                    call_sid="CA2",
-                    caller_number="+15551230001",
-                    called_number=None,
-                    call_status="completed",
-                    duration_seconds=5,
-                    flow_name="main",
-                    flow_version="v1",
-                    now=utcnow(),
-                )
-            )
+            session.add(_ended_call("CA2"))
         assert _reasons(announcing) == [("webhook", "call ended")]
         with pytest.raises(RuntimeError), announcing.unit_of_work() as session:
-            session.add(
-                Interaction.heard_of_only_at_its_end(
-                    call_sid="CA3",
-                    caller_number="+15551230001",
-                    called_number=None,
-                    call_status="completed",
-                    duration_seconds=5,
-                    flow_name="main",
-                    flow_version="v1",
-                    now=utcnow(),
-                )
-            )
+            session.add(_ended_call("CA3"))
             session.flush()
             raise RuntimeError("the webhook failed after the flush")
         assert _reasons(announcing) == [("webhook", "call ended")]
@@ -123,18 +115,7 @@ def test_the_row_is_in_the_changes_transaction_and_goes_when_it_rolls_back(store
 
 def test_without_a_configured_crm_nothing_is_written(store: Store) -> None:
     with store.unit_of_work() as session:
-        session.add(
-            Interaction.heard_of_only_at_its_end(
-                call_sid="CA4",
-                caller_number="+15551230001",
-                called_number=None,
-                call_status="completed",
-                duration_seconds=5,
-                flow_name="main",
-                flow_version="v1",
-                now=utcnow(),
-            )
-        )
+        session.add(_ended_call("CA4"))
     assert _reasons(store) == []
 
 
