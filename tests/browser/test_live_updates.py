@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from bench.console_latency import OBSERVE_ROWS  # what the page records: the same in the bench and here
 from crm_sync.models import RepState, utcnow
 from crm_sync.queries.reps import find_rep, upsert_rep
 from tests.browser.conftest import LIVE, SCREENSHOTS, Console, make_supervisor, parts, sqlite_only
@@ -32,20 +33,6 @@ EVENTS = 32
 SPACING_SECONDS = 0.15
 ALICE, JANE = "+15550100001", "+15551230001"
 
-#: Records, in the page, when each rep's row on the floor first shows a new presence (epoch milliseconds).
-OBSERVE_ROWS = """() => {
-    window.seen = [];
-    const rows = document.querySelector("#floor-reps");
-    new MutationObserver((records) => {
-        const now = Date.now();
-        for (const record of records) {
-            const row = record.target;
-            if (record.attributeName === "data-state" && row.dataset.state !== record.oldValue) {
-                window.seen.push({rep: Number(row.dataset.repId), state: row.dataset.state, at: now});
-            }
-        }
-    }).observe(rows, {subtree: true, attributes: true, attributeFilter: ["data-state"], attributeOldValue: true});
-}"""
 
 
 def add_reps(system: PhoneSystem, count: int) -> list[int]:
