@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, case, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from crm_sync.models import Customer, Interaction, Task, TaskState
@@ -104,38 +104,53 @@ _LAST_CONTACT = (
 _OPEN_TASKS = (
     select(func.count(Task.id)).where(Task.customer_id == Customer.id, Task.state == TaskState.OPEN).scalar_subquery()
 )
-_CALLER_BY_PHONE = select(
-    Customer.id,
-    Customer.name,
-    Customer.tier,
-    Customer.custom_fields,
-    _LAST_CONTACT.label("last_contact_at"),
-    _OPEN_TASKS.label("open_tasks"),
-).where(Customer.phone == bindparam("phone"))
-
-
-def caller_view(session: Session, phone_e164: str, *, call_sid: str = "") -> CallerView | None:
-    """The customer with this number, if any; ``last_contact_at`` leaves out the call ``call_sid`` itself."""
-    # Core on the unit of work's connection (this runs on every call): the ORM's execute path costs more than the
-    # query itself.
-    row = session.connection().execute(_CALLER_BY_PHONE, {"phone": phone_e164, "call_sid": call_sid}).first()
-    if row is None:
-        return None
-    customer_id, name, tier, custom_fields, last, open_tasks = row
-    return CallerView(customer_id, name, tier, custom_fields or {}, _aggregate_time(last), bool(open_tasks))
-
-
 # A number's calls, whoever the CRM says made them: a caller it does not know who rang before is a repeat caller
 # too (cut off, or calling back about the same thing). Not this call itself, as above.
-_LAST_CALL_FROM = select(func.max(Interaction.started_at)).where(
-    Interaction.caller_number == bindparam("number"), Interaction.call_sid != bindparam("call_sid")
+_LAST_CALL_FROM = (
+    select(func.max(Interaction.started_at))
+    .where(Interaction.caller_number == bindparam("phone"), Interaction.call_sid != bindparam("call_sid"))
+    .scalar_subquery()
+)
+# One row whether or not the CRM knows the number: the customer's columns (NULL when it does not) beside the
+# number's own last call. Every call starts with this lookup, and one statement costs half of two (SQLAlchemy's
+# execution path, not SQLite, is most of a small statement's cost: bench/RESULTS.md).
+_ONE_ROW = select(literal_column("1").label("one")).subquery()
+_CALLER_BY_PHONE = (
+    select(
+        Customer.id,
+        Customer.name,
+        Customer.tier,
+        Customer.custom_fields,
+        _LAST_CONTACT.label("last_contact_at"),
+        _OPEN_TASKS.label("open_tasks"),
+        # Only for a number the CRM does not know (CASE evaluates it only then): a customer's last contact comes with
+        # the record, by the (customer, started) index, and a busy customer's number would otherwise scan all its calls.
+        case((Customer.id.is_(None), _LAST_CALL_FROM)).label("last_call_from_number"),
+    )
+    .select_from(_ONE_ROW)
+    .outerjoin(Customer, Customer.phone == bindparam("phone"))
 )
 
 
-def last_call_from(session: Session, number: str, *, other_than: str) -> datetime | None:
-    """When ``number`` last called (any call but ``other_than``), by the indexed ``caller_number``."""
-    params = {"number": number, "call_sid": other_than}
-    return _aggregate_time(session.connection().execute(_LAST_CALL_FROM, params).scalar())
+@dataclass(frozen=True)
+class CallerLookup:
+    """Who is calling from a number: the customer (None: the CRM does not know it), and for a number it does not
+    know, when the number last called; neither counts the call being looked up for."""
+
+    customer: CallerView | None
+    last_call_from_number: datetime | None
+
+
+def look_up_caller(session: Session, phone_e164: str, *, call_sid: str = "") -> CallerLookup:
+    """The customer with this number, if any, else the number's last call; neither counts the call ``call_sid``."""
+    # Core on the unit of work's connection (this runs on every call): the ORM's execute path costs more than the
+    # query itself.
+    row = session.connection().execute(_CALLER_BY_PHONE, {"phone": phone_e164, "call_sid": call_sid}).one()
+    customer_id, name, tier, custom_fields, last, open_tasks, last_from_number = row
+    customer = None
+    if customer_id is not None:
+        customer = CallerView(customer_id, name, tier, custom_fields or {}, _aggregate_time(last), bool(open_tasks))
+    return CallerLookup(customer, _aggregate_time(last_from_number))
 
 
 @dataclass(frozen=True)

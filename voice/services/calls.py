@@ -89,13 +89,8 @@ class CallService(Service):
     # --- the IVR ---------------------------------------------------------------------------------------------------
 
     def incoming(self, call: IncomingCall) -> Reply:
-        if self._store.single_writer:
-            # On SQLite the write transaction holds the one writer lock every worker queues on: work out who is
-            # calling and what the flow says first on a read-only one, so the lock is held for the INSERT only.
-            with self._store.unit_of_work(read_only=True) as session:
-                start = self._start(session, call)
-            with self._store.unit_of_work() as session:
-                return self._open(session, call, start)
+        # One unit of work, the lookup in it: on SQLite the writers' lock is then held for the lookup too (tens of
+        # microseconds), which costs the other workers less than a second transaction costs this one (bench/RESULTS.md).
         with self._store.unit_of_work() as session:
             return self._open(session, call, self._start(session, call))
 
@@ -104,9 +99,9 @@ class CallService(Service):
         called = caller_e164(call.to_number, default_region=self._settings.default_region)
         flow = self._flows.for_number(called)
         now = self._clock()
-        customer = customers.caller_view(session, number, call_sid=call.call_sid)
-        last_call = None if customer else customers.last_call_from(session, number, other_than=call.call_sid)
-        facts = _caller_facts(customer, now=now, last_call_at=last_call, city=call.caller_city)
+        caller = customers.look_up_caller(session, number, call_sid=call.call_sid)
+        customer = caller.customer
+        facts = _caller_facts(customer, now=now, last_call_at=caller.last_call_from_number, city=call.caller_city)
         state, step = start_call(flow, facts, now=now, classifier=self._flows.classifier_for(flow))
         return _Start(number, called, flow, customer.id if customer else None, state, step)
 
