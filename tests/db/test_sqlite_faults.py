@@ -14,14 +14,18 @@ from typing import Any
 import pytest
 import sqlalchemy
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy.exc import OperationalError
 
 from crm_sync.db import Store
 from crm_sync.models import Rep
+from crm_sync.phones import caller_e164
 from tests.conftest import app_config, seed_demo, signed_post
 from tests.twiml import parse_twiml, verbs
 from tests.unprivileged import hand_to_nobody, in_child_as_nobody
 from voice import create_app
+
+CALLER, COMPANY = "+15551230001", "+15550009999"
 
 
 def test_webhooks_fall_back_while_the_files_are_read_only_and_recover_without_a_restart(
@@ -35,15 +39,21 @@ def test_webhooks_fall_back_while_the_files_are_read_only_and_recover_without_a_
     hand_to_nobody(directory, database, instance)
     config = app_config(f"sqlite:///{database}", instance, routing={"sweep_interval": 0})
 
-    def serving() -> Flask:  # as root: loads the modules; opens no database file (that is the child's, as nobody)
-        return create_app(config, background=False)
+    def serving() -> tuple[Flask, FlaskClient]:
+        # As root: everything that reads files of the checkout (modules, package metadata) before the child gives up
+        # root, which may not be able to read a checkout in a private directory; opens no database file (that is
+        # the child's, as nobody).
+        app = create_app(config, background=False)
+        for number in (CALLER, COMPANY):  # phonenumbers loads a region's metadata module on its first number
+            caller_e164(number, default_region=app.extensions["warmline"].settings.default_region)
+        return app, app.test_client()
 
-    def through_the_fault(app: Flask) -> list[list[str]]:
+    def through_the_fault(served: tuple[Flask, FlaskClient]) -> list[list[str]]:
+        app, client = served
         seed_demo(app.extensions["warmline"].store)
-        client = app.test_client()
 
         def call(number: int) -> list[str]:
-            form = {"CallSid": f"CA{number:032d}", "From": "+15551230001", "To": "+15550009999"}
+            form = {"CallSid": f"CA{number:032d}", "From": CALLER, "To": COMPANY}
             response = signed_post(client, "/voice/incoming", form)
             assert response.status_code == 200
             return verbs(parse_twiml(response.data))
@@ -64,7 +74,6 @@ def test_webhooks_fall_back_while_the_files_are_read_only_and_recover_without_a_
     assert answers[0] == ["Say", "Gather", "Redirect"]
     assert all("Dial" in answer or "Record" in answer for answer in answers[1:5]), answers  # fallback, never a 500
     assert answers[5:] == [["Say", "Gather", "Redirect"]] * 4, answers  # writable again: served again, at once
-
 
 
 def test_connections_opened_while_the_files_were_immutable_are_replaced_once_they_are_writable(
