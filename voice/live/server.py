@@ -486,7 +486,8 @@ class LiveEvents:
         parts = self.parts
         floor = parts.floor.floor()
         at = floor.at
-        floors = {supervisor: wire.floor_json(floor, callers=supervisor) for supervisor in {key[1] for key in actors}}
+        whole = wire.floor_json(floor, callers=True)
+        floors = {callers: whole if callers else wire.without_callers(whole) for callers in {key[1] for key in actors}}
         work_changed = False
         if everyone:
             tasks_now = self._open_tasks(at)
