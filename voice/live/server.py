@@ -371,6 +371,7 @@ class LiveEvents:
             except Exception:
                 if not scope.subscribers:  # nobody else follows it: not read again on every change for nothing
                     self.scopes.pop(key, None)
+                    self._forget_floor_unless_followed(scope.callers)
                 raise
         scope = self.scopes.setdefault(key, Scope(subscriber.actor))
         floor = self.floors.get(scope.callers)
@@ -388,8 +389,12 @@ class LiveEvents:
         scope.subscribers.discard(subscriber)
         if not scope.subscribers:
             del self.scopes[key]
-            if not any(other.callers == scope.callers for other in self.scopes.values()):
-                self.floors.pop(scope.callers, None)  # nobody follows this floor: no version to keep
+            self._forget_floor_unless_followed(scope.callers)
+
+    def _forget_floor_unless_followed(self, callers: bool) -> None:
+        """Nobody left to follow this audience's floor: no version to keep (whoever comes next reads it afresh)."""
+        if not any(scope.callers == callers for scope in self.scopes.values()):
+            self.floors.pop(callers, None)
 
     @property
     def subscribers(self) -> int:
