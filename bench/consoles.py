@@ -26,7 +26,8 @@ from voice.web.console.sessions import COOKIE_NAME
 
 #: Every tenth console is a supervisor's (the whole floor, callers included); the others reps'.
 SUPERVISOR_EVERY = 10
-#: The pieces a console is sent when its stream opens, before it follows changes.
+#: The pieces a console is sent when its stream opens (the floor whole, then me, screen, work), before it follows
+#: changes (the floor's as ``floor-changes``: counted as messages like the rest, never parsed here).
 FIRST_PAINT = 4
 
 

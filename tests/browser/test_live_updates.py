@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from bench.console_latency import OBSERVE_ROWS  # what the page records: the same in the bench and here
 from crm_sync.models import RepState, utcnow
@@ -25,14 +25,27 @@ from tests.browser.conftest import LIVE, SCREENSHOTS, Console, make_supervisor, 
 from tests.conftest import PhoneSystem
 from voice.emulator import RepScript, Speech
 from voice.live.feeds import feed_for
-from voice.live.server import LiveEvents, ServerThread
+from voice.live.server import LiveEvents, ServerThread, fingerprint
 from voice.web.console.app import EVENTS_URL_CONFIG, POLL_SECONDS
+
+#: What a supervisor's floor page shows of each rep, and what a fresh read of /console/state says it should.
+ON_SCREEN_AND_FRESH = """async () => {
+    const headers = { Accept: "application/json" };
+    const answer = await fetch("/console/state", { credentials: "same-origin", headers });
+    const fresh = (await answer.json()).floor.data;
+    const rows = Array.from(document.querySelectorAll("#floor-reps tr[data-rep-id]")).map((row) => ({
+        id: Number(row.dataset.repId),
+        name: row.querySelector("th").textContent,
+        state: row.dataset.state,
+        call: row.querySelector('[data-cell="call"]').textContent,
+    }));
+    return { fresh, rows, kept: window.warmline.state.floor };
+}"""
 
 #: Changes measured (the issue asks for at least 30), one per rep, committed this far apart.
 EVENTS = 32
 SPACING_SECONDS = 0.15
 ALICE, JANE = "+15550100001", "+15551230001"
-
 
 
 def add_reps(system: PhoneSystem, count: int) -> list[int]:
@@ -158,9 +171,22 @@ def test_the_page_follows_the_live_events_stream(
     page.goto("/console/floor")
     page.wait_for_function("window.warmline.mode() === 'stream'", timeout=LIVE)
     assert events.subscribers >= 1
+    whole_version = page.evaluate("window.warmline.floorVersion()")
     latencies = measure(page, system, rep_ids)
     figures = report(f"stream-{backend(system)}", latencies, "stream (live-events server)")
     assert page.evaluate("window.warmline.mode()") == "stream"  # never fell back
+    # The changes came as changes (the floor's version moved on from the whole one), each applied to the version
+    # it named, and what the page made of them is what a fresh read of the whole floor says, row by row on screen.
+    assert page.evaluate("window.warmline.floorVersion()") != whole_version
+    assert page.evaluate("window.warmline.floorResyncs()") == 0
+    seen = page.evaluate(ON_SCREEN_AND_FRESH)
+    fresh = seen["fresh"]
+    assert fingerprint(seen["kept"]) == fingerprint(fresh)
+    assert [(row["id"], row["name"], row["state"]) for row in seen["rows"]] == [
+        (rep["id"], rep["name"], rep["state"]) for rep in fresh["reps"]
+    ]
+    for row, rep in zip(seen["rows"], fresh["reps"], strict=True):
+        assert (row["call"] == "—") if rep["call_sid"] is None else (rep["caller"] in row["call"]), (row, rep)
     # A commit is heard within a look at data_version (SQLite, 0.25 s) or at once (NOTIFY), then read and sent
     # within the rate limit: well inside one polling interval, which is the point of the stream.
     assert figures["p50_ms"] < POLL_SECONDS * 1000, figures
@@ -185,6 +211,73 @@ def test_the_supervisor_sees_a_call_move_live_on_the_stream(
     assert page.evaluate("window.warmline.mode()") == "stream"
     # Every change came down the stream, none from polling /console/state.
     assert page.evaluate("window.warmline.renders.length") > 0
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+@sqlite_only
+def test_a_floor_change_for_another_version_is_not_shown_and_the_page_reads_the_whole_floor_again(
+    live_events: tuple[PhoneSystem, LiveEvents], console_factory: Callable[[PhoneSystem], Console]
+) -> None:
+    """The server never sends one (a console gets every change in order), so a stream is played to the page here:
+    its whole floor, then a change from a version the page does not have, that would show Alice offline. The page
+    leaves its floor as it was, polls once and opens a new stream, which the real server answers."""
+    system, _events = live_events
+    make_supervisor(system, "Carmen Ortiz")
+    page = console_factory(system).sign_in("Carmen Ortiz")
+    page.goto("/console/floor")
+    page.wait_for_function("window.warmline.mode() === 'stream'", timeout=LIVE)
+    state = page.evaluate(
+        "async () => (await fetch('/console/state', { headers: { Accept: 'application/json' } })).json()"
+    )
+    with system.store.unit_of_work() as session:
+        alice = find_rep(session, "Alice Rivera").id
+    offline = next({**row, "state": "offline"} for row in state["floor"]["data"]["reps"] if row["id"] == alice)
+    played = 10**9  # a version the server's numbering does not come near
+    stream = "".join(
+        [
+            sse("floor", {"event": "floor", "reason": "connect", "sent_at": state["sent_at"], "version": played,
+                          **state["floor"]}),
+            *(sse(name, {"event": name, "reason": "connect", "sent_at": state["sent_at"], **state[name]})
+              for name in ("me", "screen", "work")),
+            sse("floor-changes", {"event": "floor-changes", "reason": "change", "sent_at": state["sent_at"],
+                                  "detected_at": state["floor"]["detected_at"], "base": played + 1,
+                                  "version": played + 2,
+                                  "data": {"fields": {"at": state["floor"]["data"]["at"]},
+                                           "reps": {"changed": [offline]}}}),
+        ]
+    )  # fmt: skip
+    opened: list[str] = []
+
+    def play_first_stream(route: Route) -> None:
+        opened.append(route.request.url)
+        if len(opened) > 1:
+            route.continue_()
+            return
+        origin = route.request.headers.get("origin", system.url)
+        route.fulfill(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "Access-Control-Allow-Origin": origin,
+                     "Access-Control-Allow-Credentials": "true"},
+            body=stream,
+        )  # fmt: skip
+
+    page.route(str(system.app.config[EVENTS_URL_CONFIG]), play_first_stream)
+    page.reload()
+    page.wait_for_function("window.warmline.floorResyncs() === 1", timeout=LIVE)
+    page.wait_for_function(
+        "(played) => window.warmline.mode() === 'stream' && ![null, played].includes(window.warmline.floorVersion())",
+        arg=played,
+        timeout=LIVE,
+    )
+    assert len(opened) == 2
+    alice_row = page.locator("#floor-reps tr", has=page.get_by_role("rowheader", name="Alice Rivera"))
+    expect(alice_row).to_have_attribute("data-state", "available")
+    shown = page.evaluate("window.warmline.state.floor")
+    assert next(row for row in shown["reps"] if row["id"] == alice)["state"] == "available"
+    assert page.evaluate("window.warmline.floorResyncs()") == 1
 
 
 def test_a_stream_that_stops_falls_back_to_polling(

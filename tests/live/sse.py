@@ -13,6 +13,7 @@ from typing import Any
 
 import requests
 
+from voice.web.console import wire
 from voice.web.console.sessions import COOKIE_NAME
 
 
@@ -98,3 +99,42 @@ class Stream:
 
     def close(self) -> None:
         self.response.close()
+
+
+class VersionMismatch(AssertionError):
+    """A floor change for another version than the console's: it missed a message."""
+
+
+@dataclass
+class ConsoleFloor:
+    """The floor as a console following ``stream`` has it, as console.js keeps it: whole from ``event: floor``, then
+    each ``event: floor-changes`` applied to the version it names."""
+
+    stream: Stream
+    version: int | None = None
+    floor: dict[str, Any] | None = None
+    #: The bytes of each floor message taken, as the server serialised them: (event, size).
+    sizes: list[tuple[str, int]] = field(default_factory=list)
+
+    def take(self, event: Event) -> bool:
+        """Applies ``event`` if it is about the floor (whether it was); raises VersionMismatch for a change that does
+        not apply to this version."""
+        if event.name not in ("floor", wire.FLOOR_CHANGES):
+            return False
+        self.sizes.append((event.name, len(json.dumps(event.data, separators=(",", ":")))))
+        if event.name == "floor":
+            self.version, self.floor = event.data["version"], event.data["data"]
+            return True
+        if self.floor is None or event.data["base"] != self.version:
+            raise VersionMismatch(f"a change from version {event.data['base']}, the console has {self.version}")
+        self.version, self.floor = event.data["version"], wire.apply_floor_changes(self.floor, event.data["data"])
+        return True
+
+    def until(self, wanted: Any, timeout: float = 10) -> dict[str, Any]:
+        """Takes the stream's events (every one: the floor's applied) until the floor is one ``wanted`` holds for."""
+        deadline = time.monotonic() + timeout
+        while self.floor is None or not wanted(self.floor):
+            event = self.stream.next(max(0.01, deadline - time.monotonic()))
+            assert event is not None, "the stream ended"
+            self.take(event)
+        return self.floor

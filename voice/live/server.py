@@ -12,6 +12,16 @@ them, a work count only when the open tasks changed) and each piece that changed
 concerns, serialised once per audience (the floor: once for supervisors, once for reps, who do not see other reps'
 callers). 100 consoles cost one reading of the floor per change, not 100.
 
+The floor is sent whole only to a console that connects; then, per change, only what changed (``event:
+floor-changes``, ``wire.floor_changes``): the whole floor of a busy call center is tens of kilobytes, sent to every
+console on every change, where one rep's move is a row. Each audience's floor (:class:`FloorFeed`) has a version,
+numbered on from one change to the next, and a change names the version it applies to. That it always applies
+holds because a console gets every message of its stream in order: it joins with the latest version whole, taken
+and followed without an await between (so no change falls between the two), every later change is put in its queue,
+and a console whose queue overflows has its stream closed, and reconnects to a whole floor. The page still checks
+the version, and one that does not match asks for the whole floor again (console.js) rather than show a wrong one.
+The joiner's whole floor is serialised when someone joins, once per version, not on every change.
+
 Who may listen: the console's own signed session cookie (``warmline_console``, verified with the app's secret key
 and serializer, then its session looked up), so a rep's stream carries what a rep may see and a supervisor's the
 floor. The server answers on another port than the app's, so another origin: the page opens the stream with
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import threading
@@ -111,10 +122,71 @@ class Scope:
 
     actor: Actor
     subscribers: set[Subscriber] = field(default_factory=set)
-    #: Per piece: a fingerprint of what was last sent, and the message itself (for a console joining later).
+    #: Per piece but the floor (:class:`FloorFeed`): a fingerprint of what was last sent, and the message itself
+    #: (for a console joining later).
     sent: dict[str, str] = field(default_factory=dict)
     messages: dict[str, bytes] = field(default_factory=dict)
     work: wire.JSON | None = None
+
+    @property
+    def callers(self) -> bool:
+        """Which floor its consoles follow: a supervisor's, with the callers, or a rep's, without."""
+        return self.actor.supervisor
+
+
+#: Floor versions, numbered across every audience and every feed this process makes: a version never comes back,
+#: even after an audience's last console left and its feed was made again.
+_floor_versions = itertools.count(1)
+
+
+@dataclass(eq=False)
+class FloorFeed:
+    """One audience's floor (supervisors' or reps', ``wire.floor_json``), as each of its consoles has it now: the
+    version last sent (the base of the next change), and its whole message for a console that joins."""
+
+    callers: bool
+    floor: wire.JSON
+    #: :func:`fingerprint` of ``floor``: a reading whose floor has the same one (the clock alone moved) sends nothing.
+    print_: str
+    version: int
+    #: The reading the version came from, which its whole message gives as its own.
+    detected_at: datetime
+    reason: str
+    sent_at: str
+    _whole: bytes | None = None
+
+    def change_to(self, floor: wire.JSON, print_: str, *, detected_at: datetime, reason: str, sent_at: str) -> bytes:
+        """Makes ``floor`` the next version; the message that brings a console from the last one to it."""
+        changes = wire.floor_changes(self.floor, floor)
+        base, self.version = self.version, next(_floor_versions)
+        self.floor, self.print_, self._whole = floor, print_, None
+        self.detected_at, self.reason, self.sent_at = detected_at, reason, sent_at
+        return sse(
+            wire.FLOOR_CHANGES,
+            {
+                "event": wire.FLOOR_CHANGES,
+                "reason": reason,
+                "sent_at": sent_at,
+                "base": base,
+                "version": self.version,
+                **wire.piece(changes, detected_at),
+            },
+        )
+
+    def whole(self) -> bytes:
+        """The whole floor at this version (``event: floor``), serialised at the first console that asks for it."""
+        if self._whole is None:
+            self._whole = sse(
+                "floor",
+                {
+                    "event": "floor",
+                    "reason": self.reason,
+                    "sent_at": self.sent_at,
+                    "version": self.version,
+                    **wire.piece(self.floor, self.detected_at),
+                },
+            )
+        return self._whole
 
 
 def fingerprint(data: Any) -> str:
@@ -159,6 +231,8 @@ class LiveEvents:
         self.tuning = tuning or Tuning()
         self.allowed_origins = frozenset(origin.rstrip("/") for origin in allowed_origins if origin)
         self.scopes: dict[tuple[int, bool], Scope] = {}
+        #: The floor of each audience (key: with callers, i.e. supervisors'), while a scope of it is open.
+        self.floors: dict[bool, FloorFeed] = {}
         #: Readings of the state made since start (for tests and the bench: one per change, not one per console),
         #: and how many waited for the CPU budget.
         self.readings = 0
@@ -288,7 +362,7 @@ class LiveEvents:
         key = (subscriber.actor.rep_id, subscriber.actor.supervisor)
         for _ in range(3):
             scope = self.scopes.setdefault(key, Scope(subscriber.actor))
-            if scope.messages:
+            if scope.messages and scope.callers in self.floors:
                 break
             # Nobody followed this console yet: read its pieces now (its first paint), before it joins, so that the
             # reading is sent to it once, below.
@@ -297,11 +371,15 @@ class LiveEvents:
             except Exception:
                 if not scope.subscribers:  # nobody else follows it: not read again on every change for nothing
                     self.scopes.pop(key, None)
+                    self._forget_floor_unless_followed(scope.callers)
                 raise
         scope = self.scopes.setdefault(key, Scope(subscriber.actor))
+        floor = self.floors.get(scope.callers)
+        if floor is None:  # read three times, and each time everyone of its audience left meanwhile
+            raise RuntimeError("no floor to send: the stream ends, and the browser reconnects")
         # From here to the return nothing awaits: no change can be sent between what it is given and what it is sent.
         scope.subscribers.add(subscriber)
-        return [scope.messages[name] for name in wire.PIECES if name in scope.messages]
+        return [floor.whole()] + [scope.messages[name] for name in wire.PIECES if name in scope.messages]
 
     def _leave(self, subscriber: Subscriber) -> None:
         key = (subscriber.actor.rep_id, subscriber.actor.supervisor)
@@ -311,6 +389,12 @@ class LiveEvents:
         scope.subscribers.discard(subscriber)
         if not scope.subscribers:
             del self.scopes[key]
+            self._forget_floor_unless_followed(scope.callers)
+
+    def _forget_floor_unless_followed(self, callers: bool) -> None:
+        """Nobody left to follow this audience's floor: no version to keep (whoever comes next reads it afresh)."""
+        if not any(scope.callers == callers for scope in self.scopes.values()):
+            self.floors.pop(callers, None)
 
     @property
     def subscribers(self) -> int:
@@ -354,19 +438,18 @@ class LiveEvents:
         reading = await loop.run_in_executor(self._db, self._read, actors, need_work, only is None)
         self.readings += 1
         sent_at = wire.iso(self.parts.clock())
-        floor_messages: dict[bool, tuple[str, bytes]] = {}
 
         def message(name: str, data: wire.JSON | None) -> bytes:
             """A piece as the page takes it (wire.py): the piece, with ``event``, ``reason`` and ``sent_at``."""
             return sse(name, {"event": name, "reason": reason, "sent_at": sent_at, **wire.piece(data, reading.at)})
 
-        for supervisor, floor in reading.floors.items():
-            floor_messages[supervisor] = (fingerprint(floor), message("floor", floor))
+        for callers, floor in reading.floors.items():
+            self._floor_read(callers, floor, detected_at=reading.at, reason=reason, sent_at=sent_at)
         for key, pieces in reading.pieces.items():
             scope = self.scopes.get(key)
             if scope is None:  # everyone following it left meanwhile
                 continue
-            outgoing: list[tuple[str, str, bytes]] = [("floor", *floor_messages[key[1]])]
+            outgoing: list[tuple[str, str, bytes]] = []
             if pieces.get("work") is not None:
                 scope.work = pieces["work"]
             for name in ("me", "screen", "work"):
@@ -381,6 +464,26 @@ class LiveEvents:
                 for subscriber in list(scope.subscribers):
                     _offer(subscriber, encoded)
 
+    def _floor_read(self, callers: bool, floor: wire.JSON, *, detected_at: datetime, reason: str, sent_at: str) -> None:
+        """A floor just read for the audience ``callers``: its change since the last version, sent to every console
+        of the audience (whichever scope the reading was for: they all follow the one version)."""
+        audience = [scope for scope in self.scopes.values() if scope.callers == callers]
+        if not audience:  # everyone following this floor left meanwhile
+            return
+        print_ = fingerprint(floor)
+        feed = self.floors.get(callers)
+        if feed is None:  # nobody has this floor yet: the first version, sent whole to whoever joins
+            self.floors[callers] = FloorFeed(
+                callers, floor, print_, next(_floor_versions), detected_at=detected_at, reason=reason, sent_at=sent_at
+            )
+            return
+        if feed.print_ == print_:
+            return
+        change = feed.change_to(floor, print_, detected_at=detected_at, reason=reason, sent_at=sent_at)
+        for scope in audience:
+            for subscriber in list(scope.subscribers):
+                _offer(subscriber, change)
+
     def _read(self, actors: dict[tuple[int, bool], Actor], need_work: set[tuple[int, bool]], everyone: bool) -> Reading:
         """On the database thread: the floor once, the open tasks once, then each scope's own pieces.
         ``everyone``: a reading for every scope (else one console's first paint, which leaves the others' work
@@ -388,7 +491,8 @@ class LiveEvents:
         parts = self.parts
         floor = parts.floor.floor()
         at = floor.at
-        floors = {supervisor: wire.floor_json(floor, callers=supervisor) for supervisor in {key[1] for key in actors}}
+        whole = wire.floor_json(floor, callers=True)
+        floors = {callers: whole if callers else wire.without_callers(whole) for callers in {key[1] for key in actors}}
         work_changed = False
         if everyone:
             tasks_now = self._open_tasks(at)

@@ -8,6 +8,12 @@ pieces a console follows — ``floor``, ``me``, ``screen``, ``work`` — each as
 (:func:`piece`), all four in one object (:func:`snapshot`) as ``GET /console/state`` answers and the events server's
 ``/console/events/snapshot`` does, or one per message on the stream (``event: floor`` …, its data the piece plus
 ``event``, ``reason`` and ``sent_at``).
+
+On the stream the floor is sent whole once, when the console connects (``event: floor``, its data also carrying
+the floor's ``version``), and from then on as what changed (``event: floor-changes``: ``base``, the version it
+applies to, ``version``, the one it makes, and as ``data`` :func:`floor_changes`' object), since the whole floor is
+large and a change mostly moves one rep. A page applies a change only to the version it names; any other is a
+console that missed something, which asks for the whole floor again rather than show a wrong one.
 """
 
 from __future__ import annotations
@@ -31,6 +37,14 @@ PIECES = ("floor", "me", "screen", "work")
 #: Fields of a rep's row on the floor that say whose caller it is: left out of the floor a rep (not a supervisor)
 #: is sent. Their own caller is on their ``screen``.
 CALLER_FIELDS = ("caller", "call_sid")
+#: The stream's message for a change to the floor (the whole floor is ``floor``, the first piece of :data:`PIECES`).
+FLOOR_CHANGES = "floor-changes"
+#: The floor's lists of rows, each with the field that tells its rows apart: what :func:`floor_changes` compares.
+FLOOR_ROWS = {"departments": "department", "reps": "id"}
+#: Fields of a row that its own other fields already tell (a rep's time in state: from ``since``; the page ticks it):
+#: a row whose only change is there is not sent again. A department's ``longest_wait_seconds`` is not one: it counts
+#: up to the floor's ``at``, which every change moves, so a department whose wait moved goes with it (they are few).
+SELF_TICKING_FIELDS = frozenset({"seconds_in_state"})
 
 
 def iso(moment: datetime) -> str:
@@ -60,9 +74,65 @@ def floor_json(floor: Floor, *, callers: bool) -> JSON:
     """The floor; ``callers=False`` (a rep's console): who is on other reps' calls left out, names and presence
     kept (the transfer directory needs them)."""
     whole: JSON = plain(floor)
-    if not callers:
-        whole["reps"] = [{**row, **dict.fromkeys(CALLER_FIELDS)} for row in whole["reps"]]
-    return whole
+    return whole if callers else without_callers(whole)
+
+
+def without_callers(whole: JSON) -> JSON:
+    """A supervisor's floor (``floor_json(callers=True)``) as a rep's console is sent it: who the callers are left
+    out. Cheaper than building it again from the floor (``plain`` is most of a reading's cost)."""
+    return {**whole, "reps": [{**row, **dict.fromkeys(CALLER_FIELDS)} for row in whole["reps"]]}
+
+
+def floor_changes(previous: JSON, current: JSON) -> JSON:
+    """What turns the floor ``previous`` (:func:`floor_json`) into ``current``, for :func:`apply_floor_changes`:
+
+    ``{"fields": {"at": …}, "reps": {"changed": [row, …], "removed": [id, …], "order": [id, …]}, "departments": …}``
+
+    ``fields``: the floor's own fields (all but its rows; always there). Per list of rows (:data:`FLOOR_ROWS`), only
+    what is not empty: the rows that are new or changed (whole: each carries its key), the keys of the rows that
+    went, and the order of all keys when the rows' order is not the one applying the rest gives (the kept rows as
+    they were, new ones after them). Rows are lists rather than objects keyed by id: JSON keys are strings, rep ids
+    numbers. A row that changed only in :data:`SELF_TICKING_FIELDS` is left out, so applying gives ``current`` but
+    for those fields of rows that did not change otherwise."""
+    changes: JSON = {"fields": {name: value for name, value in current.items() if name not in FLOOR_ROWS}}
+    for name, key in FLOOR_ROWS.items():
+        before = {row[key]: row for row in previous[name]}
+        now_keys = [row[key] for row in current[name]]
+        still_there = set(now_keys)
+        rows: JSON = {}
+        if changed := [row for row in current[name] if _row_changed(before.get(row[key]), row)]:
+            rows["changed"] = changed
+        if removed := [row_key for row_key in before if row_key not in still_there]:
+            rows["removed"] = removed
+        kept_in_place = [row_key for row_key in before if row_key in still_there]
+        if kept_in_place + [row_key for row_key in now_keys if row_key not in before] != now_keys:
+            rows["order"] = now_keys
+        if rows:
+            changes[name] = rows
+    return changes
+
+
+def _row_changed(before: JSON | None, after: JSON) -> bool:
+    if before is None:
+        return True
+    if before.keys() != after.keys():
+        return True
+    return any(before[name] != value for name, value in after.items() if name not in SELF_TICKING_FIELDS)
+
+
+def apply_floor_changes(floor: JSON, changes: JSON) -> JSON:
+    """The floor :func:`floor_changes` made ``changes`` for, from the floor it made them from (as the page does it,
+    in console.js). Raises KeyError for changes that do not fit ``floor`` (an order naming a row it does not have)."""
+    applied: JSON = dict(changes["fields"])
+    for name, key in FLOOR_ROWS.items():
+        rows = changes.get(name, {})
+        removed = set(rows.get("removed", ()))
+        # A dict keeps the kept rows in place and puts new ones last: the order the builder compares with.
+        by_key = {row[key]: row for row in floor[name] if row[key] not in removed}
+        for row in rows.get("changed", ()):
+            by_key[row[key]] = row
+        applied[name] = [by_key[row_key] for row_key in rows["order"]] if "order" in rows else list(by_key.values())
+    return applied
 
 
 def floor_for(actor: Actor, floor: Floor) -> JSON:

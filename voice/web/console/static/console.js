@@ -4,7 +4,12 @@
    Live state comes as four pieces — floor, me, screen, work — each {detected_at, data} (voice/web/console/wire.py):
    from the live-events stream (EventSource on data-events-url: one SSE event per piece, its data the piece plus
    event, reason and sent_at), or, when there is no stream or it fails, by polling data-state-url (the four pieces
-   in one object) every data-poll-seconds. The page starts from the same object, embedded in #console-state. */
+   in one object) every data-poll-seconds. The page starts from the same object, embedded in #console-state.
+
+   On the stream the floor comes whole once (event: floor, with its version), then as what changed (event:
+   floor-changes: the version it applies to, base, and the one it makes): rows that changed, rows removed, the
+   floor's own fields, the order of the rows when it moved. A change is applied only to the version it names; any
+   other means this page missed something, and it asks for the whole floor again rather than show a wrong one. */
 (() => {
     "use strict";
 
@@ -20,6 +25,8 @@
     };
     const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
     const PIECES = ["floor", "me", "screen", "work"];
+    /* The floor's lists of rows and the field that tells their rows apart (wire.FLOOR_ROWS). */
+    const FLOOR_ROWS = { departments: "department", reps: "id" };
     /* A stream that has sent nothing this long after opening is given up for polling. */
     const STREAM_GRACE_MS = 5000;
     /* While polling for want of a stream, the stream is tried again this often. */
@@ -218,6 +225,7 @@
         }
     }
 
+    let floorResyncs = 0; // floor changes that did not fit the page's floor (each: one poll and a new stream)
     let pollTimer = null;
     let visibilityHooked = false;
     function startPolling(why) {
@@ -259,20 +267,37 @@
             startPolling(why);
         };
         const grace = setTimeout(() => heard || giveUp("the live-updates stream sent nothing"), STREAM_GRACE_MS);
+        const take = (event) => {
+            heard = true;
+            if (mode !== "stream") {
+                stopPolling();
+                mode = "stream";
+                body.dataset.live = "stream";
+                clearTimeout(grace);
+            }
+            const message = JSON.parse(event.data);
+            noteClock(message.sent_at);
+            return message;
+        };
         for (const name of PIECES) {
             stream.addEventListener(name, (event) => {
-                heard = true;
-                if (mode !== "stream") {
-                    stopPolling();
-                    mode = "stream";
-                    body.dataset.live = "stream";
-                    clearTimeout(grace);
-                }
-                const message = JSON.parse(event.data);
-                noteClock(message.sent_at);
-                apply(name, message, message.sent_at);
+                const message = take(event);
+                if (name === "floor") takeWholeFloor(message);
+                else apply(name, message, message.sent_at);
             });
         }
+        stream.addEventListener("floor-changes", (event) => {
+            if (over || takeFloorChanges(take(event))) return;
+            // Not the floor this change was made from (the server sends every change in order, so this is a page
+            // that missed one): the whole state now by one poll, and a new stream, which starts with a whole floor.
+            console.warn("console: a floor change for another version than the page's; reading the whole floor");
+            over = true;
+            stream.close();
+            streamFloor = null;
+            floorResyncs += 1;
+            poll();
+            startStream();
+        });
         stream.addEventListener("signed-out", () => {
             stream.close();
             window.location.assign(config.signInUrl);
@@ -294,6 +319,43 @@
                 reopening = setTimeout(() => giveUp("the live-updates stream did not come back"), STREAM_GRACE_MS);
             }
         });
+    }
+
+    /* The floor as the open stream last sent it: its changes apply to this copy, not to state.floor, which a poll
+       (after the page's own actions) may have replaced with a reading of its own that the next change was not
+       made from. null: no whole floor from this stream yet, or one it could not follow. */
+    let streamFloor = null; // {version, data}
+
+    /* The floor `changes` (wire.floor_changes) make of `floor`; null when they do not fit it. */
+    function applyFloorChanges(floor, changes) {
+        const next = { ...changes.fields };
+        for (const [name, key] of Object.entries(FLOOR_ROWS)) {
+            const rows = changes[name] || {};
+            const removed = new Set(rows.removed || []);
+            // A Map keeps the kept rows in place and puts new ones last: the order the server compares with.
+            const byKey = new Map();
+            for (const row of floor[name] || []) if (!removed.has(row[key])) byKey.set(row[key], row);
+            for (const row of rows.changed || []) byKey.set(row[key], row);
+            next[name] = rows.order ? rows.order.map((rowKey) => byKey.get(rowKey)) : Array.from(byKey.values());
+            if (next[name].includes(undefined)) return null;
+        }
+        return next;
+    }
+
+    /* A whole floor from the stream: the version its changes will name. */
+    function takeWholeFloor(message) {
+        streamFloor = Number.isInteger(message.version) ? { version: message.version, data: message.data } : null;
+        apply("floor", message, message.sent_at);
+    }
+
+    /* A change to the floor; false when it does not apply to the floor this stream has. */
+    function takeFloorChanges(message) {
+        if (!streamFloor || message.base !== streamFloor.version) return false;
+        const floor = applyFloorChanges(streamFloor.data, message.data);
+        if (!floor) return false;
+        streamFloor = { version: message.version, data: floor };
+        apply("floor", { detected_at: message.detected_at, data: floor }, message.sent_at);
+        return true;
     }
 
     /* After one of this page's own changes: show its effect now, whichever way updates come. */
@@ -894,5 +956,9 @@
     if (config.eventsUrl && "EventSource" in window) startStream();
     else startPolling(config.eventsUrl ? "this browser has no EventSource" : "no live-updates stream");
 
-    window.warmline = { state, renders, refresh, mode: () => mode };
+    window.warmline = {
+        state, renders, refresh, mode: () => mode,
+        floorVersion: () => (streamFloor ? streamFloor.version : null),
+        floorResyncs: () => floorResyncs,
+    };
 })();
