@@ -25,7 +25,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ if str(PROJECT_ROOT) not in sys.path:  # run as a script: make the project impor
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from bench.consoles import ConsoleCrowd, sign_in_consoles, summary  # noqa: E402
+from bench.webhook import serve_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -63,19 +63,6 @@ OBSERVE_ROWS = """() => {
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _free_pair() -> int:
-    """A port whose next one is free too (the live-events server's)."""
-    while True:
-        with socket.socket() as first, socket.socket() as second:
-            first.bind(("127.0.0.1", 0))
-            port: int = first.getsockname()[1]
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -119,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="warmline-latency-") as tmp, database(args.database_url, Path(tmp)) as url:
         workdir = Path(tmp)
-        port = _free_pair()
+        port = serve_port()
         app_url = f"http://127.0.0.1:{port}"
         env = {key: value for key, value in os.environ.items() if not key.startswith(("WARMLINE_", "TWILIO_"))}
         env.update(

@@ -57,7 +57,7 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from bench.webhook import _warmline_command, free_port, server_environment  # noqa: E402
+from bench.webhook import _warmline_command, serve_port, server_environment  # noqa: E402
 
 FAULTS = ("pg-outage", "sqlite-readonly", "sqlite-lock", "broken-flow-kill")
 ACCOUNT_SID = "AC" + "fa" * 16
@@ -289,7 +289,7 @@ class Server:
 
 
 def start_server(workdir: Path, config: Path, database_url: str, rest_url: str) -> Server:
-    port = free_port()
+    port = serve_port()
     public_url = f"http://127.0.0.1:{port}"
     env = server_environment(
         config=config,
