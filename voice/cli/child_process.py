@@ -3,10 +3,30 @@ interpreter, stopped with the server."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import subprocess
+import sys
 
 log = logging.getLogger(__name__)
+
+
+def freeze_the_loaded_app() -> None:
+    """A process has loaded the app: its objects (modules, models, flows, classifiers) live as long as the process,
+    so they leave the collector's generations (``gc.freeze``) and a full collection no longer walks them. Walking
+    them took 70-290 ms of CPU: in a worker it held up every request behind it (the other worker's too when it came
+    while holding SQLite's writers' lock); in the live-events process, whose CPU budget charges a reading with the
+    CPU used since the last one, it held the next change back by up to two seconds (ARCHITECTURE.md, "GC after the
+    app is loaded")."""
+    gc.collect()
+    gc.freeze()
+
+
+def python_running(module: str, function: str) -> list[str]:
+    """The command of a fresh interpreter that calls ``module.function()``. Not ``python -m module``: the module
+    belongs to ``voice.cli``, whose ``__init__`` imports it first, and ``-m`` would then run a second copy of it
+    as ``__main__`` (with a RuntimeWarning in the server's log)."""
+    return [sys.executable, "-c", f"from {module} import {function}; {function}()"]
 
 
 class ChildProcess:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import click
 from aiohttp import web
 
-from voice.cli.child_process import ChildProcess
+from voice.cli.child_process import ChildProcess, freeze_the_loaded_app, python_running
 from voice.cli.context import AppSource, CommandApp, warmline_parts
 from voice.live.feeds import feed_for
 from voice.live.server import LiveEvents
@@ -88,6 +88,7 @@ def _serve(host: str, port: int, parent: int | None, allow_origin: tuple[str, ..
     if parent is not None:
         app.on_startup.append(lambda _app: _watch_parent(parent))
     click.echo(f"console live events on http://{host}:{port}/console/events")
+    freeze_the_loaded_app()
     web.run_app(app, host=host, port=port, print=None, shutdown_timeout=2.0, access_log=None)
 
 
@@ -114,7 +115,7 @@ class EventsProcess(ChildProcess):
 
     def start(self) -> None:
         command = [
-            sys.executable, "-m", __name__,
+            *python_running(__name__, "run"),
             "--host", self.host, "--port", str(self.port), "--parent", str(os.getpid()),
             "--start-after", str(START_AFTER),
         ]  # fmt: skip
@@ -126,6 +127,7 @@ class EventsProcess(ChildProcess):
         self._spawn(command)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The process's entry point (``python_running``)."""
     lower_priority()  # before the app is built: its start-up must not hold back the workers' and housekeeping's
     console_events.main(args=sys.argv[1:], prog_name="warmline console-events", obj=CommandApp())

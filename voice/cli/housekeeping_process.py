@@ -23,7 +23,7 @@ import threading
 from types import FrameType
 
 from voice import create_app
-from voice.cli.child_process import ChildProcess
+from voice.cli.child_process import ChildProcess, freeze_the_loaded_app, python_running
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class HousekeepingProcess(ChildProcess):
     label = "housekeeping"
 
     def start(self) -> None:
-        self._spawn([sys.executable, "-m", __name__, str(os.getpid())])
+        self._spawn([*python_running(__name__, "run"), str(os.getpid())])
 
 
 def main() -> int:
@@ -54,6 +54,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     app = create_app()  # with its sweep thread and flow watcher, as a single-process app runs
     warmline = app.extensions["warmline"]
+    freeze_the_loaded_app()
     try:
         while not stop.wait(PARENT_CHECK_INTERVAL):
             if os.getppid() != parent:
@@ -64,5 +65,6 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The process's entry point (``python_running``)."""
     sys.exit(main())

@@ -7,7 +7,6 @@ builds its own webhook URLs from, and where it sends its Twilio REST requests, s
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import click
 
 from voice import create_app
+from voice.cli.child_process import freeze_the_loaded_app
 from voice.cli.console_events import EventsProcess
 from voice.cli.context import warmline_parts, with_app
 from voice.cli.housekeeping_process import HousekeepingProcess
@@ -115,7 +115,7 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
                 self.cfg.set("threads", threads)
             self.cfg.set("control_socket_disable", True)  # several servers on one host must not share one socket
             self.cfg.set("accesslog", "-")
-            self.cfg.set("post_worker_init", _freeze_the_loaded_app)
+            self.cfg.set("post_worker_init", lambda _worker: freeze_the_loaded_app())
             # The helper processes start once gunicorn listens and stop when it exits.
             helpers = [process for process in (housekeeping, events) if process is not None]
             self.cfg.set("when_ready", lambda _arbiter: [process.start() for process in helpers])
@@ -149,12 +149,3 @@ def serve(host: str, port: int, workers: int, worker_class: str, threads: int) -
         # and only its own (a newer server may have written one since).
         if os.getpid() == record.pid and ServingRecord.read(settings.instance_path) == record:
             written.unlink(missing_ok=True)
-
-
-def _freeze_the_loaded_app(_worker: Any) -> None:
-    """A worker has loaded the app: its objects (modules, models, flows, classifiers) live as long as the worker, so
-    they leave the collector's generations (``gc.freeze``) and a full collection no longer walks them; walking them
-    held up every request behind it, the other worker's too when it came while holding SQLite's writers' lock
-    (ARCHITECTURE.md, "GC after the app is loaded")."""
-    gc.collect()
-    gc.freeze()
