@@ -506,7 +506,12 @@ class Interaction(Base):
     @property
     def routed_department(self) -> str:
         """The department the call is for: what the flow chose, else the general one."""
-        return self.department or GENERAL_DEPARTMENT
+        return Interaction.routed(self.department)
+
+    @staticmethod
+    def routed(department: str | None) -> str:
+        """``routed_department`` of a call whose ``department`` column was read without loading the call."""
+        return department or GENERAL_DEPARTMENT
 
     @property
     def has_place_in_line(self) -> bool:

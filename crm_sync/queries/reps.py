@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from crm_sync.errors import UnknownRep
-from crm_sync.models import ON_DUTY_STATES, Offer, OfferState, Rep, RepSkill, RepState, utcnow
+from crm_sync.models import ON_DUTY_STATES, Customer, Interaction, Offer, OfferState, Rep, RepSkill, RepState, utcnow
 
 Strategy = Literal["longest_idle", "fewest_calls", "round_robin", "ring_all"]
 
@@ -97,6 +97,60 @@ def find_rep(session: Session, name: str) -> Rep:
 
 def list_reps(session: Session) -> Sequence[Rep]:
     return session.scalars(select(Rep).options(selectinload(Rep.skills)).order_by(Rep.name)).all()
+
+
+@dataclass(frozen=True)
+class RepOnTheFloor:
+    """A rep as the floor shows them, read without loading the ORM objects (the consoles read the floor on every
+    change, ~140 reps at a time), and the call in front of them, if any."""
+
+    id: int
+    name: str
+    state: RepState
+    away_reason: str | None
+    state_changed_at: datetime
+    after_call_state: RepState | None
+    departments: tuple[str, ...]
+    call: CallInFrontOf | None
+
+
+@dataclass(frozen=True)
+class CallInFrontOf:
+    """The call a rep is ringing for or talking on: its CallSid, the caller (the customer's name, or the number for
+    a caller the CRM does not know) and the department it is for."""
+
+    call_sid: str
+    caller: str
+    department: str
+
+
+_FLOOR_REPS = select(Rep.id, Rep.name, Rep.state, Rep.away_reason, Rep.state_changed_at, Rep.after_call_state).order_by(
+    Rep.name
+)
+_EVERY_SKILL = select(RepSkill.rep_id, RepSkill.department).order_by(RepSkill.department)
+# The offer a rep's reservation or call names, and its call.
+_CALLS_IN_FRONT = (
+    select(Rep.id, Interaction.call_sid, Customer.name, Interaction.caller_number, Interaction.department)
+    .join(Offer, Offer.id == Rep.current_offer_id)
+    .join(Interaction, Interaction.id == Offer.interaction_id)
+    .outerjoin(Customer, Customer.id == Interaction.customer_id)
+)
+
+
+def reps_on_the_floor(session: Session) -> list[RepOnTheFloor]:
+    """Every rep by name, with their departments (sorted, as ``Rep.departments``) and the call in front of them."""
+    connection = session.connection()
+    departments: dict[int, list[str]] = {}
+    for rep_id, department in connection.execute(_EVERY_SKILL):
+        departments.setdefault(rep_id, []).append(department)
+    calls = {
+        rep_id: CallInFrontOf(call_sid, customer_name or caller_number, Interaction.routed(department))
+        for rep_id, call_sid, customer_name, caller_number, department in connection.execute(_CALLS_IN_FRONT)
+    }
+    return [
+        RepOnTheFloor(*row, departments=tuple(departments.get(row.id, ())), call=calls.get(row.id))
+        for row in connection.execute(_FLOOR_REPS)
+    ]
 
 
 def rep_by_token_digest(session: Session, digest: str) -> Rep | None:

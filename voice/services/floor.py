@@ -140,26 +140,22 @@ class FloorService(Service):
         return Floor(at=now, departments=departments, reps=rows)
 
     def _reps_on_floor(self, session: Session, now: datetime) -> list[RepOnFloor]:
-        found: list[RepOnFloor] = []
-        calls = _current_calls(session)
-        for rep in reps.list_reps(session):
-            call = calls.get(rep.id)
-            found.append(
-                RepOnFloor(
-                    id=rep.id,
-                    name=rep.name,
-                    state=rep.state.value,
-                    away_reason=rep.away_reason,
-                    since=rep.state_changed_at,
-                    seconds_in_state=max(0, int((now - rep.state_changed_at).total_seconds())),
-                    after_call=rep.after_call_state.value if rep.after_call_state else None,
-                    departments=tuple(rep.departments),
-                    call_sid=call.call_sid if call else None,
-                    caller=_caller_label(call) if call else None,
-                    call_department=call.routed_department if call else None,
-                )
+        return [
+            RepOnFloor(
+                id=rep.id,
+                name=rep.name,
+                state=rep.state.value,
+                away_reason=rep.away_reason,
+                since=rep.state_changed_at,
+                seconds_in_state=max(0, int((now - rep.state_changed_at).total_seconds())),
+                after_call=rep.after_call_state.value if rep.after_call_state else None,
+                departments=rep.departments,
+                call_sid=rep.call.call_sid if rep.call else None,
+                caller=rep.call.caller if rep.call else None,
+                call_department=rep.call.department if rep.call else None,
             )
-        return found
+            for rep in reps.reps_on_the_floor(session)
+        ]
 
     def _figures(
         self, session: Session, flow: Flow, department: str, now: datetime, day_start: datetime
@@ -307,17 +303,6 @@ class FloorService(Service):
             departments=tuple((key, flow.department_name(key)) for key in flow.departments),
             wrap_up_until=rep.wrap_up_until if stage == "wrap-up" else None,
         )
-
-
-def _current_calls(session: Session) -> dict[int, Interaction]:
-    """Each rep's current call (the offer their reservation or call names)."""
-    rows = session.execute(
-        select(Rep.id, Interaction)
-        .join(Offer, Offer.id == Rep.current_offer_id)
-        .join(Interaction, Interaction.id == Offer.interaction_id)
-        .where(Rep.current_offer_id.is_not(None))
-    ).all()
-    return {rep_id: interaction for rep_id, interaction in rows}
 
 
 def _call_in_front_of(session: Session, rep: Rep) -> tuple[Interaction | None, str]:
