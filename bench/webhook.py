@@ -1337,6 +1337,12 @@ def write_bench_config(workdir: Path, *, tree: Path = PROJECT_ROOT, name: str = 
     flows["classifier"] = "wordllama"
     data["flows"] = flows
     routing = dict(data.get("routing") or {})
+    if "missed_offers_before_away" in routing:
+        # Nobody answers the reps' phones here, so every offer is missed: after three each, every rep would be set
+        # away and callers would get voicemail instead of a place in line (measured: the fifth round of a
+        # 5-round run answered every gather with voicemail).
+        routing["missed_offers_before_away"] = 1_000_000
+        data["routing"] = routing
     if "check_calls_after" in routing:
         # Calls here are never ended by a status callback, so after check_calls_after the housekeeping process would
         # ask Twilio about them, at a port where nothing listens (REST must never be on the response path), and log
