@@ -138,13 +138,29 @@ def store(database_url: str) -> Iterator[Store]:
 def seed_demo(store: Store, *, reps_available: bool = True) -> None:
     with store.unit_of_work() as session:
         for name, phone, tier in DEMO_CUSTOMERS:
-            upsert_customer(
-                session, name=name, phone_e164=phone, email=None, tier=tier, notes=None, custom_fields={}
-            )
+            upsert_customer(session, name=name, phone_e164=phone, email=None, tier=tier, notes=None, custom_fields={})
         for name, phone, departments in DEMO_REPS:
             rep, _ = upsert_rep(session, name=name, phone_e164=phone, departments=departments, languages=["en-US"])
             if reps_available:
                 rep.choose_presence(RepState.AVAILABLE, now=utcnow())
+
+
+def add_available_reps(store: Store, count: int, *, departments: tuple[str, ...] = ("general",)) -> list[int]:
+    """``count`` more reps on the floor, available (a floor that weighs what a busy one does); their ids."""
+    with store.unit_of_work() as session:
+        ids = []
+        for index in range(count):
+            rep, _ = upsert_rep(
+                session,
+                name=f"Floor Rep {index:03d}",
+                phone_e164=f"+1555020{index:04d}",
+                departments=list(departments),
+                languages=["en-US"],
+            )
+            rep.choose_presence(RepState.AVAILABLE, now=utcnow())
+            session.flush()
+            ids.append(rep.id)
+        return ids
 
 
 # --- the app -------------------------------------------------------------------------------------------------------

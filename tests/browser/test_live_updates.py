@@ -19,10 +19,10 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from bench.console_latency import OBSERVE_ROWS  # what the page records: the same in the bench and here
-from crm_sync.models import RepState, utcnow
-from crm_sync.queries.reps import find_rep, upsert_rep
+from crm_sync.models import RepState
+from crm_sync.queries.reps import find_rep
 from tests.browser.conftest import LIVE, SCREENSHOTS, Console, make_supervisor, parts, sqlite_only
-from tests.conftest import PhoneSystem
+from tests.conftest import PhoneSystem, add_available_reps
 from voice.emulator import RepScript, Speech
 from voice.live.feeds import feed_for
 from voice.live.server import LiveEvents, ServerThread, fingerprint
@@ -46,23 +46,6 @@ ON_SCREEN_AND_FRESH = """async () => {
 EVENTS = 32
 SPACING_SECONDS = 0.15
 ALICE, JANE = "+15550100001", "+15551230001"
-
-
-def add_reps(system: PhoneSystem, count: int) -> list[int]:
-    with system.store.unit_of_work() as session:
-        ids = []
-        for index in range(count):
-            rep, _ = upsert_rep(
-                session,
-                name=f"Floor Rep {index:02d}",
-                phone_e164=f"+1555020{index:04d}",
-                departments=["general"],
-                languages=["en-US"],
-            )
-            rep.choose_presence(RepState.AVAILABLE, now=utcnow())
-            session.flush()
-            ids.append(rep.id)
-        return ids
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -115,7 +98,7 @@ def test_the_floor_follows_changes_with_polling_every_two_seconds(
     """No live-events server (``console.events_url: off``): the page polls /console/state every ``POLL_SECONDS``."""
     system = phone_system_factory()
     make_supervisor(system, "Carmen Ortiz")
-    rep_ids = add_reps(system, EVENTS)
+    rep_ids = add_available_reps(system.store, EVENTS)
     page = console_factory(system).sign_in("Carmen Ortiz")
     page.goto("/console/floor")
     expect(page.locator("#floor-reps tr")).to_have_count(EVENTS + 3)
@@ -166,7 +149,7 @@ def test_the_page_follows_the_live_events_stream(
 ) -> None:
     system, events = live_events
     make_supervisor(system, "Carmen Ortiz")
-    rep_ids = add_reps(system, EVENTS)
+    rep_ids = add_available_reps(system.store, EVENTS)
     page = console_factory(system).sign_in("Carmen Ortiz")
     page.goto("/console/floor")
     page.wait_for_function("window.warmline.mode() === 'stream'", timeout=LIVE)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import requests
 
-from crm_sync.models import RepState, utcnow
-from crm_sync.queries.reps import find_rep, upsert_rep
-from tests.conftest import PhoneSystem
+from crm_sync.models import RepState
+from crm_sync.queries.reps import find_rep
+from tests.conftest import PhoneSystem, add_available_reps
 from tests.live.sse import ConsoleFloor, Event, Stream, VersionMismatch, sign_in
 from voice.bootstrap import Warmline
 from voice.live.feeds import feed_for
@@ -107,24 +107,6 @@ def state_of(floor: dict[str, Any], rep: int) -> str:
     return str(row_of(floor, rep)["state"])
 
 
-def add_reps(system: PhoneSystem, count: int) -> list[int]:
-    """``count`` more reps on the floor, available: a floor that weighs what a busy one does."""
-    with system.store.unit_of_work() as session:
-        ids = []
-        for index in range(count):
-            rep, _ = upsert_rep(
-                session,
-                name=f"Floor Rep {index:03d}",
-                phone_e164=f"+1555030{index:04d}",
-                departments=["general", "billing"],
-                languages=["en-US"],
-            )
-            rep.choose_presence(RepState.AVAILABLE, now=utcnow())
-            session.flush()
-            ids.append(rep.id)
-        return ids
-
-
 def test_a_console_gets_every_piece_on_connecting_then_each_change_as_it_commits(live: Live) -> None:
     stream = live.open("Alice Rivera")
     assert stream.response.headers["Content-Type"].startswith("text/event-stream")
@@ -208,7 +190,7 @@ def same_floor(one: dict[str, Any], other: dict[str, Any]) -> bool:
 
 @pytest.mark.parametrize("name", ["Alice Rivera", "Bob Chen"])  # a supervisor's floor, a rep's
 def test_a_change_to_one_rep_is_sent_as_that_change_and_the_console_has_the_floor_read(live: Live, name: str) -> None:
-    reps = add_reps(live.system, 60)
+    reps = add_available_reps(live.system.store, 60, departments=("general", "billing"))
     cookie = live.cookie(name)
     console = following(live.open_with(cookie))
     whole = console.sizes[0][1]
