@@ -107,8 +107,10 @@ def test_the_minimal_floor_answers_every_request_and_is_only_a_reference(worker_
 def test_the_open_loop_sends_on_schedule_and_reports_percentiles(tmp_path: Path) -> None:
     """A few hundred calls arriving at a fixed rate (/voice/incoming alone, the open loop's default), traced: every
     answer checked, the percentiles ordered, the late sends counted, the slow requests explained (never a speed)."""
-    rate, seconds = 150, 2
-    load = ("--rate", str(rate), "--duration", str(seconds), "--warmup", "0.5")
+    # Long enough for the housekeeping process to start and make its first pass (one sweep interval after its
+    # start-up, a few seconds on a busy machine) while the load runs: the trace must show it.
+    rate, seconds = 150, 4
+    load = ("--rate", str(rate), "--duration", str(seconds), "--warmup", "1")
     returncode, result, report = run_bench("--trace", str(tmp_path), load=load, timeout=120)
     assert returncode == 0 and result["ok"] is True and result["failures"] == 0, report
     assert result["config"]["rate"] == rate and result["config"]["steps"] == "incoming"
