@@ -145,6 +145,15 @@ def seed_demo(store: Store, *, reps_available: bool = True) -> None:
                 rep.choose_presence(RepState.AVAILABLE, now=utcnow())
 
 
+@pytest.fixture
+def flows_dir(tmp_path: Path) -> Path:
+    """A flows folder of the test's own holding a copy of the sample flow (``main.yaml``), to edit or break."""
+    directory = tmp_path / "flows"
+    directory.mkdir()
+    shutil.copy(SAMPLE_FLOW, directory / "main.yaml")
+    return directory
+
+
 def add_available_reps(store: Store, count: int, *, departments: tuple[str, ...] = ("general",)) -> list[int]:
     """``count`` more reps on the floor, available (a floor that weighs what a busy one does); their ids."""
     with store.unit_of_work() as session:

@@ -6,32 +6,20 @@ answering calls."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import requests
 from flask import Flask
 from twilio.request_validator import RequestValidator
 
-from tests.cli.installed import ROOT, WARMLINE, checkout_environment, require_installed_command
-from tests.conftest import AUTH_TOKEN, app_config, seed_demo, signed_post
+from tests.cli.installed import WARMLINE, checkout_environment, require_installed_command
+from tests.conftest import AUTH_TOKEN, SAMPLE_FLOW, app_config, seed_demo, signed_post
 from tests.twiml import parse_twiml, said, verbs
 from voice import create_app
-
-SAMPLE = ROOT / "ivr_flows" / "main.yaml"
-
-
-@pytest.fixture
-def flows_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "flows"
-    folder.mkdir()
-    shutil.copy(SAMPLE, folder / "main.yaml")
-    return folder
 
 
 def worker(database_url: str, folder: Path, instance: Path) -> Flask:
@@ -86,7 +74,8 @@ def test_a_call_finishes_on_its_own_version_on_a_worker_that_never_loaded_it(
     seed_demo(first.extensions["warmline"].store)
     signed_post(first.test_client(), "/voice/incoming", {"CallSid": "CA3", "From": "+15551230001"})
     first.extensions["warmline"].close()
-    edited = SAMPLE.read_text(encoding="utf-8").replace("In a few words, what are you calling about?", "What's up?")
+    sample = SAMPLE_FLOW.read_text(encoding="utf-8")
+    edited = sample.replace("In a few words, what are you calling about?", "What's up?")
     (flows_dir / "main.yaml").write_text(edited, encoding="utf-8")
 
     later = worker(database_url, flows_dir, tmp_path / "b")  # started after the edit: it knows only the new file

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,22 +13,13 @@ from flask.testing import FlaskClient
 
 from crm_sync.queries.interactions import require_interaction
 from ivr_flows import TfidfClassifier, parse_flow
-from tests.conftest import app_config, seed_demo, signed_post
+from tests.conftest import SAMPLE_FLOW, app_config, seed_demo, signed_post
 from tests.twiml import parse_twiml, said
 from voice import create_app
 from voice.adapters.flow_library import FlowLibrary
 
-SAMPLE = Path(__file__).resolve().parents[2] / "ivr_flows" / "main.yaml"
 OLD_QUESTION = "In a few words, what are you calling about?"
 NEW_QUESTION = "Tell me briefly why you are calling today."
-
-
-@pytest.fixture
-def flows_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "flows"
-    directory.mkdir()
-    shutil.copy(SAMPLE, directory / "main.yaml")
-    return directory
 
 
 def make_app(database_url: str, tmp_path: Path, flows_dir: Path, *, reload_interval: float = 0) -> Flask:
@@ -148,7 +138,7 @@ def test_each_flow_version_keeps_its_own_classifier(flows_dir: Path) -> None:
     assert kept.classify("mangoes").confidence == 0.0  # the call still on the old version routes as it began
     assert library.classifier_for(first) is kept
     # A flow the library did not load (a tool's, a test's) gets one too, built once.
-    other = parse_flow(SAMPLE.read_text().replace("I was charged twice", "a fee for kiwis"), source="other.yaml")
+    other = parse_flow(SAMPLE_FLOW.read_text().replace("I was charged twice", "a fee for kiwis"), source="other.yaml")
     assert other.version not in (first.version, second.version)
     assert library.classifier_for(other) is library.classifier_for(other)
     assert library.classifier_for(other).classify("kiwis").department == "billing"

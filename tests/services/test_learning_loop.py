@@ -17,9 +17,9 @@ from sqlalchemy import select, text
 
 from crm_sync.models import WITHDRAWN, LearnedExample, utcnow
 from crm_sync.queries.interactions import require_interaction
-from tests.conftest import app_config, seed_demo, signed_post
+from tests.conftest import SAMPLE_FLOW, app_config, seed_demo, signed_post
 from tests.services.test_console_services import actor, answered_billing_call, parts
-from tests.services.test_flow_reload import SAMPLE, rewrite
+from tests.services.test_flow_reload import rewrite
 from tests.web.test_api import token_for
 from voice import create_app
 
@@ -28,14 +28,6 @@ NEXT_CALLER = "the bill still charges my late husband's card"
 FIRST_SID = "CA" + "1" * 32
 NEXT_SID = "CA" + "2" * 32
 RELOAD_INTERVAL = 0.1
-
-
-@pytest.fixture
-def flows_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "flows"
-    directory.mkdir()
-    shutil.copy(SAMPLE, directory / "main.yaml")
-    return directory
 
 
 @pytest.fixture
@@ -125,7 +117,7 @@ def test_a_flow_whose_departments_change_keeps_what_still_applies(learning_app: 
         assert not session.scalars(select(LearnedExample)).one().removed
 
     # The department comes back: so does what was learned for it.
-    shutil.copy(SAMPLE, flow_file)
+    shutil.copy(SAMPLE_FLOW, flow_file)
     rewrite(flow_file, "company: Acme", "company: Acme ")  # a new stamp for the watcher
     within_reload(lambda: routes(app, NEXT_CALLER) == ("account", True))
 
