@@ -13,6 +13,14 @@ import click
 from ivr_flows import Flow, FlowError, load_flow
 from voice.config import ConfigError, load_settings
 
+#: The ``--directory`` option of the commands that take a FLOW name (None: the configured folder).
+directory_option = click.option(
+    "--directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="where FLOW names are looked up  [default: config.yaml's flows.directory]",
+)
+
 
 def configured_flows_directory() -> Path:
     try:

@@ -25,7 +25,7 @@ from ivr_flows import Flow
 from ivr_flows.learning import Decision, admit_for_flow
 from voice.adapters.learned_examples import as_correction
 from voice.cli.context import warmline_parts, with_app
-from voice.cli.flow_files import configured_flows_directory, resolve_flow
+from voice.cli.flow_files import configured_flows_directory, directory_option, resolve_flow
 from voice.cli.wording import plural
 
 
@@ -84,12 +84,7 @@ def _when(moment: datetime | None) -> str:
 @click.option("--remove-all", is_flag=True, help="stop learning from every example of FLOW")
 @click.option("--export", is_flag=True, help="print the examples routing learns from as YAML for the flow file")
 @click.option("--format", "output_format", type=click.Choice(["human", "json"]), default="human", show_default=True)
-@click.option(
-    "--directory",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="where FLOW names are looked up  [default: config.yaml's flows.directory]",
-)
+@directory_option
 @with_app
 def learned_command(
     flow: str,

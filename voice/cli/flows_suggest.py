@@ -23,7 +23,7 @@ import yaml
 from ivr_flows import Flow
 from ivr_flows.routing.base import ClassifierUnavailable, description_topics
 from ivr_flows.routing.factory import Engine, sentence_encoder
-from voice.cli.flow_files import configured_flows_directory, resolve_flow
+from voice.cli.flow_files import configured_flows_directory, directory_option, resolve_flow
 from voice.cli.wording import plural
 
 TEXT_COLUMNS = ("text", "issue_text")
@@ -88,12 +88,7 @@ def read_labelled_calls(path: Path, flow: Flow) -> LabelledCalls:
     help="whose sentence vectors judge the examples (auto: MiniLM when installed, else WordLlama)",
 )
 @click.option("--format", "output_format", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
-@click.option(
-    "--directory",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="where FLOW names are looked up  [default: config.yaml's flows.directory]",
-)
+@directory_option
 def suggest_examples_command(
     flow: str, calls: Path, per_department: int, engine: str, output_format: str, directory: Path | None
 ) -> None:

@@ -18,7 +18,7 @@ from ivr_flows import Classifier, Flow, RouteNode
 from ivr_flows.routing.factory import Engine, build_flow_classifier
 from voice.adapters.learned_examples import LearnedExamples
 from voice.cli.context import warmline_parts, with_app
-from voice.cli.flow_files import configured_flows_directory, resolve_flow
+from voice.cli.flow_files import configured_flows_directory, directory_option, resolve_flow
 
 
 def route_phrase(flow: Flow, classifier: Classifier, phrase: str) -> dict[str, object]:
@@ -43,12 +43,7 @@ def route_phrase(flow: Flow, classifier: Classifier, phrase: str) -> dict[str, o
 @click.argument("flow")
 @click.argument("phrases", nargs=-1)
 @click.option("--format", "output_format", type=click.Choice(["human", "json"]), default="human", show_default=True)
-@click.option(
-    "--directory",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="where FLOW names are looked up  [default: config.yaml's flows.directory]",
-)
+@directory_option
 @click.option(
     "--engine",
     type=click.Choice(list(get_args(Engine))),
