@@ -49,6 +49,11 @@ def handoff_state(system: PhoneSystem, call_sid: str) -> HandoffState | None:
         return handoffs[-1].state if handoffs else None
 
 
+def interaction_status(system: PhoneSystem, call_sid: str) -> InteractionStatus:
+    with system.store.unit_of_work() as session:
+        return require_interaction(session, call_sid).status
+
+
 def rep_state(system: PhoneSystem, name: str) -> RepState:
     with system.store.unit_of_work() as session:
         return find_rep(session, name).state
@@ -166,6 +171,8 @@ def test_a_caller_who_hangs_up_during_the_handoff_ends_it_for_everyone(phone_sys
     assert wait_for(lambda: handoff_state(phone_system, caller.sid) is HandoffState.CANCELLED)
     assert wait_for(lambda: rep_state(phone_system, "Alice Rivera") is RepState.AVAILABLE)
     assert wait_for(lambda: rep_state(phone_system, "Bob Chen") is RepState.AVAILABLE)
+    # The call itself ends with the caller's final status callback, which may come after the conference's events.
+    assert wait_for(lambda: interaction_status(phone_system, caller.sid) is InteractionStatus.ENDED)
     with phone_system.store.unit_of_work() as session:
         record = require_interaction(session, caller.sid)
         assert record.status is InteractionStatus.ENDED
